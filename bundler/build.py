@@ -1,0 +1,348 @@
+"""The builder pipeline: spec + lock + sources -> one signed OCI-layout bundle.
+
+Steps: pull every image by its locked digest (exact bytes, digest-checked while streaming),
+add each model as a ModelPack artifact (zstd only where it pays), add the manifests as an
+artifact, write ``index.json``, then the root, and sign it. The work happens in ``OUT.partial``
+beside the output and is renamed into place at the end, so an interrupted build never leaves
+something that looks like a bundle; a rerun reuses the blobs already fetched.
+
+Invariants:
+- Reproducible: the same spec, lock, sources and key give byte-identical output (creation time
+  comes from the lock; JSON is canonical; tar headers are fixed; zstd is deterministic).
+- Streams: no blob is held in memory; only manifests, configs and the root are.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from bundler import compress, layout, mediatypes as mt, tarfmt
+from bundler.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, sha256_bytes
+from bundler.errors import EdgebundleError, UsageError
+from bundler.lockfile import LockMismatchError, platform_of
+from bundler.root import (BlobPin, FilePin, ImageEntry, ManifestFile, ManifestsEntry, ModelEntry,
+                          ModelFile, Root, canonical_json, load_json_bounded)
+from bundler.signing import sign
+from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files
+
+REF_NAME = "org.opencontainers.image.ref.name"
+TITLE = "org.opencontainers.image.title"
+FILEPATH = "org.cncf.model.filepath"
+EMPTY_JSON = b"{}"
+
+
+class BlobStore:
+    """``blobs/sha256`` of a bundle being built; remembers what it holds, in insertion order."""
+
+    def __init__(self, root_dir: Path) -> None:
+        self.dir = root_dir / layout.BLOBS_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pins: dict[str, BlobPin] = {}
+
+    def path(self, digest: str) -> Path:
+        return self.dir.parent.parent / layout.blob_path(digest)
+
+    def _record(self, digest: str, size: int, media_type: str) -> BlobPin:
+        pin = self.pins.get(digest) or BlobPin(digest, size, media_type)
+        self.pins.setdefault(digest, pin)
+        return pin
+
+    def has(self, digest: str, size: int) -> bool:
+        """A blob left by an earlier, interrupted build counts only if it still hashes right."""
+        p = self.path(digest)
+        return p.exists() and p.stat().st_size == size and hash_file(p) == (digest, size)
+
+    def put_bytes(self, data: bytes, media_type: str) -> BlobPin:
+        digest = sha256_bytes(data)
+        if not self.has(digest, len(data)):
+            self._commit(digest, lambda out: out.write(data))
+        return self._record(digest, len(data), media_type)
+
+    def put_writer(self, media_type: str, write: Callable[[BinaryIO], None],
+                   expect: tuple[str, int] | None = None) -> BlobPin:
+        """Store what ``write`` produces; with ``expect``, skip the work when already present."""
+        if expect and self.has(*expect):
+            return self._record(expect[0], expect[1], media_type)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as raw:
+                w = HashingWriter(raw)
+                write(w)  # type: ignore[arg-type]
+            if expect and (w.digest, w.size) != expect:
+                raise EdgebundleError(f"fetched content {w.digest} ({w.size} bytes) does not match "
+                                      f"the pinned {expect[0]} ({expect[1]} bytes)")
+            os.replace(tmp, self.path(w.digest))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return self._record(w.digest, w.size, media_type)
+
+    def _commit(self, digest: str, write: Callable[[BinaryIO], Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+        os.replace(tmp, self.path(digest))
+
+
+def _descriptor(pin: BlobPin, annotations: dict[str, str] | None = None,
+                **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"mediaType": pin.mediaType, "digest": pin.digest, "size": pin.size}
+    d.update(extra)
+    if annotations:
+        d["annotations"] = annotations
+    return d
+
+
+@dataclass
+class BuildResult:
+    root: Root
+    output: Path
+    input_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Builder:
+    """Builds one bundle; ``registries(host)`` returns a :class:`bundler.registry.Registry`."""
+
+    def __init__(self, spec: BundleSpec, lock: dict[str, Any], registries: Callable[[str], Any],
+                 log: Callable[[str], None] = lambda s: None, progress: bool | None = None) -> None:
+        self.spec, self.lock, self.registries, self.log = spec, lock, registries, log
+        self.progress = progress
+        self.created = lock["created"]
+        self.mtime = calendar.timegm(time.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ"))
+        self.input_bytes = 0
+
+    # -- images ----------------------------------------------------------------------------
+    def _fetch_blob(self, store: BlobStore, reg: Any, repo: str, desc: dict[str, Any]) -> BlobPin:
+        digest, size = desc["digest"], int(desc["size"])
+        self.input_bytes += size
+        return store.put_writer(desc["mediaType"], lambda out: reg.download_blob(repo, digest, out),
+                                expect=(digest, size))
+
+    def _fetch_manifest(self, store: BlobStore, reg: Any, repo: str, digest: str) -> tuple[BlobPin, dict[str, Any]]:
+        m = reg.get_manifest(repo, digest)
+        if m.digest != digest:
+            raise EdgebundleError(f"{repo}@{digest}: registry served {m.digest}")
+        doc = load_json_bounded(m.data, f"manifest {repo}@{digest}")
+        self.input_bytes += len(m.data)
+        return store.put_bytes(m.data, m.media_type), doc
+
+    def _add_image_manifest(self, store: BlobStore, reg: Any, repo: str, digest: str) -> tuple[BlobPin, dict[str, Any], int]:
+        pin, doc = self._fetch_manifest(store, reg, repo, digest)
+        if doc.get("mediaType", pin.mediaType) not in mt.IMAGE_MANIFEST_TYPES and "config" not in doc:
+            raise EdgebundleError(f"{repo}@{digest} is not an image manifest")
+        size = pin.size
+        for desc in [doc["config"], *doc.get("layers", [])]:
+            size += self._fetch_blob(store, reg, repo, desc).size
+        return pin, doc, size
+
+    def add_image(self, store: BlobStore, image: ImageSpec, locked: dict[str, Any]) -> tuple[ImageEntry, dict[str, Any]]:
+        from bundler.registry import parse_reference
+
+        ref = parse_reference(image.ref)
+        reg = self.registries(ref.registry)
+        self.log(f"image {image.ref} ({locked['digest'][:19]})")
+        top_digest, platforms = locked["digest"], list(image.platforms)
+        platform_field = None
+        if mt.is_index(locked["mediaType"]):
+            by_plat: dict[str, str] = locked["platforms"]
+            if len(platforms) == 1 and len(by_plat) > 1:
+                top_digest = by_plat[platforms[0]]  # one platform: carry just its manifest
+                os_, arch, *var = platforms[0].split("/")
+                platform_field = {"os": os_, "architecture": arch, **({"variant": var[0]} if var else {})}
+            elif platforms and set(platforms) != set(by_plat):
+                raise UsageError(f"image {image.ref}: choose one platform or all of "
+                                 f"{', '.join(sorted(by_plat))} (a partial index cannot be pushed intact)")
+        if top_digest == locked["digest"] and mt.is_index(locked["mediaType"]):
+            pin, doc = self._fetch_manifest(store, reg, ref.repository, top_digest)
+            total = pin.size
+            for child in doc.get("manifests", []):
+                total += self._add_image_manifest(store, reg, ref.repository, child["digest"])[2]
+            platforms = platforms or sorted(p for c in doc["manifests"] if (p := platform_of(c))
+                                            and p != "unknown/unknown")
+        else:
+            pin, doc, total = self._add_image_manifest(store, reg, ref.repository, top_digest)
+            cfg = load_json_bounded(store.path(doc["config"]["digest"]).read_bytes(), "image config")
+            actual = f"{cfg.get('os')}/{cfg.get('architecture')}" + (
+                f"/{cfg['variant']}" if cfg.get("variant") else "")
+            if platforms and actual not in platforms:
+                raise UsageError(f"image {image.ref} is {actual}, the spec asks for {', '.join(platforms)}")
+            platforms = [actual]
+        ref_name = f"{ref.repository}:{ref.tag}" if ref.tag else f"{ref.repository}@{top_digest}"
+        entry = ImageEntry(ref=image.ref, refName=ref_name, repository=ref.repository, tag=ref.tag,
+                           digest=pin.digest, mediaType=pin.mediaType, platforms=platforms, size=total)
+        extra = {"platform": platform_field} if platform_field else {}
+        return entry, _descriptor(pin, {REF_NAME: ref_name}, **extra)
+
+    # -- models ----------------------------------------------------------------------------
+    def add_model(self, store: BlobStore, model: ModelSpec, locked: dict[str, Any]) -> tuple[ModelEntry, dict[str, Any]]:
+        from bundler.modelpack import describe_model, model_config_bytes
+
+        desc = describe_model(model.name, model.kind, model.version, model.path)
+        pins = {f["path"]: (f["digest"], f["size"]) for f in locked["files"]}
+        files, layers = [], []
+        for mf in desc.files:
+            digest, size = hash_file(mf.abs_path)
+            if pins.get(mf.relpath) != (digest, size):
+                raise LockMismatchError(f"model {model.name} {model.version}: {mf.relpath} changed since "
+                                        "bundles.lock was written", hint=f"run: bundle lock {self.spec.path}")
+            self.input_bytes += size
+            self.log(f"model {model.name} {model.version}: {mf.relpath} ({size} bytes)")
+            role = mf.role
+            if compress.compression_pays(mf.abs_path):
+                media = {"weight": mt.MODEL_WEIGHT_TAR_ZSTD}.get(role, mt.MODEL_WEIGHT_CONFIG_TAR_ZSTD)
+                pin = store.put_writer(media, lambda out, p=mf: compress.write_tar_zstd(
+                    p.abs_path, p.relpath, out, self.mtime))
+                encoding = "tar+zstd"
+            else:
+                media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
+                    role, mt.MODEL_WEIGHT_CONFIG_RAW)
+                pin = store.put_writer(media, lambda out, p=mf: _copy_file(p.abs_path, out),
+                                       expect=(digest, size))
+                encoding = "identity"
+            files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))
+            layers.append(_descriptor(pin, {FILEPATH: mf.relpath, TITLE: mf.relpath,
+                                            "dev.edgebundle.file.digest": digest,
+                                            "dev.edgebundle.file.size": str(size)}))
+        config = store.put_bytes(model_config_bytes(desc, [f.digest for f in files], self.created),
+                                 mt.MODEL_CONFIG)
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.MODEL_ARTIFACT,
+            "config": _descriptor(config), "layers": layers,
+            "annotations": {TITLE: model.name, "org.opencontainers.image.version": model.version,
+                            "org.opencontainers.image.created": self.created,
+                            "dev.edgebundle.model.kind": model.kind},
+        })
+        mpin = store.put_bytes(manifest, mt.OCI_MANIFEST)
+        entry = ModelEntry(name=model.name, kind=model.kind, version=model.version, format=desc.format,
+                           manifest=mpin.digest, files=files, architecture=desc.architecture,
+                           quantization=desc.quantization, paramCount=desc.param_count,
+                           contextLength=desc.context_length)
+        ref_name = f"models/{model.name}:{model.version}"
+        return entry, _descriptor(mpin, {REF_NAME: ref_name}, artifactType=mt.MODEL_ARTIFACT)
+
+    # -- manifests -------------------------------------------------------------------------
+    def add_manifests(self, store: BlobStore) -> tuple[ManifestsEntry, dict[str, Any]] | None:
+        files = manifest_files(self.spec)
+        if not files:
+            return None
+        pins = {f["path"]: (f["digest"], f["size"]) for f in self.lock["manifests"]}
+        entries, layers = [], []
+        for rel, path in files:
+            pin = store.put_writer(mt.EDGEBUNDLE_K8S_MANIFEST, lambda out, p=path: _copy_file(p, out))
+            if pins.get(rel) != (pin.digest, pin.size):
+                raise LockMismatchError(f"manifest {rel} changed since bundles.lock was written",
+                                        hint=f"run: bundle lock {self.spec.path}")
+            self.input_bytes += pin.size
+            entries.append(ManifestFile(rel, pin.digest, pin.size))
+            layers.append(_descriptor(pin, {TITLE: rel}))
+        empty = store.put_bytes(EMPTY_JSON, mt.OCI_EMPTY)
+        manifest = canonical_json({
+            "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+            "artifactType": mt.EDGEBUNDLE_MANIFESTS_ARTIFACT, "config": _descriptor(empty),
+            "layers": layers, "annotations": {"org.opencontainers.image.created": self.created},
+        })
+        mpin = store.put_bytes(manifest, mt.OCI_MANIFEST)
+        ref_name = f"manifests/{self.spec.name}:{self.spec.version}"
+        return (ManifestsEntry(mpin.digest, entries),
+                _descriptor(mpin, {REF_NAME: ref_name}, artifactType=mt.EDGEBUNDLE_MANIFESTS_ARTIFACT))
+
+    # -- the whole bundle ------------------------------------------------------------------
+    def build(self, out: Path, keys: list[Any], *, force: bool = False) -> BuildResult:
+        out = Path(out).resolve()
+        as_tar = out.suffix == ".tar"
+        if out.exists() and not force:
+            raise UsageError(f"{out} already exists", hint="remove it or pass --force")
+        work = out.with_name(out.name + ".partial") if not as_tar else out.with_name(out.name + ".partial.d")
+        work.mkdir(parents=True, exist_ok=True)
+        store = BlobStore(work)
+        root = self.assemble(work, store, keys)
+        if as_tar:
+            write_tar(work, root, out)
+            shutil.rmtree(work)
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(work, out)
+            fsync_dir(out.parent)
+        return BuildResult(root, out, self.input_bytes)
+
+    def assemble(self, work: Path, store: BlobStore, keys: list[Any]) -> Root:
+        locked_images = {li["ref"]: li for li in self.lock["images"]}
+        locked_models = {(m["name"], m["version"]): m for m in self.lock["models"]}
+        images, models, index = [], [], []
+        for im in self.spec.images:
+            entry, desc = self.add_image(store, im, locked_images[im.ref])
+            images.append(entry)
+            index.append(desc)
+        for m in self.spec.models:
+            mentry, desc = self.add_model(store, m, locked_models[(m.name, m.version)])
+            models.append(mentry)
+            index.append(desc)
+        added = self.add_manifests(store)
+        manifests = None
+        if added:
+            manifests, desc = added
+            index.append(desc)
+        index_bytes = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index})
+        _write_small(work / layout.INDEX, index_bytes)
+        _write_small(work / layout.OCI_LAYOUT, layout.OCI_LAYOUT_BYTES)
+        root = Root(
+            name=self.spec.name, version=self.spec.version, compatible=self.spec.compatible,
+            created=self.created,
+            files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), len(layout.OCI_LAYOUT_BYTES)),
+                   layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes))},
+            blobs=dict(store.pins), images=images, models=models, manifests=manifests)
+        self.write_trust_files(work, root, keys)
+        return root
+
+    @staticmethod
+    def write_trust_files(work: Path, root: Root, keys: list[Any]) -> None:
+        root_bytes = root.to_bytes()
+        (work / "edgebundle").mkdir(exist_ok=True)
+        _write_small(work / layout.ROOT, root_bytes)
+        _write_small(work / layout.SIGNATURES, sign(root_bytes, keys))
+
+
+def _write_small(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _copy_file(src: Path, out: BinaryIO) -> None:
+    with open(src, "rb") as f:
+        for chunk in iter_chunks(f):
+            out.write(chunk)
+
+
+def member_order(root: Root) -> list[str]:
+    """Tar order: trust files, index, then blobs grouped as the root lists its content."""
+    names: list[str] = [layout.OCI_LAYOUT, layout.ROOT, layout.SIGNATURES, layout.INDEX]
+    carried = root.blobs if root.delta is None else root.delta["carried"]
+    names += [layout.blob_path(d) for d in sorted(carried)]
+    return names
+
+
+def write_tar(work: Path, root: Root, out: Path) -> None:
+    """Write the bundle tree at ``work`` as one tar at ``out`` (via a temp name, fsynced)."""
+    tmp = out.with_name(out.name + ".partial")
+    mtime = calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
+    with open(tmp, "wb") as f:
+        for name in member_order(root):
+            src = work / name
+            with open(src, "rb") as s:
+                tarfmt.write_member(f, name, src.stat().st_size, mtime, s)
+        f.write(tarfmt.END)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    fsync_dir(out.parent)

@@ -1,0 +1,28 @@
+"""The ``bundle`` command (build host). One module per verb lives in bundler/commands/."""
+
+from __future__ import annotations
+
+import click
+
+from bundler import commands
+from bundler.clikit import register_verbs
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgebundle")
+def main() -> None:
+    """Build signed, compressed, offline bundles of an AI stack (build host side).
+
+    \b
+    Typical flow:
+      bundle keygen release --out keys
+      bundle lock bundle.yaml
+      bundle create bundle.yaml --key keys/release.key -o rag-edge-1.0.0.tar
+      bundle verify rag-edge-1.0.0.tar --pubkey keys/release.pub
+      bundle inspect rag-edge-1.0.0.tar
+
+    Exit codes: 0 ok, 1 error, 2 usage, 4 verification failed (docs/EXIT_CODES.md).
+    """
+
+
+register_verbs(main, commands)

@@ -1,0 +1,54 @@
+"""What both command-line front ends share: error reporting, exit codes, JSON output, verb loading.
+
+Exit codes (docs/EXIT_CODES.md): 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import pkgutil
+import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import click
+
+from bundler.errors import EdgebundleError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn :class:`EdgebundleError` into a clear message and its exit code (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgebundleError as e:
+            if kwargs.get("as_json"):
+                emit_json({"ok": False, "error": e.message, "kind": type(e).__name__,
+                           "hint": e.hint, "exitCode": e.exit_code})
+            else:
+                click.echo(f"error: {e.message}", err=True)
+                if e.hint:
+                    click.echo(f"  what to do: {e.hint}", err=True)
+            sys.exit(e.exit_code)
+
+    return wrapper
+
+
+def register_verbs(group: click.Group, package: ModuleType) -> None:
+    """Add the ``command`` of every module in ``package`` (one module per verb) to ``group``."""
+    for name in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+        module = importlib.import_module(f"{package.__name__}.{name}")
+        cmd = getattr(module, "command", None)
+        if isinstance(cmd, click.Command):
+            group.add_command(cmd)

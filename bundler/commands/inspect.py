@@ -1,0 +1,84 @@
+"""bundle inspect: what a bundle holds (reads the root; verify checks it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bundler import layout
+from bundler.clikit import emit_json, handle_errors, json_option
+from bundler.progress import human
+from bundler.root import Root, parse_root
+from bundler.signing import parse_signatures
+from bundler.sources import open_source, read_small
+
+
+def describe(root: Root, signers: list[str], bundle_bytes: int) -> dict[str, Any]:
+    """The inspect document; also used by the media runbook."""
+    blob_sizes = {d: p.size for d, p in root.blobs.items()}
+    models = []
+    for m in root.models:
+        stored = sum(blob_sizes[f.blob] for f in m.files)
+        models.append({"name": m.name, "kind": m.kind, "version": m.version, "format": m.format,
+                       "architecture": m.architecture, "quantization": m.quantization,
+                       "paramCount": m.paramCount, "contextLength": m.contextLength,
+                       "size": m.size, "storedSize": stored, "manifest": m.manifest,
+                       "files": [{"path": f.path, "digest": f.digest, "size": f.size,
+                                  "encoding": f.encoding} for f in m.files]})
+    content = sum(im.size for im in root.images) + sum(m["size"] for m in models) + (
+        sum(f.size for f in root.manifests.files) if root.manifests else 0)
+    stored = root.total_size()
+    return {
+        "name": root.name, "version": root.version, "compatible": root.compatible,
+        "created": root.created, "root": root.digest, "signers": signers,
+        "images": [{"ref": im.ref, "refName": im.refName, "digest": im.digest,
+                    "platforms": im.platforms, "size": im.size} for im in root.images],
+        "models": models,
+        "manifests": [{"path": f.path, "digest": f.digest, "size": f.size}
+                      for f in (root.manifests.files if root.manifests else [])],
+        "base": vars(root.base) if root.base else None,
+        "totals": {"contentBytes": content, "storedBlobBytes": stored, "bundleBytes": bundle_bytes,
+                   "compressionSavedBytes": sum(m["size"] - m["storedSize"] for m in models)},
+    }
+
+
+@click.command("inspect")
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@json_option
+@handle_errors
+def command(bundle: Path, as_json: bool) -> None:
+    """Show name, version, signers, images, models, manifests and sizes of BUNDLE.
+
+    Inspect does not check signatures or content: run 'bundle verify' for that.
+    """
+    source = open_source(bundle)
+    root = parse_root(read_small(source, layout.ROOT, layout.MAX_JSON_BYTES))
+    signers = [s.keyid for s in parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))] \
+        if layout.SIGNATURES in source.members() else []
+    doc = describe(root, signers, sum(source.members().values()))
+    if as_json:
+        emit_json(doc)
+        return
+    click.echo(f"{doc['name']} {doc['version']}  compatible={doc['compatible']}  created={doc['created']}")
+    click.echo(f"root {doc['root']}")
+    click.echo(f"signers: {', '.join(s[:16] for s in signers) or 'NONE (unsigned)'}")
+    click.echo("\nIMAGES")
+    click.echo(f"  {'REF':<44} {'DIGEST':<21} {'PLATFORMS':<26} {'SIZE':>10}")
+    for im in doc["images"]:
+        click.echo(f"  {im['ref']:<44} {im['digest'][:19]:<21} {','.join(im['platforms']):<26} "
+                   f"{human(im['size']):>10}")
+    click.echo("\nMODELS")
+    click.echo(f"  {'NAME':<22} {'KIND':<10} {'VERSION':<8} {'FORMAT':<12} {'QUANT':<8} {'PARAMS':>8} "
+               f"{'SIZE':>10} {'STORED':>10}")
+    for m in doc["models"]:
+        params = f"{m['paramCount'] / 1e6:.0f}M" if m["paramCount"] else "-"
+        click.echo(f"  {m['name']:<22} {m['kind']:<10} {m['version']:<8} {m['format']:<12} "
+                   f"{m['quantization'] or '-':<8} {params:>8} {human(m['size']):>10} {human(m['storedSize']):>10}")
+    click.echo(f"\nMANIFESTS ({len(doc['manifests'])} files)")
+    for f in doc["manifests"]:
+        click.echo(f"  {f['path']:<50} {human(f['size']):>10}")
+    t = doc["totals"]
+    click.echo(f"\nTOTAL content {human(t['contentBytes'])}, blobs stored {human(t['storedBlobBytes'])}, "
+               f"bundle {human(t['bundleBytes'])}, compression saved {human(t['compressionSavedBytes'])}")

@@ -1,0 +1,107 @@
+"""zstd where it pays, and bounded decompression.
+
+A model file that compresses well is carried as a ModelPack ``tar+zstd`` layer: a zstd frame
+holding a ustar archive of exactly that one file (bundler/tarfmt.py dialect). Files that do not
+compress (quantized GGUF weights mostly do not) are carried raw.
+
+Invariants:
+- Compression output is deterministic for a given zstandard library, level and input.
+- Decompression never yields more than the signed size + 1 bytes and caps the zstd window, so an
+  endless or memory-hungry frame cannot exhaust the installer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from bundler import tarfmt
+from bundler.errors import VerificationError
+
+LEVEL = 3
+#: Compress only when a sample shrinks below this fraction of its size.
+PAYS_BELOW = 0.92
+SAMPLE = 4 * 1024 * 1024
+MAX_WINDOW = 1 << 27
+
+
+def compression_pays(path: Path) -> bool:
+    """Decide from samples at the start, middle and end, without reading the whole file."""
+    size = path.stat().st_size
+    if size < 4096:
+        return False
+    cctx = zstandard.ZstdCompressor(level=LEVEL)
+    raw = packed = 0
+    with open(path, "rb") as f:
+        for off in sorted({0, max(0, size // 2 - SAMPLE // 2), max(0, size - SAMPLE)}):
+            f.seek(off)
+            data = f.read(SAMPLE)
+            raw += len(data)
+            packed += len(cctx.compress(data))
+    return packed < raw * PAYS_BELOW
+
+
+def single_file_tar_size(size: int) -> int:
+    return tarfmt.BLOCK + size + len(tarfmt.padding(size)) + len(tarfmt.END)
+
+
+def write_tar_zstd(path: Path, arcname: str, out: BinaryIO, mtime: int) -> None:
+    """Write a zstd frame of a one-member tar holding ``path`` as ``arcname``."""
+    size = path.stat().st_size
+    cctx = zstandard.ZstdCompressor(level=LEVEL, threads=min(4, os.cpu_count() or 1),
+                                    write_content_size=True)
+    with cctx.stream_writer(out, size=single_file_tar_size(size), closefd=False) as w, \
+            open(path, "rb") as src:
+        tarfmt.write_member(w, arcname, size, mtime, src)  # type: ignore[arg-type]
+        w.write(tarfmt.END)
+
+
+class _Bounded:
+    """Reads at most ``limit`` bytes from a stream, then reports EOF."""
+
+    def __init__(self, f: BinaryIO, limit: int) -> None:
+        self._f, self._left = f, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        data = self._f.read(n)
+        self._left -= len(data)
+        return data
+
+
+def open_tar_zstd_member(compressed: BinaryIO, expected_size: int, what: str) -> BinaryIO:
+    """A stream of the one file inside a ``tar+zstd`` layer, at most ``expected_size + 1`` bytes.
+
+    The caller hashes what it reads against the signed digest and size.
+    """
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+    try:
+        reader = dctx.stream_reader(compressed, read_across_frames=False, closefd=False)
+        hdr = reader.read(tarfmt.BLOCK)
+    except zstandard.ZstdError as e:
+        raise VerificationError(f"{what}: not a valid zstd stream ({e})") from None
+    if len(hdr) < tarfmt.BLOCK:
+        raise VerificationError(f"{what}: compressed layer ends inside its tar header")
+    name, size = tarfmt.parse_file_header(hdr, 0)
+    if size != expected_size:
+        raise VerificationError(
+            f"{what}: compressed layer holds {name!r} of {size} bytes, the signed root says {expected_size}")
+    return _Bounded(_ZstdErrors(reader, what), expected_size + 1)  # type: ignore[return-value]
+
+
+class _ZstdErrors:
+    """Turns zstd library errors into verification errors naming the layer."""
+
+    def __init__(self, reader: BinaryIO, what: str) -> None:
+        self._r, self._what = reader, what
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._r.read(n)
+        except zstandard.ZstdError as e:
+            raise VerificationError(f"{self._what}: corrupt zstd data ({e})") from None

@@ -1,0 +1,125 @@
+"""Content digests (``sha256:<hex>``) computed while bytes stream past.
+
+Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from bundler.errors import VerificationError
+
+CHUNK = 1024 * 1024
+
+
+class DigestMismatchError(VerificationError):
+    """Bytes do not match the digest or size a signed document pins for them."""
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def is_digest(value: object) -> bool:
+    """True for a well-formed ``sha256:<64 hex>`` string."""
+    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Digest of a small in-memory document."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def iter_chunks(stream: BinaryIO, limit: int | None = None, chunk: int = CHUNK) -> Iterator[bytes]:
+    """Yield chunks from ``stream`` until EOF or ``limit`` bytes."""
+    remaining = limit
+    while remaining is None or remaining > 0:
+        want = chunk if remaining is None else min(chunk, remaining)
+        data = stream.read(want)
+        if not data:
+            return
+        if remaining is not None:
+            remaining -= len(data)
+        yield data
+
+
+def hash_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """Digest and size of everything left in ``stream``."""
+    h = hashlib.sha256()
+    size = 0
+    for data in iter_chunks(stream):
+        h.update(data)
+        size += len(data)
+        if progress:
+            progress(len(data))
+    return "sha256:" + h.hexdigest(), size
+
+
+def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """Digest and size of a file on disk."""
+    with open(path, "rb") as f:
+        return hash_stream(f, progress)
+
+
+class HashingWriter:
+    """Wraps a writable file: hashes and counts every byte written through it."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self._h = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._h.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._h.hexdigest()
+
+
+def check(what: str, expected_digest: str, expected_size: int, digest: str, size: int) -> None:
+    """Raise a :class:`VerificationError` naming ``what`` unless digest and size match."""
+    if size != expected_size:
+        raise DigestMismatchError(
+            f"{what}: size is {size} bytes, the signed root says {expected_size}",
+            hint="the bundle is truncated or was altered; copy it again from the build host",
+        )
+    if digest != expected_digest:
+        raise DigestMismatchError(
+            f"{what}: content digest {digest} does not match the signed {expected_digest}",
+            hint="the bundle was altered or the media is corrupt; copy it again from the build host",
+        )
+
+
+def copy_verified(
+    src: BinaryIO,
+    dst: BinaryIO,
+    what: str,
+    expected_digest: str,
+    expected_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Copy ``src`` to ``dst`` in chunks and fail unless the bytes match the signed pin.
+
+    Reads at most ``expected_size + 1`` bytes so an endless source cannot run on.
+    """
+    w = HashingWriter(dst)
+    for data in iter_chunks(src, expected_size + 1):
+        w.write(data)
+        if progress:
+            progress(len(data))
+    check(what, expected_digest, expected_size, w.digest, w.size)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

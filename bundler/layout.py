@@ -1,0 +1,78 @@
+"""Every path inside a bundle, and the rules a member name must follow.
+
+A bundle is an OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/<hex>``) plus the
+edgebundle trust files under ``edgebundle/``. The same tree is stored either as a directory or as
+one tar file. This module is the only place that spells those paths; readers and writers ask it.
+
+Invariants:
+- A member name is a relative POSIX path from :func:`is_member_name`'s closed set; nothing else
+  may appear in a bundle (no other files, directories are implied).
+- In a tar bundle the trust files come first (:data:`TAR_HEAD`) so a reader can check the
+  signature before it reads a single blob byte.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+OCI_LAYOUT = "oci-layout"
+INDEX = "index.json"
+ROOT = "edgebundle/root.json"
+SIGNATURES = "edgebundle/signatures.json"
+BLOBS_DIR = "blobs/sha256"
+
+#: The content of ``oci-layout`` (OCI image-layout spec 1.0.0); fixed, so it is pinned by value.
+OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
+
+#: Tar members written first, in this order, ahead of index.json and the blobs.
+TAR_HEAD = (OCI_LAYOUT, ROOT, SIGNATURES)
+
+#: Upper bound for any JSON document read whole (root, index, manifests, configs, signatures).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+#: Upper bound for the signatures document.
+MAX_SIGNATURES_BYTES = 256 * 1024
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def blob_path(digest: str) -> str:
+    """Member name of the blob with ``digest`` (``sha256:<hex>``)."""
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or not _HEX64.fullmatch(hexpart):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return f"{BLOBS_DIR}/{hexpart}"
+
+
+def digest_of_blob_path(name: str) -> str | None:
+    """The digest a blob member name stands for, or None when ``name`` is not a blob path."""
+    prefix = BLOBS_DIR + "/"
+    if name.startswith(prefix) and _HEX64.fullmatch(name[len(prefix):]):
+        return "sha256:" + name[len(prefix):]
+    return None
+
+
+def is_member_name(name: str) -> bool:
+    """True when ``name`` may appear in a bundle at all (before checking the root lists it)."""
+    return name in (OCI_LAYOUT, INDEX, ROOT, SIGNATURES) or digest_of_blob_path(name) is not None
+
+
+def normalise_member_name(raw: str) -> str | None:
+    """Canonical form of a tar/dir member name, or None when it is unsafe or not canonical.
+
+    Rejects absolute paths, ``..``, empty components and backslashes, so a hostile tar cannot name
+    anything outside the bundle even if a careless reader extracted it.
+    """
+    if not raw or raw.startswith("/") or "\\" in raw or "\x00" in raw:
+        return None
+    name = raw[2:] if raw.startswith("./") else raw
+    parts = PurePosixPath(name).parts
+    if any(p in ("", ".", "..") for p in parts) or "/".join(parts) != name.rstrip("/"):
+        return None
+    return name.rstrip("/")
+
+
+def tar_order(names: list[str]) -> list[str]:
+    """The order members are written to a tar bundle: trust files, index, then blobs as given."""
+    head = [n for n in (*TAR_HEAD, INDEX) if n in names]
+    return head + [n for n in names if n not in head]

@@ -1,0 +1,167 @@
+"""``bundles.lock``: every input of a bundle pinned by digest.
+
+The lock pins each image to its manifest (or index) digest and its per-platform manifest
+digests, each model file and manifest file to sha256 and size, and the bundle's creation time
+(so the same spec, lock, sources and key rebuild a byte-identical bundle).
+
+Invariant: a lock is *current* for a spec when its ``spec`` fingerprint equals the spec's; it
+*matches the sources* when every pinned file still hashes to its pin and every tag still
+resolves to the pinned digest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from bundler import mediatypes
+from bundler.digest import hash_file, sha256_bytes
+from bundler.errors import EdgebundleError, UsageError
+from bundler.root import load_json_bounded
+from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files
+
+LOCK_VERSION = 1
+
+
+class LockMismatchError(EdgebundleError):
+    """The lock is missing, stale, or the sources changed since it was written."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class LockedImage:
+    ref: str
+    digest: str
+    mediaType: str
+    platforms: dict[str, str]  # "linux/amd64" -> manifest digest (for indexes)
+
+
+def image_ref_by_digest(ref: str, digest: str) -> str:
+    """``ref`` pinned to ``digest`` (any tag is kept for the record only)."""
+    return ref.split("@", 1)[0] + "@" + digest
+
+
+def platform_of(desc: dict[str, Any]) -> str | None:
+    p = desc.get("platform") or {}
+    if not p.get("os") or not p.get("architecture"):
+        return None
+    s = f"{p['os']}/{p['architecture']}"
+    return s + (f"/{p['variant']}" if p.get("variant") else "")
+
+
+def resolve_image(image: ImageSpec, registries: Callable[[str], Any]) -> LockedImage:
+    """Ask the image's registry what its reference points at now."""
+    from bundler.registry import parse_reference
+
+    ref = parse_reference(image.ref)
+    reg = registries(ref.registry)
+    m = reg.get_manifest(ref.repository, ref.digest or ref.tag)
+    platforms: dict[str, str] = {}
+    if mediatypes.is_index(m.media_type):
+        doc = load_json_bounded(m.data, f"index of {image.ref}")
+        for d in doc.get("manifests", []):
+            plat = platform_of(d)
+            if plat and plat != "unknown/unknown":
+                platforms.setdefault(plat, d["digest"])
+        wanted = set(image.platforms)
+        missing = sorted(wanted - set(platforms))
+        if missing:
+            raise UsageError(f"image {image.ref} has no platform {', '.join(missing)} "
+                             f"(it has {', '.join(sorted(platforms))})")
+    return LockedImage(image.ref, m.digest, m.media_type, platforms)
+
+
+def _file_pins(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    out = []
+    for rel, f in files:
+        d, size = hash_file(f)
+        out.append({"path": rel, "digest": d, "size": size})
+    return out
+
+
+def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
+                 created: str | None = None) -> dict[str, Any]:
+    """Resolve every input of ``spec`` now."""
+    if created is None:
+        epoch = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    return {
+        "lockVersion": LOCK_VERSION,
+        "spec": sha256_bytes(spec.fingerprint_bytes()),
+        "bundle": {"name": spec.name, "version": spec.version},
+        "created": created,
+        "images": [vars(resolve_image(i, registries)) for i in spec.images],
+        "models": [{"name": m.name, "version": m.version, "files": _file_pins(model_files(m))}
+                   for m in spec.models],
+        "manifests": _file_pins(manifest_files(spec)),
+    }
+
+
+def write_lock(path: Path, lock: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_lock(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    lock = load_json_bounded(path.read_bytes(), str(path))
+    if not isinstance(lock, dict) or lock.get("lockVersion") != LOCK_VERSION:
+        raise UsageError(f"{path} is not a version-{LOCK_VERSION} bundles.lock",
+                         hint="regenerate it with: bundle lock SPEC")
+    return lock
+
+
+def is_current(lock: dict[str, Any], spec: BundleSpec) -> bool:
+    return lock.get("spec") == sha256_bytes(spec.fingerprint_bytes())
+
+
+def check_sources(lock: dict[str, Any], spec: BundleSpec, registries: Callable[[str], Any]) -> list[str]:
+    """Every way the sources differ from the lock (empty when they match)."""
+    problems = []
+    for li in lock["images"]:
+        now = resolve_image(ImageSpec(li["ref"]), registries)
+        if now.digest != li["digest"]:
+            problems.append(f"image {li['ref']} now resolves to {now.digest}, locked {li['digest']}")
+    locked_models = {(m["name"], m["version"]): m for m in lock["models"]}
+    for m in spec.models:
+        pins = locked_models.get((m.name, m.version), {}).get("files", [])
+        if _file_pins(model_files(m)) != pins:
+            problems.append(f"model {m.name} {m.version}: files under {m.path} changed since the lock")
+    if _file_pins(manifest_files(spec)) != lock["manifests"]:
+        problems.append("manifests changed since the lock")
+    return problems
+
+
+def ensure_lock(spec: BundleSpec, registries: Callable[[str], Any], *, locked: bool,
+                log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """The lock ``bundle create`` builds from.
+
+    With ``locked``, refuse a missing or stale lock or changed sources. Without it, a missing or
+    stale lock is (re)written, keeping its creation time when the spec did not change.
+    """
+    path = spec.lock_path
+    lock = read_lock(path)
+    if locked:
+        if lock is None:
+            raise LockMismatchError(f"--locked: {path} does not exist",
+                                    hint=f"run: bundle lock {spec.path}")
+        if not is_current(lock, spec):
+            raise LockMismatchError(f"--locked: {path} does not match {spec.path} (the spec changed)",
+                                    hint=f"review the change, then run: bundle lock {spec.path}")
+        problems = check_sources(lock, spec, registries)
+        if problems:
+            raise LockMismatchError("--locked: sources no longer match the lock: " + "; ".join(problems),
+                                    hint=f"review the change, then run: bundle lock {spec.path}")
+        return lock
+    if lock is None or not is_current(lock, spec):
+        log(f"{'writing' if lock is None else 'refreshing stale'} {path}")
+        lock = compute_lock(spec, registries)
+        write_lock(path, lock)
+    return lock

@@ -1,0 +1,387 @@
+"""The signed root document (``edgebundle/root.json``).
+
+The root is the one document the signatures cover. It pins, directly, the digest and size of
+every blob in the bundle and of ``oci-layout`` and ``index.json``; it also carries the semantic
+listing (images, models, manifests) that the installer acts on. docs/FORMAT.md specifies it.
+
+Invariants:
+- Serialisation is canonical (sorted keys, no whitespace, ASCII): the same content always gives
+  the same bytes, so a bundle is reproducible and a signature is over a single byte string.
+- :func:`parse_root` accepts only documents of the current ``specVersion`` whose every field has
+  the expected type, whose digests are well formed, and whose semantic entries only name blobs
+  the root pins. It never trusts sizes it has not bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bundler.digest import is_digest, sha256_bytes
+from bundler.errors import VerificationError
+from bundler.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT
+
+ROOT_TYPE = "edgebundle.root"
+SPEC_VERSION = 1
+MODEL_KINDS = ("llm", "embedding", "index")
+#: Model file encodings inside a bundle: the file itself, or a zstd tar holding just that file.
+ENCODINGS = ("identity", "tar+zstd")
+
+
+class MalformedRootError(VerificationError):
+    """The root document is not valid JSON of the expected shape."""
+
+
+@dataclass(frozen=True)
+class BlobPin:
+    """A blob the bundle carries: its digest, size and media type."""
+
+    digest: str
+    size: int
+    mediaType: str
+
+
+@dataclass(frozen=True)
+class FilePin:
+    """A non-blob member (``oci-layout``, ``index.json``)."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One container image: the reference it was built from and what it resolved to."""
+
+    ref: str  # as written in the spec, e.g. 127.0.0.1:5000/rag/llm-service:1.0
+    refName: str  # org.opencontainers.image.ref.name in index.json, e.g. rag/llm-service:1.0
+    repository: str  # rag/llm-service
+    tag: str | None
+    digest: str  # top-level manifest or index digest
+    mediaType: str
+    platforms: list[str]
+    size: int  # sum of the sizes of every blob the image needs
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file of a model: its own content pin and the blob that carries it."""
+
+    path: str  # relative to the model version directory
+    digest: str  # sha256 of the file as staged
+    size: int
+    blob: str  # digest of the layer blob in this bundle
+    encoding: str  # identity | tar+zstd
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model version: ModelPack artifact manifest plus its files."""
+
+    name: str
+    kind: str
+    version: str
+    format: str
+    manifest: str  # digest of the artifact manifest
+    files: list[ModelFile]
+    architecture: str | None = None
+    quantization: str | None = None
+    paramCount: int | None = None
+    contextLength: int | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    """One Kubernetes manifest file, stored raw as its own blob (digest == blob)."""
+
+    path: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ManifestsEntry:
+    manifest: str  # digest of the manifests artifact manifest
+    files: list[ManifestFile]
+
+
+@dataclass(frozen=True)
+class BaseRef:
+    """For a delta: the bundle it applies on top of."""
+
+    name: str
+    version: str
+    root: str  # digest of the base bundle's root.json
+
+
+@dataclass(frozen=True)
+class Root:
+    name: str
+    version: str
+    compatible: str
+    created: str
+    files: dict[str, FilePin]
+    blobs: dict[str, BlobPin]
+    images: list[ImageEntry]
+    models: list[ModelEntry]
+    manifests: ManifestsEntry | None
+    base: BaseRef | None = None
+    #: Delta only: how each blob missing from the bundle is rebuilt (see bundler/delta.py).
+    delta: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("extra")
+        d = {k: v for k, v in d.items() if v is not None}
+        d["_type"] = ROOT_TYPE
+        d["specVersion"] = SPEC_VERSION
+        d.update(self.extra)
+        return d
+
+    @property
+    def digest(self) -> str:
+        return sha256_bytes(self.to_bytes())
+
+    @property
+    def is_delta(self) -> bool:
+        return self.base is not None
+
+    def member_pins(self) -> dict[str, tuple[str, int]]:
+        """Every content member the root pins: name -> (digest, size).
+
+        A delta carries only some blobs; which ones is listed in ``delta["carried"]``.
+        """
+        from bundler.layout import blob_path
+
+        pins = {name: (p.digest, p.size) for name, p in self.files.items()}
+        carried = self.blobs.keys() if self.delta is None else self.delta.get("carried", {}).keys()
+        for d in carried:
+            if self.delta is None:
+                pin = self.blobs[d]
+                pins[blob_path(d)] = (pin.digest, pin.size)
+            else:
+                c = self.delta["carried"][d]
+                pins[blob_path(d)] = (d, int(c["size"]))
+        return pins
+
+    def total_size(self) -> int:
+        return sum(p.size for p in self.blobs.values())
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one serialisation used for signed and digested edgebundle documents."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def load_json_bounded(data: bytes, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """Parse a small JSON document, refusing oversize or pathologically nested input."""
+    if len(data) > limit:
+        raise MalformedRootError(f"{what} is {len(data)} bytes, over the {limit}-byte limit")
+    depth = max_depth = 0
+    in_str = esc = False
+    for ch in data:  # cheap pre-scan: json.loads recursion is not a safe depth guard
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == 0x5C:
+                esc = True
+            elif ch == 0x22:
+                in_str = False
+        elif ch == 0x22:
+            in_str = True
+        elif ch in (0x5B, 0x7B):
+            depth += 1
+            max_depth = max(max_depth, depth)
+            if max_depth > 64:
+                raise MalformedRootError(f"{what} nests deeper than 64 levels")
+        elif ch in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise MalformedRootError(f"{what} is not valid JSON: {e}") from None
+
+
+_VERSION_PART = re.compile(r"(\d+)|([A-Za-z]+)")
+
+
+def version_key(version: str) -> tuple[Any, ...]:
+    """Order versions like ``1.2.10 > 1.2.9``; a pre-release (``1.0.0-rc1``) sorts before its release."""
+    main, _, pre = version.partition("-")
+    nums = tuple(int(p) if p.isdigit() else 0 for p in main.split("."))
+    nums = nums + (0,) * (4 - len(nums)) if len(nums) < 4 else nums
+    pre_key: tuple[Any, ...] = (1,) if not pre else (0, tuple(
+        (0, int(m[0]), "") if m[0] else (1, 0, m[1]) for m in _VERSION_PART.findall(pre)
+    ))
+    return nums + pre_key
+
+
+# --- strict parsing -------------------------------------------------------------------------
+
+def _req(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if key not in d:
+        raise MalformedRootError(f"root: {where} lacks '{key}'")
+    v = d[key]
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        raise MalformedRootError(f"root: {where}.{key} has the wrong type")
+    return v
+
+
+def _opt(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    return _req(d, key, typ, where) if d.get(key) is not None else None
+
+
+def _digest(d: dict[str, Any], key: str, where: str) -> str:
+    v = _req(d, key, str, where)
+    if not is_digest(v):
+        raise MalformedRootError(f"root: {where}.{key} is not a sha256 digest: {v[:80]!r}")
+    return v
+
+
+def _size(d: dict[str, Any], where: str) -> int:
+    v = _req(d, "size", int, where)
+    if v < 0 or v > 1 << 50:
+        raise MalformedRootError(f"root: {where}.size {v} is out of range")
+    return v
+
+
+def _relpath(d: dict[str, Any], where: str) -> str:
+    p = _req(d, "path", str, where)
+    parts = p.split("/")
+    if not p or p.startswith("/") or "\\" in p or any(x in ("", ".", "..") for x in parts):
+        raise MalformedRootError(f"root: {where}.path {p!r} is not a safe relative path")
+    return p
+
+
+_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
+
+
+def parse_root(data: bytes) -> Root:
+    """Parse and validate root bytes; raise :class:`MalformedRootError` naming the first problem."""
+    doc = load_json_bounded(data, "root.json")
+    if not isinstance(doc, dict):
+        raise MalformedRootError("root.json is not a JSON object")
+    if doc.get("_type") != ROOT_TYPE:
+        raise MalformedRootError(f"root.json has _type {doc.get('_type')!r}, expected {ROOT_TYPE!r}")
+    if doc.get("specVersion") != SPEC_VERSION:
+        raise MalformedRootError(
+            f"root.json has specVersion {doc.get('specVersion')!r}; this edgebundle reads {SPEC_VERSION}",
+            hint="use the edgebundle release that built this bundle, or rebuild it with this one",
+        )
+    known = {"_type", "specVersion", "name", "version", "compatible", "created", "files", "blobs",
+             "images", "models", "manifests", "base", "delta"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise MalformedRootError(f"root.json has unknown keys: {', '.join(unknown)}")
+
+    name = _req(doc, "name", str, "root")
+    if not _NAME.fullmatch(name):
+        raise MalformedRootError(f"root: name {name!r} is not a valid bundle name")
+    version = _req(doc, "version", str, "root")
+    if not re.fullmatch(r"[0-9A-Za-z.+-]{1,64}", version):
+        raise MalformedRootError(f"root: version {version!r} is not valid")
+
+    files_raw = _req(doc, "files", dict, "root")
+    files: dict[str, FilePin] = {}
+    for k in (OCI_LAYOUT, INDEX):
+        f = _req(files_raw, k, dict, "root.files")
+        files[k] = FilePin(_digest(f, "digest", f"files[{k}]"), _size(f, f"files[{k}]"))
+    if set(files_raw) != {OCI_LAYOUT, INDEX}:
+        raise MalformedRootError("root: files must list exactly oci-layout and index.json")
+
+    blobs: dict[str, BlobPin] = {}
+    for k, b in _req(doc, "blobs", dict, "root").items():
+        if not is_digest(k) or not isinstance(b, dict):
+            raise MalformedRootError(f"root: blobs key {str(k)[:80]!r} is not a sha256 digest")
+        if _digest(b, "digest", f"blobs[{k}]") != k:
+            raise MalformedRootError(f"root: blobs[{k}] pins a different digest")
+        blobs[k] = BlobPin(k, _size(b, f"blobs[{k}]"), _req(b, "mediaType", str, f"blobs[{k}]"))
+
+    def pinned(d: str, where: str) -> str:
+        if d not in blobs:
+            raise MalformedRootError(f"root: {where} names blob {d} that the root does not pin")
+        return d
+
+    images = []
+    for i, im in enumerate(_req(doc, "images", list, "root")):
+        w = f"images[{i}]"
+        if not isinstance(im, dict):
+            raise MalformedRootError(f"root: {w} is not an object")
+        plats = _req(im, "platforms", list, w)
+        if not all(isinstance(p, str) for p in plats):
+            raise MalformedRootError(f"root: {w}.platforms must be strings")
+        images.append(ImageEntry(
+            ref=_req(im, "ref", str, w), refName=_req(im, "refName", str, w),
+            repository=_req(im, "repository", str, w), tag=_opt(im, "tag", str, w),
+            digest=pinned(_digest(im, "digest", w), w), mediaType=_req(im, "mediaType", str, w),
+            platforms=plats, size=_size(im, w),
+        ))
+
+    models = []
+    for i, m in enumerate(_req(doc, "models", list, "root")):
+        w = f"models[{i}]"
+        if not isinstance(m, dict):
+            raise MalformedRootError(f"root: {w} is not an object")
+        kind = _req(m, "kind", str, w)
+        if kind not in MODEL_KINDS:
+            raise MalformedRootError(f"root: {w}.kind {kind!r} is not one of {MODEL_KINDS}")
+        mname, mver = _req(m, "name", str, w), _req(m, "version", str, w)
+        for label, val in (("name", mname), ("version", mver)):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", val):
+                raise MalformedRootError(f"root: {w}.{label} {val!r} is not a safe path component")
+        mfiles = []
+        for j, f in enumerate(_req(m, "files", list, w)):
+            fw = f"{w}.files[{j}]"
+            if not isinstance(f, dict):
+                raise MalformedRootError(f"root: {fw} is not an object")
+            enc = _req(f, "encoding", str, fw)
+            if enc not in ENCODINGS:
+                raise MalformedRootError(f"root: {fw}.encoding {enc!r} is unknown")
+            mfiles.append(ModelFile(_relpath(f, fw), _digest(f, "digest", fw), _size(f, fw),
+                                    pinned(_digest(f, "blob", fw), fw), enc))
+        models.append(ModelEntry(
+            name=mname, kind=kind, version=mver, format=_req(m, "format", str, w),
+            manifest=pinned(_digest(m, "manifest", w), w), files=mfiles,
+            architecture=_opt(m, "architecture", str, w), quantization=_opt(m, "quantization", str, w),
+            paramCount=_opt(m, "paramCount", int, w), contextLength=_opt(m, "contextLength", int, w),
+        ))
+
+    manifests = None
+    if doc.get("manifests") is not None:
+        mo = _req(doc, "manifests", dict, "root")
+        mf = []
+        for j, f in enumerate(_req(mo, "files", list, "manifests")):
+            fw = f"manifests.files[{j}]"
+            if not isinstance(f, dict):
+                raise MalformedRootError(f"root: {fw} is not an object")
+            mf.append(ManifestFile(_relpath(f, fw), pinned(_digest(f, "digest", fw), fw), _size(f, fw)))
+        manifests = ManifestsEntry(pinned(_digest(mo, "manifest", "manifests"), "manifests"), mf)
+
+    base = None
+    if doc.get("base") is not None:
+        b = _req(doc, "base", dict, "root")
+        base = BaseRef(_req(b, "name", str, "base"), _req(b, "version", str, "base"),
+                       _digest(b, "root", "base"))
+    delta = _opt(doc, "delta", dict, "root")
+    if (base is None) != (delta is None):
+        raise MalformedRootError("root: a delta needs both 'base' and 'delta'")
+    if delta is not None:
+        carried = _req(delta, "carried", dict, "delta")
+        for d, c in carried.items():
+            if not is_digest(d) or not isinstance(c, dict):
+                raise MalformedRootError(f"root: delta.carried key {str(d)[:80]!r} is not a digest")
+            _size(c, f"delta.carried[{d}]")
+
+    return Root(name=name, version=version, compatible=_req(doc, "compatible", str, "root"),
+                created=_req(doc, "created", str, "root"), files=files, blobs=blobs, images=images,
+                models=models, manifests=manifests, base=base, delta=delta)

@@ -1,0 +1,190 @@
+"""Where bundle bytes come from: a directory, a tar file, or (bundler/parts.py) split parts.
+
+A :class:`BundleSource` lists its members and opens each as a stream; it never extracts and
+never writes. Sources check structure only (safe names, regular files, no duplicates, sizes
+inside the file); whether the content is genuine is the verifier's job.
+
+Invariants:
+- A source opens its backing files read-only, so read-only media works.
+- ``open(name)`` yields exactly the member's bytes, however the backing file is laid out.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from bundler import layout, tarfmt
+from bundler.errors import UsageError, VerificationError
+
+
+class SourceError(VerificationError):
+    """The bundle's container (directory or tar) is malformed or unsafe."""
+
+
+class BundleSource(Protocol):
+    """What the verifier and installer read a bundle through."""
+
+    description: str
+
+    def members(self) -> dict[str, int]:
+        """Member name -> size, for every member present."""
+        ...
+
+    def open(self, name: str) -> "contextlib.AbstractContextManager[BinaryIO]":  # noqa: F821
+        """A stream of exactly the member's bytes."""
+        ...
+
+
+def read_small(source: BundleSource, name: str, limit: int) -> bytes:
+    """Read a whole small member (a JSON document), refusing one over ``limit`` bytes."""
+    size = source.members().get(name)
+    if size is None:
+        raise SourceError(f"{source.description} has no {name}",
+                          hint="this is not an edgebundle bundle, or it is incomplete")
+    if size > limit:
+        raise SourceError(f"{name} in {source.description} is {size} bytes, over the {limit}-byte limit")
+    with source.open(name) as f:
+        data = f.read(limit + 1)
+    if len(data) != size:
+        raise SourceError(f"{name} in {source.description} is shorter than declared (truncated)")
+    return data
+
+
+class DirectorySource:
+    """A bundle laid out as a directory tree."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.description = f"directory {self.path}"
+        self._members: dict[str, int] | None = None
+
+    def members(self) -> dict[str, int]:
+        if self._members is None:
+            self._members = self._scan()
+        return self._members
+
+    def _scan(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for dirpath, dirnames, filenames in os.walk(self.path, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, self.path)
+            for d in list(dirnames):
+                rel = d if rel_dir == "." else f"{rel_dir}/{d}"
+                st = os.lstat(os.path.join(dirpath, d))
+                if stat.S_ISLNK(st.st_mode):
+                    raise SourceError(f"{self.description}: {rel} is a symbolic link; refused")
+                if rel not in tarfmt.ALLOWED_DIRS:
+                    raise SourceError(f"{self.description}: unexpected directory {rel}",
+                                      hint="a bundle directory holds only the bundle; remove it")
+            for fn in filenames:
+                rel = fn if rel_dir == "." else f"{rel_dir}/{fn}"
+                st = os.lstat(os.path.join(dirpath, fn))
+                if not stat.S_ISREG(st.st_mode):
+                    raise SourceError(f"{self.description}: {rel} is not a regular file; refused")
+                name = layout.normalise_member_name(rel)
+                if name is None:
+                    raise SourceError(f"{self.description}: unsafe member name {rel!r}")
+                found[name] = st.st_size
+        return found
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        size = self.members()[name]
+        fd = os.open(self.path / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            yield _Window(f, 0, size)  # type: ignore[misc]
+
+
+class TarSource:
+    """A bundle stored as one tar, read in place through ``opener`` (a file or joined parts)."""
+
+    def __init__(self, opener: Callable[[], BinaryIO], total: int, description: str) -> None:
+        self._opener = opener
+        self.total = total
+        self.description = description
+        self._entries: dict[str, tarfmt.TarEntry] | None = None
+
+    @classmethod
+    def from_path(cls, path: Path) -> "TarSource":
+        path = Path(path)
+        return cls(lambda: open(path, "rb"), path.stat().st_size, f"tar {path}")
+
+    def entries(self) -> dict[str, tarfmt.TarEntry]:
+        if self._entries is None:
+            with self._opener() as f:
+                def read_at(off: int, n: int) -> bytes:
+                    f.seek(off)
+                    return f.read(n)
+                idx = tarfmt.read_index(read_at, self.total, layout.normalise_member_name)
+            self._entries = {e.name: e for e in idx}
+        return self._entries
+
+    def members(self) -> dict[str, int]:
+        return {n: e.size for n, e in self.entries().items()}
+
+    def tar_order(self) -> list[str]:
+        return list(self.entries())
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        e = self.entries()[name]
+        with self._opener() as f:
+            yield _Window(f, e.offset, e.size)  # type: ignore[misc]
+
+
+class _Window(io.RawIOBase):
+    """A read-only view of ``size`` bytes at ``offset`` of a seekable file."""
+
+    def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
+        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, min(self._size, base + pos))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        self._f.seek(self._offset + self._pos)
+        data = self._f.read(n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+def open_source(path: Path) -> BundleSource:
+    """The right source for what the user pointed at: a bundle dir, a tar, or media/parts."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path} does not exist", hint="give the path of a bundle (.tar or directory)")
+    try:
+        from bundler import parts  # split parts and media directories (optional feature)
+        found = parts.detect(path)
+        if found is not None:
+            return found
+    except ImportError:
+        pass
+    if path.is_dir():
+        return DirectorySource(path)
+    return TarSource.from_path(path)

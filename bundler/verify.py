@@ -1,0 +1,154 @@
+"""The verifier: proves a bundle genuine and intact before anything acts on it.
+
+:meth:`Verifier.verify` enforces the order of trust, and each step only relies on what the steps
+before it established:
+
+1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
+2. signatures: ``root.json`` (bounded) is signed by at least ``threshold`` trusted keys; nothing in
+   the root is looked at before this;
+3. root: the signed bytes parse strictly (types, digests, every entry names a pinned blob);
+4. policy: ``compatible`` equals the site's, the version is not older than the installed one
+   (unless a downgrade was allowed), a delta names the expected base;
+5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
+6. content: every member is streamed through sha256 and compared with its pin.
+
+Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
+the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bundler import layout
+from bundler.digest import DigestMismatchError, check, hash_stream, sha256_bytes
+from bundler.errors import VerificationError
+from bundler.root import Root, parse_root, version_key
+from bundler.signing import TrustStore, UnsignedError, parse_signatures
+from bundler.sources import BundleSource, read_small
+
+
+class IncompatibleError(VerificationError):
+    """The bundle is for different software/hardware than this site."""
+
+
+class RollbackError(VerificationError):
+    """The bundle is older than what the site already runs."""
+
+
+class MissingMemberError(VerificationError):
+    """A member the root pins is absent."""
+
+
+class ExtraMemberError(VerificationError):
+    """A member is present that the root does not list."""
+
+
+class WrongBaseError(VerificationError):
+    """A delta was built against a base this site does not have."""
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle that passed every check, with its parsed root."""
+
+    root: Root
+    root_bytes: bytes
+    signers: list[str]
+    source: BundleSource
+
+    @property
+    def root_digest(self) -> str:
+        return sha256_bytes(self.root_bytes)
+
+
+@dataclass
+class Policy:
+    """Site-side expectations; the builder's own ``bundle verify`` leaves them unset."""
+
+    compatible: str | None = None
+    installed: tuple[str, str] | None = None  # (name, version) the site runs now
+    allow_downgrade: bool = False
+    base_root: str | None = None  # for a delta: the root digest of the base the site has
+
+
+class Verifier:
+    """Checks a :class:`BundleSource` against a :class:`TrustStore` and a :class:`Policy`."""
+
+    def __init__(self, trust: TrustStore, policy: Policy | None = None,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.trust = trust
+        self.policy = policy or Policy()
+        self.progress = progress
+
+    def verify(self, source: BundleSource, *, content: bool = True) -> VerifiedBundle:
+        """Run the six steps; with ``content=False`` stop after completeness (cheap re-check)."""
+        members = source.members()  # 1. structure
+        root_bytes, signers = self._check_signatures(source, members)  # 2.
+        root = parse_root(root_bytes)  # 3.
+        self._check_policy(root)  # 4.
+        pins = root.member_pins()
+        self._check_completeness(source, members, pins)  # 5.
+        if content:
+            self._check_content(source, pins)  # 6.
+        return VerifiedBundle(root, root_bytes, signers, source)
+
+    def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
+        if layout.ROOT not in members:
+            raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
+                                     hint="this is not an edgebundle bundle, or it is incomplete")
+        if layout.SIGNATURES not in members:
+            raise UnsignedError(f"{source.description} has no {layout.SIGNATURES}: the bundle is unsigned",
+                                hint="sign it on the build host: bundle create ... --key KEY")
+        root_bytes = read_small(source, layout.ROOT, layout.MAX_JSON_BYTES)
+        sigs = parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))
+        return root_bytes, self.trust.check(root_bytes, sigs)
+
+    def _check_policy(self, root: Root) -> None:
+        p = self.policy
+        if p.compatible is not None and root.compatible != p.compatible:
+            raise IncompatibleError(
+                f"bundle {root.name} {root.version} is for '{root.compatible}', this site is '{p.compatible}'",
+                hint="use the bundle built for this site's platform")
+        if p.installed is not None and not p.allow_downgrade:
+            name, version = p.installed
+            if name == root.name and version_key(root.version) < version_key(version):
+                raise RollbackError(
+                    f"bundle {root.name} {root.version} is older than the installed {version}",
+                    hint="use a newer bundle, or pass --allow-downgrade REASON to roll back on purpose")
+        if root.base is not None and p.base_root is not None and root.base.root != p.base_root:
+            raise WrongBaseError(
+                f"delta {root.name} {root.version} applies to base {root.base.name} "
+                f"{root.base.version} (root {root.base.root}), but this site has root {p.base_root}",
+                hint="install the full bundle instead, or a delta built against what the site has")
+
+    def _check_completeness(self, source: BundleSource, members: dict[str, int],
+                            pins: dict[str, tuple[str, int]]) -> None:
+        expected = set(pins) | {layout.ROOT, layout.SIGNATURES}
+        missing = sorted(expected - set(members))
+        if missing:
+            raise MissingMemberError(
+                f"{source.description} lacks {len(missing)} member(s) the signed root lists: "
+                + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""),
+                hint="the bundle is incomplete; copy it again from the build host")
+        extra = sorted(set(members) - expected)
+        if extra:
+            raise ExtraMemberError(
+                f"{source.description} holds {len(extra)} member(s) the signed root does not list: "
+                + ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else ""),
+                hint="something was added to the bundle after signing; do not install it")
+        for name, (_, size) in pins.items():
+            if members[name] != size:
+                raise DigestMismatchError(
+                    f"{name}: size is {members[name]} bytes, the signed root says {size}",
+                    hint="the bundle is truncated or was altered; copy it again from the build host")
+
+    def _check_content(self, source: BundleSource, pins: dict[str, tuple[str, int]]) -> None:
+        order = getattr(source, "tar_order", None)
+        names = [n for n in (order() if order else sorted(pins)) if n in pins]
+        for name in names:
+            digest, size = pins[name]
+            with source.open(name) as f:
+                got, got_size = hash_stream(f, self.progress)
+            check(name, digest, size, got, got_size)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# make demo: the whole job on the built-in example, on loopback only.
+# build host: source registry -> keygen -> lock -> create -> verify -> inspect
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/.venv/bin
+OUT=$ROOT/demo-out
+source examples/registry.sh
+
+rm -rf "$OUT"; mkdir -p "$OUT"
+SRC_PORT=$(free_port)
+trap 'stop_registry "$OUT/source-registry"; stop_registry "$OUT/site-registry" 2>/dev/null || true' EXIT
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "build host: start a loopback source registry on 127.0.0.1:$SRC_PORT"
+start_registry source "$SRC_PORT" "$OUT/source-registry"
+
+step "push the example images (built locally, multi-layer OCI, one multi-arch)"
+$BIN/python examples/images.py --registry "127.0.0.1:$SRC_PORT"
+
+step "the spec: examples/rag-edge/bundle.yaml, pointed at this registry and the real models"
+mkdir -p "$OUT/spec"
+cp -r examples/rag-edge/. "$OUT/spec/"
+rm -rf "$OUT/spec/models"
+ln -s "$ROOT/.cache/models" "$OUT/spec/models"
+sed -i "s#127.0.0.1:5000#127.0.0.1:$SRC_PORT#; s#\.\./\.\./manifests/#$ROOT/manifests/#" "$OUT/spec/bundle.yaml"
+rm -f "$OUT/spec/bundles.lock"
+
+step "bundle keygen release"
+$BIN/bundle keygen release --out "$OUT/keys"
+
+step "bundle lock"
+$BIN/bundle lock "$OUT/spec/bundle.yaml"
+
+step "bundle create (signed, compressed where it pays)"
+/usr/bin/time -f "create: %e s wall, peak RSS %M KiB" \
+  $BIN/bundle create "$OUT/spec/bundle.yaml" --key "$OUT/keys/release.key" -o "$OUT/rag-edge-1.0.0.tar"
+
+step "bundle verify"
+$BIN/bundle verify "$OUT/rag-edge-1.0.0.tar" --pubkey "$OUT/keys/release.pub"
+
+step "skopeo reads the bundle as an OCI archive"
+skopeo inspect --format '{{.Name}} {{.Digest}} {{.Architecture}}' "oci-archive:$OUT/rag-edge-1.0.0.tar:rag/llm-service:1.0"
+
+step "bundle inspect"
+$BIN/bundle inspect "$OUT/rag-edge-1.0.0.tar"
+
+if [ -f examples/demo-site.sh ]; then source examples/demo-site.sh; fi
+step "demo finished: everything it made is under $OUT"
