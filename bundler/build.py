@@ -188,7 +188,7 @@ class Builder:
 
         desc = describe_model(model.name, model.kind, model.version, model.path)
         pins = {f["path"]: (f["digest"], f["size"]) for f in locked["files"]}
-        files, layers = [], []
+        files, layers, diff_ids = [], [], []
         for mf in desc.files:
             digest, size = hash_file(mf.abs_path)
             if pins.get(mf.relpath) != (digest, size):
@@ -199,20 +199,23 @@ class Builder:
             role = mf.role
             if compress.compression_pays(mf.abs_path):
                 media = {"weight": mt.MODEL_WEIGHT_TAR_ZSTD}.get(role, mt.MODEL_WEIGHT_CONFIG_TAR_ZSTD)
-                pin = store.put_writer(media, lambda out, p=mf: compress.write_tar_zstd(
-                    p.abs_path, p.relpath, out, self.mtime))
+                tar_digest: list[str] = []
+                pin = store.put_writer(media, lambda out, p=mf: tar_digest.append(
+                    compress.write_tar_zstd(p.abs_path, p.relpath, out, self.mtime)))
+                diff_ids.append(tar_digest[0])
                 encoding = "tar+zstd"
             else:
                 media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
                     role, mt.MODEL_WEIGHT_CONFIG_RAW)
                 pin = store.put_writer(media, lambda out, p=mf: _copy_file(p.abs_path, out),
                                        expect=(digest, size))
+                diff_ids.append(digest)
                 encoding = "identity"
             files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))
             layers.append(_descriptor(pin, {FILEPATH: mf.relpath, TITLE: mf.relpath,
                                             "dev.edgebundle.file.digest": digest,
                                             "dev.edgebundle.file.size": str(size)}))
-        config = store.put_bytes(model_config_bytes(desc, [f.digest for f in files], self.created),
+        config = store.put_bytes(model_config_bytes(desc, diff_ids, self.created),
                                  mt.MODEL_CONFIG)
         manifest = canonical_json({
             "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "artifactType": mt.MODEL_ARTIFACT,

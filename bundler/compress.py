@@ -6,7 +6,7 @@ compress (quantized GGUF weights mostly do not) are carried raw.
 
 Invariants:
 - Compression output is deterministic for a given zstandard library, level and input.
-- Decompression never yields more than the signed size + 1 bytes and caps the zstd window, so an
+- Decompression never yields more than the signed size and caps the zstd window, so an
   endless or memory-hungry frame cannot exhaust the installer.
 """
 
@@ -19,6 +19,7 @@ from typing import BinaryIO
 import zstandard
 
 from bundler import tarfmt
+from bundler.digest import HashingWriter
 from bundler.errors import VerificationError
 
 LEVEL = 3
@@ -48,15 +49,20 @@ def single_file_tar_size(size: int) -> int:
     return tarfmt.BLOCK + size + len(tarfmt.padding(size)) + len(tarfmt.END)
 
 
-def write_tar_zstd(path: Path, arcname: str, out: BinaryIO, mtime: int) -> None:
-    """Write a zstd frame of a one-member tar holding ``path`` as ``arcname``."""
+def write_tar_zstd(path: Path, arcname: str, out: BinaryIO, mtime: int) -> str:
+    """Write a zstd frame of a one-member tar holding ``path`` as ``arcname``.
+
+    Returns the digest of the uncompressed tar (the layer's OCI ``diffId``).
+    """
     size = path.stat().st_size
     cctx = zstandard.ZstdCompressor(level=LEVEL, threads=min(4, os.cpu_count() or 1),
                                     write_content_size=True)
     with cctx.stream_writer(out, size=single_file_tar_size(size), closefd=False) as w, \
             open(path, "rb") as src:
-        tarfmt.write_member(w, arcname, size, mtime, src)  # type: ignore[arg-type]
-        w.write(tarfmt.END)
+        tar = HashingWriter(w)  # type: ignore[arg-type]
+        tarfmt.write_member(tar, arcname, size, mtime, src)  # type: ignore[arg-type]
+        tar.write(tarfmt.END)
+    return tar.digest
 
 
 class _Bounded:
@@ -75,9 +81,11 @@ class _Bounded:
 
 
 def open_tar_zstd_member(compressed: BinaryIO, expected_size: int, what: str) -> BinaryIO:
-    """A stream of the one file inside a ``tar+zstd`` layer, at most ``expected_size + 1`` bytes.
+    """A stream of the one file inside a ``tar+zstd`` layer: at most ``expected_size`` bytes.
 
-    The caller hashes what it reads against the signed digest and size.
+    The tar header's size must equal the signed size, so the member's data is exactly that long;
+    the stream ends there (the tar padding after it is not file data). A truncated frame yields
+    fewer bytes. The caller hashes what it reads against the signed digest and size.
     """
     dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
     try:
@@ -91,7 +99,7 @@ def open_tar_zstd_member(compressed: BinaryIO, expected_size: int, what: str) ->
     if size != expected_size:
         raise VerificationError(
             f"{what}: compressed layer holds {name!r} of {size} bytes, the signed root says {expected_size}")
-    return _Bounded(_ZstdErrors(reader, what), expected_size + 1)  # type: ignore[return-value]
+    return _Bounded(_ZstdErrors(reader, what), expected_size)  # type: ignore[return-value]
 
 
 class _ZstdErrors:
