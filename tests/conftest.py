@@ -1,3 +1,4 @@
 """Shared fixtures: each lives in tests/fixtures/<concept>.py and is re-exported here."""
 
 from tests.fixtures.models import make_gguf, minilm_dir, smollm2_gguf  # noqa: F401,E402
+from tests.fixtures.registry import registry, registry_factory  # noqa: F401,E402
