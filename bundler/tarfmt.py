@@ -4,7 +4,8 @@ We write and accept a deliberately small subset of tar so a reader needs no trus
 tar library: 512-byte ustar headers, regular files (and, on reading, directory entries of the
 bundle's own directories), sizes in octal or GNU base-256 for members of 8 GiB and more, two zero
 blocks at the end, optional zero padding after them. Anything else (symlinks, hard links, devices,
-pax or GNU long-name headers, bad checksums, data after the end) is refused by :func:`read_index`.
+pax or GNU long-name headers, bad checksums, non-zero padding, data after the end) is refused by
+:func:`read_index`.
 """
 
 from __future__ import annotations
@@ -124,9 +125,14 @@ def read_index(read_at: Callable[[int, int], bytes], total: int,
                 f"tar member {name!r} declares {size} bytes but the file ends {total - data_at} "
                 "bytes after its header (truncated or forged size)",
                 hint="the bundle file is truncated or damaged; copy it again")
+        pad = -size % BLOCK
+        if pad and read_at(data_at + size, pad).strip(b"\0"):
+            raise TarFormatError(f"tar member {name!r}: non-zero padding after its data at byte "
+                                 f"{data_at + size} (corrupt)",
+                                 hint="the bundle file is damaged; copy it again from the source")
         seen.add(name)
         entries.append(TarEntry(name, data_at, size))
-        pos = data_at + size + (-size % BLOCK)
+        pos = data_at + size + pad
 
 
 def _parse_header(hdr: bytes, pos: int) -> tuple[str, bytes, int]:

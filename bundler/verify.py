@@ -3,6 +3,9 @@
 :meth:`Verifier.verify` enforces the order of trust, and each step only relies on what the steps
 before it established:
 
+0. container pre-check: a source with a ``precheck(trust, progress, content=...)`` method runs it
+   first (split parts: the signed part index, then each part's presence, size and, with content,
+   sha256, naming the part and byte range that is wrong; see bundler/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
 2. signatures: ``root.json`` (bounded) is signed by at least ``threshold`` trusted keys; nothing in
    the root is looked at before this;
@@ -84,11 +87,15 @@ class Verifier:
 
     def verify(self, source: BundleSource, *, content: bool = True) -> VerifiedBundle:
         """Run the six steps; with ``content=False`` stop after completeness (cheap re-check)."""
+        precheck = getattr(source, "precheck", None)  # 0. container pre-check (split parts)
+        if precheck is not None:
+            precheck(self.trust, self.progress, content=content)
         members = source.members()  # 1. structure
         root_bytes, signers = self._check_signatures(source, members)  # 2.
         root = parse_root(root_bytes)  # 3.
         self._check_policy(root)  # 4.
-        pins = root.member_pins()
+        # A source that rebuilds a delta's full target (bundler/delta.py) is held to the full pins.
+        pins = root.member_pins(full=bool(getattr(source, "full_target", False)))
         self._check_completeness(source, members, pins)  # 5.
         if content:
             self._check_content(source, pins)  # 6.

@@ -47,6 +47,9 @@ class Site:
     require_validation_keys: tuple[Path, ...] = ()
     #: This site's own signing key (a staging site signs validation records with it).
     site_key: Path | None = None
+    #: Size of each PATCH of a chunked blob upload (None: the client's default, 8 MiB). Lower it
+    #: when a proxy in front of the registry limits request bodies.
+    registry_chunk_size: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def trust_store(self) -> TrustStore:
@@ -99,6 +102,9 @@ def load_site(path: Path) -> Site:
         context=cl.get("context"), namespace=cl.get("namespace", "rag-system"),
         manifests_dir=_path(base, cl["manifestsDir"]) if cl.get("manifestsDir") else None)
     validation = spec.get("requireValidation") or {}
+    chunk = _get(registry, "uploadChunkBytes", "spec.registry", int, required=False)
+    if chunk is not None and chunk < 64 * 1024:
+        raise UsageError("site file: spec.registry.uploadChunkBytes must be at least 65536")
     return Site(
         path=path, name=_get(meta, "name", "metadata"), compatible=_get(spec, "compatible", "spec"),
         trust_keys=tuple(_path(base, k) for k in keys),
@@ -111,5 +117,6 @@ def load_site(path: Path) -> Site:
         cluster=cluster,
         require_validation_keys=tuple(_path(base, k) for k in validation.get("keys", [])),
         site_key=_path(base, spec["siteKey"]) if spec.get("siteKey") else None,
+        registry_chunk_size=chunk,
         raw=doc,
     )

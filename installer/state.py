@@ -67,19 +67,42 @@ class Journal:
     def _read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
-        out = []
+        out: list[dict[str, Any]] = []
         with open(self.path, "rb") as f:
             for line in f:
                 if not line.endswith(b"\n"):
                     break  # torn final line: that record never happened
                 try:
-                    out.append(json.loads(line))
+                    rec = json.loads(line)
                 except ValueError:
                     break
+                if rec.get("reset"):  # a reset forgets everything recorded before it for its step
+                    out = [r for r in out if r.get("step") != rec.get("step")]
+                out.append(rec)
         return out
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a torn last line off before appending, or the next record would be glued to it."""
+        try:
+            f = open(self.path, "r+b")
+        except FileNotFoundError:
+            return
+        with f:
+            pos = f.seek(0, os.SEEK_END)
+            if pos == 0 or os.pread(f.fileno(), 1, pos - 1) == b"\n":
+                return
+            while pos > 0:
+                start = max(0, pos - 4096)
+                cut = os.pread(f.fileno(), pos - start, start).rfind(b"\n")
+                if cut >= 0:
+                    f.truncate(start + cut + 1)
+                    return
+                pos = start
+            f.truncate(0)
 
     def _append(self, record: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
         record = {"at": now_iso(), **record}
         with open(self.path, "ab") as f:
             f.write(json.dumps(record, sort_keys=True).encode() + b"\n")
@@ -87,11 +110,20 @@ class Journal:
             os.fsync(f.fileno())
         self._records.append(record)
 
-    def step_done(self, step: str) -> bool:
-        return any(r.get("step") == step and r.get("done") for r in self._records)
+    def step_done(self, step: str, **match: Any) -> bool:
+        """True when ``step`` was completed (with every ``match`` field equal, e.g. its target)."""
+        return any(r.get("step") == step and r.get("done") and all(r.get(k) == v for k, v in match.items())
+                   for r in self._records)
 
     def item_done(self, step: str, item: str) -> bool:
         return any(r.get("step") == step and r.get("item") == item for r in self._records)
+
+    def items(self, step: str) -> list[dict[str, Any]]:
+        """The item records of ``step`` (since its last reset), oldest first."""
+        return [r for r in self._records if r.get("step") == step and "item" in r]
+
+    def records(self) -> list[dict[str, Any]]:
+        return list(self._records)
 
     def mark_item(self, step: str, item: str, **info: Any) -> None:
         self._append({"step": step, "item": item, **info})
@@ -101,8 +133,8 @@ class Journal:
 
     def reset_step(self, step: str) -> None:
         """Forget a step (e.g. the registry was wiped): its items will be redone and re-checked."""
-        self._append({"step": step, "reset": True})
         self._records = [r for r in self._records if r.get("step") != step]
+        self._append({"step": step, "reset": True})
 
     def steps(self) -> list[str]:
         return [r["step"] for r in self._records if r.get("done")]

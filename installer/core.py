@@ -1,0 +1,195 @@
+"""The installer core: prove a bundle genuine, then feed it into destinations.
+
+Read it like pypa/installer: :func:`open_verified` turns a path into a :class:`VerifiedBundle`
+(or refuses it), :func:`install` hands that bundle to each :class:`Destination` in turn and
+records the outcome. Everything site-specific lives in the destinations
+(``installer/destinations/``); everything about trust lives in :mod:`bundler.verify`.
+
+Invariants:
+- Nothing is pushed or written anywhere before :func:`open_verified` has verified the whole
+  bundle (signature, root, policy, completeness, every blob's digest, streamed in place).
+- Destinations re-check bytes while they write (the media may change after verification), and
+  record each finished item in the bundle's journal, so a killed run resumes where it stopped.
+- A bundle is recorded in ``installed.json`` only once both ``load`` and ``stage`` completed;
+  that record is what rollback protection compares against.
+- The bundle's location is only ever read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from bundler import layout
+from bundler.digest import DigestMismatchError
+from bundler.errors import EdgebundleError, UsageError, VerificationError
+from bundler.delta import full_root_digest
+from bundler.progress import Progress
+from bundler.root import version_key
+from bundler.signing import parse_signatures
+from bundler.sources import open_source, read_small
+from bundler.verify import Policy, VerifiedBundle, Verifier
+from installer.faults import faultpoint
+from installer.site import Site
+from installer.state import Journal, StateDir, now_iso, operator_name
+
+#: The steps that together make a bundle "installed".
+INSTALL_STEPS = ("load", "stage")
+
+#: ``progress(label, total_bytes)`` -> a callable fed byte counts (see :mod:`bundler.progress`).
+ProgressFactory = Callable[[str, int | None], Progress]
+
+
+def progress_factory(enabled: bool | None) -> ProgressFactory:
+    """Progress bars on a terminal (``None``: when stderr is a TTY), never with ``False``."""
+    return lambda label, total: Progress(label, total, enabled=enabled)
+
+
+QUIET: ProgressFactory = progress_factory(False)
+
+
+@dataclass
+class StepResult:
+    """What one destination did: items written now, items already in place, bytes sent."""
+
+    step: str
+    target: str
+    done: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Destination(Protocol):
+    """Somewhere a verified bundle's content goes (the site registry, the NAS, a cluster)."""
+
+    #: Journal step name, e.g. ``load`` or ``stage``.
+    step: str
+    #: Where it writes (registry address, models root), recorded with the step.
+    target: str
+
+    def apply(self, vb: VerifiedBundle, journal: Journal, progress: ProgressFactory) -> StepResult:
+        """Put the bundle's content in place; idempotent, resumable from ``journal``."""
+        ...
+
+
+def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = None,
+                  allow_downgrade: str | None = None, progress: bool | None = False) -> VerifiedBundle:
+    """Verify the bundle at ``bundle_path`` fully against ``site``; raise a VerificationError if not.
+
+    The rollback check needs the bundle's name, which is only trusted once the signature is: a
+    cheap first pass (signature, root, compatibility, completeness) learns it, then the full
+    pass runs with ``installed`` set from ``installed.json``. ``allow_downgrade`` is the
+    operator's reason for installing an older version; it is journaled when used.
+    The verified trust files are kept in the state directory.
+    """
+    state = state or StateDir(site.state_dir)
+    source = open_source(Path(bundle_path))
+    trust = site.trust_store()
+    signed = Verifier(trust, Policy(compatible=site.compatible)).verify(source, content=False)
+    current = state.current(signed.root.name)
+    policy = Policy(
+        compatible=site.compatible,
+        installed=(current["name"], current["version"]) if current else None,
+        allow_downgrade=bool(allow_downgrade),
+        # A delta whose full target is already installed is a rerun, not a wrong base.
+        base_root=None if current is None or current["root"] == full_root_digest(signed.root) else current["root"],
+    )
+    bar = Progress("verify", sum(source.members().values()), enabled=progress)
+    try:
+        vb = Verifier(trust, policy, progress=bar).verify(source)
+    except DigestMismatchError as e:
+        raise _name_blob(e, signed) from None
+    finally:
+        bar.done()
+    if vb.root.name != signed.root.name:
+        raise VerificationError(f"{source.description} changed while it was being verified",
+                                hint="make sure nothing writes to the bundle, then run again")
+    # Keep exactly the signatures we checked (the media could change between reads).
+    sig_bytes = read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES)
+    trust.check(vb.root_bytes, parse_signatures(sig_bytes))
+    state.remember_bundle(vb.root_digest, vb.root_bytes, sig_bytes)
+    from installer.delta_source import wrap_if_delta  # here: it imports destinations, which import us
+
+    vb = wrap_if_delta(vb, site, state)  # a delta: its base checked at the site, then its full target
+    journal = state.journal(vb.root_digest)
+    if current and version_key(vb.root.version) < version_key(current["version"]):
+        journal.mark_item("verify", "downgrade", reason=allow_downgrade, installed=current["version"],
+                          operator=operator_name())
+    journal.mark_step("verify", signers=vb.signers)
+    faultpoint("verify.done")
+    return vb
+
+
+def describe_blob(vb: VerifiedBundle, digest: str) -> str | None:
+    """What a blob is, in the terms of the signed root: a model file, a manifest, an image part."""
+    root = vb.root
+    for m in root.models:
+        if digest == m.manifest:
+            return f"the artifact manifest of model {m.name} {m.version}"
+        for f in m.files:
+            if f.blob == digest:
+                return f"model {m.name} {m.version}, file {f.path}"
+    for mf in root.manifests.files if root.manifests else []:
+        if mf.digest == digest:
+            return f"Kubernetes manifest {mf.path}"
+    for im in root.images:
+        if im.digest == digest:
+            return f"the manifest of image {im.ref}"
+    for im in root.images:  # layers and configs: look inside the (intact) image manifests
+        from installer.destinations.registry import plan_image  # (it imports this module)
+        try:
+            plan = plan_image(vb, im)
+        except EdgebundleError:
+            continue
+        if any(d.digest == digest for d in plan.children) or any(p.digest == digest for p in plan.blobs):
+            return f"part of image {im.ref}"
+    return None
+
+
+def _name_blob(e: DigestMismatchError, signed: VerifiedBundle) -> DigestMismatchError:
+    """The same error, saying which model file or image the bad blob belongs to."""
+    digest = layout.digest_of_blob_path(e.message.split(":", 1)[0])
+    what = describe_blob(signed, digest) if digest else None
+    return DigestMismatchError(f"{e.message} ({what})", hint=e.hint) if what else e
+
+
+def install(vb: VerifiedBundle, destinations: Sequence[Destination], state: StateDir,
+            progress: ProgressFactory = QUIET) -> list[StepResult]:
+    """Feed ``vb`` into each destination in order; record it as installed once load+stage are done."""
+    if vb.root.is_delta:
+        raise UsageError(f"{vb.root.name} {vb.root.version} is a delta bundle; load and stage need a "
+                         "full bundle", hint="rebuild it as a full bundle (bundle create without --base)")
+    journal = state.journal(vb.root_digest)
+    results = []
+    for dest in destinations:
+        results.append(dest.apply(vb, journal, progress))
+        if not journal.step_done(dest.step, target=dest.target):
+            journal.mark_step(dest.step, target=dest.target)
+            faultpoint("step.journaled")
+    if all(journal.step_done(step) for step in INSTALL_STEPS):
+        faultpoint("installed.before")
+        record_installed(vb, journal, state)
+    return results
+
+
+def record_installed(vb: VerifiedBundle, journal: Journal, state: StateDir) -> dict[str, Any]:
+    """Write the ``installed.json`` entry rollback protection compares against."""
+    entry: dict[str, Any] = {"name": vb.root.name, "version": vb.root.version,
+                             "root": vb.root_digest, "compatible": vb.root.compatible,
+                             "installedAt": now_iso(), "operator": operator_name(),
+                             "signers": vb.signers}
+    downgrades = [r for r in journal.items("verify") if r.get("item") == "downgrade"]
+    if downgrades:
+        entry["downgradeReason"] = downgrades[-1].get("reason")
+    state.record_installed(entry)
+    return entry
+
+
+def is_installed(state: StateDir, root_digest: str) -> bool:
+    return any(b["root"] == root_digest for b in state.installed())

@@ -1,0 +1,271 @@
+"""The ``load`` step: push a verified bundle's images into the site registry, bytes unchanged.
+
+For each image the layers and config go first, then the per-platform manifests by digest, then
+the index (if any), and the tag last, so a tag never names an image whose parts are missing.
+Every blob is pushed to the image's own repository (a blob another repository already has is
+mounted, not sent again); blobs the registry already holds are skipped after a ``HEAD``.
+Afterwards every manifest digest is confirmed from the registry.
+
+Invariants:
+- Exact bytes: manifests and indexes are pushed as the bundle's signed bytes (the client
+  refuses bytes that do not hash to the digest they are pushed under); blobs are streamed from
+  the bundle in 1 MiB pieces and the registry checks their digest on the final ``PUT``.
+- Every structural fact used here (children of an index, config and layers of a manifest) comes
+  from a document whose digest the signed root pins, and every blob it names must be pinned too.
+- Resumable: each pushed blob, manifest and tag is journaled; a rerun skips journaled items and
+  redoes at most the one in flight. If the registry lost what the journal claims (it was wiped),
+  the confirmation fails, the step's journal is reset and everything is pushed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from bundler import layout
+from bundler import mediatypes as mt
+from bundler.digest import CHUNK, DigestMismatchError, sha256_bytes
+from bundler.errors import RegistryError, VerificationError
+from bundler.registry import MAX_MANIFEST_BYTES, Registry
+from bundler.root import BlobPin, ImageEntry, load_json_bounded
+from bundler.sources import BundleSource, read_small
+from bundler.verify import VerifiedBundle
+from installer.core import ProgressFactory, StepResult
+from installer.faults import faultpoint
+from installer.site import Site
+from installer.state import Journal
+
+
+@dataclass(frozen=True)
+class Document:
+    """A manifest or index from the bundle: its signed bytes and what they say."""
+
+    digest: str
+    media_type: str
+    data: bytes
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything one image needs in the registry, in push order."""
+
+    image: ImageEntry
+    top: Document
+    children: list[Document]  # per-platform manifests; [top] for a single-platform image
+    blobs: list[BlobPin]  # configs and layers, each once
+
+    @property
+    def size(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+    @property
+    def is_index(self) -> bool:
+        return mt.is_index(self.top.media_type)
+
+
+def read_document(vb: VerifiedBundle, digest: str, what: str) -> Document:
+    """A pinned manifest/index from the bundle, re-hashed now (the media may have changed)."""
+    pin = vb.root.blobs.get(digest)
+    if pin is None:
+        raise VerificationError(f"{what} names {digest}, which the signed root does not pin")
+    data = read_small(vb.source, layout.blob_path(digest), MAX_MANIFEST_BYTES)
+    got = sha256_bytes(data)
+    if got != digest or len(data) != pin.size:
+        raise DigestMismatchError(f"{what}: {layout.blob_path(digest)} now hashes to {got}, the "
+                                  f"signed root says {digest}",
+                                  hint="the bundle changed after verification; copy it again")
+    doc = load_json_bounded(data, f"{what} {digest}")
+    if not isinstance(doc, dict):
+        raise VerificationError(f"{what} {digest} is not a JSON object")
+    return Document(digest, pin.mediaType, data, doc)
+
+
+def _pinned(vb: VerifiedBundle, desc: Any, what: str) -> BlobPin:
+    digest = desc.get("digest") if isinstance(desc, dict) else None
+    pin = vb.root.blobs.get(digest) if isinstance(digest, str) else None
+    if pin is None or desc.get("size") != pin.size:
+        raise VerificationError(f"{what} references {str(digest)[:80]} which the bundle does not carry "
+                                "as pinned", hint="the bundle is inconsistent; rebuild it")
+    return pin
+
+
+def plan_image(vb: VerifiedBundle, image: ImageEntry) -> ImagePlan:
+    """Walk an image's index/manifest from the bundle and list what must be pushed."""
+    what = f"image {image.refName}"
+    top = read_document(vb, image.digest, what)
+    if mt.is_index(top.media_type):
+        manifests = top.doc.get("manifests")
+        if not isinstance(manifests, list) or not manifests:
+            raise VerificationError(f"{what}: index {image.digest} lists no manifests")
+        children = [read_document(vb, _pinned(vb, d, what).digest, what) for d in manifests]
+    else:
+        children = [top]
+    blobs: dict[str, BlobPin] = {}
+    for child in children:
+        layers = child.doc.get("layers")
+        if "config" not in child.doc or not isinstance(layers, list):
+            raise VerificationError(f"{what}: {child.digest} is not an image manifest")
+        for desc in [child.doc["config"], *layers]:
+            pin = _pinned(vb, desc, f"{what} manifest {child.digest[:19]}")
+            blobs.setdefault(pin.digest, pin)
+    return ImagePlan(image, top, children, list(blobs.values()))
+
+
+class _MemberReader:
+    """A blob of the bundle as a closable stream for the upload; feeds progress and a kill point."""
+
+    def __init__(self, source: BundleSource, name: str, progress: Any) -> None:
+        self._stack = contextlib.ExitStack()
+        self._f: BinaryIO = self._stack.enter_context(source.open(name))
+        self._progress = progress
+        self.read_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(CHUNK if n is None or n < 0 else min(n, CHUNK))
+        if data:
+            self.read_bytes += len(data)
+            self._progress(len(data))
+            faultpoint("load.blob.chunk")
+        return data
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class RegistryDestination:
+    """Pushes images to one registry; see the module docstring for the order and the checks."""
+
+    step = "load"
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.target = registry.host
+        self._trusted = 0  # items skipped in this pass only because the journal says done
+
+    @classmethod
+    def for_site(cls, site: Site) -> "RegistryDestination":
+        options: dict[str, Any] = {}
+        if site.registry_chunk_size:
+            options["chunk_size"] = site.registry_chunk_size
+        insecure = (site.registry_address,) if site.registry_plain_http else ()
+        return cls(Registry(site.registry_address, insecure_hosts=insecure, **options))
+
+    def apply(self, vb: VerifiedBundle, journal: Journal, progress: ProgressFactory) -> StepResult:
+        plans = [plan_image(vb, im) for im in vb.root.images]
+        result = self._push_all(vb, plans, journal, progress, trust_journal=True)
+        try:
+            self.confirm(plans)
+        except VerificationError as e:
+            if not self._trusted:
+                raise
+            # The journal said done but the registry disagrees (wiped or rolled back): redo all.
+            journal.reset_step(self.step)
+            result = self._push_all(vb, plans, journal, progress, trust_journal=False)
+            result.details.append({"note": f"registry lost content the journal recorded ({e}); pushed again"})
+            self.confirm(plans)
+        faultpoint("load.confirmed")
+        return result
+
+    # -- pushing ---------------------------------------------------------------------------
+    def _push_all(self, vb: VerifiedBundle, plans: list[ImagePlan], journal: Journal,
+                  progress: ProgressFactory, *, trust_journal: bool) -> StepResult:
+        result = StepResult(self.step, self.target)
+        self._trusted = 0
+        sent_before = self.registry.stats.bytes_sent
+        bar = progress(f"load {self.target}", sum(p.size for p in plans))
+        known: dict[str, str] = {}  # blob digest -> a repository of this registry that has it
+        for plan in plans:
+            repo = plan.image.repository
+            for pin in plan.blobs:
+                self._blob(vb, journal, repo, pin, known, bar, result, trust_journal)
+            if plan.is_index:
+                for child in plan.children:
+                    self._manifest(journal, repo, child.digest, child, result, trust_journal)
+            ref = plan.image.tag or plan.image.digest
+            self._manifest(journal, repo, ref, plan.top, result, trust_journal)
+            item = f"image {self.target}/{repo}@{plan.image.digest}"
+            if not journal.item_done(self.step, item):
+                journal.mark_item(self.step, item, ref=plan.image.refName)
+                faultpoint("load.image.journaled")
+        bar.done()
+        result.bytes = self.registry.stats.bytes_sent - sent_before
+        return result
+
+    def _blob(self, vb: VerifiedBundle, journal: Journal, repo: str, pin: BlobPin, known: dict[str, str],
+              bar: Any, result: StepResult, trust_journal: bool) -> None:
+        item = f"blob {self.target}/{repo}@{pin.digest}"
+        if trust_journal and journal.item_done(self.step, item):
+            known.setdefault(pin.digest, repo)
+            bar(pin.size)
+            result.skipped += 1
+            self._trusted += 1
+            return
+        mount = known.get(pin.digest)
+        readers: list[_MemberReader] = []
+
+        def opener() -> _MemberReader:
+            readers.append(_MemberReader(vb.source, layout.blob_path(pin.digest), bar))
+            return readers[-1]
+
+        added = self.registry.push_blob(repo, pin.digest, pin.size, opener,
+                                        mount_from=mount if mount != repo else None)
+        faultpoint("load.blob.pushed")
+        bar(max(0, pin.size - sum(r.read_bytes for r in readers)))  # skipped or mounted bytes
+        known.setdefault(pin.digest, repo)
+        journal.mark_item(self.step, item, size=pin.size, pushed=added)
+        faultpoint("load.blob.journaled")
+        if added:
+            result.done += 1
+        else:
+            result.skipped += 1
+
+    def _manifest(self, journal: Journal, repo: str, ref: str, doc: Document, result: StepResult,
+                  trust_journal: bool) -> None:
+        sep = "@" if ":" in ref else ":"
+        item = f"manifest {self.target}/{repo}{sep}{ref}"
+        if trust_journal and journal.item_done(self.step, item):
+            result.skipped += 1
+            self._trusted += 1
+            return
+        present = self.registry.has_manifest(repo, ref)
+        if present == doc.digest:
+            result.skipped += 1
+        else:
+            self.registry.put_manifest(repo, ref, doc.data, doc.media_type)
+            faultpoint("load.manifest.pushed" if sep == "@" else "load.tag.pushed")
+            result.done += 1
+            if present is not None:
+                result.details.append({"retagged": f"{repo}:{ref}", "from": present, "to": doc.digest})
+        journal.mark_item(self.step, item, digest=doc.digest)
+
+    # -- confirming ------------------------------------------------------------------------
+    def confirm(self, plans: list[ImagePlan]) -> None:
+        """Ask the registry for every manifest and tag: each must resolve to the bundle's digest."""
+        for plan in plans:
+            repo = plan.image.repository
+            checks = [(plan.image.tag or plan.image.digest, plan.image.digest)]
+            checks += [(c.digest, c.digest) for c in plan.children] if plan.is_index else []
+            for ref, want in checks:
+                got = self.registry.has_manifest(repo, ref)
+                if got != want:
+                    sep = "@" if ":" in ref else ":"
+                    raise DigestMismatchError(
+                        f"registry {self.target} serves {repo}{sep}{ref} as {got or 'nothing'}, "
+                        f"the bundle pins {want}",
+                        hint="something else writes to this repository, or the registry lost data; "
+                             "run load again")
+
+
+def list_images(registry: Registry) -> list[dict[str, Any]]:
+    """Every tagged image in the registry: repository, tag, digest (for ``installer status``)."""
+    out = []
+    for repo in sorted(registry.catalog()):
+        for tag in sorted(registry.list_tags(repo)):
+            out.append({"repository": repo, "tag": tag, "digest": registry.has_manifest(repo, tag)})
+    return out
+
+
+__all__ = ["Document", "ImagePlan", "RegistryDestination", "RegistryError", "list_images",
+           "plan_image", "read_document"]

@@ -1,0 +1,151 @@
+"""installer load against a real site registry: exact digests, tags, skips, skopeo round trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bundler import layout
+from bundler.registry import Registry
+from installer.cli import main
+from tests.fixtures.bundles import BuiltBundle, member_location, nas_snapshot, registry_snapshot
+
+pytestmark = pytest.mark.timeout(120)
+
+WRITES = ("PUT", "POST", "PATCH")
+
+
+def invoke(*args: Any, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def member_bytes(b: BuiltBundle, member: str) -> bytes:
+    path, offset, size = member_location(b.path, member)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def writes(registry: Any) -> int:
+    return sum(1 for e in registry.requests() if e.method in WRITES)
+
+
+def test_load_pushes_every_image_with_its_digest_and_tag(bundle_factory: Any, registry: Any, tmp_path: Path) -> None:
+    b = bundle_factory()
+    site = b.site(tmp_path, registry.host)
+    before = nas_snapshot(b.path.parent)
+    r = invoke("load", b.path, "--site", site, "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["root"] == b.root_digest and doc["installed"] is False
+    assert doc["steps"][0]["step"] == "load" and doc["steps"][0]["done"] > 0
+    with Registry(registry.host) as reg:
+        assert sorted(reg.catalog()) == sorted(im.repository for im in b.root.images)
+        for im in b.root.images:
+            assert reg.list_tags(im.repository) == [im.tag]
+            assert reg.has_manifest(im.repository, im.tag) == im.digest
+            served = reg.get_manifest(im.repository, im.tag)
+            assert served.data == member_bytes(b, layout.blob_path(im.digest))  # exact bytes
+            for desc in [served.json()["config"], *served.json()["layers"]]:
+                assert reg.has_blob(im.repository, desc["digest"])
+    assert nas_snapshot(b.path.parent) == before, "the bundle's location must only be read"
+
+
+def test_reload_skips_everything_and_is_idempotent(bundle_factory: Any, registry: Any, tmp_path: Path) -> None:
+    b = bundle_factory()
+    site = b.site(tmp_path, registry.host)
+    assert invoke("load", b.path, "--site", site).exit_code == 0
+    first = registry_snapshot(registry)
+    n_before, w_before = len(registry.requests()), writes(registry)
+    r = invoke("load", b.path, "--site", site, "--json")
+    assert r.exit_code == 0, r.output
+    step = json.loads(r.stdout)["steps"][0]
+    assert step["done"] == 0 and step["skipped"] > 0 and step["bytes"] == 0
+    assert writes(registry) == w_before, "a re-load must not upload anything"
+    reload_requests = len(registry.requests()) - n_before - 1  # minus the sentinel probe
+    assert reload_requests <= 2 * len(b.root.images) + 2, "re-load should only confirm the manifests"
+    assert registry_snapshot(registry) == first
+
+    # A fresh state dir (no journal) still skips every blob, by HEAD.
+    site2 = b.site(tmp_path / "fresh", registry.host)
+    w_before = writes(registry)
+    assert invoke("load", b.path, "--site", site2).exit_code == 0
+    assert writes(registry) == w_before
+    assert registry_snapshot(registry) == first
+
+
+def test_skopeo_pulls_back_what_was_loaded(bundle_factory: Any, registry: Any, tmp_path: Path) -> None:
+    b = bundle_factory()
+    assert invoke("load", b.path, "--site", b.site(tmp_path, registry.host)).exit_code == 0
+    for im in b.root.images:
+        src = f"docker://{registry.host}/{im.repository}:{im.tag}"
+        raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", src],
+                             capture_output=True, check=True).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == im.digest
+        out = tmp_path / im.repository.replace("/", "_")
+        # skopeo gzips uncompressed layers for oci: by default; --preserve-digests forbids any
+        # rewrite, so the copy fails unless the registry serves exactly the bundle's image.
+        subprocess.run(["skopeo", "copy", "--src-tls-verify=false", "--preserve-digests",
+                        "--dest-oci-accept-uncompressed-layers", src, f"oci:{out}:x"],
+                       capture_output=True, check=True)
+        index = json.loads((out / "index.json").read_text())
+        assert [m["digest"] for m in index["manifests"]] == [im.digest]
+        manifest = json.loads((out / layout.blob_path(im.digest)).read_text())
+        for desc in [manifest["config"], *manifest["layers"]]:
+            pulled = out / layout.blob_path(desc["digest"])
+            assert pulled.stat().st_size == desc["size"] == b.root.blobs[desc["digest"]].size
+            with open(pulled, "rb") as f:
+                assert "sha256:" + hashlib.file_digest(f, "sha256").hexdigest() == desc["digest"]
+
+
+def test_multi_arch_index_is_loaded_whole(bundle_factory: Any, registry: Any, tmp_path: Path) -> None:
+    b = bundle_factory(images=("rag/llm-service:1.0",), models=())
+    (im,) = b.root.images
+    assert im.mediaType.endswith("index.v1+json") and sorted(im.platforms) == ["linux/amd64", "linux/arm64/v8"]
+    assert invoke("load", b.path, "--site", b.site(tmp_path, registry.host)).exit_code == 0
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                          f"docker://{registry.host}/rag/llm-service:1.0"], capture_output=True, check=True).stdout
+    assert raw == member_bytes(b, layout.blob_path(im.digest))
+    with Registry(registry.host) as reg:
+        for child in json.loads(raw)["manifests"]:
+            assert reg.has_manifest("rag/llm-service", child["digest"]) == child["digest"]
+
+
+def test_chunked_upload_and_wiped_registry(bundle_factory: Any, registry: Any, tmp_path: Path) -> None:
+    """With 1 MiB chunks the 3 MiB layer goes up in PATCHes; a wiped registry is refilled on rerun."""
+    b = bundle_factory()
+    site = b.site(tmp_path, registry.host, chunk_size=1024 * 1024)
+    assert invoke("load", b.path, "--site", site).exit_code == 0
+    assert registry.count("PATCH", "/blobs/uploads/") >= 3
+    loaded = registry_snapshot(registry)
+
+    registry.stop()
+    import shutil
+    shutil.rmtree(registry.data_dir)
+    registry.data_dir.mkdir()
+    registry.start()
+    r = invoke("load", b.path, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert "registry lost content" in r.stdout
+    assert registry_snapshot(registry) == loaded
+
+
+def test_load_and_stage_record_the_installed_bundle(bundle_factory: Any, registry: Any, tmp_path: Path) -> None:
+    b = bundle_factory()
+    site = b.site(tmp_path, registry.host)
+    env = {"EDGEBUNDLE_OPERATOR": "alice"}
+    assert invoke("load", b.path, "--site", site, env=env).exit_code == 0
+    installed = tmp_path / "state" / "installed.json"
+    assert not installed.exists(), "load alone does not make a bundle installed"
+    r = invoke("stage", b.path, "--site", site, env=env)
+    assert r.exit_code == 0, r.output
+    assert "installed: rag-edge 1.0.0" in r.stdout
+    (entry,) = json.loads(installed.read_text())["bundles"]
+    assert entry["name"] == "rag-edge" and entry["version"] == "1.0.0"
+    assert entry["root"] == b.root_digest and entry["operator"] == "alice" and entry["installedAt"]

@@ -1,0 +1,169 @@
+"""installer verify, and every refusal happening before the registry or the NAS is touched."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bundler import layout
+from bundler.digest import sha256_bytes
+from bundler.registry import Registry
+from installer.cli import main
+from tests.fixtures.bundles import BuiltBundle, add_member, flip_byte, member_location, nas_snapshot
+
+pytestmark = pytest.mark.timeout(120)
+
+WRITES = ("PUT", "POST", "PATCH", "DELETE")
+
+
+def invoke(*args: Any) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("out_format", ["tar", "dir"])
+def test_verify_ok_and_remembers_trust_files(bundle_factory: Any, tmp_path: Path, out_format: str) -> None:
+    b = bundle_factory(out_format=out_format)
+    site = b.site(tmp_path, "127.0.0.1:9")
+    before = nas_snapshot(b.path) if b.path.is_dir() else b.path.stat()
+    r = invoke("verify", b.path, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("OK: rag-edge 1.0.0 for rag-edge/x86_64") and b.root_digest in r.stdout
+    r = invoke("verify", b.path, "--site", site, "--json")
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["root"] == b.root_digest and doc["blobs"] == len(b.root.blobs)
+    kept = tmp_path / "state" / "bundles" / b.root_digest.split(":")[1]
+    path, offset, size = member_location(b.path, layout.ROOT)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        assert (kept / "root.json").read_bytes() == f.read(size)
+    assert (kept / "signatures.json").exists()
+    after = nas_snapshot(b.path) if b.path.is_dir() else b.path.stat()
+    assert after == before
+
+
+# -- tampering: each case returns (bundle to use, site overrides, culprit regex) -------------------
+
+Case = Callable[[Any, Path], tuple[BuiltBundle, dict[str, Any], str]]
+
+
+def _largest(b: BuiltBundle, media: str) -> str:
+    return max((p for p in b.root.blobs.values() if p.mediaType.startswith(media)), key=lambda p: p.size).digest
+
+
+def layer_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory().copy(tmp / "b")
+    digest = _largest(b, "application/vnd.oci.image.layer")
+    flip_byte(b.path, layout.blob_path(digest))
+    return b, {}, re.escape(layout.blob_path(digest)) + ": content digest .* does not match .*part of image .*rag/llm-service:1.0"
+
+
+def model_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory().copy(tmp / "b")
+    blob = next(m for m in b.root.models if m.name == "tiny-llm").files[0].blob
+    flip_byte(b.path, layout.blob_path(blob))
+    return b, {}, re.escape(layout.blob_path(blob)) + r".*\(model tiny-llm 1.0, file tiny-llm.Q8_0.gguf\)"
+
+
+def root_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory().copy(tmp / "b")
+    flip_byte(b.path, layout.ROOT)
+    return b, {}, "does not match the root document"
+
+
+def signature_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory().copy(tmp / "b")
+    path, offset, size = member_location(b.path, layout.SIGNATURES)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        doc = f.read(size)
+    at = doc.index(b'"sig":"') + len(b'"sig":"') + 10  # a base64 character: stays valid base64
+    with open(path, "r+b") as f:
+        f.seek(offset + at)
+        f.write(b"A" if doc[at:at + 1] != b"A" else b"B")
+    return b, {}, "signature by trusted key .* does not match the root document"
+
+
+def untrusted_key(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory(key="intruder")
+    trusted = factory().pub
+    return b, {"trust": [trusted]}, r"0 valid signature\(s\) by trusted keys, 1 required \(signed by: [0-9a-f]{16}"
+
+
+def wrong_compatible(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    return factory(), {"compatible": "rag-edge/arm64"}, "is for 'rag-edge/x86_64', this site is 'rag-edge/arm64'"
+
+
+def extra_member(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory().copy(tmp / "b")
+    data = b"not part of the release\n"
+    add_member(b.path, layout.blob_path(sha256_bytes(data)), data)
+    return b, {}, "does not list: " + re.escape(layout.blob_path(sha256_bytes(data)))
+
+
+def missing_blob(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
+    b = factory(out_format="dir").copy(tmp / "b")
+    digest = _largest(b, "application/vnd.cncf.model")
+    (b.path / layout.blob_path(digest)).unlink()
+    return b, {}, "lacks 1 member.*" + re.escape(layout.blob_path(digest))
+
+
+CASES: dict[str, Case] = {
+    "layer": layer_flipped, "model": model_flipped, "root": root_flipped, "signature": signature_flipped,
+    "untrusted-key": untrusted_key, "compatible": wrong_compatible, "extra-file": extra_member,
+    "missing-blob": missing_blob,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_tampered_bundle_is_refused_before_any_write(case: str, bundle_factory: Any, registry: Any,
+                                                      tmp_path: Path) -> None:
+    b, overrides, culprit = CASES[case](bundle_factory, tmp_path)
+    site = b.site(tmp_path / "site", registry.host, **overrides)
+    nas = tmp_path / "site" / "nas"
+    for verb in ("verify", "load", "stage"):
+        r = invoke(verb, b.path, "--site", site)
+        assert r.exit_code == 4, f"{verb}: {r.output}"
+        assert re.search(culprit, r.stderr), f"{verb} did not name the culprit: {r.stderr}"
+        assert "what to do:" in r.stderr
+    r = invoke("load", b.path, "--site", site, "--json")
+    assert r.exit_code == 4 and json.loads(r.stdout)["exitCode"] == 4
+    with Registry(registry.host) as reg:
+        assert reg.catalog() == []
+    assert not [e for e in registry.requests() if e.method in WRITES], "nothing may be pushed"
+    assert list(nas.iterdir()) == []
+    assert not (tmp_path / "site" / "state" / "installed.json").exists()
+
+
+def test_older_version_is_refused_unless_downgrade_is_allowed(bundle_factory: Any, registry_factory: Any,
+                                                              tmp_path: Path) -> None:
+    new, old = bundle_factory(version="2.0.0"), bundle_factory(version="1.0.0")
+    state = tmp_path / "state"
+    reg_a = registry_factory()
+    site_a = new.site(tmp_path / "a", reg_a.host, state_dir=state)
+    assert invoke("load", new.path, "--site", site_a).exit_code == 0
+    assert invoke("stage", new.path, "--site", site_a).exit_code == 0
+
+    # Same site state, a fresh registry and NAS: the refusal must leave both empty.
+    reg_b = registry_factory()
+    site_b = old.site(tmp_path / "b", reg_b.host, state_dir=state)
+    for verb in ("verify", "load", "stage"):
+        r = invoke(verb, old.path, "--site", site_b)
+        assert r.exit_code == 4 and "rag-edge 1.0.0 is older than the installed 2.0.0" in r.stderr
+    with Registry(reg_b.host) as reg:
+        assert reg.catalog() == []
+    assert list((tmp_path / "b" / "nas").iterdir()) == []
+
+    reason = "2.0.0 breaks the scanner integration (ticket 42)"
+    for verb in ("load", "stage"):
+        r = invoke(verb, old.path, "--site", site_b, "--allow-downgrade", reason)
+        assert r.exit_code == 0, r.output
+    installed = json.loads((state / "installed.json").read_text())["bundles"]
+    assert [(e["version"], e.get("downgradeReason")) for e in installed] == [("2.0.0", None), ("1.0.0", reason)]
+    # Now 1.0.0 is what runs: installing 2.0.0 again is an upgrade, not a rollback.
+    assert invoke("verify", new.path, "--site", site_b).exit_code == 0
