@@ -1,0 +1,82 @@
+"""installer install: the technician's one command — verify, load, stage, plan, approve, apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bundler.clikit import emit_json, handle_errors, json_option
+from installer import audit
+from installer.approval import DEFAULT_TTL
+from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option
+from installer.commands.approve import confirm_and_record
+from installer.commands.common import resolve_site, site_options
+from installer.commands.install_common import (bundle_argument, downgrade_option, progress_enabled, step_line,
+                                               verdict_line, verified_summary)
+from installer.commands.plan import plan_json, validation_option
+from installer.core import install, open_verified, progress_factory
+from installer.destinations.cluster import open_target
+from installer.destinations.nas import NasDestination
+from installer.destinations.registry import RegistryDestination
+from installer.plan import check_current, plan_bundle
+from installer.revisions import RevisionStore, deploy
+from installer.state import StateDir, operator_name
+
+
+@click.command("install")
+@bundle_argument
+@site_options
+@click.option("--operator", default=None, metavar="NAME",
+              help="Who approves the change (default: $EDGEBUNDLE_OPERATOR, $SUDO_USER or $USER).")
+@click.option("--yes", is_flag=True, help="Approve without asking (the plan is still shown and recorded).")
+@validation_option
+@downgrade_option
+@timeout_option
+@poll_option
+@json_option
+@handle_errors
+def command(bundle: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
+            state_dir_override: Path | None, operator: str | None, yes: bool, validation_file: Path | None,
+            allow_downgrade: str | None, timeout: float, poll: float, as_json: bool) -> None:
+    """Verify BUNDLE, load its images, stage its models, then plan, ask y/N and apply.
+
+    Each step is the one the separate verbs run (verify, load, stage, plan, approve, apply);
+    nothing reaches the cluster before the operator has seen the plan and said yes.
+    """
+    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
+    state = StateDir(site.state_dir)
+    who = operator or operator_name()
+    log = stderr_log()
+    with state.locked():
+        vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           progress=progress_enabled(as_json))
+        audit.note(bundle=vb.root_digest)
+        if not as_json:
+            click.echo(verdict_line(vb), err=True)
+        steps = install(vb, [RegistryDestination.for_site(site), NasDestination(site.models_root)], state,
+                        progress_factory(progress_enabled(as_json)))
+        for r in steps if not as_json else ():
+            click.echo(step_line(r), err=True)
+        target = open_target(site, state.scratch)
+        store = RevisionStore(state)
+        plan = plan_bundle(vb, site, state, target, validation_file=validation_file)
+        plan.write(state.path / "plans" / f"{plan.hash.split(':', 1)[1]}.json")
+        audit.note(plan=plan.hash)
+        rec = None
+        if plan.changes_pending:
+            approval = confirm_and_record(plan, state, who, yes=yes, ttl=DEFAULT_TTL, key_path=None,
+                                          as_json=as_json)
+            check_current(plan, site, target, store)
+            result = deploy(plan, site, target, store, operator=str(approval["operator"]), timeout=timeout,
+                            poll=poll, log=log)
+            rec = store.get(result.revision)
+    if as_json:
+        emit_json({**plan_json(plan, None), **verified_summary(vb), "steps": [r.to_dict() for r in steps],
+                   "changed": rec is not None, **({"deployed": deploy_result(rec)} if rec else {})})
+    elif rec is None:
+        click.echo(f"Nothing to change: the cluster already runs {vb.root.name} {vb.root.version}.")
+    else:
+        click.echo(f"Revision {rec['revision']}: {vb.root.name} {vb.root.version} installed on "
+                   f"{target.description}" + (", healthy." if rec.get("health") == "healthy"
+                                              else "; health not watched (k3s applies the file itself)."))

@@ -1,0 +1,78 @@
+"""What ``installer verify``, ``load`` and ``stage`` share: options, the verified run, the summary.
+
+Every verb that acts on a bundle goes through :func:`run_steps`: take the state lock, verify the
+whole bundle (:func:`installer.core.open_verified`), and only then build the destinations and
+hand the bundle to :func:`installer.core.install`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bundler.clikit import emit_json
+from bundler.progress import human
+from bundler.verify import VerifiedBundle
+from installer.core import Destination, StepResult, install, is_installed, open_verified, progress_factory
+from installer.site import Site
+from installer.state import StateDir
+
+bundle_argument = click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+
+downgrade_option = click.option(
+    "--allow-downgrade", "allow_downgrade", metavar="REASON",
+    help="Accept a bundle older than the installed one (rollback); REASON is recorded.")
+
+
+def progress_enabled(as_json: bool) -> bool | None:
+    """Bars only on a terminal, and never when the output is JSON."""
+    return False if as_json else None
+
+
+def verified_summary(vb: VerifiedBundle) -> dict[str, Any]:
+    r = vb.root
+    return {"name": r.name, "version": r.version, "compatible": r.compatible, "root": vb.root_digest,
+            "signers": vb.signers, "blobs": len(r.blobs), "bytes": r.total_size(),
+            "images": len(r.images), "models": len(r.models)}
+
+
+def verdict_line(vb: VerifiedBundle) -> str:
+    r = vb.root
+    return (f"OK: {r.name} {r.version} for {r.compatible}, signed by "
+            f"{', '.join(s[:16] for s in vb.signers)}; {len(r.blobs)} blobs ({human(r.total_size())}) "
+            f"verified; root {vb.root_digest}")
+
+
+def run_steps(bundle: Path, site: Site, make: Callable[[Site], Sequence[Destination]],
+              allow_downgrade: str | None, as_json: bool) -> None:
+    """Verify ``bundle`` against ``site``, then apply the destinations ``make(site)`` builds."""
+    state = StateDir(site.state_dir)
+    with state.locked():
+        vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           progress=progress_enabled(as_json))
+        if not as_json:
+            click.echo(verdict_line(vb), err=True)
+        results = install(vb, make(site), state, progress_factory(progress_enabled(as_json)))
+        installed = is_installed(state, vb.root_digest)
+    if as_json:
+        emit_json({"ok": True, **verified_summary(vb), "installed": installed,
+                   "steps": [r.to_dict() for r in results]})
+        return
+    for r in results:
+        click.echo(step_line(r))
+    if installed:
+        click.echo(f"installed: {vb.root.name} {vb.root.version} (load and stage complete)")
+
+
+def step_line(r: StepResult) -> str:
+    noun = {"load": "item(s) pushed", "stage": "model version(s) staged"}.get(r.step, "item(s) done")
+    line = f"{r.step} -> {r.target}: {r.done} {noun}, {r.skipped} already in place, {human(r.bytes)} written"
+    notes = [d["note"] for d in r.details if "note" in d]
+    return line + "".join(f"\n  note: {n}" for n in notes)
+
+
+__all__ = ["bundle_argument", "downgrade_option", "run_steps", "step_line", "verdict_line",
+           "verified_summary"]

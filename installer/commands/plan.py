@@ -1,0 +1,79 @@
+"""installer plan: what applying a bundle would change on the site's cluster, as a plan file.
+
+Exit status 0 when nothing would change, 3 when changes are pending (docs/EXIT_CODES.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bundler.clikit import emit_json, handle_errors, json_option
+from installer import audit
+from installer.commands.common import resolve_site, site_options
+from installer.commands.install_common import bundle_argument, downgrade_option, progress_enabled
+from installer.core import open_verified
+from installer.destinations.cluster import open_target
+from installer.plan import Plan, format_table, plan_bundle
+from installer.state import StateDir
+
+validation_option = click.option(
+    "--validation", "validation_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The staging validation record (a site with requireValidation needs one for this bundle).")
+
+
+def plan_json(plan: Plan, path: Path | None) -> dict[str, Any]:
+    """The machine-readable view of a plan (the objects' bodies are in the plan file)."""
+    return {
+        "ok": True, "plan": str(path) if path else None, "planHash": plan.hash,
+        "changesPending": plan.changes_pending, "bundle": plan.bundle, "site": plan.doc["site"],
+        "revision": plan.revision, "summary": plan.summary(),
+        "objects": [{"id": e["id"], "action": e["action"], "changes": e["changes"]} for e in plan.entries],
+        "images": plan.doc["images"], "models": plan.doc["models"], "notes": plan.doc["notes"],
+    }
+
+
+def exit_pending(plan: Plan) -> None:
+    """Exit 3 when the plan would change something (0 otherwise, by returning)."""
+    if plan.changes_pending:
+        sys.exit(3)
+
+
+@click.command("plan")
+@bundle_argument
+@site_options
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("plan.json"),
+              show_default=True, help="Where to write the plan file.")
+@validation_option
+@downgrade_option
+@click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
+@json_option
+@handle_errors
+def command(bundle: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
+            state_dir_override: Path | None, out: Path, validation_file: Path | None,
+            allow_downgrade: str | None, show_all: bool, as_json: bool) -> None:
+    """Verify BUNDLE, render its manifests for the site, check policy, diff against the cluster.
+
+    Writes the plan file (with its hash) for `installer approve` and `installer apply`.
+    Nothing on the cluster changes. Exit 0: nothing would change; 3: changes pending.
+    """
+    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
+    state = StateDir(site.state_dir)
+    with state.locked():
+        vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           progress=progress_enabled(as_json))
+        audit.note(bundle=vb.root_digest)
+        plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file)
+    plan.write(out)
+    audit.note(plan=plan.hash)
+    if as_json:
+        emit_json(plan_json(plan, out))
+    else:
+        click.echo(format_table(plan, show_all))
+        click.echo(f"Wrote {out} (plan {plan.hash})")
+        click.echo("Changes pending: approve with `installer approve " f"{out} --operator NAME`"
+                   if plan.changes_pending else "Nothing to change.")
+    exit_pending(plan)

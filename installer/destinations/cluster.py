@@ -1,0 +1,348 @@
+"""Where rendered objects go: a cluster reached by kubeconfig, or a k3s auto-deploy directory.
+
+Both targets answer the same questions (who are you, what is live, apply this revision) so that
+planning, drift detection and rollback are one code path.
+
+:class:`KubeTarget` talks to the API server with the official ``kubernetes`` client: generic
+kinds through ``DynamicClient`` discovery, writes by server-side apply with the single field
+manager ``edgebundle`` (forcing conflicts: the approved plan is authoritative for the fields it
+sets). Cluster identity is the API server URL plus the uid of the ``kube-system`` namespace, so a
+plan made against one cluster cannot be applied to another that happens to share a URL.
+
+:class:`K3sDirTarget` writes one file, ``edgebundle-<site>.yaml``, atomically into the k3s
+server's manifests directory; k3s applies it. Nothing can be watched from there: live state is
+what the file holds, and its digest is the drift token.
+
+Invariants:
+- Objects are written in the order given (the plan's dependency order); deletions run in reverse.
+- Only objects labelled ``app.kubernetes.io/managed-by: edgebundle`` are ever deleted.
+- Every API failure becomes a :class:`ClusterError` naming the object and the server's reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from bundler.digest import sha256_bytes
+from bundler.errors import EdgebundleError
+from installer.policy import Node
+from installer.render import (MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value,
+                              order_rank)
+from installer.site import Site
+from installer.state import atomic_write
+
+Log = Callable[[str], None]
+#: A live object file bigger than this is not ours; refuse rather than parse it.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+REQUEST_TIMEOUT = 30
+
+
+class ClusterError(EdgebundleError):
+    """The cluster (or manifests directory) could not be read or refused a change."""
+
+
+@dataclass
+class Observation:
+    """What is live for a set of objects, and the tokens drift detection compares later."""
+
+    live: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # key id -> object
+    tokens: dict[str, str | None] = field(default_factory=dict)
+
+
+def ref(obj: dict[str, Any]) -> dict[str, Any]:
+    """The identifying part of an object: enough to find it again."""
+    meta = obj.get("metadata") or {}
+    out_meta = {"name": meta.get("name")}
+    if meta.get("namespace"):
+        out_meta["namespace"] = meta["namespace"]
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": out_meta}
+
+
+def annotate_revision(obj: dict[str, Any], revision: int) -> dict[str, Any]:
+    """A copy of ``obj`` carrying the revision that (last) changed it."""
+    out = copy.deepcopy(obj)
+    out.setdefault("metadata", {}).setdefault("annotations", {})[REVISION_ANNOTATION] = str(revision)
+    return out
+
+
+def delete_order(refs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(refs, key=lambda o: -order_rank(str(o.get("kind")), str(o.get("apiVersion", "")).rpartition("/")[0]))
+
+
+class Target(Protocol):
+    """What plan, apply, rollback and validate need from a destination."""
+
+    description: str
+    #: False when health cannot be observed (k3s directory): apply says so instead of waiting.
+    watches_health: bool
+
+    def identity(self) -> dict[str, str]:
+        """Stable identity of the cluster, recorded in plans and approvals."""
+        ...
+
+    def observe(self, refs: list[dict[str, Any]]) -> Observation:
+        ...
+
+    def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
+                       deletes: list[dict[str, Any]], revision: int, log: Log) -> None:
+        """Make ``desired`` live: write the ``changed`` ones (key ids), remove ``deletes``."""
+        ...
+
+    def nodes(self) -> list[Node] | None:
+        """The nodes for the capacity check; None when the target cannot list them."""
+        ...
+
+
+# --- a cluster by kubeconfig --------------------------------------------------------------------
+
+def _api_reason(e: Exception) -> str:
+    """The API server's own message from a failed request (its Status.message), else the error."""
+    body = getattr(e, "body", None)
+    if body:
+        try:
+            doc = json.loads(body)
+            if isinstance(doc, dict) and doc.get("message"):
+                return f"{doc.get('reason', '')} {doc['message']}".strip()
+        except (ValueError, TypeError):
+            pass
+    status = getattr(e, "status", None)
+    return f"HTTP {status} {getattr(e, 'reason', '')}".strip() if status else str(e)
+
+
+class KubeTarget:
+    """A cluster reached through a kubeconfig file and context."""
+
+    watches_health = True
+
+    def __init__(self, kubeconfig: Path | None, context: str | None, cache_dir: Path) -> None:
+        from kubernetes import config
+        from kubernetes.config.config_exception import ConfigException
+        from kubernetes.dynamic import DynamicClient
+
+        try:
+            self.api = config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context, persist_config=False)
+        except (ConfigException, OSError, TypeError, ValueError) as e:
+            raise ClusterError(f"cannot load kubeconfig {kubeconfig or '(default)'}"
+                               f"{f' context {context}' if context else ''}: {e}",
+                               hint="check spec.cluster.kubeconfig and spec.cluster.context in the site file") from None
+        self.server = str(self.api.configuration.host)
+        self.context = context
+        self.description = f"cluster {self.server}" + (f" (context {context})" if context else "")
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache = cache_dir / f"discovery-{hashlib.sha256(self.server.encode()).hexdigest()[:16]}.json"
+        with self._calls("discover the API"):
+            self.dyn = DynamicClient(self.api, cache_file=str(cache))
+        self._identity: dict[str, str] | None = None
+
+    @contextmanager
+    def _calls(self, what: str) -> Iterator[None]:
+        """Translate client failures into one error naming what we were doing."""
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+        from urllib3.exceptions import HTTPError
+
+        try:
+            yield
+        except ApiException as e:
+            raise ClusterError(f"{what}: {_api_reason(e)}") from None
+        except ResourceNotFoundError as e:
+            raise ClusterError(f"{what}: the cluster does not serve this kind ({e})",
+                               hint="is its CustomResourceDefinition installed?") from None
+        except HTTPError as e:
+            raise ClusterError(f"{what}: cannot reach the API server at {self.server}: {e}",
+                               hint="check the network path and the kubeconfig's server URL") from None
+
+    def _resource(self, obj: dict[str, Any]) -> Any:
+        return self.dyn.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+
+    def _namespace(self, resource: Any, obj: dict[str, Any]) -> str | None:
+        return (obj.get("metadata") or {}).get("namespace") if resource.namespaced else None
+
+    def identity(self) -> dict[str, str]:
+        if self._identity is None:
+            uid = ""
+            try:
+                ns = self.get({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-system"}})
+            except ClusterError:  # not allowed to read namespaces: the URL alone identifies it
+                ns = None
+            if ns is not None:
+                uid = str((ns.get("metadata") or {}).get("uid", ""))
+            self._identity = {"kind": "kubernetes", "server": self.server, "kubeSystemUID": uid}
+        return self._identity
+
+    def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live object, or None when it (or its kind) does not exist."""
+        from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+        key = ObjectKey.of(obj)
+        with self._calls(f"read {key}"):
+            try:
+                res = self._resource(obj)
+                got = res.get(name=key.name, namespace=self._namespace(res, obj),
+                              _request_timeout=REQUEST_TIMEOUT)
+            except (NotFoundError, ResourceNotFoundError):
+                return None
+            return dict(got.to_dict())
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None,
+             label_selector: str | None = None) -> list[dict[str, Any]]:
+        with self._calls(f"list {kind}"):
+            res = self.dyn.resources.get(api_version=api_version, kind=kind)
+            got = res.get(namespace=namespace if res.namespaced else None, label_selector=label_selector,
+                          _request_timeout=REQUEST_TIMEOUT)
+            return [dict(i) for i in got.to_dict().get("items", [])]
+
+    def observe(self, refs: list[dict[str, Any]]) -> Observation:
+        obs = Observation()
+        for r in refs:
+            kid = ObjectKey.of(r).id
+            live = self.get(r)
+            obs.live[kid] = live
+            obs.tokens[kid] = str((live.get("metadata") or {}).get("resourceVersion")) if live else None
+        return obs
+
+    def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
+                       deletes: list[dict[str, Any]], revision: int, log: Log) -> None:
+        for obj in desired:
+            if ObjectKey.of(obj).id in changed:
+                self.apply_one(annotate_revision(obj, revision))
+                log(f"applied {ObjectKey.of(obj)}")
+        for r in delete_order(deletes):
+            if self.delete_one(r):
+                log(f"deleted {ObjectKey.of(r)}")
+
+    def apply_one(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as ``edgebundle``; waits briefly for a kind a CRD has just defined."""
+        import time
+
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        key = ObjectKey.of(obj)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with self._calls(f"apply {key}"):
+                    res = self._resource(obj)
+                    got = res.server_side_apply(body=obj, name=key.name, namespace=self._namespace(res, obj),
+                                                field_manager=MANAGER, force_conflicts=True,
+                                                _request_timeout=REQUEST_TIMEOUT)
+                    return dict(got.to_dict())
+            except ClusterError:
+                try:
+                    self._resource(obj)
+                except ResourceNotFoundError:
+                    if time.monotonic() < deadline:  # a CRD applied a moment ago: not served yet
+                        time.sleep(0.5)
+                        continue
+                raise
+
+    def delete_one(self, r: dict[str, Any]) -> bool:
+        """Delete an object this installer manages; False when it is gone or not ours."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        live = self.get(r)
+        if live is None or ((live.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) != MANAGER:
+            return False
+        key = ObjectKey.of(r)
+        with self._calls(f"delete {key}"):
+            res = self._resource(r)
+            try:
+                res.delete(name=key.name, namespace=self._namespace(res, r),
+                           body={"propagationPolicy": "Background"}, _request_timeout=REQUEST_TIMEOUT)
+            except NotFoundError:
+                return False
+        return True
+
+    def nodes(self) -> list[Node]:
+        return [Node.from_api(n) for n in self.list("v1", "Node")]
+
+    def proxy_get(self, namespace: str, service: str, port: str, path: str) -> tuple[int, str]:
+        """GET ``path`` on a Service through the API server's service proxy: (status, body)."""
+        from kubernetes.client.exceptions import ApiException
+
+        url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
+        try:
+            with self._calls(f"GET {path} on Service {namespace}/{service}"):
+                try:
+                    resp = self.dyn.request("get", url, serialize=False, _request_timeout=REQUEST_TIMEOUT)
+                except ApiException as e:
+                    return int(e.status or 0), str(e.body or e.reason or "")[:500]
+        except ClusterError as e:
+            return 0, str(e)
+        return int(resp.status), resp.data.decode("utf-8", errors="replace")[:500]
+
+
+# --- a k3s auto-deploy directory ---------------------------------------------------------------
+
+class K3sDirTarget:
+    """k3s's ``/var/lib/rancher/k3s/server/manifests``: apply = write one file atomically."""
+
+    watches_health = False
+
+    def __init__(self, directory: Path, site_name: str) -> None:
+        self.dir = Path(directory)
+        self.file = self.dir / f"edgebundle-{label_value(site_name) or 'site'}.yaml"
+        self.description = f"k3s manifests directory {self.dir}"
+
+    def identity(self) -> dict[str, str]:
+        return {"kind": "k3s-manifests-dir", "path": str(self.dir)}
+
+    def _read(self) -> tuple[bytes | None, dict[str, dict[str, Any]]]:
+        if not self.file.exists():
+            return None, {}
+        data = self.file.read_bytes()
+        if len(data) > MAX_FILE_BYTES:
+            raise ClusterError(f"{self.file} is {len(data)} bytes; not a file edgebundle wrote")
+        try:
+            docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if isinstance(d, dict)]
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ClusterError(f"{self.file} is not valid YAML: {e}",
+                               hint="someone edited it; re-plan to overwrite it") from None
+        return data, {ObjectKey.of(d).id: d for d in docs}
+
+    def observe(self, refs: list[dict[str, Any]]) -> Observation:
+        data, live = self._read()
+        obs = Observation(live={ObjectKey.of(r).id: live.get(ObjectKey.of(r).id) for r in refs})
+        obs.tokens[f"file:{self.file.name}"] = sha256_bytes(data) if data is not None else None
+        return obs
+
+    def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
+                       deletes: list[dict[str, Any]], revision: int, log: Log) -> None:
+        if not self.dir.is_dir():
+            raise ClusterError(f"k3s manifests directory {self.dir} does not exist",
+                               hint="run on the k3s server, or fix spec.cluster.manifestsDir")
+        _, live = self._read()
+        out = []
+        for obj in desired:
+            kid = ObjectKey.of(obj).id
+            if kid in changed or kid not in live:
+                out.append(annotate_revision(obj, revision))
+            else:  # unchanged: keep the revision that last changed it
+                prev = ((live[kid].get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
+                out.append(annotate_revision(obj, int(prev)) if prev and prev.isdigit() else obj)
+        header = (f"# Written by edgebundle: revision {revision}. Do not edit: k3s applies this file,\n"
+                  "# and any change to it is drift that the next plan refuses.\n")
+        atomic_write(self.file, (header + yaml.safe_dump_all(out, sort_keys=True)).encode())
+        log(f"wrote {len(out)} objects to {self.file}")
+        for r in deletes:
+            log(f"dropped {ObjectKey.of(r)} from {self.file.name} (k3s removes it from the cluster)")
+
+    def nodes(self) -> None:
+        return None
+
+
+def open_target(site: Site, cache_dir: Path) -> Target:
+    """The target the site file names (``cluster.manifestsDir`` wins over a kubeconfig)."""
+    if site.cluster.manifests_dir is not None:
+        return K3sDirTarget(site.cluster.manifests_dir, site.name)
+    return KubeTarget(site.cluster.kubeconfig, site.cluster.context, cache_dir)

@@ -1,0 +1,198 @@
+"""Staged validation: prove a bundle on a test cluster before production will take it.
+
+On the staging site, :func:`run_checks` takes the current revision, waits for every workload to be
+ready and calls each Service's health endpoints through the API server's service proxy (``/health``
+and ``/ready`` unless the Service's ``edgebundle.dev/health-paths`` annotation lists others, ``""``
+for none; the port is ``edgebundle.dev/health-port`` or the Service's first port). When all pass,
+:func:`make_record` writes a validation record: a small JSON document naming the bundle root
+digest, the staging site and cluster, the time and every check, signed Ed25519 with the staging
+site's key (``spec.siteKey``) over the canonical JSON of every other field.
+
+The operator carries that file to production. A site with ``requireValidation: {keys: [...]}``
+refuses to plan or apply a bundle without a valid record signed by one of those keys
+(:func:`require_validation`); the record is given with ``--validation FILE`` (and then kept in
+``validations/<root-hex>.json`` of the state directory) or found there.
+
+Invariant: a record is written only when every check passed; it covers exactly one bundle root.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from bundler.errors import EdgebundleError, UsageError, VerificationError
+from bundler.root import MalformedRootError, canonical_json, load_json_bounded
+from bundler.signing import keyid, load_private_key, load_public_key
+from installer import health
+from installer.render import ObjectKey
+from installer.site import Site
+from installer.state import StateDir, atomic_write, now_iso
+
+if TYPE_CHECKING:
+    from installer.destinations.cluster import KubeTarget
+
+VALIDATION_TYPE = "edgebundle.validation"
+HEALTH_PATHS_ANNOTATION = "edgebundle.dev/health-paths"
+HEALTH_PORT_ANNOTATION = "edgebundle.dev/health-port"
+DEFAULT_PATHS = ("/health", "/ready")
+MAX_RECORD_BYTES = 1024 * 1024
+
+
+class ValidationFailed(EdgebundleError):
+    """A staging check failed; no record was written."""
+
+
+class ValidationRequired(VerificationError):
+    """Production needs a valid staging record for this bundle and has none."""
+
+
+@dataclass(frozen=True)
+class Check:
+    object: str
+    check: str
+    ok: bool
+    detail: str = ""
+
+
+def health_endpoints(service: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """(port, paths) to call on a Service, or None when it has no port or opts out."""
+    ann = (service.get("metadata") or {}).get("annotations") or {}
+    paths = DEFAULT_PATHS if HEALTH_PATHS_ANNOTATION not in ann else tuple(
+        p.strip() for p in str(ann[HEALTH_PATHS_ANNOTATION]).split(",") if p.strip())
+    ports = (service.get("spec") or {}).get("ports") or []
+    port = ann.get(HEALTH_PORT_ANNOTATION) or (ports[0].get("name") or ports[0].get("port") if ports else None)
+    if not paths or port is None:
+        return None
+    return str(port), list(paths)
+
+
+def run_checks(target: "KubeTarget", revision: dict[str, Any], *, timeout: float = health.DEFAULT_TIMEOUT,
+               poll: float = 1.0, log: Callable[[str], None] = lambda s: None) -> list[Check]:
+    """Readiness of every workload, then each Service's health endpoints via the service proxy."""
+    objects = revision["objects"]
+    checks: list[Check] = []
+    try:
+        health.wait_healthy(target, objects, timeout=timeout, poll=poll, log=log)
+    except health.HealthError as e:
+        checks.append(Check(e.key, "ready", False, e.reason))
+    for obj in health.workloads(objects):
+        key = str(ObjectKey.of(obj))
+        if not any(c.object == key for c in checks):
+            verdict = health.check(target, obj)
+            checks.append(Check(key, "ready", verdict.state == "ready", verdict.reason))
+    for obj in objects:
+        if obj.get("kind") != "Service":
+            continue
+        ends = health_endpoints(obj)
+        if ends is None:
+            continue
+        port, paths = ends
+        k = ObjectKey.of(obj)
+        for path in paths:
+            status, body = target.proxy_get(k.namespace, k.name, port, path)
+            ok = 200 <= status < 300
+            checks.append(Check(str(k), f"GET {path}", ok, f"HTTP {status}" + ("" if ok else f": {body[:200]}")))
+            log(f"{k} GET {path}: HTTP {status}")
+    return checks
+
+
+def signed_bytes(doc: dict[str, Any]) -> bytes:
+    return canonical_json({k: v for k, v in doc.items() if k != "signature"})
+
+
+def make_record(site: Site, identity: dict[str, str], revision: dict[str, Any], checks: list[Check],
+                key: Ed25519PrivateKey) -> dict[str, Any]:
+    """The signed validation record for the bundle of ``revision`` (every check must have passed)."""
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        raise ValidationFailed(
+            f"{len(failed)} staging check(s) failed: " + "; ".join(f"{c.object} {c.check}: {c.detail}" for c in failed[:3]),
+            hint="fix the bundle or the staging cluster, apply again, and re-run installer validate")
+    doc: dict[str, Any] = {
+        "_type": VALIDATION_TYPE, "formatVersion": 1, "bundle": revision["bundle"], "site": site.name,
+        "cluster": identity, "revision": revision["revision"], "validatedAt": now_iso(),
+        "checks": [asdict(c) for c in checks], "keyid": keyid(key.public_key()),
+    }
+    doc["signature"] = base64.b64encode(key.sign(signed_bytes(doc))).decode()
+    return doc
+
+
+def site_signing_key(site: Site) -> Ed25519PrivateKey:
+    if site.site_key is None:
+        raise UsageError(f"site {site.name} has no spec.siteKey to sign validation records with",
+                         hint="create one (bundle keygen staging --out keys) and set spec.siteKey")
+    return load_private_key(site.site_key)
+
+
+def record_rel(root_digest: str) -> str:
+    return f"validations/{root_digest.split(':', 1)[1]}.json"
+
+
+def verify_record(doc: Any, root_digest: str, keys: list[Ed25519PublicKey], where: str) -> dict[str, Any]:
+    """Check a record covers ``root_digest``, every check passed, and one of ``keys`` signed it."""
+    if not isinstance(doc, dict) or doc.get("_type") != VALIDATION_TYPE:
+        raise ValidationRequired(f"{where} is not an edgebundle validation record")
+    bundle = doc.get("bundle") or {}
+    if bundle.get("root") != root_digest:
+        raise ValidationRequired(f"{where} validates bundle root {bundle.get('root')}, not {root_digest}",
+                                 hint="bring the record made for this exact bundle")
+    trusted = {keyid(k): k for k in keys}
+    key = trusted.get(str(doc.get("keyid")))
+    if key is None:
+        raise ValidationRequired(f"{where} is signed by key {str(doc.get('keyid'))[:16]}, which this site "
+                                 "does not accept for validation",
+                                 hint="requireValidation.keys must list the staging site's public key")
+    try:
+        key.verify(base64.b64decode(str(doc.get("signature", "")), validate=True), signed_bytes(doc))
+    except (InvalidSignature, ValueError):
+        raise ValidationRequired(f"{where}: the signature does not match the record (forged or altered)",
+                                 hint="use the record exactly as installer validate wrote it") from None
+    bad = [c for c in doc.get("checks") or [] if not (isinstance(c, dict) and c.get("ok"))]
+    if bad or not doc.get("checks"):
+        raise ValidationRequired(f"{where} records failed or no checks")
+    return doc
+
+
+def _read(path: Path) -> tuple[bytes, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+        return data, load_json_bounded(data, f"validation record {path}", MAX_RECORD_BYTES)
+    except OSError as e:
+        raise UsageError(f"cannot read validation record {path}: {e.strerror}") from None
+    except MalformedRootError as e:
+        raise ValidationRequired(e.message) from None
+
+
+def require_validation(site: Site, state: StateDir, bundle: dict[str, str],
+                       validation_file: Path | None = None) -> dict[str, Any] | None:
+    """For a site with ``requireValidation``: the valid record for ``bundle``, else refuse.
+
+    Returns None when the site does not require validation. A valid ``validation_file`` is kept in
+    the state directory so later commands find it.
+    """
+    if not site.require_validation_keys:
+        return None
+    keys = [load_public_key(p) for p in site.require_validation_keys]
+    root = bundle["root"]
+    kept = state.path / record_rel(root)
+    path = Path(validation_file) if validation_file else kept
+    if not path.exists():
+        ids = ", ".join(keyid(k)[:16] for k in keys)
+        raise ValidationRequired(
+            f"site {site.name} requires a staging validation record for bundle {bundle['name']} "
+            f"{bundle['version']} (root {root}) signed by one of the keys {ids}; none was given",
+            hint="apply the bundle on the staging site, run installer validate --site STAGING -o RECORD "
+                 "there, and pass --validation RECORD here")
+    data, doc = _read(path)
+    verify_record(doc, root, keys, f"validation record {path}")
+    if validation_file and path.resolve() != kept.resolve():
+        atomic_write(kept, data)
+    return {"site": doc.get("site"), "keyid": doc.get("keyid"), "validatedAt": doc.get("validatedAt")}
