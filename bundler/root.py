@@ -156,22 +156,20 @@ class Root:
     def is_delta(self) -> bool:
         return self.base is not None
 
-    def member_pins(self) -> dict[str, tuple[str, int]]:
+    def member_pins(self, full: bool = False) -> dict[str, tuple[str, int]]:
         """Every content member the root pins: name -> (digest, size).
 
-        A delta carries only some blobs; which ones is listed in ``delta["carried"]``.
+        A delta carries only some blobs (and its patches): ``delta["carried"]`` lists them. With
+        ``full`` a delta's pins are those of the full target it stands for (what a
+        reconstructing source presents, bundler/delta.py).
         """
         from bundler.layout import blob_path
 
         pins = {name: (p.digest, p.size) for name, p in self.files.items()}
-        carried = self.blobs.keys() if self.delta is None else self.delta.get("carried", {}).keys()
-        for d in carried:
-            if self.delta is None:
-                pin = self.blobs[d]
-                pins[blob_path(d)] = (pin.digest, pin.size)
-            else:
-                c = self.delta["carried"][d]
-                pins[blob_path(d)] = (d, int(c["size"]))
+        if self.delta is None or full:
+            pins.update((blob_path(d), (d, p.size)) for d, p in self.blobs.items())
+        else:
+            pins.update((blob_path(d), (d, int(c["size"]))) for d, c in self.delta["carried"].items())
         return pins
 
     def total_size(self) -> int:
@@ -376,12 +374,127 @@ def parse_root(data: bytes) -> Root:
     if (base is None) != (delta is None):
         raise MalformedRootError("root: a delta needs both 'base' and 'delta'")
     if delta is not None:
-        carried = _req(delta, "carried", dict, "delta")
-        for d, c in carried.items():
-            if not is_digest(d) or not isinstance(c, dict):
-                raise MalformedRootError(f"root: delta.carried key {str(d)[:80]!r} is not a digest")
-            _size(c, f"delta.carried[{d}]")
+        _check_delta(delta, blobs, models)
 
     return Root(name=name, version=version, compatible=_req(doc, "compatible", str, "root"),
                 created=_req(doc, "created", str, "root"), files=files, blobs=blobs, images=images,
                 models=models, manifests=manifests, base=base, delta=delta)
+
+
+# --- the delta section (docs/DELTA.md) ------------------------------------------------------
+
+DELTA_METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
+_ENTRY_KEYS = {"what", "method", "reason", "size", "carriedBytes", "from", "patch", "file", "zstd", "pieces"}
+
+
+def _exact_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise MalformedRootError(f"root: {where} has unknown keys: {', '.join(map(str, unknown))[:200]}")
+
+
+def _check_from(src: Any, where: str) -> dict[str, Any]:
+    """A base input: ``{digest, size, at: {registry: {repository, endpoint}} | {nas: {...}}}``."""
+    if not isinstance(src, dict):
+        raise MalformedRootError(f"root: {where}.from is not an object")
+    _exact_keys(src, {"digest", "size", "at"}, f"{where}.from")
+    _digest(src, "digest", f"{where}.from")
+    _size(src, f"{where}.from")
+    at = _req(src, "at", dict, f"{where}.from")
+    if list(at) == ["registry"]:
+        r = _req(at, "registry", dict, f"{where}.from.at")
+        _exact_keys(r, {"repository", "endpoint"}, f"{where}.from.at.registry")
+        repo = _req(r, "repository", str, f"{where}.from.at.registry")
+        if not re.fullmatch(r"[a-z0-9]+([._/-][a-z0-9]+)*", repo) or len(repo) > 255:
+            raise MalformedRootError(f"root: {where}.from.at.registry.repository {repo[:80]!r} is not valid")
+        if _req(r, "endpoint", str, f"{where}.from.at.registry") not in ("blobs", "manifests"):
+            raise MalformedRootError(f"root: {where}.from.at.registry.endpoint must be blobs or manifests")
+    elif list(at) == ["nas"]:
+        n = _req(at, "nas", dict, f"{where}.from.at")
+        _exact_keys(n, {"kind", "name", "version", "path"}, f"{where}.from.at.nas")
+        if _req(n, "kind", str, f"{where}.from.at.nas") not in MODEL_KINDS:
+            raise MalformedRootError(f"root: {where}.from.at.nas.kind is not a model kind")
+        for label in ("name", "version"):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", _req(n, label, str, f"{where}.from.at.nas")):
+                raise MalformedRootError(f"root: {where}.from.at.nas.{label} is not a safe path component")
+        _relpath(n, f"{where}.from.at.nas")
+    else:
+        raise MalformedRootError(f"root: {where}.from.at must be exactly one of registry, nas")
+    return src
+
+
+def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[ModelEntry]) -> None:
+    """Every target blob is carried whole, present at the site, or rebuilt from carried patches
+    and base inputs; every carried blob is used; nothing else is allowed."""
+    _exact_keys(delta, {"carried", "rebuild"}, "delta")
+    carried = _req(delta, "carried", dict, "delta")
+    for d, c in carried.items():
+        if not is_digest(d) or not isinstance(c, dict):
+            raise MalformedRootError(f"root: delta.carried key {str(d)[:80]!r} is not a digest")
+        _exact_keys(c, {"size", "kind"}, f"delta.carried[{d}]")
+        _size(c, f"delta.carried[{d}]")
+        kind = _req(c, "kind", str, f"delta.carried[{d}]")
+        if kind not in ("blob", "patch"):
+            raise MalformedRootError(f"root: delta.carried[{d}].kind must be blob or patch")
+        if kind == "blob" and (d not in blobs or blobs[d].size != c["size"]):
+            raise MalformedRootError(f"root: delta.carried[{d}] is not a target blob of that size")
+    rebuild = _req(delta, "rebuild", dict, "delta")
+    if set(rebuild) != set(blobs):
+        missing = sorted(set(blobs) - set(rebuild))
+        raise MalformedRootError("root: delta.rebuild must list exactly the pinned blobs"
+                                 + (f" (lacks {missing[0]})" if missing else " (lists extra blobs)"))
+    files_by_blob = {f.blob: f for m in models for f in m.files}
+    used: set[str] = set()
+    for d, e in rebuild.items():
+        w = f"delta.rebuild[{d}]"
+        if not isinstance(e, dict):
+            raise MalformedRootError(f"root: {w} is not an object")
+        _exact_keys(e, _ENTRY_KEYS, w)
+        method = _req(e, "method", str, w)
+        if method not in DELTA_METHODS:
+            raise MalformedRootError(f"root: {w}.method {method[:40]!r} is unknown")
+        if _size(e, w) != blobs[d].size:
+            raise MalformedRootError(f"root: {w}.size differs from the pinned size")
+        for key in ("what", "reason", "zstd"):
+            _opt(e, key, str, w)
+        if e.get("carriedBytes") is not None:
+            _req(e, "carriedBytes", int, w)
+        if e.get("pieces") is not None and not all(
+                isinstance(k, str) and isinstance(v, int) for k, v in _req(e, "pieces", dict, w).items()):
+            raise MalformedRootError(f"root: {w}.pieces must map names to byte counts")
+        if method == "whole":
+            if carried.get(d, {}).get("kind") != "blob" or any(k in e for k in ("from", "patch", "file")):
+                raise MalformedRootError(f"root: {w} is 'whole' but the blob is not carried as one")
+            used.add(d)
+            continue
+        if d in carried:
+            raise MalformedRootError(f"root: {w} is carried whole but says {method}")
+        src = _check_from(e.get("from"), w)
+        file = e.get("file")
+        if file is not None:
+            if not isinstance(file, dict):
+                raise MalformedRootError(f"root: {w}.file is not an object")
+            _exact_keys(file, {"path", "digest", "size", "encoding"}, f"{w}.file")
+            mf = files_by_blob.get(d)
+            if mf is None or (mf.path, mf.digest, mf.size, mf.encoding) != (
+                    _relpath(file, f"{w}.file"), _digest(file, "digest", f"{w}.file"),
+                    _size(file, f"{w}.file"), _req(file, "encoding", str, f"{w}.file")):
+                raise MalformedRootError(f"root: {w}.file is not the model file this blob carries")
+            if mf.encoding == "identity" and mf.digest != d:
+                raise MalformedRootError(f"root: {w}.file is identity-encoded but its digest is not the blob's")
+        if "nas" in src["at"] and file is None:
+            raise MalformedRootError(f"root: {w} rebuilds from a model file but names no target file")
+        if method == "base":
+            if "patch" in e:
+                raise MalformedRootError(f"root: {w} is 'base' but names a patch")
+            want = file["digest"] if file is not None else d
+            if src["digest"] != want:
+                raise MalformedRootError(f"root: {w} is 'base' but its input is other content")
+            continue
+        patch = _digest(e, "patch", w)
+        if carried.get(patch, {}).get("kind") != "patch":
+            raise MalformedRootError(f"root: {w}.patch {patch} is not a carried patch")
+        used.add(patch)
+    unused = sorted(set(carried) - used)
+    if unused:
+        raise MalformedRootError(f"root: delta.carried lists {unused[0]} that nothing uses")

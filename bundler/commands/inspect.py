@@ -9,6 +9,7 @@ import click
 
 from bundler import layout
 from bundler.clikit import emit_json, handle_errors, json_option
+from bundler.delta import describe_delta
 from bundler.progress import human
 from bundler.root import Root, parse_root
 from bundler.signing import parse_signatures
@@ -39,6 +40,7 @@ def describe(root: Root, signers: list[str], bundle_bytes: int) -> dict[str, Any
         "manifests": [{"path": f.path, "digest": f.digest, "size": f.size}
                       for f in (root.manifests.files if root.manifests else [])],
         "base": vars(root.base) if root.base else None,
+        "delta": describe_delta(root),
         "totals": {"contentBytes": content, "storedBlobBytes": stored, "bundleBytes": bundle_bytes,
                    "compressionSavedBytes": sum(m["size"] - m["storedSize"] for m in models)},
     }
@@ -82,3 +84,20 @@ def command(bundle: Path, as_json: bool) -> None:
     t = doc["totals"]
     click.echo(f"\nTOTAL content {human(t['contentBytes'])}, blobs stored {human(t['storedBlobBytes'])}, "
                f"bundle {human(t['bundleBytes'])}, compression saved {human(t['compressionSavedBytes'])}")
+    if doc["delta"]:
+        echo_delta(doc["delta"])
+
+
+def echo_delta(d: dict[str, Any]) -> None:
+    """The per-blob table of a delta: how the site gets each blob of the full target."""
+    b = d["base"]
+    click.echo(f"\nDELTA against {b['name']} {b['version']} (root {b['root']})")
+    click.echo(f"  carries {human(d['carriedBlobBytes'])} of {human(d['fullBlobBytes'])} "
+               f"({100 * d['ratio']:.1f}%); full target root {d['fullRoot']}")
+    click.echo(f"  {'BLOB':<21} {'WHAT':<50} {'METHOD':<16} {'BASE':<21} {'SIZE':>10} {'CARRIED':>10} "
+               f"{'RATIO':>7}  REASON")
+    for r in d["blobs"]:
+        base = (r["base"] or "-")[:19]
+        click.echo(f"  {r['digest'][:19]:<21} {(r['what'] or '')[:50]:<50} {r['method']:<16} {base:<21} "
+                   f"{human(r['size']):>10} {human(r['carriedBytes']):>10} {100 * r['ratio']:>6.1f}%  "
+                   f"{r['reason'] or ''}")

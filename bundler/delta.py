@@ -1,0 +1,746 @@
+"""Delta bundles: carry only what a site lacks, rebuild the rest from what it already has.
+
+A delta's signed root pins the **full target** (the very ``blobs``, ``images``, ``models``,
+``manifests`` and ``files`` a full bundle of the same spec pins) plus ``base`` (name, version
+and root digest of the full bundle it applies to) and ``delta``:
+
+- ``delta.carried``: ``digest -> {size, kind}`` for every blob physically in the delta, either a
+  target blob carried whole (``kind: blob``) or a patch (``kind: patch``);
+- ``delta.rebuild``: ``target digest -> entry`` for **every** target blob, saying how the site
+  gets it: ``whole`` (carried), ``base`` (the site has these bytes), or one of the patch
+  methods ``bsdiff4``, ``zstd-patch-from``, ``gguf-tensors``, ``windows`` applied to a base input.
+
+Base inputs are only what a site keeps after installing the base: image blobs and manifests in
+its registry (``at.registry``) and model *files* on its NAS (``at.nas``). Model layers are
+patched at the level of the file content (the signed ``ModelFile.digest``); a ``tar+zstd``
+layer is then re-encoded with :func:`bundler.compress.write_tar_zstd` (deterministic for a
+given libzstd, whatever the thread count) and must hash to the signed blob digest.
+docs/DELTA.md specifies all of it.
+
+Invariants:
+- :func:`full_root` of a delta root is byte-for-byte the root of the full bundle, so a site that
+  installed a delta is in the state the full bundle would have left (same root digest too).
+- Every byte stream :class:`ReconstructedSource` hands out is hashed as it is read and fails at
+  its end unless it matches the signed digest (the file digest first for re-encoded layers).
+- Reconstruction streams: patches are applied piece by piece (bundler/patch.py), so memory is
+  bounded by the piece size (and by ``ZPF_MAX``/``BSDIFF_MAX`` for whole-blob patches),
+  whatever the model size.
+"""
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from bundler import compress, layout
+from bundler import mediatypes as mt
+from bundler.digest import CHUNK, HashingWriter, check, copy_verified, fsync_dir, iter_chunks
+from bundler.errors import EdgebundleError, UsageError, VerificationError
+from bundler.gguf import GGUFError
+from bundler.lockfile import platform_of
+from bundler.patch import (BSDIFF_MAX, MARGIN, SMALL_PIECE, ZPF_MAX, ContainerWriter, PatchError,
+                           apply_container, bsdiff_decode, encode_piece, write_region, zstd,
+                           zstd_decode)
+from bundler.patch_gguf import is_gguf, write_gguf_patch
+from bundler.root import BaseRef, ModelEntry, ModelFile, Root, load_json_bounded
+from bundler.sources import BundleSource, DirectorySource, read_small
+
+METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
+PATCH_METHODS = ("bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
+#: libzstd version string recorded with re-encoded ``tar+zstd`` layers.
+ZSTD_VERSION = ".".join(map(str, zstd.zstd_version_info))
+
+
+class DeltaError(EdgebundleError):
+    """A delta cannot be built or applied as asked."""
+
+
+# --- the full target a delta stands for ---------------------------------------------------------
+
+def full_root(root: Root) -> Root:
+    """The root of the full bundle a delta stands for: the same document without base/delta."""
+    return replace(root, base=None, delta=None)
+
+
+def full_root_bytes(root: Root) -> bytes:
+    return full_root(root).to_bytes()
+
+
+def full_root_digest(root: Root) -> str:
+    return full_root(root).digest
+
+
+def mtime_of(root: Root) -> int:
+    """The tar mtime the builder gave ``tar+zstd`` layers of this bundle (its ``created``)."""
+    return calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+# --- what a bundle's images consist of ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Part:
+    """One blob of an image, and where it sits (used to find its counterpart in the base)."""
+
+    digest: str
+    kind: str  # index | manifest | config | layer
+    repository: str
+    platform: str  # "" when unknown
+    what: str
+
+    @property
+    def slot(self) -> tuple[str, str, str]:
+        return (self.repository, self.kind, self.platform)
+
+
+def _doc(source: BundleSource, digest: str, what: str) -> dict[str, Any]:
+    data = read_small(source, layout.blob_path(digest), layout.MAX_JSON_BYTES)
+    doc = load_json_bounded(data, what)
+    if not isinstance(doc, dict):
+        raise DeltaError(f"{what} is not a JSON object")
+    return doc
+
+
+def image_parts(source: BundleSource, root: Root) -> dict[str, Part]:
+    """Every image blob of ``root`` (read from ``source``) -> its role; the first role wins."""
+    parts: dict[str, Part] = {}
+
+    def add(p: Part) -> None:
+        parts.setdefault(p.digest, p)
+
+    for im in root.images:
+        repo = im.repository
+        top = _doc(source, im.digest, f"{im.refName} {im.digest}")
+        if mt.is_index(im.mediaType):
+            add(Part(im.digest, "index", repo, "", f"image {im.refName} index"))
+            children = [(d["digest"], platform_of(d) or "") for d in top.get("manifests", [])]
+        else:
+            children = [(im.digest, im.platforms[0] if len(im.platforms) == 1 else "")]
+        for digest, plat in children:
+            doc = top if digest == im.digest else _doc(source, digest, f"{im.refName} {digest}")
+            where = f"image {im.refName}" + (f" {plat}" if plat else "")
+            add(Part(digest, "manifest", repo, plat, f"{where} manifest"))
+            add(Part(doc["config"]["digest"], "config", repo, plat, f"{where} config"))
+            for i, layer in enumerate(doc.get("layers", [])):
+                add(Part(layer["digest"], "layer", repo, plat, f"{where} layer {i}"))
+    return parts
+
+
+def _nas_ref(m: ModelEntry, f: ModelFile) -> dict[str, Any]:
+    return {"nas": {"kind": m.kind, "name": m.name, "version": m.version, "path": f.path}}
+
+
+def _registry_ref(part: Part) -> dict[str, Any]:
+    endpoint = "manifests" if part.kind in ("index", "manifest") else "blobs"
+    return {"registry": {"repository": part.repository, "endpoint": endpoint}}
+
+
+def _file_doc(f: ModelFile) -> dict[str, Any]:
+    return {"path": f.path, "digest": f.digest, "size": f.size, "encoding": f.encoding}
+
+
+# --- base inputs ----------------------------------------------------------------------------------
+
+class BaseInputs(Protocol):
+    """Where the bytes a delta's ``from`` entries name come from (a base bundle, or a site)."""
+
+    description: str
+
+    def open_input(self, src: dict[str, Any]) -> contextlib.AbstractContextManager[BinaryIO]:
+        """The bytes of ``src`` (``{digest, size, at}``); seekable for ``at.nas`` inputs."""
+        ...
+
+    def local_path(self, src: dict[str, Any]) -> Path | None:
+        """A local file holding ``src``'s bytes, when there is one (saves a copy)."""
+        ...
+
+
+class BundleBase:
+    """Base inputs read from a full base bundle (the builder's planning and ``bundle verify --base``).
+
+    ``tar+zstd`` model files are decompressed once into ``scratch`` (hash-checked) so patches
+    can seek in them.
+    """
+
+    def __init__(self, source: BundleSource, root: Root, scratch: Path) -> None:
+        self.source, self.root, self.scratch = source, root, scratch
+        self.description = f"base {root.name} {root.version} ({source.description})"
+        self._files: dict[tuple[str, str, str, str], ModelFile] = {
+            (m.kind, m.name, m.version, f.path): f for m in root.models for f in m.files}
+        self._unpacked: dict[str, Path] = {}
+
+    def _model_file(self, src: dict[str, Any]) -> ModelFile:
+        n = src["at"]["nas"]
+        f = self._files.get((n["kind"], n["name"], n["version"], n["path"]))
+        if f is None or f.digest != src["digest"]:
+            raise DeltaError(f"{self.description} has no model file {n['name']} {n['version']} "
+                             f"{n['path']} with digest {src['digest']}")
+        return f
+
+    def local_path(self, src: dict[str, Any]) -> Path | None:
+        if "nas" not in src["at"]:
+            return None
+        f = self._model_file(src)
+        if f.encoding == "identity" and isinstance(self.source, DirectorySource):
+            return self.source.path / layout.blob_path(f.blob)
+        if f.encoding != "identity" and f.digest not in self._unpacked:
+            fd, tmp = tempfile.mkstemp(dir=self.scratch, prefix=".base-file-")
+            with os.fdopen(fd, "wb") as out, self.source.open(layout.blob_path(f.blob)) as blob:
+                stream = compress.open_tar_zstd_member(blob, f.size, f"base file {f.path}")
+                copy_verified(stream, out, f"base file {f.path}", f.digest, f.size)
+            self._unpacked[f.digest] = Path(tmp)
+        return self._unpacked.get(f.digest)
+
+    @contextlib.contextmanager
+    def open_input(self, src: dict[str, Any]) -> Iterator[BinaryIO]:
+        if "registry" in src["at"]:
+            with self.source.open(layout.blob_path(src["digest"])) as f:
+                yield f
+            return
+        f = self._model_file(src)
+        path = self.local_path(src)
+        if path is not None:
+            with open(path, "rb") as fh:
+                yield fh
+        else:
+            with self.source.open(layout.blob_path(f.blob)) as fh:
+                yield fh
+
+    def close(self) -> None:
+        for p in self._unpacked.values():
+            p.unlink(missing_ok=True)
+        self._unpacked.clear()
+
+
+# --- streams that check what they hand out --------------------------------------------------------
+
+class CheckedStream(io.RawIOBase):
+    """Reads from ``chunks`` and fails at the end unless the bytes hash to ``digest``/``size``.
+
+    ``read(n)`` returns exactly ``min(n, remaining)`` bytes (callers such as
+    :func:`bundler.sources.read_small` read a small document in one call), and the final check
+    runs inside the read that meets the end, so nobody sees EOF on unverified bytes.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], digest: str, size: int, what: str) -> None:
+        self._chunks = chunks
+        self._buf = b""
+        self._h = HashingWriter(_Null())
+        self._digest, self._size, self._what = digest, size, what
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _pull(self) -> bool:
+        if self._done:
+            return False
+        for chunk in self._chunks:
+            if chunk:
+                self._h.write(chunk)
+                if self._h.size > self._size:
+                    raise PatchError(f"{self._what}: rebuilt bytes exceed the signed {self._size}")
+                if self._h.size == self._size:
+                    self._finish()  # the last bytes are handed out only once they are proven
+                self._buf = chunk
+                return True
+        self._finish()
+        return False
+
+    def _finish(self) -> None:
+        for extra in self._chunks:
+            if extra:
+                raise PatchError(f"{self._what}: rebuilt bytes exceed the signed {self._size}")
+        self._done = True
+        check(self._what, self._digest, self._size, self._h.digest, self._h.size)
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = None if n is None or n < 0 else n
+        parts: list[bytes] = []
+        got = 0
+        while want is None or got < want:
+            if not self._buf and not self._pull():
+                break
+            take = self._buf if want is None else self._buf[:want - got]
+            self._buf = self._buf[len(take):]
+            parts.append(take)
+            got += len(take)
+        return b"".join(parts)
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+class _Null:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+# --- reconstruction -------------------------------------------------------------------------------
+
+class ReconstructedSource:
+    """The full target bundle, presented from a delta's carried members plus base inputs.
+
+    ``members()`` is the full target's member set; ``open(blob)`` yields the carried bytes or a
+    reconstruction stream, hashed against the signed digest as it is read. ``full_target``
+    tells :class:`bundler.verify.Verifier` to check it against the full pins.
+    """
+
+    full_target = True
+
+    def __init__(self, delta: BundleSource, root: Root, base: BaseInputs, scratch: Path) -> None:
+        if root.delta is None:
+            raise UsageError("not a delta bundle")
+        self.delta, self.root, self.base, self.scratch = delta, root, base, Path(scratch)
+        self.description = f"{delta.description} rebuilt against {base.description}"
+        self.mtime = mtime_of(root)
+
+    def members(self) -> dict[str, int]:
+        have = self.delta.members()
+        out = {name: size for name, (_, size) in self.root.member_pins(full=True).items()}
+        for name in (layout.ROOT, layout.SIGNATURES):
+            if name in have:
+                out[name] = have[name]
+        return out
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        digest = layout.digest_of_blob_path(name)
+        if digest is None or digest in self.root.delta["carried"]:  # type: ignore[index]
+            with self.delta.open(name) as f:
+                yield f
+            return
+        with self.open_blob(digest) as f:
+            yield f
+
+    def entry(self, digest: str) -> dict[str, Any]:
+        return self.root.delta["rebuild"][digest]  # type: ignore[index]
+
+    @contextlib.contextmanager
+    def open_blob(self, digest: str) -> Iterator[BinaryIO]:
+        """The target blob ``digest`` as a checked stream (carried, copied or patched)."""
+        e = self.entry(digest)
+        pin = self.root.blobs[digest]
+        what = f"rebuilt blob {digest[:19]} ({e.get('what', '?')})"
+        if e["method"] == "whole":
+            with self.delta.open(layout.blob_path(digest)) as f:
+                yield f
+            return
+        file = e.get("file")
+        with contextlib.ExitStack() as stack:
+            if file is None:
+                yield CheckedStream(self._content(e, pin.size, what, stack), digest, pin.size, what)
+            elif file["encoding"] == "identity":
+                yield CheckedStream(self._content(e, file["size"], what, stack), digest, pin.size, what)
+            else:
+                path = self._encoded_layer(e, file, digest, pin.size, what, stack)
+                fh = stack.enter_context(open(path, "rb"))
+                yield CheckedStream(iter_chunks(fh), digest, pin.size, what)
+
+    def _content(self, e: dict[str, Any], out_size: int, what: str,
+                 stack: contextlib.ExitStack) -> Iterator[bytes]:
+        """The bytes the entry's method produces: the blob, or for model layers the file."""
+        src_ref = e["from"]
+        src = stack.enter_context(self.base.open_input(src_ref))
+        method = e["method"]
+        if method == "base":
+            return iter_chunks(src, src_ref["size"] + 1)
+        patch = stack.enter_context(self.delta.open(layout.blob_path(e["patch"])))
+        if method == "gguf-tensors" or method == "windows":
+            return apply_container(src, src_ref["size"], patch, out_size, what)
+        limit = BSDIFF_MAX if method == "bsdiff4" else ZPF_MAX
+        if src_ref["size"] > limit or out_size > limit:
+            raise PatchError(f"{what}: {method} is limited to {limit}-byte blobs")
+        old = _read_bounded(src, src_ref["size"], what + " source")
+        if method == "zstd-patch-from":
+            return zstd_decode(patch, out_size, old, what)
+        data = bsdiff_decode(old, _read_bounded(patch, 2 * limit + (1 << 20), what + " patch"),
+                             out_size, what)
+        return (data[i:i + CHUNK] for i in range(0, len(data), CHUNK))
+
+    def _encoded_layer(self, e: dict[str, Any], file: dict[str, Any], digest: str, size: int,
+                       what: str, stack: contextlib.ExitStack) -> Path:
+        """Rebuild a ``tar+zstd`` layer: the file (checked), then compress it as the builder did."""
+        src_path = self.base.local_path(e["from"]) if e["method"] == "base" else None
+        if src_path is None:
+            src_path = self._scratch_file(stack)
+            with open(src_path, "wb") as out:
+                chunks = CheckedStream(self._content(e, file["size"], what, stack), file["digest"],
+                                       file["size"], f"{what} file {file['path']}")
+                for chunk in iter_chunks(chunks):  # type: ignore[arg-type]
+                    out.write(chunk)
+        layer = self._scratch_file(stack)
+        with open(layer, "wb") as out:
+            w = HashingWriter(out)
+            compress.write_tar_zstd(src_path, file["path"], w, self.mtime)  # type: ignore[arg-type]
+        if (w.digest, w.size) != (digest, size):
+            raise VerificationError(
+                f"{what}: re-encoding {file['path']} gave {w.digest} ({w.size} bytes), not the signed "
+                f"{digest}", hint=f"this zstd ({ZSTD_VERSION}) does not reproduce the builder's "
+                                  f"({e.get('zstd', '?')}); install the full bundle instead")
+        return layer
+
+    def _scratch_file(self, stack: contextlib.ExitStack) -> Path:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.scratch, prefix=".delta-rebuild-")
+        os.close(fd)
+        path = Path(name)
+        stack.callback(lambda: path.unlink(missing_ok=True))
+        return path
+
+
+def _read_bounded(f: BinaryIO, n: int, what: str) -> bytes:
+    data = bytearray()
+    for chunk in iter_chunks(f, n + 1):
+        data += chunk
+    if len(data) > n:
+        raise PatchError(f"{what} is larger than its {n}-byte bound")
+    return bytes(data)
+
+
+def rebuild_order(root: Root, digests: list[str] | None = None) -> list[str]:
+    """The digests a reconstruction check should stream (patched and re-encoded ones by default)."""
+    if digests is not None:
+        return digests
+    rebuild = (root.delta or {}).get("rebuild", {})
+    return sorted(d for d, e in rebuild.items() if e["method"] in PATCH_METHODS
+                  or (e.get("file") or {}).get("encoding") == "tar+zstd" and e["method"] != "whole")
+
+
+def check_reconstruction(source: ReconstructedSource, digests: list[str] | None = None,
+                         progress: Callable[[int], None] | None = None) -> int:
+    """Stream each blob in ``digests`` (default: every patched or re-encoded one); bytes checked."""
+    total = 0
+    for d in rebuild_order(source.root, digests):
+        with source.open_blob(d) as f:
+            for chunk in iter_chunks(f):
+                total += len(chunk)
+                if progress:
+                    progress(len(chunk))
+    return total
+
+
+# --- planning -------------------------------------------------------------------------------------
+
+@dataclass
+class PlanResult:
+    """The ``delta`` document and where the carried bytes are."""
+
+    rebuild: dict[str, dict[str, Any]] = field(default_factory=dict)
+    carried: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def carry(self, digest: str, size: int, kind: str) -> None:
+        self.carried[digest] = {"size": size, "kind": kind}
+
+    def document(self) -> dict[str, Any]:
+        return {"carried": dict(sorted(self.carried.items())), "rebuild": dict(sorted(self.rebuild.items()))}
+
+
+class DeltaPlanner:
+    """Decides, for every blob of a full target, how a site that has the base gets it.
+
+    ``target`` reads the full target bundle (the builder's work dir); ``target_files`` maps
+    ``(model name, version, path)`` to the model file on disk; ``patch_store(write) -> (digest,
+    size)`` stores a patch blob in the delta being written.
+    """
+
+    def __init__(self, base: BundleBase, target: BundleSource, root: Root,
+                 target_files: dict[tuple[str, str, str], Path],
+                 patch_store: Callable[[Callable[[BinaryIO], None]], tuple[str, int]],
+                 scratch: Path, log: Callable[[str], None] = lambda s: None) -> None:
+        self.base, self.target, self.root = base, target, root
+        self.target_files, self.patch_store = target_files, patch_store
+        self.scratch, self.log = scratch, log
+        self.base_parts = image_parts(base.source, base.root)
+        self.base_slots = {p.slot: d for d, p in self.base_parts.items() if p.kind != "layer"}
+        self.base_files: dict[str, dict[str, Any]] = {}
+        for m in base.root.models:
+            for f in m.files:
+                self.base_files.setdefault(f.digest, {"digest": f.digest, "size": f.size, "at": _nas_ref(m, f)})
+
+    def plan(self) -> PlanResult:
+        out = PlanResult()
+        parts = image_parts(self.target, self.root)
+        layers: dict[str, tuple[ModelEntry, ModelFile]] = {}
+        roles: dict[str, str] = {}
+        artifacts = [(m.manifest, f"model {m.name} {m.version}") for m in self.root.models]
+        if self.root.manifests:
+            artifacts.append((self.root.manifests.manifest, "manifests artifact"))
+            for mf in self.root.manifests.files:
+                roles.setdefault(mf.digest, f"k8s manifest {mf.path}")
+        for manifest, name in artifacts:
+            roles.setdefault(manifest, f"{name} manifest")
+            config = _doc(self.target, manifest, f"{name} manifest").get("config", {}).get("digest")
+            if isinstance(config, str):
+                roles.setdefault(config, f"{name} config")
+        for m in self.root.models:
+            for f in m.files:
+                layers.setdefault(f.blob, (m, f))
+        for digest in sorted(self.root.blobs):
+            pin = self.root.blobs[digest]
+            if digest in parts:
+                entry = self._image_blob(parts[digest], pin.size, out)
+            elif digest in layers:
+                entry = self._model_layer(*layers[digest], digest, pin.size, out)
+            else:
+                what = roles.get(digest, "artifact blob")
+                entry = self._whole(digest, pin.size, out, what, "not kept at a site (only image blobs "
+                                    "and model files are), so carried")
+            out.rebuild[digest] = entry
+            self.log(f"{entry['method']:<16} {entry['what']}: {entry['reason']}")
+        return out
+
+    # -- decisions ---------------------------------------------------------------------------
+    @staticmethod
+    def _whole(digest: str, size: int, out: PlanResult, what: str, reason: str) -> dict[str, Any]:
+        out.carry(digest, size, "blob")
+        return {"what": what, "method": "whole", "reason": reason, "size": size, "carriedBytes": size}
+
+    def _image_blob(self, part: Part, size: int, out: PlanResult) -> dict[str, Any]:
+        if part.digest in self.base_parts:
+            bp = self.base_parts[part.digest]
+            return {"what": part.what, "method": "base", "size": size, "carriedBytes": 0,
+                    "reason": f"the site registry has it ({bp.repository})",
+                    "from": {"digest": part.digest, "size": size, "at": _registry_ref(bp)}}
+        if part.kind == "layer":
+            return self._whole(part.digest, size, out, part.what,
+                               "new image layer: layers are never patched (compressed bytes do not diff)")
+        old_digest = self.base_slots.get(part.slot)
+        if old_digest is None:
+            return self._whole(part.digest, size, out, part.what, "nothing like it in the base")
+        bp = self.base_parts[old_digest]
+        src = {"digest": old_digest, "size": self.base.root.blobs[old_digest].size, "at": _registry_ref(bp)}
+        if max(size, src["size"]) > ZPF_MAX:
+            return self._whole(part.digest, size, out, part.what, f"larger than {ZPF_MAX} B: carried")
+        with self.target.open(layout.blob_path(part.digest)) as f:
+            new = _read_bounded(f, ZPF_MAX, part.what)
+        with self.base.open_input(src) as f:
+            old = _read_bounded(f, ZPF_MAX, f"base {bp.what}")
+        return self._whole_patch(part.digest, size, part.what, new, old, src, None, out)
+
+    def _whole_patch(self, digest: str, size: int, what: str, new: bytes, old: bytes,
+                     src: dict[str, Any], file: dict[str, Any] | None, out: PlanResult) -> dict[str, Any]:
+        enc = encode_piece(new, old, bsdiff_max=BSDIFF_MAX, small=SMALL_PIECE)
+        method = {"zpf": "zstd-patch-from", "bsdiff": "bsdiff4"}.get(enc.op)
+        if method is None or len(enc.payload) >= size:
+            return self._whole(digest, size, out, what, f"no patch beats the {size}-byte blob ({enc.reason})")
+        pdigest, psize = self.patch_store(lambda w: w.write(enc.payload))
+        out.carry(pdigest, psize, "patch")
+        entry = {"what": what, "method": method, "size": size, "carriedBytes": psize, "from": src,
+                 "patch": pdigest, "reason": enc.reason}
+        if file is not None:
+            entry["file"] = file
+        return entry
+
+    def _similar(self, m: ModelEntry, f: ModelFile) -> dict[str, Any] | None:
+        """A base model file to patch ``f`` against: same model and path, else same model and
+        file type, else the same path in a model of the same kind."""
+        ext = Path(f.path).suffix
+        tiers: list[list[dict[str, Any]]] = [[], [], []]
+        for bm in self.base.root.models:
+            for bf in bm.files:
+                ref = {"digest": bf.digest, "size": bf.size, "at": _nas_ref(bm, bf)}
+                if bm.name == m.name and bf.path == f.path:
+                    tiers[0].append(ref)
+                elif bm.name == m.name and Path(bf.path).suffix == ext:
+                    tiers[1].append(ref)
+                elif bm.kind == m.kind and bf.path == f.path:
+                    tiers[2].append(ref)
+        for tier in tiers:
+            if tier:
+                return min(tier, key=lambda r: abs(r["size"] - f.size))
+        return None
+
+    def _model_layer(self, m: ModelEntry, f: ModelFile, digest: str, size: int,
+                     out: PlanResult) -> dict[str, Any]:
+        what = f"model {m.name} {m.version} {f.path}"
+        file = _file_doc(f)
+        extra = {"zstd": ZSTD_VERSION} if f.encoding == "tar+zstd" else {}
+        if f.digest in self.base_files:
+            src = self.base_files[f.digest]
+            n = src["at"]["nas"]
+            return {"what": what, "method": "base", "size": size, "carriedBytes": 0, "from": src,
+                    "file": file, **extra,
+                    "reason": f"file unchanged: the NAS has it as {n['name']} {n['version']} {n['path']}"
+                              + (" (layer re-encoded at the site)" if extra else "")}
+        src = self._similar(m, f)
+        if src is None:
+            return self._whole(digest, size, out, what, "new file, nothing similar in the base")
+        new_path = self.target_files[(m.name, m.version, f.path)]
+        with self.base.open_input(src) as old:
+            entry = self._file_patch(digest, size, what, new_path, f, old, src, out)
+        if entry["method"] != "whole":
+            entry.update(file=file, **extra)
+        return entry
+
+    def _file_patch(self, digest: str, size: int, what: str, new_path: Path, f: ModelFile,
+                    old: BinaryIO, src: dict[str, Any], out: PlanResult) -> dict[str, Any]:
+        with open(new_path, "rb") as new:
+            if is_gguf(new) and is_gguf(old):
+                try:
+                    return self._container(digest, size, what, "gguf-tensors", src, out,
+                                           lambda w: write_gguf_patch(w, old, src["size"], new, f.size))
+                except GGUFError as e:
+                    self.log(f"{what}: not patched tensor-wise ({e.message}); using windows")
+            if max(f.size, src["size"]) <= ZPF_MAX:
+                new_bytes = _read_bounded(new, ZPF_MAX, what)
+                old.seek(0)
+                old_bytes = _read_bounded(old, ZPF_MAX, what + " base")
+                return self._whole_patch(digest, size, what, new_bytes, old_bytes, src, None, out)
+            return self._container(digest, size, what, "windows", src, out,
+                                   lambda w: write_region(w, new, 0, f.size, old, 0, src["size"], margin=MARGIN))
+
+    def _container(self, digest: str, size: int, what: str, method: str, src: dict[str, Any],
+                   out: PlanResult, fill: Callable[[ContainerWriter], Any]) -> dict[str, Any]:
+        with ContainerWriter(self.scratch) as w:
+            stats = fill(w)
+            psize = w.patch_size
+            pieces = {k: v for k, v in sorted(w.stats.items())}
+            if psize >= size:
+                return self._whole(digest, size, out, what,
+                                   f"{method} patch of {psize} B is not smaller than the {size}-byte blob")
+            pdigest, psize = self.patch_store(w.write_to)
+        out.carry(pdigest, psize, "patch")
+        summary = stats.summary() if hasattr(stats, "summary") else ""
+        reason = (summary + "; " if summary else "") + "pieces: " + ", ".join(
+            f"{k} {v} B" for k, v in pieces.items())
+        return {"what": what, "method": method, "size": size, "carriedBytes": psize, "from": src,
+                "patch": pdigest, "reason": reason, "pieces": pieces}
+
+
+# --- building -------------------------------------------------------------------------------------
+
+@dataclass
+class DeltaResult:
+    root: Root
+    output: Path
+    full_bytes: int  # what the full bundle's members would weigh
+    delta_bytes: int  # what the delta's members weigh
+    input_bytes: int = 0
+    checked_bytes: int = 0
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, force: bool = False,
+                log: Callable[[str], None] = lambda s: None, self_check: bool = True) -> DeltaResult:
+    """Build the full target with ``builder`` (a :class:`bundler.build.Builder`), then the delta.
+
+    The base bundle at ``base_path`` must be a full bundle signed by one of ``keys``; it is
+    verified (content included) before anything is planned against it. With ``self_check``
+    every patched or re-encoded blob is rebuilt from base + delta and hashed before the delta
+    is written out.
+    """
+    from bundler.build import BlobStore, Builder, write_tar
+    from bundler.signing import TrustStore
+    from bundler.sources import open_source
+    from bundler.spec import model_files
+    from bundler.verify import Verifier
+
+    out = Path(out).resolve()
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists", hint="remove it or pass --force")
+    base_source = open_source(Path(base_path))
+    trust = TrustStore([k.public_key() for k in keys])
+    log(f"verifying base {base_path}")
+    try:
+        base_vb = Verifier(trust).verify(base_source)
+    except VerificationError as e:
+        raise DeltaError(f"base {base_path} does not verify with the signing key(s): {e.message}",
+                         hint="pass the full bundle this site has installed, built with the same key") from None
+    if base_vb.root.is_delta:
+        raise UsageError(f"base {base_path} is itself a delta",
+                         hint="build deltas against the full bundle the site installed")
+    target_dir = out.with_name(out.name + ".target.partial")
+    delta_dir = out.with_name(out.name + ".delta.partial")
+    scratch = out.with_name(out.name + ".scratch")
+    for d in (delta_dir, scratch):
+        if d.exists():
+            shutil.rmtree(d)
+    scratch.mkdir(parents=True)
+    base = BundleBase(base_source, base_vb.root, scratch)
+    try:
+        log("building the full target")
+        target_root = builder.assemble(target_dir, BlobStore(target_dir), keys)
+        target = DirectorySource(target_dir)
+        files = {(m.name, m.version, rel): p for m in builder.spec.models for rel, p in model_files(m)}
+        store = BlobStore(delta_dir)
+
+        def put_patch(write: Callable[[BinaryIO], None]) -> tuple[str, int]:
+            pin = store.put_writer("application/vnd.edgebundle.patch.v1", write)
+            return pin.digest, pin.size
+
+        plan = DeltaPlanner(base, target, target_root, files, put_patch, scratch, log).plan()
+        for d, c in plan.carried.items():
+            if c["kind"] == "blob":
+                _link_or_copy(target_dir / layout.blob_path(d), delta_dir / layout.blob_path(d))
+        for name in (layout.OCI_LAYOUT, layout.INDEX):
+            shutil.copyfile(target_dir / name, delta_dir / name)
+        root = replace(target_root, base=BaseRef(base_vb.root.name, base_vb.root.version, base_vb.root_digest),
+                       delta=plan.document())
+        Builder.write_trust_files(delta_dir, root, keys)
+        checked = 0
+        if self_check:
+            log("checking: rebuilding every patched blob from base + delta")
+            checked = check_reconstruction(ReconstructedSource(DirectorySource(delta_dir), root, base, scratch))
+        full_bytes = sum(p.stat().st_size for p in target_dir.rglob("*") if p.is_file())
+        if out.suffix == ".tar":
+            write_tar(delta_dir, root, out)
+            shutil.rmtree(delta_dir)
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(delta_dir, out)
+            fsync_dir(out.parent)
+        shutil.rmtree(target_dir, ignore_errors=True)
+        delta_bytes = out.stat().st_size if out.is_file() else sum(
+            p.stat().st_size for p in out.rglob("*") if p.is_file())
+        return DeltaResult(root, out, full_bytes, delta_bytes, builder.input_bytes, checked)
+    finally:
+        base.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- reporting ------------------------------------------------------------------------------------
+
+def describe_delta(root: Root) -> dict[str, Any] | None:
+    """Per blob: method, base input, sizes and ratio (``bundle inspect``); None for a full bundle."""
+    if root.delta is None or root.base is None:
+        return None
+    rows = []
+    for digest, e in sorted(root.delta["rebuild"].items(), key=lambda kv: kv[1].get("what", "")):
+        src = e.get("from") or {}
+        carried = int(e.get("carriedBytes", 0))
+        rows.append({"digest": digest, "what": e.get("what"), "method": e["method"], "size": e["size"],
+                     "carriedBytes": carried, "ratio": round(carried / e["size"], 4) if e["size"] else 0.0,
+                     "base": src.get("digest"), "baseAt": src.get("at"), "patch": e.get("patch"),
+                     "reason": e.get("reason")})
+    carried_total = sum(c["size"] for c in root.delta["carried"].values())
+    full = root.total_size()
+    return {"base": {"name": root.base.name, "version": root.base.version, "root": root.base.root},
+            "fullRoot": full_root_digest(root), "fullBlobBytes": full, "carriedBlobBytes": carried_total,
+            "ratio": round(carried_total / full, 4) if full else 0.0,
+            "methods": {m: sum(1 for r in rows if r["method"] == m) for m in METHODS
+                        if any(r["method"] == m for r in rows)},
+            "blobs": rows}
+
+
+__all__ = ["BaseInputs", "BundleBase", "CheckedStream", "DeltaError", "DeltaPlanner", "DeltaResult",
+           "METHODS", "PATCH_METHODS", "Part", "ReconstructedSource", "ZSTD_VERSION", "build_delta",
+           "check_reconstruction", "describe_delta", "full_root", "full_root_bytes", "full_root_digest",
+           "image_parts"]

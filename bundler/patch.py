@@ -1,0 +1,448 @@
+"""Binary patch codecs for delta bundles: bsdiff4, zstd patch-from, and the piecewise container.
+
+Three patch formats, each turning a *source* (bytes the site already has) into a *target*:
+
+- ``bsdiff4``: a standard ``BSDIFF40`` patch of one whole blob (``bsdiff4`` package). Its encoder
+  needs about 17x the input in memory, so it is used only up to :data:`BSDIFF_MAX`.
+- ``zstd-patch-from``: one zstd frame compressed with the source as a raw *prefix*, exactly what
+  ``zstd --patch-from=OLD`` writes (``zstd -d --patch-from=OLD`` decodes it). Much faster than
+  bsdiff4; used for whole blobs up to :data:`ZPF_MAX`.
+- the piecewise **container** (``EBPATCH1``): a small JSON list of operations followed by their
+  payloads, each operation producing the next stretch of the target from a bounded *piece*:
+  ``copy`` a source range, literal ``data``, a ``zstd`` frame, or a ``zpf``/``bsdiff`` patch of
+  one source range. GGUF files are cut at tensor boundaries (bundler/patch_gguf.py), other large
+  files into fixed windows. docs/DELTA.md specifies the bytes.
+
+Invariants:
+- Decoders stream: they yield at most :data:`bundler.digest.CHUNK` bytes at a time and hold at
+  most one piece (a source range of at most :data:`SRC_MAX` bytes plus one output window) in
+  memory, whatever the size of the file. Every length a patch claims is checked against these
+  bounds and against the declared output size *before* anything is allocated.
+- A decoder never trusts its output: callers hash it against the signed digest
+  (bundler/delta.py). Decoders raise :class:`PatchError` on anything malformed.
+- Encoders are deterministic for the same inputs and library versions (not needed for
+  correctness: the signed root pins the patch bytes themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import bsdiff4
+
+from bundler.digest import CHUNK, iter_chunks
+from bundler.errors import VerificationError
+from bundler.layout import MAX_JSON_BYTES
+
+try:  # Python 3.14 has compression.zstd; older ones get the same API from backports.zstd
+    from compression import zstd  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the interpreter
+    from backports import zstd  # type: ignore[no-redef]
+
+MiB = 1024 * 1024
+#: Largest source or target for a whole-blob bsdiff4 patch (encoder memory ~17x: ~272 MiB).
+BSDIFF_MAX = 16 * MiB
+#: Largest source or target for a whole-blob zstd patch-from (decoder holds the source).
+ZPF_MAX = 64 * MiB
+#: Output bytes of one container piece: tensors and windows larger than this are split.
+PIECE = 32 * MiB
+#: Extra source bytes on each side of a window (absorbs small shifts in non-GGUF files).
+MARGIN = 1 * MiB
+#: Largest source range one container operation may name.
+SRC_MAX = PIECE + 2 * MARGIN
+#: Pieces up to this size are also tried with bsdiff4 inside a container.
+PIECE_BSDIFF_MAX = 4 * MiB
+#: Pieces up to this size are also tried with zstd level 19 (slow, a few percent smaller).
+SMALL_PIECE = 1 * MiB
+#: zstd never needs a window beyond source + target of one piece or whole blob.
+WINDOW_LOG_MAX = 27
+#: A patch whose fast probe is not below this fraction of the target says "unrelated".
+RELATED = 0.9
+#: zstd-patch-from is preferred while it stays within this factor of bsdiff4's size.
+ZPF_SLACK = 1.1
+FAST_LEVEL = 3
+SLOW_LEVEL = 19
+#: The smallest source zstd accepts as a prefix.
+MIN_PREFIX = 8
+
+CONTAINER_MAGIC = b"EBPATCH1"
+OPS = ("copy", "data", "zstd", "zpf", "bsdiff")
+
+
+class PatchError(VerificationError):
+    """A patch is malformed, exceeds its bounds, or does not fit its source."""
+
+
+# --- whole-blob codecs --------------------------------------------------------------------------
+
+def _window_log(total: int) -> int:
+    return max(10, min(WINDOW_LOG_MAX, (max(total, 1) - 1).bit_length()))
+
+
+def zpf_encode(src: bytes, target: bytes, level: int = FAST_LEVEL) -> bytes:
+    """``zstd --patch-from``: one frame of ``target`` compressed with ``src`` as its prefix."""
+    opts = {zstd.CompressionParameter.compression_level: level,
+            zstd.CompressionParameter.window_log: _window_log(len(src) + len(target)),
+            zstd.CompressionParameter.enable_long_distance_matching: 1,
+            zstd.CompressionParameter.checksum_flag: 1}
+    prefix = zstd.ZstdDict(src, is_raw=True).as_prefix if len(src) >= MIN_PREFIX else None
+    return zstd.ZstdCompressor(options=opts, zstd_dict=prefix).compress(
+        target, zstd.ZstdCompressor.FLUSH_FRAME)
+
+
+def zstd_encode(target: bytes, level: int = FAST_LEVEL) -> bytes:
+    """A plain zstd frame (no source), for pieces that have nothing to patch against."""
+    return zpf_encode(b"", target, level)
+
+
+def zstd_decode(patch: BinaryIO, out_size: int, src: bytes | None, what: str) -> Iterator[bytes]:
+    """Stream one zstd frame from ``patch`` (optionally against prefix ``src``), exactly ``out_size`` bytes.
+
+    ``patch`` must end where the frame ends (callers bound it to the payload length).
+    """
+    prefix = zstd.ZstdDict(src, is_raw=True).as_prefix if src and len(src) >= MIN_PREFIX else None
+    try:
+        d = zstd.ZstdDecompressor(zstd_dict=prefix,
+                                  options={zstd.DecompressionParameter.window_log_max: WINDOW_LOG_MAX})
+        produced = 0
+        while not d.eof:
+            data = b""
+            if d.needs_input:
+                data = patch.read(CHUNK)
+                if not data:
+                    raise PatchError(f"{what}: zstd patch ends before its frame does (truncated)")
+            out = d.decompress(data, max_length=CHUNK)
+            produced += len(out)
+            if produced > out_size:
+                raise PatchError(f"{what}: zstd patch yields more than the {out_size} bytes expected")
+            if out:
+                yield out
+    except zstd.ZstdError as e:
+        raise PatchError(f"{what}: corrupt zstd patch ({e})") from None
+    if produced != out_size:
+        raise PatchError(f"{what}: zstd patch yields {produced} bytes, expected {out_size}")
+    if d.unused_data or patch.read(1):
+        raise PatchError(f"{what}: data after the end of the zstd frame")
+
+
+def bsdiff_encode(src: bytes, target: bytes) -> bytes:
+    return bsdiff4.diff(src, target)
+
+
+def _offtin(raw: bytes) -> int:
+    v = int.from_bytes(raw, "little")
+    return -(v & ~(1 << 63)) if v & (1 << 63) else v
+
+
+def bsdiff_decode(src: bytes, patch: bytes, out_size: int, what: str) -> bytes:
+    """Apply a ``BSDIFF40`` patch after checking that it claims exactly ``out_size`` bytes."""
+    if len(patch) < 32 or patch[:8] != b"BSDIFF40":
+        raise PatchError(f"{what}: not a BSDIFF40 patch")
+    claimed = _offtin(patch[24:32])
+    if claimed != out_size:
+        raise PatchError(f"{what}: bsdiff4 patch claims {claimed} bytes, expected {out_size}")
+    try:
+        out = bsdiff4.patch(src, patch)
+    except Exception as e:  # bsdiff4 raises ValueError/bz2 errors for corrupt input
+        raise PatchError(f"{what}: corrupt bsdiff4 patch ({e})") from None
+    if len(out) != out_size:
+        raise PatchError(f"{what}: bsdiff4 patch yields {len(out)} bytes, expected {out_size}")
+    return out
+
+
+# --- choosing an encoding for one piece ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Encoded:
+    """The best encoding found for one piece: op kind, payload, and why it won."""
+
+    op: str  # data | zstd | zpf | bsdiff
+    payload: bytes
+    reason: str
+    tried: dict[str, int] = field(default_factory=dict)
+
+
+def encode_piece(target: bytes, src: bytes | None, *, bsdiff_max: int = PIECE_BSDIFF_MAX,
+                 small: int = SMALL_PIECE) -> Encoded:
+    """Smallest of: raw, zstd, zstd patch-from ``src``, bsdiff4 against ``src``.
+
+    A fast patch-from probe decides whether ``src`` is related at all; only then are the slow
+    candidates (level-19 patch-from for small pieces, bsdiff4 up to ``bsdiff_max``) tried.
+    bsdiff4 wins only when it beats patch-from by more than :data:`ZPF_SLACK`, since
+    patch-from encodes and decodes far faster with far less memory.
+    """
+    n = len(target)
+    tried: dict[str, int] = {"data": n}
+    cands: dict[str, bytes] = {}
+    if src is not None and len(src) >= MIN_PREFIX:
+        cands["zpf"] = zpf_encode(src, target, FAST_LEVEL)
+        if len(cands["zpf"]) < RELATED * n:
+            if n <= small:
+                slow = zpf_encode(src, target, SLOW_LEVEL)
+                if len(slow) < len(cands["zpf"]):
+                    cands["zpf"] = slow
+            if max(n, len(src)) <= bsdiff_max:
+                cands["bsdiff"] = bsdiff_encode(src, target)
+    z = zstd_encode(target)
+    if len(z) < n:
+        cands["zstd"] = z
+    tried.update({k: len(v) for k, v in cands.items()})
+    if "bsdiff" in cands and "zpf" in cands and len(cands["zpf"]) <= ZPF_SLACK * len(cands["bsdiff"]):
+        del cands["bsdiff"]  # patch-from is close enough and far cheaper
+    best = min(cands, key=lambda k: (len(cands[k]), k), default="data")
+    payload = cands.get(best, target)
+    if len(payload) >= n:
+        best, payload = "data", target
+    return Encoded(best, payload, _why(best, tried), tried)
+
+
+_NAMES = {"data": "raw", "zstd": "zstd", "zpf": "zstd-patch-from", "bsdiff": "bsdiff4"}
+
+
+def _why(best: str, tried: dict[str, int]) -> str:
+    others = ", ".join(f"{_NAMES[k]} {v}" for k, v in sorted(tried.items()) if k != best)
+    if best == "zpf" and "bsdiff" in tried and tried["bsdiff"] < tried["zpf"]:
+        return (f"zstd-patch-from {tried['zpf']} B is within {int((ZPF_SLACK - 1) * 100)}% of bsdiff4 "
+                f"{tried['bsdiff']} B and far faster")
+    if best == "data":
+        return f"nothing beats the raw {tried['data']} B ({others})" if others else "raw"
+    return f"{_NAMES[best]} {tried[best]} B is smallest ({others})"
+
+
+# --- the piecewise container --------------------------------------------------------------------
+
+class ContainerWriter:
+    """Collects operations (payloads spooled to a temp file) and writes one ``EBPATCH1`` patch.
+
+    Operations must be added in target order; adjacent ``copy``/``data`` operations merge.
+    """
+
+    def __init__(self, scratch: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=scratch, prefix=".patch-payload-")
+        self._payload_path = Path(name)
+        self._payload = os.fdopen(fd, "w+b")
+        self.ops: list[list[Any]] = []
+        self.size = 0
+        self.payload_size = 0
+        #: bytes of target produced per op kind (for ``bundle inspect``)
+        self.stats: Counter[str] = Counter()
+
+    def close(self) -> None:
+        self._payload.close()
+        self._payload_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ContainerWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def copy(self, src_off: int, n: int) -> None:
+        if n <= 0:
+            return
+        last = self.ops[-1] if self.ops else None
+        if last and last[0] == "copy" and last[2] + last[1] == src_off:
+            last[1] += n
+        else:
+            self.ops.append(["copy", n, src_off])
+        self._count("copy", n)
+
+    def piece(self, enc: Encoded, n: int, src_off: int = 0, src_len: int = 0) -> None:
+        """Add an encoded piece producing ``n`` bytes (``src_*``: the source range for zpf/bsdiff)."""
+        self._payload.write(enc.payload)
+        self.payload_size += len(enc.payload)
+        last = self.ops[-1] if self.ops else None
+        if enc.op == "data" and last and last[0] == "data":
+            last[1] += n
+        elif enc.op == "data":
+            self.ops.append(["data", n])
+        elif enc.op == "zstd":
+            self.ops.append(["zstd", n, len(enc.payload)])
+        else:
+            self.ops.append([enc.op, n, len(enc.payload), src_off, src_len])
+        self._count(enc.op, n)
+
+    def _count(self, op: str, n: int) -> None:
+        self.size += n
+        self.stats[op] += n
+
+    def header(self) -> bytes:
+        return json.dumps({"ops": self.ops, "size": self.size, "v": 1},
+                          separators=(",", ":"), sort_keys=True).encode()
+
+    @property
+    def patch_size(self) -> int:
+        return len(CONTAINER_MAGIC) + 4 + len(self.header()) + self.payload_size
+
+    def write_to(self, out: BinaryIO) -> None:
+        head = self.header()
+        if len(head) > MAX_JSON_BYTES:
+            raise PatchError(f"patch has {len(self.ops)} operations; its header exceeds {MAX_JSON_BYTES} bytes")
+        out.write(CONTAINER_MAGIC + struct.pack("<I", len(head)) + head)
+        self._payload.flush()
+        self._payload.seek(0)
+        for chunk in iter_chunks(self._payload):
+            out.write(chunk)
+
+
+def write_region(w: ContainerWriter, new: BinaryIO, new_off: int, new_len: int, old: BinaryIO | None,
+                 old_off: int, old_len: int, *, margin: int = 0) -> None:
+    """Encode ``new[new_off:+new_len]`` against ``old[old_off:+old_len]`` in pieces of :data:`PIECE`.
+
+    Piece ``k`` of the new range is compared with piece ``k`` of the old range: equal bytes
+    become a ``copy``; otherwise the piece is encoded against that old piece widened by
+    ``margin`` on each side (clipped to the old range).
+    """
+    pos = 0
+    while pos < new_len:
+        n = min(PIECE, new_len - pos)
+        new.seek(new_off + pos)
+        data = _read_exact(new, n, "new file")
+        src = None
+        if old is not None and pos < old_len:
+            lo = max(0, pos - margin)
+            hi = min(old_len, pos + n + margin)
+            old.seek(old_off + lo)
+            src = _read_exact(old, hi - lo, "old file")
+            same = src[pos - lo:pos - lo + n]
+            if same == data:
+                w.copy(old_off + pos, n)
+                pos += n
+                continue
+            w.piece(encode_piece(data, src), n, old_off + lo, hi - lo)
+        else:
+            w.piece(encode_piece(data, None), n)
+        pos += n
+
+
+def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+    parts, left = [], n
+    while left:
+        b = f.read(min(left, 8 * MiB))
+        if not b:
+            raise PatchError(f"{what} ends {left} bytes early")
+        parts.append(b)
+        left -= len(b)
+    return b"".join(parts)
+
+
+class _Bounded:
+    """At most ``n`` bytes of ``f``, then EOF."""
+
+    def __init__(self, f: BinaryIO, n: int) -> None:
+        self._f, self.left = f, n
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        data = self._f.read(n)
+        self.left -= len(data)
+        return data
+
+
+def _int(v: Any, what: str, hi: int) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > hi:
+        raise PatchError(f"{what}: {v!r} is not an integer in [0, {hi}]")
+    return v
+
+
+def read_container_header(patch: BinaryIO, out_size: int, src_size: int, what: str) -> list[list[Any]]:
+    """Read and bound-check the operation list; the stream is left at the first payload."""
+    from bundler.root import load_json_bounded
+
+    head = _read_exact(patch, len(CONTAINER_MAGIC) + 4, what)
+    if head[:8] != CONTAINER_MAGIC:
+        raise PatchError(f"{what}: not an {CONTAINER_MAGIC.decode()} patch")
+    (hlen,) = struct.unpack("<I", head[8:])
+    if hlen > MAX_JSON_BYTES:
+        raise PatchError(f"{what}: patch header of {hlen} bytes exceeds {MAX_JSON_BYTES}")
+    doc = load_json_bounded(_read_exact(patch, hlen, what), f"{what} header")
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not isinstance(doc.get("ops"), list):
+        raise PatchError(f"{what}: patch header is not a version-1 operation list")
+    if doc.get("size") != out_size:
+        raise PatchError(f"{what}: patch builds {doc.get('size')!r} bytes, expected {out_size}")
+    total = 0
+    for i, op in enumerate(doc["ops"]):
+        w = f"{what} op {i}"
+        if not isinstance(op, list) or not op or op[0] not in OPS:
+            raise PatchError(f"{w}: unknown operation {str(op)[:60]}")
+        arity = {"copy": 3, "data": 2, "zstd": 3, "zpf": 5, "bsdiff": 5}[op[0]]
+        if len(op) != arity:
+            raise PatchError(f"{w}: {op[0]} takes {arity - 1} arguments")
+        n = _int(op[1], w, out_size)
+        if op[0] == "copy":
+            off = _int(op[2], w, src_size)
+            if off + n > src_size:
+                raise PatchError(f"{w}: copies past the end of the {src_size}-byte source")
+        if op[0] == "zstd":
+            _int(op[2], w, 1 << 50)
+            _int(n, w, PIECE)
+        if op[0] in ("zpf", "bsdiff"):
+            _int(op[2], w, 1 << 50)
+            off, ln = _int(op[3], w, src_size), _int(op[4], w, SRC_MAX)
+            if off + ln > src_size:
+                raise PatchError(f"{w}: source range runs past the end of the {src_size}-byte source")
+            _int(n, w, PIECE)
+            if op[0] == "bsdiff" and (n > PIECE_BSDIFF_MAX or ln > PIECE_BSDIFF_MAX + 2 * MARGIN
+                                      or op[2] > 2 * PIECE_BSDIFF_MAX + MiB):
+                raise PatchError(f"{w}: bsdiff4 piece exceeds the {PIECE_BSDIFF_MAX}-byte bound")
+        total += n
+    if total != out_size:
+        raise PatchError(f"{what}: operations build {total} bytes, expected {out_size}")
+    return doc["ops"]
+
+
+def apply_container(src: BinaryIO | None, src_size: int, patch: BinaryIO, out_size: int,
+                    what: str) -> Iterator[bytes]:
+    """Stream the target an ``EBPATCH1`` patch builds from seekable ``src`` (``src_size`` bytes)."""
+    ops = read_container_header(patch, out_size, src_size if src is not None else 0, what)
+
+    def source(off: int, n: int) -> bytes:
+        assert src is not None
+        src.seek(off)
+        return _read_exact(src, n, f"{what}: source")
+
+    for op in ops:
+        kind, n = op[0], op[1]
+        if kind == "copy":
+            assert src is not None
+            src.seek(op[2])
+            left = n
+            for chunk in iter_chunks(src, n):
+                left -= len(chunk)
+                yield chunk
+            if left:
+                raise PatchError(f"{what}: source ends {left} bytes early")
+        elif kind == "data":
+            body = _Bounded(patch, n)
+            for chunk in iter_chunks(body):  # type: ignore[arg-type]
+                yield chunk
+            if body.left:
+                raise PatchError(f"{what}: patch ends {body.left} bytes early (truncated)")
+        elif kind == "zstd":
+            yield from zstd_decode(_Bounded(patch, op[2]), n, None, what)  # type: ignore[arg-type]
+        elif kind == "zpf":
+            yield from zstd_decode(_Bounded(patch, op[2]), n, source(op[3], op[4]), what)  # type: ignore[arg-type]
+        else:  # bsdiff
+            out = bsdiff_decode(source(op[3], op[4]), _read_exact(patch, op[2], what), n, what)
+            for i in range(0, len(out), CHUNK):
+                yield out[i:i + CHUNK]
+    if patch.read(1):
+        raise PatchError(f"{what}: data after the last operation")
+
+
+def container_stats(ops: list[list[Any]]) -> dict[str, int]:
+    """Target bytes produced per operation kind (for reports)."""
+    c: Counter[str] = Counter()
+    for op in ops:
+        c[op[0]] += op[1]
+    return dict(c)

@@ -1,0 +1,442 @@
+"""Delta bundles end to end, with a real source registry, real site registries and real files.
+
+For each scenario a base release and a target release are built with the real builder; the
+target both as a full bundle and as a delta against the base. A site that installed the base is
+cloned (registry storage, NAS, state dir); one clone installs the full target, the other the
+delta. The two sites must then hold byte-identical registry storage and NAS trees, and record
+the same installed root, and the delta must be smaller than the full bundle:
+
+- S1 one image gets one new layer;  S2 only the Kubernetes manifests change;
+- S3 only GGUF metadata changes (the real SmolLM2 file, ``general.name`` rewritten: every tensor
+  offset moves);  S4 5% of a GGUF's tensors change;  S5 a model is added and one removed.
+
+Plus refusals: a delta for another base, a site without the base, a site missing part of it
+(nothing changes at the site), and the CLI: ``bundle inspect``/``bundle verify --base`` and
+``installer load``/``stage`` of a delta.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundler.build import Builder
+from bundler.commands.common import registry_factory
+from bundler.delta import DeltaResult, build_delta, full_root_digest
+from bundler.digest import CHUNK
+from bundler.gguf import read_gguf_file
+from bundler.lockfile import ensure_lock
+from bundler.root import Root
+from bundler.signing import load_private_key
+from bundler.spec import load_spec
+from bundler.verify import WrongBaseError
+from installer.core import install, open_verified
+from installer.delta_source import BaseMissingError
+from installer.destinations.nas import NasDestination
+from installer.destinations.registry import RegistryDestination
+from installer.site import Site, load_site
+from installer.state import StateDir
+from tests.fixtures.bundles import (BUNDLE, BundleWorld, bundle_world, nas_snapshot,  # noqa: F401
+                                    registry_snapshot, run_installer, write_site)
+from tests.fixtures.models import fetched_models, write_gguf
+from tests.fixtures.registry import RegistryProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+IMAGES = (("rag/llm-service:1.0", ("linux/amd64",)), "rag/vector-db:1.0")
+MODELS = ("tiny-llm", "embedder", "rag-index")
+#: Measured numbers, printed at the end of the module (pytest -s) for the report.
+NUMBERS: list[str] = []
+
+
+# --- building releases -------------------------------------------------------------------------
+
+@dataclass
+class Release:
+    """One spec (with its lock), built as a full bundle and possibly as a delta."""
+
+    spec: Path
+    full: Path
+    root: Root
+    seconds: float
+
+
+class Releases:
+    """Builds specs from the session's source registry, models and release key."""
+
+    def __init__(self, world: BundleWorld, tmp: Path) -> None:
+        self.world, self.tmp = world, tmp
+        self.key, self.pub = world.key("release")
+        self.registries = registry_factory(())
+
+    def spec(self, label: str, version: str, *, models: Any = MODELS, images: Any = IMAGES,
+             manifests: Path | None = None) -> Path:
+        doc = self.world.spec_doc(name="rag-edge", version=version, compatible="rag-edge/x86_64",
+                                  models=models, images=images, manifests=True)
+        if manifests is not None:
+            doc["spec"]["manifests"] = [str(manifests)]
+        d = self.tmp / label
+        d.mkdir(parents=True)
+        path = d / "bundle.yaml"
+        path.write_text(json.dumps(doc, indent=2))
+        return path
+
+    def builder(self, spec_path: Path) -> Builder:
+        spec = load_spec(spec_path)
+        return Builder(spec, ensure_lock(spec, self.registries, locked=False), self.registries)
+
+    def full(self, spec_path: Path) -> Release:
+        t0 = time.monotonic()
+        out = spec_path.parent / "full.tar"
+        result = self.builder(spec_path).build(out, [load_private_key(self.key)])
+        return Release(spec_path, out, result.root, time.monotonic() - t0)
+
+    def delta(self, spec_path: Path, base: Release) -> tuple[DeltaResult, float]:
+        t0 = time.monotonic()
+        result = build_delta(self.builder(spec_path), base.full, spec_path.parent / "delta.tar",
+                             [load_private_key(self.key)])
+        return result, time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def releases(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Releases]:  # noqa: F811
+    yield Releases(bundle_world, tmp_path_factory.mktemp("delta-releases"))
+    if NUMBERS:
+        print("\n" + "\n".join(NUMBERS))
+
+
+@pytest.fixture(scope="module")
+def base_release(releases: Releases) -> Release:
+    """The release most scenarios start from: two images, three models, the manifests."""
+    return releases.full(releases.spec("base", "1.0.0"))
+
+
+# --- sites --------------------------------------------------------------------------------------
+
+@dataclass
+class SiteUnderTest:
+    registry: RegistryProcess
+    site: Site
+    dir: Path
+
+    @property
+    def state(self) -> StateDir:
+        return StateDir(self.site.state_dir)
+
+    def install(self, bundle: Path) -> None:
+        """What ``installer load`` + ``stage`` do, in process (the CLI is exercised below)."""
+        with self.state.locked():
+            vb = open_verified(bundle, self.site, state=self.state)
+            install(vb, [RegistryDestination.for_site(self.site), NasDestination(self.site.models_root)],
+                    self.state)
+
+    def snapshot(self) -> tuple[dict[str, str], dict[str, str], list[str]]:
+        installed = [b["root"] for b in self.state.installed()]
+        return registry_snapshot(self.registry), nas_snapshot(self.site.models_root), installed
+
+
+SiteMaker = Callable[..., SiteUnderTest]
+
+
+@pytest.fixture
+def make_site(registry_factory: Callable[..., RegistryProcess], releases: Releases,
+              tmp_path: Path) -> SiteMaker:
+    """``make_site(name, clone_of=None)``: a site with its own registry, NAS and state dir."""
+
+    def make(name: str, clone_of: SiteUnderTest | None = None) -> SiteUnderTest:
+        reg = registry_factory()
+        d = tmp_path / name
+        site_yaml = write_site(d, reg.host, trust=[releases.pub])
+        site = load_site(site_yaml)
+        if clone_of is not None:  # the same registry storage, NAS and state as the other site
+            reg.stop()
+            shutil.rmtree(reg.data_dir)
+            shutil.copytree(clone_of.registry.data_dir, reg.data_dir)
+            reg.start()
+            for attr in ("models_root", "state_dir"):
+                dst = getattr(site, attr)
+                shutil.rmtree(dst, ignore_errors=True)
+                if getattr(clone_of.site, attr).exists():
+                    shutil.copytree(getattr(clone_of.site, attr), dst)
+        return SiteUnderTest(reg, site, d)
+
+    return make
+
+
+def run_scenario(name: str, releases: Releases, base: Release, target_spec: Path, make_site: SiteMaker,
+                 *, via_cli: bool = False) -> tuple[Release, DeltaResult]:
+    """Build full + delta, install base everywhere, then full on one clone, delta on the other."""
+    target = releases.full(target_spec)
+    delta, delta_seconds = releases.delta(target_spec, base)
+    assert full_root_digest(delta.root) == target.root.digest, "a delta pins exactly the full target"
+    full_size, delta_size = target.full.stat().st_size, delta.output.stat().st_size
+    NUMBERS.append(f"{name}: full {full_size} B, delta {delta_size} B ({100 * delta_size / full_size:.2f}%), "
+                   f"full build {target.seconds:.1f}s, delta build {delta_seconds:.1f}s")
+    assert delta_size < full_size
+
+    a = make_site(f"{name}-full")
+    a.install(base.full)
+    b = make_site(f"{name}-delta", clone_of=a)
+    assert b.snapshot() == a.snapshot()
+    a.install(target.full)
+    if via_cli:
+        site_yaml = b.dir / "site.yaml"
+        for verb in ("verify", "load", "stage"):
+            r = run_installer(verb, delta.output, "--site", site_yaml)
+            assert r.returncode == 0, r.stderr
+        done = b.snapshot()
+        for verb in ("load", "stage"):  # a rerun after completion is a no-op, not a "wrong base"
+            r = run_installer(verb, delta.output, "--site", site_yaml)
+            assert r.returncode == 0, r.stderr
+        assert b.snapshot() == done
+    else:
+        b.install(delta.output)
+    reg_a, nas_a, inst_a = a.snapshot()
+    reg_b, nas_b, inst_b = b.snapshot()
+    assert reg_b == reg_a, "registry storage differs between the full and the delta install"
+    assert nas_b == nas_a, "NAS trees differ between the full and the delta install"
+    assert inst_a == inst_b and inst_b[-1] == target.root.digest
+    return target, delta
+
+
+def methods(delta: DeltaResult) -> dict[str, str]:
+    """``what`` -> method, for assertions on the plan."""
+    return {e["what"]: e["method"] for e in delta.root.delta["rebuild"].values()}  # type: ignore[index]
+
+
+# --- S1..S5 ------------------------------------------------------------------------------------
+
+def push_image_with_extra_layer(world: BundleWorld, tmp: Path, tag: str) -> str:
+    """rag/vector-db 1.0 plus one layer, pushed to the source registry as ``rag/vector-db:<tag>``."""
+    from examples.images import IMAGES as EXAMPLES, REF_NAME, build_layout, push_layout
+    from bundler.registry import Registry
+
+    spec = next(i for i in EXAMPLES if i.repository == "rag/vector-db")
+    layout_dir = tmp / "s1-layout"
+    build_layout(layout_dir, version="1.0", extra_layer=b"S1: the one new layer\n" * 100, images=[spec])
+    index = json.loads((layout_dir / "index.json").read_text())
+    index["manifests"][0]["annotations"][REF_NAME] = f"rag/vector-db:{tag}"
+    (layout_dir / "index.json").write_text(json.dumps(index))
+    with Registry(world.source.host) as reg:
+        push_layout(layout_dir, reg)
+    return f"rag/vector-db:{tag}"
+
+
+def test_s1_one_image_gets_one_new_layer(releases: Releases, base_release: Release, make_site: SiteMaker,
+                                         tmp_path: Path) -> None:
+    ref = push_image_with_extra_layer(releases.world, tmp_path, "1.0-s1")
+    spec = releases.spec("s1", "1.1.0", images=(IMAGES[0], ref))
+    target, delta = run_scenario("S1 new layer", releases, base_release, spec, make_site, via_cli=True)
+    m = methods(delta)
+    new_layer = [w for w, how in m.items() if w.startswith("image") and "vector-db" in w and how == "whole"]
+    assert new_layer == ["image rag/vector-db:1.0-s1 linux/amd64 layer 3"]
+    assert m["image rag/vector-db:1.0-s1 linux/amd64 manifest"] in ("bsdiff4", "zstd-patch-from")
+    assert m["image rag/vector-db:1.0-s1 linux/amd64 config"] in ("bsdiff4", "zstd-patch-from")
+    assert sum(1 for w, how in m.items() if w.startswith("image") and how == "base") >= 6
+
+
+def test_s2_only_manifests_change(releases: Releases, base_release: Release, make_site: SiteMaker,
+                                  tmp_path: Path) -> None:
+    manifests = tmp_path / "manifests"
+    shutil.copytree(releases.world.manifests, manifests)
+    first = sorted(manifests.rglob("*.yaml"))[-1]
+    first.write_text(first.read_text() + "\n# S2: a changed manifest\n")
+    spec = releases.spec("s2", "1.1.0", manifests=manifests)
+    target, delta = run_scenario("S2 manifests", releases, base_release, spec, make_site)
+    m = methods(delta)
+    assert all(how == "base" for w, how in m.items() if w.startswith("image"))
+    assert m[f"k8s manifest {first.relative_to(manifests).as_posix()}"] == "whole"
+    # Only small documents travel: every image and model file comes from the site.
+    carried = {w: e["carriedBytes"] for e in delta.root.delta["rebuild"].values()  # type: ignore[index]
+               for w in [e["what"]]}
+    assert sum(carried.values()) < 64 * 1024
+
+
+def edit_gguf_string(src: Path, dst: Path, key: str, value: str) -> None:
+    """Copy a GGUF with one string metadata value replaced (header rewritten, tensors streamed).
+
+    Tensor offsets are relative to the data section, so only the header changes; its new
+    length moves the data section (and every tensor's absolute offset) when it crosses an
+    alignment boundary.
+    """
+    h = read_gguf_file(str(src))
+    old = h.metadata[key].encode()
+    kv = struct.pack("<Q", len(key)) + key.encode() + struct.pack("<I", 8)
+    with open(src, "rb") as f:
+        head = f.read(h.data_offset)
+        first = h.tensors[0].name.encode()
+        table_at = head.index(struct.pack("<Q", len(first)) + first)
+        table = sum(8 + len(t.name.encode()) + 4 + 8 * len(t.dims) + 4 + 8 for t in h.tensors)
+        at = head.index(kv + struct.pack("<Q", len(old)) + old)
+        new_head = (head[:at] + kv + struct.pack("<Q", len(value.encode())) + value.encode()
+                    + head[at + len(kv) + 8 + len(old):table_at + table])
+        new_head += b"\0" * (-len(new_head) % h.alignment)
+        with open(dst, "wb") as out:
+            out.write(new_head)
+            f.seek(h.data_offset)
+            while chunk := f.read(CHUNK):
+                out.write(chunk)
+
+
+def test_s3_only_gguf_metadata_changes_real_smollm2(releases: Releases, make_site: SiteMaker,
+                                                    tmp_path: Path) -> None:
+    original = fetched_models().smollm2_gguf
+    edited = tmp_path / "v2" / original.name
+    edited.parent.mkdir()
+    edit_gguf_string(original, edited, "general.name", "SmolLM2 135M Instruct, edge fleet build 2 (metadata only)")
+    old_h, new_h = read_gguf_file(str(original)), read_gguf_file(str(edited))
+    assert new_h.metadata["general.name"].endswith("(metadata only)")
+    assert new_h.data_offset != old_h.data_offset, "every tensor's absolute offset must move"
+    assert [t.offset for t in new_h.tensors] == [t.offset for t in old_h.tensors]
+
+    def llm(version: str, path: Path) -> dict[str, Any]:
+        return {"name": "smollm2", "kind": "llm", "version": version, "path": str(path)}
+
+    images = ("rag/vector-db:1.0",)
+    base = releases.full(releases.spec("s3-base", "1.0.0", models=[llm("1.0", original)], images=images))
+    spec = releases.spec("s3", "1.1.0", models=[llm("1.1", edited)], images=images)
+    target, delta = run_scenario("S3 SmolLM2 metadata", releases, base, spec, make_site)
+    entry = next(e for e in delta.root.delta["rebuild"].values() if e["what"] == f"model smollm2 1.1 {original.name}")  # type: ignore[index]
+    assert entry["method"] == "gguf-tensors"
+    assert entry["carriedBytes"] < 64 * 1024, entry["reason"]
+    assert "272 tensors: 272 unchanged" in entry["reason"]
+    assert delta.output.stat().st_size < original.stat().st_size // 100
+
+
+def test_s4_five_percent_of_tensors_change(releases: Releases, make_site: SiteMaker, tmp_path: Path) -> None:
+    for d in ("old", "new"):
+        (tmp_path / d).mkdir()
+    old = write_gguf(tmp_path / "old" / "gen.gguf", n_tensors=40, rows=2048, seed=4)
+    new = write_gguf(tmp_path / "new" / "gen.gguf", n_tensors=40, rows=2048, seed=4, change_fraction=0.05)
+    size = new.stat().st_size
+    assert 20 * 2**20 < size < 64 * 2**20
+
+    def llm(version: str, path: Path) -> dict[str, Any]:
+        return {"name": "gen-llm", "kind": "llm", "version": version, "path": str(path)}
+
+    base = releases.full(releases.spec("s4-base", "1.0.0", models=[llm("1.0", old), "embedder"]))
+    spec = releases.spec("s4", "1.1.0", models=[llm("1.1", new), "embedder"])
+    target, delta = run_scenario("S4 5% tensors", releases, base, spec, make_site)
+    entry = next(e for e in delta.root.delta["rebuild"].values() if e["what"] == "model gen-llm 1.1 gen.gguf")  # type: ignore[index]
+    assert entry["method"] == "gguf-tensors", entry
+    assert "40 tensors: 38 unchanged, 2 changed" in entry["reason"]
+    assert entry["carriedBytes"] < 0.08 * size
+    assert delta.output.stat().st_size < 0.15 * target.full.stat().st_size
+
+
+def test_s5_a_model_is_added_and_one_removed(releases: Releases, base_release: Release, make_site: SiteMaker,
+                                             tmp_path: Path) -> None:
+    reranker = tmp_path / "reranker"
+    reranker.mkdir()
+    (reranker / "weights.bin").write_bytes(os.urandom(200_000))
+    (reranker / "config.json").write_text('{"model_type": "cross-encoder"}\n')
+    new_model = {"name": "reranker", "kind": "embedding", "version": "1.0", "path": str(reranker)}
+    spec = releases.spec("s5", "1.1.0", models=["tiny-llm", "embedder", new_model])
+    target, delta = run_scenario("S5 add+remove model", releases, base_release, spec, make_site)
+    m = methods(delta)
+    assert m["model reranker 1.0 weights.bin"] == "whole"
+    assert not any("rag-index" in w for w in m)
+    re_encoded = [e for e in delta.root.delta["rebuild"].values()  # type: ignore[index]
+                  if e.get("file", {}).get("encoding") == "tar+zstd" and e["method"] == "base"]
+    assert re_encoded, "unchanged tar+zstd files must be re-encoded at the site, not carried"
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s2_delta(releases: Releases, base_release: Release, tmp_path_factory: pytest.TempPathFactory) -> DeltaResult:
+    manifests = tmp_path_factory.mktemp("s2b") / "manifests"
+    shutil.copytree(releases.world.manifests, manifests)
+    (manifests / "zz-extra.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n")
+    return releases.delta(releases.spec("refusals", "1.2.0", manifests=manifests), base_release)[0]
+
+
+def test_a_site_without_the_base_is_refused_naming_it(s2_delta: DeltaResult, make_site: SiteMaker) -> None:
+    site = make_site("empty")
+    before = site.snapshot()
+    with pytest.raises(BaseMissingError) as e:
+        site.install(s2_delta.output)
+    base = s2_delta.root.base
+    assert base is not None
+    assert f"{base.name} {base.version} (root {base.root})" in e.value.message
+    assert site.snapshot() == before
+
+
+def test_a_delta_for_another_base_is_refused(releases: Releases, s2_delta: DeltaResult, make_site: SiteMaker) -> None:
+    other = releases.full(releases.spec("other-base", "1.0.1", models=["tiny-llm"]))
+    site = make_site("other")
+    site.install(other.full)
+    before = site.snapshot()
+    with pytest.raises(WrongBaseError) as e:
+        site.install(s2_delta.output)
+    base = s2_delta.root.base
+    assert base is not None
+    assert base.root in e.value.message and f"{base.name} {base.version}" in e.value.message
+    assert site.snapshot() == before
+
+
+@pytest.mark.parametrize("damage", ["nas-file", "registry-manifest"])
+def test_a_site_missing_part_of_the_base_is_refused_before_any_change(
+        damage: str, base_release: Release, s2_delta: DeltaResult, make_site: SiteMaker) -> None:
+    site = make_site(f"damaged-{damage}")
+    site.install(base_release.full)
+    if damage == "nas-file":
+        victim = next(site.site.models_root.glob("llm/tiny-llm/1.0/*.gguf"))
+        victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")  # changed in place
+        expect = str(victim)
+    else:
+        from bundler.registry import Registry
+        im = next(i for i in base_release.root.images if i.repository == "rag/vector-db")
+        with Registry(site.registry.host) as reg:
+            reg.delete_manifest(im.repository, im.digest)
+        expect = f"rag/vector-db@{im.digest}"
+    before = site.snapshot()
+    with pytest.raises(BaseMissingError) as e:
+        site.install(s2_delta.output)
+    assert "lacks 1 of its inputs" in e.value.message and expect in e.value.message
+    assert "rag-edge 1.0.0" in e.value.message
+    assert site.snapshot() == before
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+def bundle_cli(*args: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BUNDLE, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_create_inspect_and_verify_a_delta(releases: Releases, base_release: Release,
+                                               s2_delta: DeltaResult, tmp_path: Path) -> None:
+    spec = releases.spec("cli", "1.3.0", models=["tiny-llm", "embedder"])
+    out = tmp_path / "delta-dir"
+    r = bundle_cli("create", spec, "--key", releases.key, "--base", base_release.full, "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    assert created["delta"]["deltaBytes"] < created["delta"]["fullBundleBytes"]
+
+    r = bundle_cli("inspect", out)
+    assert r.returncode == 0, r.stderr
+    assert "DELTA against rag-edge 1.0.0" in r.stdout
+    for word in ("METHOD", "BASE", "RATIO", "base", "whole"):
+        assert word in r.stdout
+    doc = json.loads(bundle_cli("inspect", out, "--json").stdout)["delta"]
+    row = next(b for b in doc["blobs"] if b["what"] == "model tiny-llm 1.0 tiny-llm.Q8_0.gguf")
+    assert row["method"] == "base" and row["base"] and row["carriedBytes"] == 0 and row["ratio"] == 0
+
+    r = bundle_cli("verify", out, "--pubkey", releases.pub, "--base", base_release.full, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["delta"]["rebuiltBytes"] > doc["fullBlobBytes"]  # every blob, rebuilt
+    r = bundle_cli("verify", out, "--pubkey", releases.pub)
+    assert r.returncode == 0 and "--base" in r.stdout
+    # Against the wrong base: refused, naming the base the delta needs.
+    r = bundle_cli("verify", s2_delta.output, "--pubkey", releases.pub, "--base", out)
+    assert r.returncode != 0 and "applies to base rag-edge 1.0.0" in r.stderr
