@@ -5,6 +5,7 @@ Exit codes (docs/EXIT_CODES.md): 0 ok, 1 error, 2 usage, 3 changes pending, 4 ve
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import json
@@ -17,6 +18,11 @@ from typing import Any
 import click
 
 from bundler.errors import EdgebundleError
+
+#: The error :func:`handle_errors` last turned into an exit code, so a wrapper around a verb (the
+#: installer's audit log) can record what went wrong, not only the exit status.
+last_error: contextvars.ContextVar[EdgebundleError | None] = contextvars.ContextVar(
+    "edgebundle_last_error", default=None)
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -33,6 +39,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except EdgebundleError as e:
+            last_error.set(e)
             if kwargs.get("as_json"):
                 emit_json({"ok": False, "error": e.message, "kind": type(e).__name__,
                            "hint": e.hint, "exitCode": e.exit_code})
@@ -45,10 +52,17 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def register_verbs(group: click.Group, package: ModuleType) -> None:
-    """Add the ``command`` of every module in ``package`` (one module per verb) to ``group``."""
+def register_verbs(group: click.Group, package: ModuleType,
+                   wrap: Callable[[click.Command], None] | None = None) -> None:
+    """Add the ``command`` of every module in ``package`` (one module per verb) to ``group``.
+
+    ``wrap`` is called on each command before it is added, so a front end can hook every verb
+    alike (the installer records each one in its audit log).
+    """
     for name in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
         module = importlib.import_module(f"{package.__name__}.{name}")
         cmd = getattr(module, "command", None)
         if isinstance(cmd, click.Command):
+            if wrap is not None:
+                wrap(cmd)
             group.add_command(cmd)

@@ -6,6 +6,7 @@ import click
 
 from bundler.clikit import register_verbs
 from installer import commands
+from installer.audit import audited
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,10 +20,11 @@ def main() -> None:
       installer load   BUNDLE --site site.yaml     images -> site registry
       installer stage  BUNDLE --site site.yaml     models -> NAS
       installer status --site site.yaml
+      installer audit verify --site site.yaml      prove the audit log unedited
     BUNDLE is a bundle tar, a bundle directory, a media directory or its first part.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed.
     """
 
 
-register_verbs(main, commands)
+register_verbs(main, commands, wrap=audited)  # every verb leaves an audit line
