@@ -20,6 +20,9 @@ def main() -> None:
       bundle create bundle.yaml --key keys/release.key -o rag-edge-1.0.0.tar
       bundle verify rag-edge-1.0.0.tar --pubkey keys/release.pub
       bundle inspect rag-edge-1.0.0.tar
+      bundle write-media rag-edge-1.0.0.tar /media/usb     parts, runbook, offline installer
+    An upgrade that carries only what changed (a delta):
+      bundle create bundle.yaml --key keys/release.key --base rag-edge-1.0.0.tar -o rag-edge-1.1.0.tar
 
     Exit codes: 0 ok, 1 error, 2 usage, 4 verification failed (docs/EXIT_CODES.md).
     """

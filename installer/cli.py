@@ -15,15 +15,19 @@ def main() -> None:
     """Install edgebundle bundles at an offline edge site.
 
     \b
-    The technician's flow:
-      installer verify BUNDLE --site site.yaml     prove it genuine, offline
-      installer load   BUNDLE --site site.yaml     images -> site registry
-      installer stage  BUNDLE --site site.yaml     models -> NAS
-      installer status --site site.yaml
-      installer audit verify --site site.yaml      prove the audit log unedited
-    BUNDLE is a bundle tar, a bundle directory, a media directory or its first part.
+    The technician's flow (or all of it at once: installer install BUNDLE --site site.yaml):
+      installer verify  BUNDLE --site site.yaml      prove it genuine, offline
+      installer load    BUNDLE --site site.yaml      images -> site registry
+      installer stage   BUNDLE --site site.yaml      models -> NAS
+      installer plan    BUNDLE --site site.yaml -o plan.json
+      installer approve plan.json --operator NAME    shows the plan, asks y/N
+      installer apply   plan.json --site site.yaml   waits for health, rolls back on failure
+      installer status | history | rollback [--to N] --site site.yaml
+      installer audit verify --site site.yaml        prove the audit log unedited
+    BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part.
 
-    Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed.
+    Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed
+    (docs/EXIT_CODES.md).
     """
 
 

@@ -24,6 +24,7 @@ from installer import audit
 from installer.audit import GENESIS, AuditLog, line_hash
 from installer.cli import main as installer_main
 from installer.commands.common import site_options
+from installer.site import Site
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,9 +182,7 @@ def _synthetic_group() -> click.Group:
     @click.option("--fail", type=click.Choice(["none", "verify", "bug"]), default="none")
     @click.option("--operator", default=None)
     @handle_errors
-    def probe(bundle: Path, site_path: Path, registry_override: str | None,
-              models_root_override: Path | None, state_dir_override: Path | None, fail: str,
-              operator: str | None) -> None:
+    def probe(bundle: Path, site: Site, fail: str, operator: str | None) -> None:
         audit.note(plan="sha256:" + "ab" * 32)
         if fail == "verify":
             raise VerificationError("blobs/sha256/00: content digest does not match")

@@ -12,13 +12,14 @@ from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.signing import load_public_key
 from installer import audit
 from installer.approval import approver_keys, check_approval
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.commands.plan import validation_option
 from installer.core import is_installed
 from installer.destinations.cluster import open_target
 from installer.health import DEFAULT_TIMEOUT
 from installer.plan import PlanError, check_drift, check_target, load_plan
 from installer.revisions import RevisionStore, deploy
+from installer.site import Site
 from installer.state import StateDir
 from installer.validate import require_validation
 
@@ -51,8 +52,7 @@ def deploy_result(rec: dict[str, Any] | None) -> dict[str, Any]:
 @poll_option
 @json_option
 @handle_errors
-def command(plan_path: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, validation_file: Path | None, approver_pubkeys: tuple[Path, ...],
+def command(plan_path: Path, site: Site, validation_file: Path | None, approver_pubkeys: tuple[Path, ...],
             timeout: float, poll: float, as_json: bool) -> None:
     """Apply PLAN: refuses without a valid approval of its exact hash, or if the cluster drifted.
 
@@ -60,7 +60,6 @@ def command(plan_path: Path, site_path: Path, registry_override: str | None, mod
     drops, wait for health, record the revision. If health fails or times out, the previous
     healthy revision is re-applied and the command exits 1 naming the object and the reason.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     state = StateDir(site.state_dir)
     plan = load_plan(plan_path)
     audit.note(plan=plan.hash, bundle_claimed=plan.bundle["root"])

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bundler.clikit import handle_errors
 from installer.site import Site, load_site
 
 
 def site_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--site`` plus flags that override single fields of it."""
+    """``--site`` plus flags that override single fields of it; ``fn`` receives the resolved ``site``.
+
+    The raw option values stay the click callback's parameters, so the audit hook still sees
+    which site file a run named; a site file that does not load is reported like any error.
+    """
+
+    @handle_errors
+    @functools.wraps(fn)
+    def with_site(*args: Any, site_path: Path, registry_override: str | None = None,
+                  models_root_override: Path | None = None, state_dir_override: Path | None = None,
+                  **kwargs: Any) -> Any:
+        site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
+        return fn(*args, site=site, **kwargs)
+
     options = [
         click.option("--site", "site_path", required=True,
                      type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -25,8 +40,8 @@ def site_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Override spec.stateDir."),
     ]
     for opt in reversed(options):
-        fn = opt(fn)
-    return fn
+        with_site = opt(with_site)
+    return with_site
 
 
 def resolve_site(site_path: Path, registry_override: str | None = None,

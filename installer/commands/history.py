@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.revisions import RevisionStore
+from installer.site import Site
 from installer.state import StateDir
 
 FIELDS = ("revision", "status", "trigger", "rollbackOf", "bundle", "operator", "planHash", "startedAt",
@@ -28,10 +28,8 @@ def note_of(rec: dict[str, Any]) -> str:
 @site_options
 @json_option
 @handle_errors
-def command(site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, as_json: bool) -> None:
+def command(site: Site, as_json: bool) -> None:
     """List the site's revisions: status, bundle, who applied it, and what happened."""
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     revisions = RevisionStore(StateDir(site.state_dir)).all()
     if as_json:
         emit_json({"ok": True, "revisions": [{k: r.get(k) for k in FIELDS} for r in revisions]})

@@ -11,9 +11,15 @@ from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import resolve_site, site_options
-from installer.commands.install_common import (bundle_argument, downgrade_option, progress_enabled, step_line,
-                                               verdict_line, verified_summary)
+from installer.commands.common import site_options
+from installer.commands.install_common import (
+    bundle_argument,
+    downgrade_option,
+    progress_enabled,
+    step_line,
+    verdict_line,
+    verified_summary,
+)
 from installer.commands.plan import plan_json, validation_option
 from installer.core import install, open_verified, progress_factory
 from installer.destinations.cluster import open_target
@@ -21,6 +27,7 @@ from installer.destinations.nas import NasDestination
 from installer.destinations.registry import RegistryDestination
 from installer.plan import check_current, plan_bundle
 from installer.revisions import RevisionStore, deploy
+from installer.site import Site
 from installer.state import StateDir, operator_name
 
 
@@ -36,15 +43,13 @@ from installer.state import StateDir, operator_name
 @poll_option
 @json_option
 @handle_errors
-def command(bundle: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, operator: str | None, yes: bool, validation_file: Path | None,
+def command(bundle: Path, site: Site, operator: str | None, yes: bool, validation_file: Path | None,
             allow_downgrade: str | None, timeout: float, poll: float, as_json: bool) -> None:
     """Verify BUNDLE, load its images, stage its models, then plan, ask y/N and apply.
 
     Each step is the one the separate verbs run (verify, load, stage, plan, approve, apply);
     nothing reaches the cluster before the operator has seen the plan and said yes.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     state = StateDir(site.state_dir)
     who = operator or operator_name()
     log = stderr_log()

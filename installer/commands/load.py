@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from bundler.clikit import handle_errors, json_option
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.commands.install_common import bundle_argument, downgrade_option, run_steps
 from installer.destinations.registry import RegistryDestination
+from installer.site import Site
 
 
 @click.command("load")
@@ -18,11 +19,9 @@ from installer.destinations.registry import RegistryDestination
 @downgrade_option
 @json_option
 @handle_errors
-def command(bundle: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, allow_downgrade: str | None, as_json: bool) -> None:
+def command(bundle: Path, site: Site, allow_downgrade: str | None, as_json: bool) -> None:
     """Verify BUNDLE, then push every image (digests preserved, with tags) to the site registry.
 
     Blobs the registry already has are skipped; a rerun resumes an interrupted load.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     run_steps(bundle, site, lambda s: [RegistryDestination.for_site(s)], allow_downgrade, as_json)

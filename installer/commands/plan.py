@@ -13,11 +13,12 @@ import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
 from installer import audit
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.commands.install_common import bundle_argument, downgrade_option, progress_enabled
 from installer.core import open_verified
 from installer.destinations.cluster import open_target
 from installer.plan import Plan, format_table, plan_bundle
+from installer.site import Site
 from installer.state import StateDir
 
 validation_option = click.option(
@@ -52,15 +53,13 @@ def exit_pending(plan: Plan) -> None:
 @click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
 @json_option
 @handle_errors
-def command(bundle: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, out: Path, validation_file: Path | None,
+def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
             allow_downgrade: str | None, show_all: bool, as_json: bool) -> None:
     """Verify BUNDLE, render its manifests for the site, check policy, diff against the cluster.
 
     Writes the plan file (with its hash) for `installer approve` and `installer apply`.
     Nothing on the cluster changes. Exit 0: nothing would change; 3: changes pending.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
@@ -12,10 +10,11 @@ from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.destinations.cluster import open_target
 from installer.plan import build_plan
 from installer.revisions import RevisionStore, deploy
+from installer.site import Site
 from installer.state import StateDir
 
 
@@ -32,15 +31,13 @@ class NothingToRollBack(EdgebundleError):
 @poll_option
 @json_option
 @handle_errors
-def command(site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, to: int | None, operator: str, yes: bool, timeout: float,
+def command(site: Site, to: int | None, operator: str, yes: bool, timeout: float,
             poll: float, as_json: bool) -> None:
     """Return the cluster to revision N's exact objects (images, model versions, config).
 
     Shows what will change and asks y/N; the rollback is recorded as a new revision. Nothing is
     re-staged or re-loaded: earlier images and model versions are still in place.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     state = StateDir(site.state_dir)
     with state.locked():
         store = RevisionStore(state)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -11,7 +10,7 @@ from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.errors import EdgebundleError
 from bundler.progress import human
 from bundler.root import parse_root
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.core import INSTALL_STEPS
 from installer.destinations.nas import list_staged
 from installer.destinations.registry import RegistryDestination, list_images
@@ -120,11 +119,10 @@ def _print(doc: dict[str, Any]) -> None:
 @site_options
 @json_option
 @handle_errors
-def command(site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, as_json: bool) -> None:
+def command(site: Site, as_json: bool) -> None:
     """Show installed bundles, images in the site registry, model versions on the NAS, and how
     far each bundle got (from the journals)."""
-    doc = collect(resolve_site(site_path, registry_override, models_root_override, state_dir_override))
+    doc = collect(site)
     if as_json:
         emit_json({"ok": True, **doc})
     else:

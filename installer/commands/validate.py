@@ -11,9 +11,10 @@ from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.errors import UsageError
 from installer import audit
 from installer.commands.apply import poll_option, stderr_log, timeout_option
-from installer.commands.common import resolve_site, site_options
+from installer.commands.common import site_options
 from installer.destinations.cluster import open_target
 from installer.revisions import RevisionStore
+from installer.site import Site
 from installer.state import StateDir, atomic_write
 from installer.validate import make_record, record_rel, run_checks, site_signing_key
 
@@ -26,8 +27,7 @@ from installer.validate import make_record, record_rel, run_checks, site_signing
 @poll_option
 @json_option
 @handle_errors
-def command(site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, out: Path | None, timeout: float, poll: float,
+def command(site: Site, out: Path | None, timeout: float, poll: float,
             as_json: bool) -> None:
     """Check the current revision on this (staging) cluster and sign a validation record.
 
@@ -35,7 +35,6 @@ def command(site_path: Path, registry_override: str | None, models_root_override
     API server's service proxy. The record, signed with the site's spec.siteKey, is what a
     production site with requireValidation needs: carry it there and pass --validation FILE.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     state = StateDir(site.state_dir)
     key = site_signing_key(site)
     with state.locked():

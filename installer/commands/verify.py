@@ -7,10 +7,16 @@ from pathlib import Path
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
-from installer.commands.common import resolve_site, site_options
-from installer.commands.install_common import (bundle_argument, downgrade_option, progress_enabled,
-                                               verdict_line, verified_summary)
+from installer.commands.common import site_options
+from installer.commands.install_common import (
+    bundle_argument,
+    downgrade_option,
+    progress_enabled,
+    verdict_line,
+    verified_summary,
+)
 from installer.core import open_verified
+from installer.site import Site
 
 
 @click.command("verify")
@@ -19,14 +25,12 @@ from installer.core import open_verified
 @downgrade_option
 @json_option
 @handle_errors
-def command(bundle: Path, site_path: Path, registry_override: str | None, models_root_override: Path | None,
-            state_dir_override: Path | None, allow_downgrade: str | None, as_json: bool) -> None:
+def command(bundle: Path, site: Site, allow_downgrade: str | None, as_json: bool) -> None:
     """Verify BUNDLE: trusted signature, compatible, not a rollback, complete, every blob's digest.
 
     Nothing is written except the bundle's trust files in the state directory.
     Exit code 4 names what failed.
     """
-    site = resolve_site(site_path, registry_override, models_root_override, state_dir_override)
     vb = open_verified(bundle, site, allow_downgrade=allow_downgrade, progress=progress_enabled(as_json))
     if as_json:
         emit_json({"ok": True, **verified_summary(vb)})
