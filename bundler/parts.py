@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import calendar
-import io
 import os
 import re
 import shutil
@@ -34,12 +33,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from bundler import layout, tarfmt
-from bundler.digest import CHUNK, HashingWriter, fsync_dir, hash_stream, is_digest, sha256_bytes
+from bundler.digest import CHUNK, HashingWriter, atomic_write, fsync_dir, hash_stream, is_digest, sha256_bytes
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.progress import Progress
 from bundler.root import Root, canonical_json, load_json_bounded, parse_root
 from bundler.signing import TrustStore, parse_signatures
-from bundler.sources import BundleSource, TarSource, open_source, read_small
+from bundler.sources import BundleSource, SizedReader, TarSource, open_source, read_small
 
 PARTS_TYPE = "edgebundle.parts"
 PARTS_SPEC_VERSION = 1
@@ -239,7 +238,7 @@ def _open_part(directory: Path, part: Part) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-class JoinedReader(io.RawIOBase):
+class JoinedReader(SizedReader):
     """The parts of a bundle as one seekable, read-only stream; opens one part at a time."""
 
     def __init__(self, directory: Path, parts: tuple[Part, ...]) -> None:
@@ -248,20 +247,6 @@ class JoinedReader(io.RawIOBase):
         self._size = parts[-1].offset + parts[-1].size
         self._pos = 0
         self._cur: tuple[int, BinaryIO] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + pos)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
 
     def _file(self, i: int) -> BinaryIO:
         if self._cur is None or self._cur[0] != i:
@@ -296,11 +281,6 @@ class JoinedReader(io.RawIOBase):
             out += data
             self._pos += len(data)
         return bytes(out)
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._close_current()
@@ -643,8 +623,8 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
     index_bytes = index.to_bytes()
     from bundler.signing import sign
 
-    _write_atomic(sig_path, sign(index_bytes, keys))
-    _write_atomic(index_path, index_bytes)
+    atomic_write(sig_path, sign(index_bytes, keys))
+    atomic_write(index_path, index_bytes)
     for stale in iter_stale_parts(out_dir, bundle_file, len(parts)):
         stale.unlink()
     fsync_dir(out_dir)
@@ -680,15 +660,6 @@ def iter_stale_parts(directory: Path, bundle_file: str, count: int) -> Iterator[
         m = _PART_NAME.fullmatch(p.name)
         if m and int(m["num"]) >= count:
             yield p
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 __all__ = ["CorruptPartError", "DEFAULT_PART_SIZE", "FAT32_MAX", "JoinedReader", "LongPartError",

@@ -137,11 +137,11 @@ class TarSource:
             yield _Window(f, e.offset, e.size)  # type: ignore[misc]
 
 
-class _Window(io.RawIOBase):
-    """A read-only view of ``size`` bytes at ``offset`` of a seekable file."""
+class SizedReader(io.RawIOBase):
+    """A read-only, seekable stream of a known size; subclasses implement ``read``."""
 
-    def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
-        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+    _size: int
+    _pos: int
 
     def readable(self) -> bool:
         return True
@@ -157,6 +157,18 @@ class _Window(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
+class _Window(SizedReader):
+    """A read-only view of ``size`` bytes at ``offset`` of a seekable file."""
+
+    def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
+        self._f, self._offset, self._size, self._pos = f, offset, size, 0
+
     def read(self, n: int = -1) -> bytes:
         left = self._size - self._pos
         n = left if n is None or n < 0 else min(n, left)
@@ -167,24 +179,17 @@ class _Window(io.RawIOBase):
         self._pos += len(data)
         return data
 
-    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
 
 def open_source(path: Path) -> BundleSource:
     """The right source for what the user pointed at: a bundle dir, a tar, or media/parts."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path} does not exist", hint="give the path of a bundle (.tar or directory)")
-    try:
-        from bundler import parts  # split parts and media directories (optional feature)
-        found = parts.detect(path)
-        if found is not None:
-            return found
-    except ImportError:
-        pass
+    from bundler import parts  # imported here: parts builds on this module
+
+    found = parts.detect(path)  # split parts, a media directory, or a part index
+    if found is not None:
+        return found
     if path.is_dir():
         return DirectorySource(path)
     return TarSource.from_path(path)

@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bundler.digest import fsync_dir
+from bundler.digest import atomic_write, fsync_dir  # noqa: F401 (atomic_write re-exported)
 from bundler.errors import EdgebundleError
+from installer.faults import faultpoint
 
 
 class StateLockedError(EdgebundleError):
@@ -39,18 +40,6 @@ class StateLockedError(EdgebundleError):
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def operator_name() -> str:
@@ -109,6 +98,7 @@ class Journal:
             f.flush()
             os.fsync(f.fileno())
         self._records.append(record)
+        faultpoint("journal.appended")
 
     def step_done(self, step: str, **match: Any) -> bool:
         """True when ``step`` was completed (with every ``match`` field equal, e.g. its target)."""
@@ -191,6 +181,7 @@ class StateDir:
         d = self.path / "bundles" / self._hex(root_digest)
         if not (d / "root.json").exists():
             atomic_write(d / "signatures.json", signatures)
+            faultpoint("verify.signatures.kept")
             atomic_write(d / "root.json", root_bytes)
 
     def bundle_root_bytes(self, root_digest: str) -> bytes | None:
