@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: the whole job on the built-in example, on loopback only.
 # build host: source registry -> keygen -> lock -> create -> verify -> inspect
+# then examples/demo-site.sh: field media, and the install at a loopback edge site
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -42,10 +43,10 @@ step "bundle verify"
 $BIN/bundle verify "$OUT/rag-edge-1.0.0.tar" --pubkey "$OUT/keys/release.pub"
 
 step "skopeo reads the bundle as an OCI archive"
-skopeo inspect --format '{{.Name}} {{.Digest}} {{.Architecture}}' "oci-archive:$OUT/rag-edge-1.0.0.tar:rag/llm-service:1.0"
+skopeo inspect --format 'rag/llm-service:1.0 {{.Digest}} {{.Os}}/{{.Architecture}}, {{len .Layers}} layers' "oci-archive:$OUT/rag-edge-1.0.0.tar:rag/llm-service:1.0"
 
 step "bundle inspect"
 $BIN/bundle inspect "$OUT/rag-edge-1.0.0.tar"
 
 if [ -f examples/demo-site.sh ]; then source examples/demo-site.sh; fi
-step "demo finished: everything it made is under $OUT"
+step "demo finished in ${SECONDS} s: everything it made is under $OUT"
