@@ -52,3 +52,9 @@ class Progress:
             self._draw(time.monotonic())
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def percent(part: int, whole: int) -> str:
+    """``part`` as a share of ``whole`` that never rounds a small non-zero share to 0.0%."""
+    share = 100 * part / max(whole, 1)
+    return "<0.1%" if 0 < share < 0.1 else f"{share:.1f}%"

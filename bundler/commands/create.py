@@ -16,7 +16,7 @@ from bundler.delta import build_delta, full_root_digest
 from bundler.errors import UsageError
 from bundler.lockfile import ensure_lock
 from bundler.parts import build_split, parse_size
-from bundler.progress import human
+from bundler.progress import human, percent
 from bundler.signing import load_private_key
 from bundler.spec import load_spec
 
@@ -88,7 +88,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
         click.echo(f"root {result.root.digest}")
         if delta:
             click.echo(f"delta against {base_path}: {human(delta.delta_bytes)} instead of "
-                       f"{human(delta.full_bytes)} ({100 * delta.delta_bytes / max(delta.full_bytes, 1):.1f}%); "
+                       f"{human(delta.full_bytes)} ({percent(delta.delta_bytes, delta.full_bytes)}); "
                        f"full target root {full_root_digest(delta.root)}")
         if split:
             split_report(split, elapsed)

@@ -95,6 +95,8 @@ def show_cmd(site_path: Path | None, state_dir_override: Path | None, last: int 
         return
     for n, rec in rows:
         click.echo(format_record(n, rec))
+    if any(rec and rec.get("bundle") and not rec.get("bundleVerified") for _, rec in rows):
+        click.echo("(a bundle digest ending in ? was named by the command but not verified by it)")
 
 
 def format_record(n: int, rec: dict[str, Any] | None) -> str:
