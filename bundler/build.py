@@ -268,14 +268,7 @@ class Builder:
         work.mkdir(parents=True, exist_ok=True)
         store = BlobStore(work)
         root = self.assemble(work, store, keys)
-        if as_tar:
-            write_tar(work, root, out)
-            shutil.rmtree(work)
-        else:
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(work, out)
-            fsync_dir(out.parent)
+        publish(work, root, out)
         return BuildResult(root, out, self.input_bytes)
 
     def assemble(self, work: Path, store: BlobStore, keys: list[Any]) -> Root:
@@ -349,3 +342,22 @@ def write_tar(work: Path, root: Root, out: Path) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, out)
     fsync_dir(out.parent)
+
+
+def publish(work: Path, root: Root, out: Path) -> int:
+    """Turn the finished bundle directory ``work`` into OUT (a tar when OUT ends in ``.tar``,
+    else the directory renamed into place) and return OUT's size in bytes."""
+    if out.suffix == ".tar":
+        write_tar(work, root, out)
+        shutil.rmtree(work)
+        return out.stat().st_size
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    fsync_dir(out.parent)
+    return tree_size(out)
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of every regular file under ``path`` (the size of a bundle directory)."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

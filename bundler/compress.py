@@ -65,18 +65,18 @@ def write_tar_zstd(path: Path, arcname: str, out: BinaryIO, mtime: int) -> str:
     return tar.digest
 
 
-class _Bounded:
-    """Reads at most ``limit`` bytes from a stream, then reports EOF."""
+class BoundedReader:
+    """Reads at most ``limit`` bytes from a stream, then reports EOF; ``left`` is what remains."""
 
     def __init__(self, f: BinaryIO, limit: int) -> None:
-        self._f, self._left = f, limit
+        self._f, self.left = f, limit
 
     def read(self, n: int = -1) -> bytes:
-        if self._left <= 0:
+        if self.left <= 0:
             return b""
-        n = self._left if n is None or n < 0 else min(n, self._left)
+        n = self.left if n is None or n < 0 else min(n, self.left)
         data = self._f.read(n)
-        self._left -= len(data)
+        self.left -= len(data)
         return data
 
 
@@ -99,7 +99,7 @@ def open_tar_zstd_member(compressed: BinaryIO, expected_size: int, what: str) ->
     if size != expected_size:
         raise VerificationError(
             f"{what}: compressed layer holds {name!r} of {size} bytes, the signed root says {expected_size}")
-    return _Bounded(_ZstdErrors(reader, what), expected_size)  # type: ignore[return-value]
+    return BoundedReader(_ZstdErrors(reader, what), expected_size)  # type: ignore[return-value]
 
 
 class _ZstdErrors:

@@ -43,7 +43,7 @@ from typing import Any, BinaryIO, Protocol
 
 from bundler import compress, layout
 from bundler import mediatypes as mt
-from bundler.digest import CHUNK, HashingWriter, check, copy_verified, fsync_dir, iter_chunks
+from bundler.digest import CHUNK, HashingWriter, check, copy_verified, iter_chunks
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.gguf import GGUFError
 from bundler.lockfile import platform_of
@@ -497,6 +497,7 @@ class DeltaPlanner:
                 entry = self._whole(digest, pin.size, out, what, "not kept at a site (only image blobs "
                                     "and model files are), so carried")
             out.rebuild[digest] = entry
+        for entry in sorted(out.rebuild.values(), key=lambda e: (e["what"], e["method"])):
             self.log(f"{entry['method']:<16} {entry['what']}: {entry['reason']}")
         return out
 
@@ -646,7 +647,7 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     every patched or re-encoded blob is rebuilt from base + delta and hashed before the delta
     is written out.
     """
-    from bundler.build import BlobStore, Builder, write_tar
+    from bundler.build import BlobStore, Builder, publish, tree_size
     from bundler.signing import TrustStore
     from bundler.sources import open_source
     from bundler.spec import model_files
@@ -698,18 +699,9 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
         if self_check:
             log("checking: rebuilding every patched blob from base + delta")
             checked = check_reconstruction(ReconstructedSource(DirectorySource(delta_dir), root, base, scratch))
-        full_bytes = sum(p.stat().st_size for p in target_dir.rglob("*") if p.is_file())
-        if out.suffix == ".tar":
-            write_tar(delta_dir, root, out)
-            shutil.rmtree(delta_dir)
-        else:
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(delta_dir, out)
-            fsync_dir(out.parent)
+        full_bytes = tree_size(target_dir)
+        delta_bytes = publish(delta_dir, root, out)
         shutil.rmtree(target_dir, ignore_errors=True)
-        delta_bytes = out.stat().st_size if out.is_file() else sum(
-            p.stat().st_size for p in out.rglob("*") if p.is_file())
         return DeltaResult(root, out, full_bytes, delta_bytes, builder.input_bytes, checked)
     finally:
         base.close()
@@ -740,7 +732,17 @@ def describe_delta(root: Root) -> dict[str, Any] | None:
             "blobs": rows}
 
 
+def describe_carried(root: Root, digest: str) -> str | None:
+    """What a delta's carried blob is for, so an error about a bad patch names the file it rebuilds."""
+    rebuild = (root.delta or {}).get("rebuild", {})
+    for e in rebuild.values():
+        if e.get("patch") == digest:
+            return f"the {e['method']} patch that rebuilds {e.get('what', 'a blob')}"
+    entry = rebuild.get(digest)
+    return entry.get("what") if entry else None
+
+
 __all__ = ["BaseInputs", "BundleBase", "CheckedStream", "DeltaError", "DeltaPlanner", "DeltaResult",
            "METHODS", "PATCH_METHODS", "Part", "ReconstructedSource", "ZSTD_VERSION", "build_delta",
-           "check_reconstruction", "describe_delta", "full_root", "full_root_bytes", "full_root_digest",
-           "image_parts"]
+           "check_reconstruction", "describe_carried", "describe_delta", "full_root", "full_root_bytes",
+           "full_root_digest", "image_parts"]

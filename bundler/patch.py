@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 
 import bsdiff4
 
+from bundler.compress import BoundedReader
 from bundler.digest import CHUNK, iter_chunks
 from bundler.errors import VerificationError
 from bundler.layout import MAX_JSON_BYTES
@@ -334,21 +335,6 @@ def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
     return b"".join(parts)
 
 
-class _Bounded:
-    """At most ``n`` bytes of ``f``, then EOF."""
-
-    def __init__(self, f: BinaryIO, n: int) -> None:
-        self._f, self.left = f, n
-
-    def read(self, n: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        n = self.left if n is None or n < 0 else min(n, self.left)
-        data = self._f.read(n)
-        self.left -= len(data)
-        return data
-
-
 def _int(v: Any, what: str, hi: int) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v < 0 or v > hi:
         raise PatchError(f"{what}: {v!r} is not an integer in [0, {hi}]")
@@ -423,15 +409,15 @@ def apply_container(src: BinaryIO | None, src_size: int, patch: BinaryIO, out_si
             if left:
                 raise PatchError(f"{what}: source ends {left} bytes early")
         elif kind == "data":
-            body = _Bounded(patch, n)
+            body = BoundedReader(patch, n)
             for chunk in iter_chunks(body):  # type: ignore[arg-type]
                 yield chunk
             if body.left:
                 raise PatchError(f"{what}: patch ends {body.left} bytes early (truncated)")
         elif kind == "zstd":
-            yield from zstd_decode(_Bounded(patch, op[2]), n, None, what)  # type: ignore[arg-type]
+            yield from zstd_decode(BoundedReader(patch, op[2]), n, None, what)  # type: ignore[arg-type]
         elif kind == "zpf":
-            yield from zstd_decode(_Bounded(patch, op[2]), n, source(op[3], op[4]), what)  # type: ignore[arg-type]
+            yield from zstd_decode(BoundedReader(patch, op[2]), n, source(op[3], op[4]), what)  # type: ignore[arg-type]
         else:  # bsdiff
             out = bsdiff_decode(source(op[3], op[4]), _read_exact(patch, op[2], what), n, what)
             for i in range(0, len(out), CHUNK):

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from bundler import layout
 from bundler.digest import DigestMismatchError
 from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.delta import full_root_digest
+from bundler.delta import describe_carried, full_root_digest
 from bundler.progress import Progress
 from bundler.root import version_key
 from bundler.signing import parse_signatures
@@ -155,7 +155,7 @@ def describe_blob(vb: VerifiedBundle, digest: str) -> str | None:
 def _name_blob(e: DigestMismatchError, signed: VerifiedBundle) -> DigestMismatchError:
     """The same error, saying which model file or image the bad blob belongs to."""
     digest = layout.digest_of_blob_path(e.message.split(":", 1)[0])
-    what = describe_blob(signed, digest) if digest else None
+    what = (describe_carried(signed.root, digest) or describe_blob(signed, digest)) if digest else None
     return DigestMismatchError(f"{e.message} ({what})", hint=e.hint) if what else e
 
 

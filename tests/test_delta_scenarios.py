@@ -10,9 +10,11 @@ the same installed root, and the delta must be smaller than the full bundle:
 - S3 only GGUF metadata changes (the real SmolLM2 file, ``general.name`` rewritten: every tensor
   offset moves);  S4 5% of a GGUF's tensors change;  S5 a model is added and one removed.
 
-Plus refusals: a delta for another base, a site without the base, a site missing part of it
-(nothing changes at the site), and the CLI: ``bundle inspect``/``bundle verify --base`` and
-``installer load``/``stage`` of a delta.
+Plus refusals: a delta for another base, a site without the base, a site missing part of it,
+a delta with a tampered patch (nothing changes at the site), and the CLI: ``bundle
+inspect``/``bundle verify --base``, ``installer verify``/``load``/``stage`` of a delta (``installer
+status --json`` then equals the full install's) and ``installer install`` of a delta on a k3s
+site (same registry, NAS, manifests file and revisions as the full bundle).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from typing import Any
 
 import pytest
 
+from bundler import layout
 from bundler.build import Builder
 from bundler.commands.common import registry_factory
-from bundler.delta import DeltaResult, build_delta, full_root_digest
+from bundler.delta import DeltaResult, build_delta, describe_carried, full_root_digest
 from bundler.digest import CHUNK
 from bundler.gguf import read_gguf_file
 from bundler.lockfile import ensure_lock
@@ -44,10 +47,11 @@ from installer.core import install, open_verified
 from installer.delta_source import BaseMissingError
 from installer.destinations.nas import NasDestination
 from installer.destinations.registry import RegistryDestination
+from installer.revisions import RevisionStore
 from installer.site import Site, load_site
 from installer.state import StateDir
-from tests.fixtures.bundles import (BUNDLE, BundleWorld, bundle_world, nas_snapshot,  # noqa: F401
-                                    registry_snapshot, run_installer, write_site)
+from tests.fixtures.bundles import (BUNDLE, BundleWorld, bundle_world, flip_byte,  # noqa: F401
+                                    nas_snapshot, registry_snapshot, run_installer, write_site)
 from tests.fixtures.models import fetched_models, write_gguf
 from tests.fixtures.registry import RegistryProcess
 
@@ -140,9 +144,25 @@ class SiteUnderTest:
             install(vb, [RegistryDestination.for_site(self.site), NasDestination(self.site.models_root)],
                     self.state)
 
+    @property
+    def yaml(self) -> Path:
+        return self.dir / "site.yaml"
+
     def snapshot(self) -> tuple[dict[str, str], dict[str, str], list[str]]:
         installed = [b["root"] for b in self.state.installed()]
         return registry_snapshot(self.registry), nas_snapshot(self.site.models_root), installed
+
+    def status(self) -> dict[str, Any]:
+        """``installer status --json``, without what differs between any two sites (times, paths)."""
+        r = run_installer("status", "--site", self.yaml, "--json")
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        keep = ("name", "version", "root", "compatible", "signers", "operator")
+        return {"installed": [{k: b.get(k) for k in keep} for b in doc["installed"]],
+                "bundles": sorted((b["name"], b["version"], b["root"], json.dumps(b["steps"], sort_keys=True),
+                                   b["installed"]) for b in doc["bundles"]),
+                "images": doc["registry"]["images"],
+                "models": [{k: v for k, v in m.items() if k != "path"} for m in doc["models"]["versions"]]}
 
 
 SiteMaker = Callable[..., SiteUnderTest]
@@ -151,12 +171,18 @@ SiteMaker = Callable[..., SiteUnderTest]
 @pytest.fixture
 def make_site(registry_factory: Callable[..., RegistryProcess], releases: Releases,
               tmp_path: Path) -> SiteMaker:
-    """``make_site(name, clone_of=None)``: a site with its own registry, NAS and state dir."""
+    """``make_site(name, clone_of=None, k3s=False)``: a site with its own registry, NAS and state dir."""
 
-    def make(name: str, clone_of: SiteUnderTest | None = None) -> SiteUnderTest:
+    def make(name: str, clone_of: SiteUnderTest | None = None, k3s: bool = False) -> SiteUnderTest:
         reg = registry_factory()
         d = tmp_path / name
         site_yaml = write_site(d, reg.host, trust=[releases.pub])
+        if k3s:  # a k3s auto-deploy directory as the cluster, so plan/approve/apply run too
+            doc = json.loads(site_yaml.read_text())
+            doc["spec"]["cluster"] = {"manifestsDir": str(d / "k3s")}
+            doc["spec"]["models"]["nfs"] = {"server": "10.0.0.5", "path": "/export/models"}
+            site_yaml.write_text(json.dumps(doc))
+            (d / "k3s").mkdir()
         site = load_site(site_yaml)
         if clone_of is not None:  # the same registry storage, NAS and state as the other site
             reg.stop()
@@ -190,15 +216,16 @@ def run_scenario(name: str, releases: Releases, base: Release, target_spec: Path
     assert b.snapshot() == a.snapshot()
     a.install(target.full)
     if via_cli:
-        site_yaml = b.dir / "site.yaml"
         for verb in ("verify", "load", "stage"):
-            r = run_installer(verb, delta.output, "--site", site_yaml)
+            r = run_installer(verb, delta.output, "--site", b.yaml)
             assert r.returncode == 0, r.stderr
         done = b.snapshot()
         for verb in ("load", "stage"):  # a rerun after completion is a no-op, not a "wrong base"
-            r = run_installer(verb, delta.output, "--site", site_yaml)
+            r = run_installer(verb, delta.output, "--site", b.yaml)
             assert r.returncode == 0, r.stderr
         assert b.snapshot() == done
+        # The state dir records the full target: same name, version, root, signers, steps.
+        assert b.status() == a.status()
     else:
         b.install(delta.output)
     reg_a, nas_a, inst_a = a.snapshot()
@@ -218,8 +245,9 @@ def methods(delta: DeltaResult) -> dict[str, str]:
 
 def push_image_with_extra_layer(world: BundleWorld, tmp: Path, tag: str) -> str:
     """rag/vector-db 1.0 plus one layer, pushed to the source registry as ``rag/vector-db:<tag>``."""
-    from examples.images import IMAGES as EXAMPLES, REF_NAME, build_layout, push_layout
     from bundler.registry import Registry
+    from examples.images import IMAGES as EXAMPLES
+    from examples.images import REF_NAME, build_layout, push_layout
 
     spec = next(i for i in EXAMPLES if i.repository == "rag/vector-db")
     layout_dir = tmp / "s1-layout"
@@ -236,7 +264,7 @@ def test_s1_one_image_gets_one_new_layer(releases: Releases, base_release: Relea
                                          tmp_path: Path) -> None:
     ref = push_image_with_extra_layer(releases.world, tmp_path, "1.0-s1")
     spec = releases.spec("s1", "1.1.0", images=(IMAGES[0], ref))
-    target, delta = run_scenario("S1 new layer", releases, base_release, spec, make_site, via_cli=True)
+    _, delta = run_scenario("S1 new layer", releases, base_release, spec, make_site, via_cli=True)
     m = methods(delta)
     new_layer = [w for w, how in m.items() if w.startswith("image") and "vector-db" in w and how == "whole"]
     assert new_layer == ["image rag/vector-db:1.0-s1 linux/amd64 layer 3"]
@@ -252,7 +280,7 @@ def test_s2_only_manifests_change(releases: Releases, base_release: Release, mak
     first = sorted(manifests.rglob("*.yaml"))[-1]
     first.write_text(first.read_text() + "\n# S2: a changed manifest\n")
     spec = releases.spec("s2", "1.1.0", manifests=manifests)
-    target, delta = run_scenario("S2 manifests", releases, base_release, spec, make_site)
+    _, delta = run_scenario("S2 manifests", releases, base_release, spec, make_site)
     m = methods(delta)
     assert all(how == "base" for w, how in m.items() if w.startswith("image"))
     assert m[f"k8s manifest {first.relative_to(manifests).as_posix()}"] == "whole"
@@ -305,7 +333,7 @@ def test_s3_only_gguf_metadata_changes_real_smollm2(releases: Releases, make_sit
     images = ("rag/vector-db:1.0",)
     base = releases.full(releases.spec("s3-base", "1.0.0", models=[llm("1.0", original)], images=images))
     spec = releases.spec("s3", "1.1.0", models=[llm("1.1", edited)], images=images)
-    target, delta = run_scenario("S3 SmolLM2 metadata", releases, base, spec, make_site)
+    _, delta = run_scenario("S3 SmolLM2 metadata", releases, base, spec, make_site)
     entry = next(e for e in delta.root.delta["rebuild"].values() if e["what"] == f"model smollm2 1.1 {original.name}")  # type: ignore[index]
     assert entry["method"] == "gguf-tensors"
     assert entry["carriedBytes"] < 64 * 1024, entry["reason"]
@@ -342,7 +370,7 @@ def test_s5_a_model_is_added_and_one_removed(releases: Releases, base_release: R
     (reranker / "config.json").write_text('{"model_type": "cross-encoder"}\n')
     new_model = {"name": "reranker", "kind": "embedding", "version": "1.0", "path": str(reranker)}
     spec = releases.spec("s5", "1.1.0", models=["tiny-llm", "embedder", new_model])
-    target, delta = run_scenario("S5 add+remove model", releases, base_release, spec, make_site)
+    _, delta = run_scenario("S5 add+remove model", releases, base_release, spec, make_site)
     m = methods(delta)
     assert m["model reranker 1.0 weights.bin"] == "whole"
     assert not any("rag-index" in w for w in m)
@@ -406,6 +434,81 @@ def test_a_site_missing_part_of_the_base_is_refused_before_any_change(
     assert "lacks 1 of its inputs" in e.value.message and expect in e.value.message
     assert "rag-edge 1.0.0" in e.value.message
     assert site.snapshot() == before
+
+
+@pytest.fixture(scope="module")
+def patched_delta(releases: Releases, base_release: Release, tmp_path_factory: pytest.TempPathFactory) -> DeltaResult:
+    """A delta that carries a patch: the embedder's tokenizer.json edited (patched against the old one)."""
+    emb = tmp_path_factory.mktemp("emb-1.1") / "embedder"
+    shutil.copytree(releases.world.models["embedder"]["path"], emb)
+    tok = emb / "tokenizer.json"
+    tok.write_text(tok.read_text().replace('"token19999"', '"token-edited"'))
+    model = {**releases.world.models["embedder"], "version": "1.1", "path": str(emb)}
+    spec = releases.spec("patched", "1.4.0", models=["tiny-llm", model, "rag-index"])
+    return releases.delta(spec, base_release)[0]
+
+
+def test_a_tampered_patch_is_refused_naming_it_and_changes_nothing(
+        base_release: Release, patched_delta: DeltaResult, make_site: SiteMaker, tmp_path: Path) -> None:
+    carried = patched_delta.root.delta["carried"]  # type: ignore[index]
+    [patch] = [d for d, c in carried.items() if c["kind"] == "patch"]
+    [entry] = [e for e in patched_delta.root.delta["rebuild"].values() if e.get("patch") == patch]  # type: ignore[index]
+    assert entry["what"] == "model embedder 1.1 tokenizer.json" and entry["method"] == "zstd-patch-from"
+    assert describe_carried(patched_delta.root, patch) == \
+        "the zstd-patch-from patch that rebuilds model embedder 1.1 tokenizer.json"
+    bad = tmp_path / "tampered.tar"
+    shutil.copyfile(patched_delta.output, bad)
+    flip_byte(bad, layout.blob_path(patch))
+    site = make_site("tampered")
+    site.install(base_release.full)
+    before, status = site.snapshot(), site.status()
+    for verb in ("verify", "load", "stage", "install"):
+        r = run_installer(verb, bad, "--site", site.yaml, *(["--yes"] if verb == "install" else []))
+        assert r.returncode == 4, (verb, r.stdout, r.stderr)
+        assert f"{layout.blob_path(patch)}: content digest" in r.stderr and "altered" in r.stderr, r.stderr
+    assert site.snapshot() == before and site.status() == status
+    r = run_installer("stage", patched_delta.output, "--site", site.yaml)  # the intact delta still applies
+    assert r.returncode == 0, r.stderr
+
+
+def test_installer_install_of_a_delta_deploys_what_the_full_bundle_deploys(
+        releases: Releases, make_site: SiteMaker) -> None:
+    """verify + load + stage + plan + approve + apply of a delta, on a k3s manifests-directory site."""
+    from tests.test_plan_apply import IMAGES_V1, _models  # what the shipped manifests deploy
+
+    base = releases.full(releases.spec("k3s-base", "1.0.0", models=_models(releases.world, "v1.0"), images=IMAGES_V1))
+    spec = releases.spec("k3s", "1.1.0", models=_models(releases.world, "v1.1"), images=IMAGES_V1)
+    target = releases.full(spec)
+    delta = releases.delta(spec, base)[0]
+    assert delta.output.stat().st_size < target.full.stat().st_size
+
+    def install_cli(site: SiteUnderTest, bundle: Path, revision: int) -> None:
+        r = run_installer("install", bundle, "--site", site.yaml, "--operator", "ines", "--yes")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"Revision {revision}: rag-edge " in r.stdout and "k3s applies the file itself" in r.stdout
+
+    def deployed(site: SiteUnderTest) -> tuple[str, list[tuple[Any, ...]]]:
+        [written] = list((site.dir / "k3s").iterdir())
+        revisions = [(r["revision"], r["status"], r["operator"], r.get("bundle"))
+                     for r in RevisionStore(site.state).all()]
+        return written.read_text().replace(site.registry.host, "SITE-REGISTRY"), revisions
+
+    # Two sites that each installed the base themselves (a clone's registry has another address,
+    # which would make every rendered image reference differ from revision 1).
+    a, b = make_site("k3s-full", k3s=True), make_site("k3s-delta", k3s=True)
+    for site in (a, b):
+        install_cli(site, base.full, 1)
+    install_cli(a, target.full, 2)
+    install_cli(b, delta.output, 2)
+    assert b.snapshot() == a.snapshot()
+    assert b.status() == a.status()
+    file_a, revisions_a = deployed(a)
+    assert "/models/llm/smollm2-135m/v1.1" in file_a
+    assert deployed(b) == (file_a, revisions_a)
+    assert [e["root"] for e in b.state.installed()][-1] == target.root.digest
+    r = run_installer("install", delta.output, "--site", b.yaml, "--yes")  # a rerun changes nothing
+    assert r.returncode == 0 and "Nothing to change" in r.stdout, r.stdout + r.stderr
+    assert deployed(b) == (file_a, revisions_a)
 
 
 # --- the CLI -----------------------------------------------------------------------------------

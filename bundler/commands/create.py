@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bundler.build import Builder
+from bundler.build import Builder, tree_size
 from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import plain_http_option, registry_factory
 from bundler.commands.split import progress_factory, report as split_report, summary as split_summary
@@ -67,8 +67,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
         out_size = split.index.size
     else:
         result = builder.build(output, signing_keys, force=force)
-        out_size = (output.stat().st_size if output.is_file()
-                    else sum(p.stat().st_size for p in output.rglob("*") if p.is_file()))
+        out_size = output.stat().st_size if output.is_file() else tree_size(output)
     elapsed = time.monotonic() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     summary = {"ok": True, "output": str(output), "name": spec.name, "version": spec.version,
