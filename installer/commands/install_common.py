@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json
+from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.progress import human
 from bundler.verify import VerifiedBundle
 from installer.core import Destination, StepResult, install, is_installed, open_verified, progress_factory
@@ -25,6 +25,18 @@ bundle_argument = click.argument("bundle", type=click.Path(exists=True, path_typ
 downgrade_option = click.option(
     "--allow-downgrade", "allow_downgrade", metavar="REASON",
     help="Accept a bundle older than the installed one (rollback); REASON is recorded.")
+
+
+def bundle_verb(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """A verb over one bundle at one site: ``fn(bundle, site, allow_downgrade, as_json)``."""
+    from installer.commands.common import site_options  # common imports nothing of ours; no cycle
+
+    def make(fn: Callable[..., Any]) -> click.Command:
+        for decorate in (handle_errors, json_option, downgrade_option, site_options, bundle_argument):
+            fn = decorate(fn)
+        return click.command(name)(fn)
+
+    return make
 
 
 def progress_enabled(as_json: bool) -> bool | None:

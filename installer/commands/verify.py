@@ -6,25 +6,13 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from installer.commands.common import site_options
-from installer.commands.install_common import (
-    bundle_argument,
-    downgrade_option,
-    progress_enabled,
-    verdict_line,
-    verified_summary,
-)
+from bundler.clikit import emit_json
+from installer.commands.install_common import bundle_verb, progress_enabled, verdict_line, verified_summary
 from installer.core import open_verified
 from installer.site import Site
 
 
-@click.command("verify")
-@bundle_argument
-@site_options
-@downgrade_option
-@json_option
-@handle_errors
+@bundle_verb("verify")
 def command(bundle: Path, site: Site, allow_downgrade: str | None, as_json: bool) -> None:
     """Verify BUNDLE: trusted signature, compatible, not a rollback, complete, every blob's digest.
 
