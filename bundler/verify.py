@@ -13,7 +13,9 @@ before it established:
 4. policy: ``compatible`` equals the site's, the version is not older than the installed one
    (unless a downgrade was allowed), a delta names the expected base;
 5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
-6. content: every member is streamed through sha256 and compared with its pin.
+6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
+   model file is also decoded (bounded by its signed size) and compared with its file pin, so a
+   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage.
 
 Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -25,11 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bundler import layout
+from bundler.compress import open_tar_zstd_member
 from bundler.digest import DigestMismatchError, check, hash_stream, sha256_bytes
 from bundler.errors import VerificationError
 from bundler.root import Root, parse_root, version_key
 from bundler.signing import TrustStore, UnsignedError, parse_signatures
 from bundler.sources import BundleSource, read_small
+from bundler.tarfmt import TarFormatError
 
 
 class IncompatibleError(VerificationError):
@@ -99,6 +103,7 @@ class Verifier:
         self._check_completeness(source, members, pins)  # 5.
         if content:
             self._check_content(source, pins)  # 6.
+            self._check_encoded(source, root, pins)
         return VerifiedBundle(root, root_bytes, signers, source)
 
     def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
@@ -159,3 +164,19 @@ class Verifier:
             with source.open(name) as f:
                 got, got_size = hash_stream(f, self.progress)
             check(name, digest, size, got, got_size)
+
+    @staticmethod
+    def _check_encoded(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
+        """Each carried ``tar+zstd`` file decodes to its signed file digest (at most its size is read)."""
+        for m in root.models:
+            for f in m.files:
+                name = layout.blob_path(f.blob)
+                if f.encoding != "tar+zstd" or name not in pins:
+                    continue
+                what = f"model {m.name} {m.version}, file {f.path} (blob {f.blob[:19]})"
+                with source.open(name) as blob:
+                    try:
+                        got, got_size = hash_stream(open_tar_zstd_member(blob, f.size, what))  # type: ignore[arg-type]
+                    except TarFormatError as e:  # the inner tar's own message does not say which file
+                        raise TarFormatError(f"{what}: {e.message}", hint=e.hint) from None
+                check(f"{what} decoded", f.digest, f.size, got, got_size)

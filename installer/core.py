@@ -113,10 +113,11 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     # Keep exactly the signatures we checked (the media could change between reads).
     sig_bytes = read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES)
     trust.check(vb.root_bytes, parse_signatures(sig_bytes))
-    state.remember_bundle(vb.root_digest, vb.root_bytes, sig_bytes)
     from installer.delta_source import wrap_if_delta  # here: it imports destinations, which import us
 
-    vb = wrap_if_delta(vb, site, state)  # a delta: its base checked at the site, then its full target
+    full = wrap_if_delta(vb, site, state)  # a delta: its base checked at the site, then its full target
+    state.remember_bundle(vb.root_digest, vb.root_bytes, sig_bytes)  # only once nothing refused it
+    vb = full
     journal = state.journal(vb.root_digest)
     if current and version_key(vb.root.version) < version_key(current["version"]):
         journal.mark_item("verify", "downgrade", reason=allow_downgrade, installed=current["version"],

@@ -4,8 +4,8 @@ Two engines share one time budget, ``$EDGEBUNDLE_FUZZ_SECONDS`` (default 60 s in
 Hypothesis with structured hostile strategies (tests/hostile/targets.py), and a coverage-guided
 mutational fuzzer (tests/hostile/fuzz.py) seeded with valid documents. Targets: the root
 document, the signatures document, the bundle tar reader, the tar+zstd layer reader, the GGUF
-header parser, and the split-parts index. Every input saved in tests/fuzz_regressions/ (crashers
-found earlier, named ``<target>-<hash>.bin``) is replayed as a plain test.
+header parser, and the split-parts index. Every input in tests/hostile/regressions/ (crashers
+found earlier, named ``<target>-<hash>.bin``, and hand-made hostile cases) is replayed as a plain test.
 
 Figures (executions, corpus, edges, crashes) are printed and written to
 ``<pytest basetemp>/security-figures/fuzz-<target>.json`` for docs/SECURITY.md.
@@ -95,6 +95,12 @@ def test_seeds_are_accepted() -> None:
 
 def _regressions() -> list[Path]:
     return sorted(REGRESSIONS.glob("*.bin")) if REGRESSIONS.exists() else []
+
+
+def test_regression_cases_exist() -> None:
+    """The replay below must never silently become an empty (skipped) parametrization."""
+    cases = _regressions()
+    assert cases and {p.name.split("-", 1)[0] for p in cases} <= set(TARGETS), cases
 
 
 @pytest.mark.parametrize("path", _regressions(), ids=lambda p: p.name)

@@ -10,7 +10,7 @@ inserts, deletes, chunk copies, splices with another entry, truncation), and run
 under ``sys.settrace`` restricted to the parser's source files. An input that reaches a new
 (line, previous line) edge joins the corpus. Any other exception, a MemoryError under the
 address-space cap, or a CPU-time alarm is a crash; the input is saved under
-``tests/fuzz_regressions/`` so it is replayed by every later test run.
+``tests/hostile/regressions/`` so it is replayed by every later test run.
 
 Invariants:
 - Only the target's own files are traced, so the cost is proportional to parser work.
@@ -35,7 +35,7 @@ from typing import Any
 
 from bundler.errors import EdgebundleError
 
-REGRESSIONS = Path(__file__).resolve().parents[1] / "fuzz_regressions"
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 CALL_CPU_SECONDS = 5.0
 MEMORY_HEADROOM = 1 << 30
 MAX_INPUT = 64 * 1024
