@@ -25,6 +25,8 @@ from bench.registry import LoopbackRegistry
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = ("create", "verify", "verify-cold", "load", "stage", "delta")
+#: The delta scenarios (bench/delta_rows.py).
+DELTA_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 #: The rows whose peak RSS must not grow with the model (the flatness check runs these).
 RSS_ROWS = ("create", "verify", "load", "stage")
 
@@ -49,6 +51,7 @@ class Settings:
     only: tuple[str, ...] = ROWS
     cold: str = "auto"  # verify-cold: auto (when caches can be dropped), on, off
     profile_dir: Path | None = None  # profile edgebundle's commands with cProfile into this dir
+    delta: tuple[str, ...] = DELTA_SCENARIOS  # which delta scenarios the delta row runs
 
     @property
     def model_bytes(self) -> int:

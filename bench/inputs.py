@@ -264,7 +264,8 @@ class Inputs:
 
 
 def write_spec(path: Path, *, registry: str, image_refs: list[str], llm: Path, embedding: Path,
-               manifests: Path, version: str = "1.0.0", llm_version: str = "v1") -> None:
+               manifests: Path, version: str = "1.0.0", llm_version: str = "v1",
+               embedding_name: str = "bench-embed") -> None:
     """A bundle spec naming every image, both models and the manifests (absolute paths)."""
     import yaml
 
@@ -275,7 +276,7 @@ def write_spec(path: Path, *, registry: str, image_refs: list[str], llm: Path, e
             "images": [{"ref": f"{registry}/{ref}"} for ref in image_refs],
             "models": [
                 {"name": "bench-llm", "kind": "llm", "version": llm_version, "path": str(llm)},
-                {"name": "bench-embed", "kind": "embedding", "version": "v1", "path": str(embedding) + "/"},
+                {"name": embedding_name, "kind": "embedding", "version": "v1", "path": str(embedding) + "/"},
             ],
             "manifests": [str(manifests) + "/"],
         },

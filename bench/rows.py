@@ -37,19 +37,23 @@ class RowResult:
     a: Summary
     b: Summary
     notes: list[str] = field(default_factory=list)
+    #: Byte counts a row reports besides time (the delta rows: delta, patches, whole, full).
+    sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
         return self.a.seconds / self.b.seconds if self.b.seconds else float("inf")
 
 
-def _measure(bench: Bench, name: str, ours: str, baseline: str, a: Command, b: Command) -> RowResult:
+def measure_pair(bench: Bench, name: str, ours: str, baseline: str, a: Command, b: Command) -> RowResult:
+    """``runs`` interleaved runs of ``a`` (edgebundle) and ``b`` (the baseline), summarised."""
     bench.log(f"row {name}: {ours} vs {baseline} ({bench.settings.runs} runs, interleaved)")
     sa, sb = bench.runner.interleave(a, b, bench.settings.runs, bench.log)
     return RowResult(name, ours, baseline, Summary.of(sa), Summary.of(sb))
 
 
-def _rm(*paths: Path) -> None:
+def rm(*paths: Path) -> None:
+    """Remove files or trees if present (a fresh output before each run)."""
     for p in paths:
         if p.is_dir():
             shutil.rmtree(p)
@@ -57,7 +61,8 @@ def _rm(*paths: Path) -> None:
             p.unlink()
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
+    """``n`` bytes as whole MiB, for the notes."""
     return f"{n / (1 << 20):,.0f} MiB"
 
 
@@ -77,20 +82,20 @@ def create(bench: Bench) -> list[RowResult]:
 
     a = Command("edgebundle create",
                 [tool("bundle"), "create", str(bench.spec), "--key", str(bench.key), "-o", str(ours_out), "--json"],
-                prepare=lambda: _rm(ours_out), check=lambda: expect(ours_out), ours=True)
+                prepare=lambda: rm(ours_out), check=lambda: expect(ours_out), ours=True)
     script = (f"cd {shlex.quote(str(in_root))}\n"
               f"find {tops} -type f -print0 | sort -z | xargs -0 sha256sum > {shlex.quote(str(sums))}\n"
               f"tar -cf - {tops} -C {shlex.quote(str(out_dir))} SHA256SUMS "
               f"| zstd -T0 -3 -q -f -o {shlex.quote(str(base_out))}")
-    b = Command("baseline tar|zstd", shell(script), prepare=lambda: _rm(base_out, sums),
+    b = Command("baseline tar|zstd", shell(script), prepare=lambda: rm(base_out, sums),
                 check=lambda: expect(base_out))
-    row = _measure(bench, "create", "`bundle create` (signed tar)",
+    row = measure_pair(bench, "create", "`bundle create` (signed tar)",
                    "`sha256sum` inputs, then `tar -cf - | zstd -T0 -3`", a, b)
     input_bytes = sum(p.stat().st_size for p in bench.inputs.files())
-    row.notes.append(f"inputs {_mib(input_bytes)}; bundle {_mib(ours_out.stat().st_size)}, "
-                     f"tar.zst {_mib(base_out.stat().st_size)}")
+    row.notes.append(f"inputs {mib(input_bytes)}; bundle {mib(ours_out.stat().st_size)}, "
+                     f"tar.zst {mib(base_out.stat().st_size)}")
     reference = out_dir / "bench-1.0.0.tar"
-    _rm(reference, base_out, sums)
+    rm(reference, base_out, sums)
     ours_out.rename(reference)  # the installer rows reuse the last bundle built here
     return [row]
 
@@ -107,7 +112,7 @@ def _verify_pair(bench: Bench, cold: bool) -> tuple[Command, Command]:
             drop_caches()
 
     def drop_state() -> None:
-        _rm(*state)
+        rm(*state)
 
     ours = Command("installer verify" + (" cold" if cold else ""),
                    lambda: [tool("installer"), "verify", str(bundle), "--site", str(bench.site),
@@ -120,8 +125,8 @@ def _verify_pair(bench: Bench, cold: bool) -> tuple[Command, Command]:
 
 def verify(bench: Bench) -> list[RowResult]:
     a, b = _verify_pair(bench, cold=False)
-    row = _measure(bench, "verify", "`installer verify`", "`openssl dgst -sha256` of the bundle", a, b)
-    row.notes.append(f"bundle {_mib(bench.bundle().stat().st_size)}, page cache warm for both")
+    row = measure_pair(bench, "verify", "`installer verify`", "`openssl dgst -sha256` of the bundle", a, b)
+    row.notes.append(f"bundle {mib(bench.bundle().stat().st_size)}, page cache warm for both")
     return [row]
 
 
@@ -132,7 +137,7 @@ def verify_cold(bench: Bench) -> list[RowResult]:
         bench.log(f"row verify-cold: skipped ({why})")
         return []
     a, b = _verify_pair(bench, cold=True)
-    row = _measure(bench, "verify (cold)", "`installer verify`", "`openssl dgst -sha256` of the bundle", a, b)
+    row = measure_pair(bench, "verify (cold)", "`installer verify`", "`openssl dgst -sha256` of the bundle", a, b)
     row.notes.append("page cache dropped before every run (sync; echo 3 > /proc/sys/vm/drop_caches)")
     return [row]
 
@@ -159,7 +164,7 @@ def load(bench: Bench) -> list[RowResult]:
         reg, state = current
         reg.stop()
         bench.registries.remove(reg)
-        _rm(reg.workdir, state)
+        rm(reg.workdir, state)
 
     ours = Command("installer load",
                    lambda: [tool("installer"), "load", str(bundle), "--site", str(bench.site),
@@ -173,10 +178,10 @@ def load(bench: Bench) -> list[RowResult]:
         return shell("\n".join(lines))
 
     base = Command("skopeo copy", skopeo_script, prepare=fresh, check=check, cleanup=cleanup)
-    row = _measure(bench, "load", "`installer load` (verifies the whole bundle first)",
+    row = measure_pair(bench, "load", "`installer load` (verifies the whole bundle first)",
                    "`skopeo copy --all --preserve-digests` per image from the OCI layout", ours, base)
     image_bytes = sum(p.stat().st_size for p in bench.inputs.oci.rglob("*") if p.is_file())
-    row.notes.append(f"{len(expected)} images, {_mib(image_bytes)}; fresh registry per run")
+    row.notes.append(f"{len(expected)} images, {mib(image_bytes)}; fresh registry per run")
     return [row]
 
 
@@ -209,7 +214,7 @@ def stage(bench: Bench) -> list[RowResult]:
             raise BenchError(f"staged {len(staged)} files / {got} bytes, expected {len(model_files)} / {model_bytes}")
 
     def cleanup() -> None:
-        _rm(*current)
+        rm(*current)
 
     ours = Command("installer stage",
                    lambda: [tool("installer"), "stage", str(bundle), "--site", str(bench.site),
@@ -222,9 +227,9 @@ def stage(bench: Bench) -> list[RowResult]:
                      f"find {nas} -type f -print0 | sort -z | xargs -0 sha256sum > {sums}")
 
     base = Command("cp + sha256sum", cp_script, prepare=fresh, check=check, cleanup=cleanup)
-    row = _measure(bench, "stage", "`installer stage` (verifies the whole bundle first)",
+    row = measure_pair(bench, "stage", "`installer stage` (verifies the whole bundle first)",
                    "`cp` of the model files + `sha256sum` of the copies", ours, base)
-    row.notes.append(f"{len(model_files)} files, {_mib(model_bytes)}; fresh NAS dir per run")
+    row.notes.append(f"{len(model_files)} files, {mib(model_bytes)}; fresh NAS dir per run")
     return [row]
 
 

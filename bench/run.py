@@ -5,6 +5,7 @@ Usage (every option also reads an environment variable, shown in brackets)::
     python bench/run.py                          # default sizes, 3 interleaved runs per row
     BENCH_MODEL_GB=4 python bench/run.py         # a bigger GGUF
     BENCH_ONLY=create,verify BENCH_RUNS=1 python bench/run.py
+    BENCH_ONLY=delta BENCH_DELTA=S3,S4 python bench/run.py  # some of the delta scenarios
     BENCH_RSS_SIZES=1,4 python bench/run.py      # peak RSS of create/verify/load/stage at 1 and 4 GiB
 
 The default run writes section ``main`` of bench/results.md; the RSS run writes section
@@ -28,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: import bench.*
 
 from bench import report  # noqa: E402
-from bench.context import REPO, ROWS, RSS_ROWS, Bench, Settings  # noqa: E402
+from bench.context import DELTA_SCENARIOS, REPO, ROWS, RSS_ROWS, Bench, Settings  # noqa: E402
 from bench.measure import BenchError  # noqa: E402
 from bench.rows import CORE_ROWS, RowResult  # noqa: E402
 
@@ -57,6 +58,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="interleaved runs per side [BENCH_RUNS, default 3]")
     p.add_argument("--only", default=_env("ONLY", ",".join(ROWS)),
                    help=f"rows to run, comma-separated from {','.join(ROWS)} [BENCH_ONLY]")
+    p.add_argument("--delta", default=_env("DELTA", ",".join(DELTA_SCENARIOS)),
+                   help=f"delta scenarios to run, from {','.join(DELTA_SCENARIOS)} [BENCH_DELTA]")
     p.add_argument("--cold", choices=("auto", "on", "off"), default=_env("COLD", "auto"),
                    help="verify-cold row: auto = when the page cache can be dropped [BENCH_COLD]")
     p.add_argument("--rss-sizes", default=_env("RSS_SIZES", ""),
@@ -74,6 +77,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.only.split(",")) - set(ROWS)
     if unknown:
         p.error(f"unknown row(s) {', '.join(sorted(unknown))}; choose from {', '.join(ROWS)}")
+    unknown = set(args.delta.split(",")) - set(DELTA_SCENARIOS)
+    if unknown:
+        p.error(f"unknown delta scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(DELTA_SCENARIOS)}")
     if args.runs < 1:
         p.error("--runs must be at least 1")
     return args
@@ -110,7 +116,7 @@ def describe(settings: Settings) -> str:
 
 def main_table(args: argparse.Namespace) -> str:
     settings = Settings(args.model_gb, args.image_mb, args.embed_mb, args.runs,
-                        tuple(args.only.split(",")), args.cold, args.profile)
+                        tuple(args.only.split(",")), args.cold, args.profile, tuple(args.delta.split(",")))
     t0 = time.monotonic()
     results, _ = run_rows(settings, args.workdir, args.keep)
     elapsed = time.monotonic() - t0
@@ -145,7 +151,7 @@ def rss_table(args: argparse.Namespace) -> str:
     for i, row in enumerate(by_size[sizes[0]]):
         ours = [by_size[s][i].a.peak_rss_kib for s in sizes]
         base = [by_size[s][i].b.peak_rss_kib for s in sizes]
-        change = f"{(ours[-1] - ours[0]) / ours[0] * 100:+.0f}%"
+        change = f"{round((ours[-1] - ours[0]) / ours[0] * 100) + 0:+d}%"  # + 0: never "-0%"
         lines.append(f"| {row.name} | " + " | ".join(f"{k / 1024:,.0f} MiB" for k in ours) + f" | {change} | "
                      + " | ".join(f"{k / 1024:,.0f} MiB" for k in base) + " |")
     times = ["| Row | " + " | ".join(f"edgebundle s @ {s:g} GiB | baseline s @ {s:g} GiB" for s in sizes) + " |",

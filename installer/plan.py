@@ -35,8 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubernetes.utils import parse_quantity
-
 from bundler.digest import sha256_bytes
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
@@ -96,6 +94,8 @@ def _same(a: Any, b: Any, path: str) -> bool:
         return True
     if any(h in path for h in _QUANTITY_HINTS) and isinstance(a, (str, int, float)) \
             and isinstance(b, (str, int, float)):
+        from kubernetes.utils import parse_quantity  # here, not at import: the client costs ~0.3 s
+
         try:
             return bool(parse_quantity(a) == parse_quantity(b))
         except ValueError:
