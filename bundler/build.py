@@ -67,8 +67,10 @@ class BlobStore:
         return self._record(digest, len(data), media_type)
 
     def put_writer(self, media_type: str, write: Callable[[BinaryIO], None],
-                   expect: tuple[str, int] | None = None) -> BlobPin:
-        """Store what ``write`` produces; with ``expect``, skip the work when already present."""
+                   expect: tuple[str, int] | None = None,
+                   mismatch: Callable[[str, int], EdgebundleError] | None = None) -> BlobPin:
+        """Store what ``write`` produces; with ``expect``, skip the work when already present and
+        refuse other content (``mismatch`` builds the error, given the digest and size written)."""
         if expect and self.has(*expect):
             return self._record(expect[0], expect[1], media_type)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
@@ -77,6 +79,8 @@ class BlobStore:
                 w = HashingWriter(raw)
                 write(w)  # type: ignore[arg-type]
             if expect and (w.digest, w.size) != expect:
+                if mismatch is not None:
+                    raise mismatch(w.digest, w.size)
                 raise EdgebundleError(f"fetched content {w.digest} ({w.size} bytes) does not match "
                                       f"the pinned {expect[0]} ({expect[1]} bytes)")
             os.replace(tmp, self.path(w.digest))
@@ -190,14 +194,19 @@ class Builder:
         pins = {f["path"]: (f["digest"], f["size"]) for f in locked["files"]}
         files, layers, diff_ids = [], [], []
         for mf in desc.files:
-            digest, size = hash_file(mf.abs_path)
-            if pins.get(mf.relpath) != (digest, size):
-                raise LockMismatchError(f"model {model.name} {model.version}: {mf.relpath} changed since "
-                                        "bundles.lock was written", hint=f"run: bundle lock {self.spec.path}")
+            def changed(*_: Any, f: Any = mf) -> LockMismatchError:
+                return LockMismatchError(f"model {model.name} {model.version}: {f.relpath} changed since "
+                                         "bundles.lock was written", hint=f"run: bundle lock {self.spec.path}")
+
+            if mf.relpath not in pins or mf.abs_path.stat().st_size != pins[mf.relpath][1]:
+                raise changed()
+            digest, size = pins[mf.relpath]  # proven below, while the file is copied or encoded
             self.input_bytes += size
             self.log(f"model {model.name} {model.version}: {mf.relpath} ({size} bytes)")
             role = mf.role
             if compress.compression_pays(mf.abs_path):
+                if hash_file(mf.abs_path) != (digest, size):  # the encoder does not hash the raw file
+                    raise changed()
                 media = {"weight": mt.MODEL_WEIGHT_TAR_ZSTD}.get(role, mt.MODEL_WEIGHT_CONFIG_TAR_ZSTD)
                 tar_digest: list[str] = []
                 pin = store.put_writer(media, lambda out, p=mf: tar_digest.append(
@@ -208,7 +217,7 @@ class Builder:
                 media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
                     role, mt.MODEL_WEIGHT_CONFIG_RAW)
                 pin = store.put_writer(media, lambda out, p=mf: _copy_file(p.abs_path, out),
-                                       expect=(digest, size))
+                                       expect=(digest, size), mismatch=changed)
                 diff_ids.append(digest)
                 encoding = "identity"
             files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))
@@ -265,9 +274,12 @@ class Builder:
         if out.exists() and not force:
             raise UsageError(f"{out} already exists", hint="remove it or pass --force")
         work = out.with_name(out.name + ".partial") if not as_tar else out.with_name(out.name + ".partial.d")
-        work.mkdir(parents=True, exist_ok=True)
-        store = BlobStore(work)
-        root = self.assemble(work, store, keys)
+        work.mkdir(parents=True, exist_ok=True)  # a killed build's blobs are reused, re-checked
+        try:
+            root = self.assemble(work, BlobStore(work), keys)
+        except Exception:  # a refused build leaves nothing; Ctrl-C or a kill keeps blobs for reuse
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         publish(work, root, out)
         return BuildResult(root, out, self.input_bytes)
 

@@ -145,6 +145,24 @@ def test_locked_refuses_missing_stale_lock_and_changed_model(bundle_world: Bundl
     assert not (tmp_path / "out.tar").exists()
 
 
+def test_same_size_edit_of_a_raw_model_after_lock_is_refused(bundle_world: BundleWorld, tmp_path: Path) -> None:
+    """The pin is proven from the bytes copied into the bundle, not from size alone."""
+    key, _ = bundle_world.key("release")
+    gguf = tmp_path / "tiny.gguf"
+    shutil.copyfile(bundle_world.models["tiny-llm"]["path"], gguf)
+    model = {**bundle_world.models["tiny-llm"], "path": str(gguf)}
+    spec = write_spec(bundle_world, tmp_path / "s", models=(model,), images=())
+    assert bundle("lock", spec).exit_code == 0
+    with open(gguf, "r+b") as f:  # one byte near the end, inside the tensor data; same size
+        f.seek(-100, 2)
+        byte = f.read(1)
+        f.seek(-100, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    r = bundle("create", spec, "--key", key, "-o", tmp_path / "out.tar")
+    assert r.exit_code == 1 and "tiny.gguf changed since bundles.lock was written" in r.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("out.tar")]  # no partial left
+
+
 def test_one_platform_of_a_multi_arch_image(bundle_world: BundleWorld, tmp_path: Path) -> None:
     key, pub = bundle_world.key("release")
     spec = write_spec(bundle_world, tmp_path, images=(("rag/llm-service:1.0", ("linux/amd64",)),), models=())
