@@ -5,6 +5,14 @@ from 1 within one process) and the installer SIGKILLs itself when it gets there:
 ``finally`` blocks, no flushed buffers, exactly as when power is cut or the USB stick is pulled.
 The next run must resume and finish with the same result as an uninterrupted run.
 
+A mode suffix ``NAME[@N]:MODE`` picks another fault at the same place:
+
+- ``kill`` (the default): SIGKILL, as above.
+- ``stop``: SIGSTOP, so a test can change the world (stop the site registry) while the installer
+  is frozen at a known point, then SIGCONT it.
+- ``enospc``: raise ``OSError(ENOSPC)`` as a full disk does, where no small filesystem can be
+  mounted to fill for real (only meaningful at points that write).
+
 Every kill point is declared in :data:`FAULTPOINTS` with what has (and has not) happened when it
 fires; :func:`faultpoint` refuses undeclared names so the list stays complete. Test drivers
 iterate over :data:`FAULTPOINTS` (or ``python -m installer.faults`` prints them).
@@ -14,6 +22,7 @@ Invariant: with the variable unset, :func:`faultpoint` does nothing but a dictio
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -39,32 +48,50 @@ FAULTPOINTS: dict[str, str] = {
     "stage.marker.written": "every file of a model version and its marker are in the partial dir",
     "stage.version.renamed": "a model version dir was renamed into place, not yet journaled",
     "stage.version.journaled": "a staged model version was recorded in the journal",
+    # state (installer/state.py)
+    "journal.appended": "one more journal record was appended and fsynced (any step: verify, load, stage)",
+    "verify.signatures.kept": "a verified bundle's signatures.json is kept in the state dir, root.json not yet",
+    # apply (installer/revisions.py, installer/destinations/cluster.py)
+    "apply.revision.pending": "the revision record was written as pending; the cluster is untouched",
+    "apply.object.applied": "one more object was server-side applied (mid-sequence)",
+    "apply.manifest.chunk": "one more piece of the k3s manifest file went to its temp name (mid-write)",
+    "apply.objects.applied": "every object of the revision is applied; the health wait begins",
+    "apply.healthy": "the revision is healthy, but not yet recorded as deployed",
+    "apply.revision.failed": "the revision was recorded as failed; the automatic rollback has not started",
     # core.install
     "step.journaled": "a destination step was marked done in the journal",
     "installed.before": "load and stage are both done; installed.json not yet written",
 }
 
+MODES = ("kill", "stop", "enospc")
+
 _hits: dict[str, int] = {}
 
 
-def _target() -> tuple[str, int] | None:
+def _target() -> tuple[str, int, str] | None:
     raw = os.environ.get(ENV)
     if not raw:
         return None
-    name, _, nth = raw.partition("@")
-    return name, int(nth) if nth.isdigit() else 1
+    spec, _, mode = raw.partition(":")
+    name, _, nth = spec.partition("@")
+    if (mode or "kill") not in MODES:
+        raise ValueError(f"{ENV}={raw!r}: unknown mode {mode!r} (one of {', '.join(MODES)})")
+    return name, int(nth) if nth.isdigit() else 1, mode or "kill"
 
 
 def faultpoint(name: str) -> None:
-    """Die here by SIGKILL when ``$EDGEBUNDLE_FAULTPOINT`` names this point (and hit count)."""
+    """Fault here (SIGKILL by default) when ``$EDGEBUNDLE_FAULTPOINT`` names this point and hit count."""
     if name not in FAULTPOINTS:
         raise ValueError(f"undeclared fault point {name!r}; add it to installer.faults.FAULTPOINTS")
     target = _target()
     if target is None or target[0] != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == target[1]:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _hits[name] != target[1]:
+        return
+    if target[2] == "enospc":
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected at {name})")
+    os.kill(os.getpid(), signal.SIGSTOP if target[2] == "stop" else signal.SIGKILL)
 
 
 def main() -> None:

@@ -237,7 +237,7 @@ class Plan:
     @property
     def changes_pending(self) -> bool:
         s = self.summary()
-        return bool(s["create"] or s["update"] or s["delete"])
+        return bool(s["create"] or s["update"] or s["delete"] or self.doc.get("unsettled"))
 
     def to_bytes(self) -> bytes:
         import json
@@ -307,6 +307,9 @@ def build_plan(*, site: Site, target: Target, store: "RevisionStore", bundle: di
             notes.append(f"not deleting {ObjectKey.of(o)}: it is no longer labelled as managed by edgebundle")
             continue
         entries.append({"id": kid, "ref": ref(o), "action": "delete", "changes": [], "object": None})
+    unsettled = _unsettled(latest, bundle, objects)
+    if unsettled:
+        notes.append(unsettled)
     prev_images = (current or {}).get("images", {})
     prev_models = {k: v.get("version") for k, v in (current or {}).get("models", {}).items()}
     doc: dict[str, Any] = {
@@ -321,9 +324,28 @@ def build_plan(*, site: Site, target: Target, store: "RevisionStore", bundle: di
         "images": _changes(prev_images, images, "repository"),
         "models": _changes(prev_models, {k: v.get("version") for k, v in models.items()}, "name"),
         "usedImages": images, "usedModels": models, "notes": notes, "validation": validation,
+        "unsettled": unsettled,
     }
     doc["planHash"] = plan_hash(doc)
     return Plan(doc)
+
+
+def _unsettled(latest: dict[str, Any] | None, bundle: dict[str, str], objects: list[dict[str, Any]]) -> str | None:
+    """Why the history does not yet say the cluster runs exactly this bundle's objects, or None.
+
+    A run killed after its last write to the cluster leaves the objects live but the revision
+    unrecorded (pending, or failed before its rollback ran): the live objects then match, yet the
+    plan must still be applied, so that health is waited for and a revision is recorded.
+    """
+    if latest is None:
+        return "no revision is recorded for this cluster yet: applying records revision 1" if objects else None
+    n, status = latest.get("revision"), latest.get("status")
+    if status != "deployed":
+        why = f" ({latest['reason']})" if latest.get("reason") else ""
+        return f"revision {n} is {status}{why}: this plan finishes the job and records the outcome"
+    if (latest.get("bundle") or {}).get("root") != bundle.get("root") or latest.get("objects") != objects:
+        return f"the cluster's recorded revision {n} is another bundle or other objects: applying records this one"
+    return None
 
 
 def check_target(plan: Plan, site: Site, target: Target) -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from bundler.errors import EdgebundleError
 from installer import health
 from installer.destinations.cluster import ClusterError, Target
+from installer.faults import faultpoint
 from installer.site import Site
 from installer.state import StateDir, now_iso
 
@@ -100,12 +101,12 @@ class RevisionStore:
         self.write(rec)
         return rec
 
-    def mark_deployed(self, n: int) -> None:
+    def mark_deployed(self, n: int, **fields: Any) -> None:
         """``n`` is now current: earlier deployed revisions become superseded."""
         for m in self.numbers():
             if m != n and (rec := self.get(m)) and rec.get("status") == "deployed":
                 self.update(m, status="superseded")
-        self.update(n, status="deployed", finishedAt=now_iso())
+        self.update(n, status="deployed", finishedAt=now_iso(), **fields)
 
 
 @dataclass
@@ -136,14 +137,17 @@ def deploy(plan: "Plan", site: Site, target: Target, store: RevisionStore, *, op
         "objects": desired, "images": plan.doc.get("usedImages", {}), "models": plan.doc.get("usedModels", {}),
         "summary": plan.summary(),
     })
+    faultpoint("apply.revision.pending")
     log(f"revision {n}: applying {plan.summary_text()} to {target.description}")
     try:
         target.apply_revision(desired, plan.changed_ids(), plan.delete_refs(), n, log)
+        faultpoint("apply.objects.applied")
         if target.watches_health:
             health.wait_healthy(target, desired, timeout=timeout, poll=poll, log=log)  # type: ignore[arg-type]
     except (ClusterError, health.HealthError) as e:
         failed_object = getattr(e, "key", None)
         store.update(n, status="failed", reason=e.message, failedObject=failed_object, finishedAt=now_iso())
+        faultpoint("apply.revision.failed")
         good = store.last_good(before=n) if auto_rollback else None
         if good is None:
             raise ApplyFailed(
@@ -168,8 +172,9 @@ def deploy(plan: "Plan", site: Site, target: Target, store: RevisionStore, *, op
             f"revision {n} failed: {e.message}; rolled back to revision {good['revision']} "
             f"(recorded as revision {back.revision})",
             hint=e.hint or "fix the cause, build a new bundle or re-plan, and apply again") from None
-    store.mark_deployed(n)
-    store.update(n, health="healthy" if target.watches_health else "not-watched")
+    faultpoint("apply.healthy")
+    # One write: a crash leaves the revision pending or deployed-with-its-health, never between.
+    store.mark_deployed(n, health="healthy" if target.watches_health else "not-watched")
     if not target.watches_health:
         log(f"{target.description}: k3s applies the file itself; health cannot be watched from there "
             f"(check with: kubectl -n {site.cluster.namespace} get pods)")

@@ -1,16 +1,21 @@
-"""kill -9 the real installer mid-load and mid-stage; the rerun must end exactly like a clean run.
+"""kill -9 the real installer mid-verify, mid-load, mid-stage and mid-apply; the rerun must end like a clean run.
 
 Each case runs the ``installer`` console script in a subprocess with ``EDGEBUNDLE_FAULTPOINT``
-set (installer/faults.py), checks it died by SIGKILL, checks what is visible at that moment
-(no partial model under its final name), reruns without the fault and compares the registry's
-storage and the NAS tree with an uninterrupted run's.
+set (installer/faults.py: by journal record, by 1 MiB piece written, by object applied), checks
+it died by SIGKILL, checks what is visible at that moment (no partial model under its final name,
+no partial k3s manifest file), reruns without the fault and compares with an uninterrupted run
+(module-scoped references): the registry's storage, the NAS tree, the cluster's objects (specs,
+not server-stamped fields) and the revision the cluster runs.
 """
 
 from __future__ import annotations
 
+import re
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +24,15 @@ import pytest
 
 from installer.destinations.nas import KIND_DIRS, MARKER
 from installer.faults import FAULTPOINTS
-from installer.state import Journal
-from tests.fixtures.bundles import (BuiltBundle, nas_snapshot, registry_snapshot, run_installer)
+from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION
+from installer.revisions import RevisionStore
+from installer.state import Journal, StateDir
+from tests.fixtures.bundles import INSTALLER, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
+from tests.fixtures.kube import running_cluster
 from tests.fixtures.registry import RegistryProcess, free_port
+from tests.kubeapi import KubeAPIServer
+from tests.test_plan_apply import NS, RagBundles, _loads_llm_v11, _static_pv_binding, rag  # noqa: F401
+from tests.test_plan_apply import write_site as write_rag_site
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -77,6 +88,13 @@ LOAD_POINTS = [
     "load.manifest.pushed@1",  # a platform manifest of the index
     "load.tag.pushed@1",  # the index, under its tag
     "load.confirmed@1",
+    "verify.signatures.kept@1",  # verification: trust files half kept
+    "journal.appended@1",  # verification recorded, nothing pushed
+    "journal.appended@5",
+    "load.blob.chunk@1",  # the first piece of the first blob
+    "load.manifest.pushed@2",
+    "load.image.journaled@1",
+    "step.journaled@1",  # load recorded as done
 ]
 
 
@@ -155,6 +173,14 @@ STAGE_POINTS = [
     "stage.marker.written@1",
     "stage.version.renamed@1",
     "stage.version.journaled@2",
+    "verify.done@1",
+    "journal.appended@2",  # the first staged file recorded
+    "journal.appended@6",
+    "stage.file.chunk@1",
+    "stage.file.written@4",
+    "stage.file.journaled@1",
+    "stage.version.renamed@3",  # the last model
+    "step.journaled@1",
 ]
 
 
@@ -203,3 +229,186 @@ def test_torn_journal_line_is_ignored(bundle_factory: Any, tmp_path: Path) -> No
     j = Journal(journal)  # every record after the torn one is readable: the tail was cut, not glued
     assert j.step_done("stage") and len([i for i in j.items("stage") if i["item"].startswith("model ")]) == 3
     assert b"/nowhere" not in journal.read_bytes()
+
+
+# -- apply ---------------------------------------------------------------------------------------
+# ``installer install --yes`` (verify, load, stage, plan, approve, apply, health) in a subprocess
+# against the in-process test API server over HTTP; the rerun is the same command. History is
+# append-only, so a killed revision stays in it (as failed, "interrupted"): what must match an
+# uninterrupted run is the cluster's objects and the revision the cluster runs.
+
+#: (bundles installed in order, exit code of the last install): a first install, and an upgrade
+#: whose new model never loads, so apply waits for health, fails and rolls back automatically.
+SCENARIOS = {"fresh": 0, "rollback": 1}
+
+
+def cluster_snapshot(server: KubeAPIServer) -> dict[str, Any]:
+    """Every object the installer manages, without what the server or a revision number stamps."""
+    out: dict[str, Any] = {}
+    for obj in server.objects():
+        meta = obj.get("metadata") or {}
+        if (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER or meta.get("ownerReferences"):
+            continue
+        obj = {k: v for k, v in obj.items() if k != "status"}
+        if obj["kind"] == "PersistentVolumeClaim":  # the test controllers may bind a volume of their own
+            obj["spec"] = {k: v for k, v in obj["spec"].items() if k != "volumeName"}
+        obj["metadata"] = {k: v for k, v in meta.items() if k not in (
+            "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "annotations")}
+        obj["metadata"]["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
+                                          if k != REVISION_ANNOTATION}
+        out[f"{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"] = obj
+    return out
+
+
+def running_revision(state: Path) -> dict[str, Any]:
+    """What the cluster runs per the state dir: the deployed revision's content; nothing pending."""
+    store = RevisionStore(StateDir(state))
+    assert not [r["revision"] for r in store.all() if r["status"] == "pending"]
+    cur = store.current()
+    assert cur is not None
+    return {k: cur.get(k) for k in ("status", "health", "bundle", "objects", "images", "models")} | {
+        "rollbackOf": cur.get("rollbackOf") is not None}
+
+
+def install(site: Path, b: BuiltBundle, faultpoint: str | None = None, timeout: float = 30) -> Any:
+    """``installer install --yes``; a short ``timeout`` where health is meant to fail."""
+    return run_installer("install", b.path, "--site", site, "--yes", "--poll-interval", "0.05",
+                         "--timeout", str(timeout), faultpoint=faultpoint, env={"EDGEBUNDLE_OPERATOR": "ci"})
+
+
+@dataclass(frozen=True)
+class ApplyCase:
+    """One site and cluster, prepared up to the install that a case interrupts."""
+
+    site: Path
+    state: Path
+    server: KubeAPIServer
+    last: BuiltBundle
+    timeout: float  # for the install a case interrupts: short when its health is meant to fail
+
+
+@contextmanager
+def apply_case(scenario: str, rag: RagBundles, tmp: Path, **spec: Any) -> Iterator[ApplyCase]:
+    with running_cluster(tmp) as server:
+        site = write_rag_site(tmp, rag, **spec)
+        last, timeout = rag.v1, 30.0
+        if scenario == "rollback":
+            r = install(site, rag.v1)
+            assert r.returncode == 0, r.stdout + r.stderr
+            server.fail_when(_loads_llm_v11)
+            last, timeout = rag.v2, 2.0
+        yield ApplyCase(site, tmp / "state", server, last, timeout)
+
+
+@pytest.fixture(scope="module")
+def apply_reference(rag: RagBundles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]:
+    """scenario -> (cluster snapshot, running revision) of an uninterrupted install."""
+    out = {}
+    for scenario, code in SCENARIOS.items():
+        tmp = tmp_path_factory.mktemp(f"apply-reference-{scenario}")
+        with apply_case(scenario, rag, tmp) as case:
+            r = install(case.site, case.last, timeout=case.timeout)
+            assert r.returncode == code, r.stdout + r.stderr
+            out[scenario] = (cluster_snapshot(case.server), running_revision(case.state))
+    assert out["fresh"][0] == out["rollback"][0]  # the rollback restores exactly what v1 made
+    return out
+
+
+#: Kills past the last write to the cluster (all objects live, revision not recorded) are the
+#: cases a naive "nothing to change" rerun would leave unrecorded: installer/plan.py's
+#: ``_unsettled`` makes the rerun apply again, wait for health and record the revision.
+APPLY_POINTS = [
+    ("fresh", "apply.revision.pending@1"),
+    ("fresh", "apply.object.applied@1"),  # the Namespace only
+    ("fresh", "apply.object.applied@7"),  # mid server-side-apply sequence
+    ("fresh", "apply.object.applied@14"),  # all applied, call not returned
+    ("fresh", "apply.objects.applied@1"),  # health wait about to begin
+    ("fresh", "apply.healthy@1"),  # healthy, not yet recorded as deployed
+    ("rollback", "apply.objects.applied@1"),  # failing upgrade applied
+    ("rollback", "apply.revision.failed@1"),  # failed, rollback not started
+    ("rollback", "apply.revision.pending@2"),  # rollback recorded, not applied
+    ("rollback", "apply.object.applied@2"),  # mid rollback: its one object re-applied
+    ("rollback", "apply.healthy@1"),  # rolled back and healthy, not yet recorded
+]
+
+
+@pytest.mark.parametrize(("scenario", "point"), APPLY_POINTS)
+def test_kill_mid_apply_then_rerun(scenario: str, point: str, rag: RagBundles, apply_reference: Any,
+                                   tmp_path: Path) -> None:
+    assert point.split("@")[0] in FAULTPOINTS
+    with apply_case(scenario, rag, tmp_path) as case:
+        killed = install(case.site, case.last, faultpoint=point, timeout=case.timeout)
+        assert killed.returncode == -signal.SIGKILL, f"{point} never fired: {killed.stdout}{killed.stderr}"
+        r = install(case.site, case.last, timeout=case.timeout)
+        assert r.returncode == SCENARIOS[scenario], r.stdout + r.stderr
+        assert (cluster_snapshot(case.server), running_revision(case.state)) == apply_reference[scenario]
+
+
+def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path: Path) -> None:
+    """kill -9 from outside while apply waits for a workload that is not ready yet."""
+    with apply_case("fresh", rag, tmp_path) as case:
+        case.server.fail_workload(NS, "chat-ui", "ContainerCreating")
+        proc = subprocess.Popen([INSTALLER, "install", str(case.last.path), "--site", str(case.site), "--yes",
+                                 "--poll-interval", "0.05", "--timeout", "60"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # "waiting for Deployment/.../chat-ui: ..." comes from the health wait
+                if "waiting for" in line and "chat-ui" in line:
+                    break
+            else:
+                pytest.fail("the health wait never started")
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+        assert [r["status"] for r in RevisionStore(StateDir(case.state)).all()] == ["pending"]
+        case.server.heal_workload(NS, "chat-ui")
+        r = install(case.site, case.last)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (cluster_snapshot(case.server), running_revision(case.state)) == apply_reference["fresh"]
+
+
+# -- a k3s manifests directory -------------------------------------------------------------------
+
+K3S_POINTS = ["apply.manifest.chunk@1", "apply.manifest.chunk@3", "apply.revision.pending@1",
+              "apply.healthy@1"]
+
+
+def k3s_dir_state(d: Path) -> dict[str, str]:
+    """The manifests dir as k3s sees it: every file (hidden temp files too, so leftovers count)."""
+    return {p.name: p.read_text() for p in d.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def k3s_reference(rag: RagBundles, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Any]:
+    tmp = tmp_path_factory.mktemp("k3s-reference")
+    (tmp / "k3s").mkdir()
+    site = write_rag_site(tmp, rag, cluster={"manifestsDir": str(tmp / "k3s")})
+    r = install(site, rag.v1)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return k3s_dir_state(tmp / "k3s"), running_revision(tmp / "state")
+
+
+def strip_revision(files: dict[str, str]) -> dict[str, str]:
+    """The file without the revision number it records (a killed revision used up a number)."""
+    return {k: re.sub(r"(revision |edgebundle.dev/revision: ')\d+", r"\1N", v) for k, v in files.items()}
+
+
+@pytest.mark.parametrize("point", K3S_POINTS)
+def test_kill_mid_k3s_write_then_rerun(point: str, rag: RagBundles, k3s_reference: Any, tmp_path: Path) -> None:
+    k3s = tmp_path / "k3s"
+    k3s.mkdir()
+    site = write_rag_site(tmp_path, rag, cluster={"manifestsDir": str(k3s)})
+    killed = install(site, rag.v1, faultpoint=point)
+    assert killed.returncode == -signal.SIGKILL, f"{point} never fired: {killed.stderr}"
+    visible = [p for p in k3s.iterdir() if p.suffix in (".yaml", ".yml", ".json")]
+    if point.startswith("apply.manifest.chunk"):
+        assert not visible, "a manifest file appeared before it was complete"
+        [tmp] = k3s.iterdir()
+        assert tmp.name.startswith(".edgebundle-plant-7.yaml.tmp-") and tmp.stat().st_size > 0
+    r = install(site, rag.v1)
+    assert r.returncode == 0, r.stdout + r.stderr
+    files, running = k3s_reference
+    assert strip_revision(k3s_dir_state(k3s)) == strip_revision(files)  # no temp file left over
+    assert running_revision(tmp_path / "state") == running

@@ -42,3 +42,30 @@ def test_fires_on_the_nth_hit(setting: str, killed: bool) -> None:
 def test_points_are_listed_for_drivers() -> None:
     r = subprocess.run([sys.executable, "-m", "installer.faults"], capture_output=True, text=True, check=True)
     assert [line.split("\t")[0] for line in r.stdout.splitlines()] == list(FAULTPOINTS)
+
+
+def _run_point(setting: str, code: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", "from installer.faults import faultpoint\n" + code],
+                            env={ENV: setting}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_enospc_mode_raises_a_full_disk_error() -> None:
+    code = ("import errno\ntry:\n    faultpoint('stage.file.chunk')\n"
+            "except OSError as e:\n    print('errno', e.errno == errno.ENOSPC)")
+    out, _ = _run_point("stage.file.chunk:enospc", code).communicate(timeout=30)
+    assert out.strip() == "errno True"
+
+
+def test_stop_mode_freezes_until_continued() -> None:
+    proc = _run_point("load.blob.chunk@1:stop", "faultpoint('load.blob.chunk'); print('continued')")
+    with pytest.raises(subprocess.TimeoutExpired):  # frozen: no exit
+        proc.wait(timeout=1)
+    assert Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    proc.send_signal(signal.SIGCONT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and out.strip() == "continued"
+
+
+def test_unknown_mode_is_refused() -> None:
+    _, err = _run_point("load.blob.chunk:explode", "faultpoint('load.blob.chunk')").communicate(timeout=30)
+    assert "unknown mode 'explode'" in err

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,18 +33,19 @@ from typing import Any, Protocol
 
 import yaml
 
-from bundler.digest import sha256_bytes
+from bundler.digest import fsync_dir, sha256_bytes
 from bundler.errors import EdgebundleError
+from installer.faults import faultpoint
 from installer.policy import Node
-from installer.render import (MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value,
-                              order_rank)
+from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value, order_rank
 from installer.site import Site
-from installer.state import atomic_write
 
 Log = Callable[[str], None]
 #: A live object file bigger than this is not ours; refuse rather than parse it.
 MAX_FILE_BYTES = 16 * 1024 * 1024
 REQUEST_TIMEOUT = 30
+#: The k3s file is written in pieces this big (a kill point between them proves no torn file shows).
+K3S_WRITE_PIECE = 4096
 
 
 class ClusterError(EdgebundleError):
@@ -216,6 +218,7 @@ class KubeTarget:
         for obj in desired:
             if ObjectKey.of(obj).id in changed:
                 self.apply_one(annotate_revision(obj, revision))
+                faultpoint("apply.object.applied")
                 log(f"applied {ObjectKey.of(obj)}")
         for r in delete_order(deletes):
             if self.delete_one(r):
@@ -332,10 +335,28 @@ class K3sDirTarget:
                 out.append(annotate_revision(obj, int(prev)) if prev and prev.isdigit() else obj)
         header = (f"# Written by edgebundle: revision {revision}. Do not edit: k3s applies this file,\n"
                   "# and any change to it is drift that the next plan refuses.\n")
-        atomic_write(self.file, (header + yaml.safe_dump_all(out, sort_keys=True)).encode())
+        self._write((header + yaml.safe_dump_all(out, sort_keys=True)).encode())
         log(f"wrote {len(out)} objects to {self.file}")
         for r in deletes:
             log(f"dropped {ObjectKey.of(r)} from {self.file.name} (k3s removes it from the cluster)")
+
+    def _write(self, data: bytes) -> None:
+        """Replace the file atomically, in pieces, and sweep temp files of killed earlier runs.
+
+        k3s applies every ``*.yaml`` it finds, so the file must appear whole or not at all: the
+        bytes go to ``.<name>.tmp-<pid>`` (a name k3s ignores) and are renamed once fsynced.
+        """
+        tmp = self.file.with_name(f".{self.file.name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as f:
+            for at in range(0, len(data), K3S_WRITE_PIECE):
+                f.write(data[at:at + K3S_WRITE_PIECE])
+                f.flush()
+                faultpoint("apply.manifest.chunk")
+            os.fsync(f.fileno())
+        os.replace(tmp, self.file)
+        for stale in self.dir.glob(f".{self.file.name}.tmp-*"):
+            stale.unlink(missing_ok=True)  # we hold the site's state lock: no other writer is alive
+        fsync_dir(self.dir)
 
     def nodes(self) -> None:
         return None

@@ -24,7 +24,9 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,6 +50,22 @@ _MAX_MARKER_BYTES = 4 * 1024 * 1024
 
 class StageConflictError(EdgebundleError):
     """A model version already exists on the NAS with different content."""
+
+
+class NasFullError(EdgebundleError):
+    """The models root ran out of space (or quota) while a model was being staged."""
+
+
+def _full(root: Path, model: ModelEntry, e: OSError) -> NasFullError:
+    """Name the NAS path, what did not fit and how much is free, so the technician knows what to free."""
+    try:
+        free = f"{shutil.disk_usage(root).free:,} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return NasFullError(f"no space left on the NAS at {root} while staging {model.kind} {model.name} "
+                        f"{model.version} ({model.size:,} bytes; {free}): {e.strerror or e}",
+                        hint="free space on the NAS, then run stage again: files already written are kept "
+                             "(hidden), nothing half-written is visible")
 
 
 @dataclass(frozen=True)
@@ -191,7 +209,12 @@ class NasDestination:
                 result.details.append({"model": f"{plan.model.name} {plan.model.version}",
                                        "path": str(plan.target), "action": "present"})
                 continue
-            result.bytes += self._stage(vb, plan, journal, bar)
+            try:
+                result.bytes += self._stage(vb, plan, journal, bar)
+            except OSError as e:
+                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise _full(self.root, plan.model, e) from None
             result.done += 1
             result.details.append({"model": f"{plan.model.name} {plan.model.version}",
                                    "path": str(plan.target), "action": "staged"})
@@ -246,10 +269,14 @@ class NasDestination:
             stream: BinaryIO = (open_tar_zstd_member(blob, f.size, what) if f.encoding == "tar+zstd"
                                 else blob)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                copy_verified(_Tap(stream, bar), out, what, f.digest, f.size)  # type: ignore[arg-type]
-                out.flush()
-                os.fsync(out.fileno())
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    copy_verified(_Tap(stream, bar), out, what, f.digest, f.size)  # type: ignore[arg-type]
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk or bad bytes: leave no temp file behind
+                raise
         check(f"{what} as written to {dest.parent}", f.digest, f.size, *hash_file(tmp))
         faultpoint("stage.file.written")
         os.replace(tmp, dest)
@@ -295,5 +322,5 @@ def list_staged(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["KIND_DIRS", "MARKER", "ModelPlan", "NasDestination", "StageConflictError",
+__all__ = ["KIND_DIRS", "MARKER", "ModelPlan", "NasDestination", "NasFullError", "StageConflictError",
            "difference", "list_staged", "model_dir"]
