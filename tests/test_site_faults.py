@@ -35,7 +35,7 @@ from tests.test_installer_crash import (  # noqa: F401
     stage_reference,
 )
 
-pytestmark = [pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 #: What a dead registry may cost at most: the client's retry budget (15 s) plus slack.
 GIVE_UP_WITHIN = 30.0
