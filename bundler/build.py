@@ -60,6 +60,13 @@ class BlobStore:
         p = self.path(digest)
         return p.exists() and p.stat().st_size == size and hash_file(p) == (digest, size)
 
+    def read_small(self, digest: str) -> bytes:
+        """A stored JSON blob (an image config), refused past the JSON size bound before reading."""
+        p = self.path(digest)
+        if p.stat().st_size > layout.MAX_JSON_BYTES:
+            raise EdgebundleError(f"blob {digest} is {p.stat().st_size} bytes, more than a JSON document may be")
+        return p.read_bytes()
+
     def put_bytes(self, data: bytes, media_type: str) -> BlobPin:
         digest = sha256_bytes(data)
         if not self.has(digest, len(data)):
@@ -174,7 +181,7 @@ class Builder:
                                             and p != "unknown/unknown")
         else:
             pin, doc, total = self._add_image_manifest(store, reg, ref.repository, top_digest)
-            cfg = load_json_bounded(store.path(doc["config"]["digest"]).read_bytes(), "image config")
+            cfg = load_json_bounded(store.read_small(doc["config"]["digest"]), "image config")
             actual = f"{cfg.get('os')}/{cfg.get('architecture')}" + (
                 f"/{cfg['variant']}" if cfg.get("variant") else "")
             if platforms and actual not in platforms:
