@@ -24,12 +24,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler import compress, layout, mediatypes as mt, tarfmt
-from bundler.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, sha256_bytes
+from bundler import compress, layout, tarfmt
+from bundler import mediatypes as mt
+from bundler.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError, UsageError
 from bundler.lockfile import LockMismatchError, platform_of
-from bundler.root import (BlobPin, FilePin, ImageEntry, ManifestFile, ManifestsEntry, ModelEntry,
-                          ModelFile, Root, canonical_json, load_json_bounded)
+from bundler.root import (
+    BlobPin,
+    FilePin,
+    ImageEntry,
+    ManifestFile,
+    ManifestsEntry,
+    ModelEntry,
+    ModelFile,
+    Root,
+    canonical_json,
+    load_json_bounded,
+)
 from bundler.signing import sign
 from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files
 
@@ -62,10 +73,7 @@ class BlobStore:
 
     def read_small(self, digest: str) -> bytes:
         """A stored JSON blob (an image config), refused past the JSON size bound before reading."""
-        p = self.path(digest)
-        if p.stat().st_size > layout.MAX_JSON_BYTES:
-            raise EdgebundleError(f"blob {digest} is {p.stat().st_size} bytes, more than a JSON document may be")
-        return p.read_bytes()
+        return read_bounded(self.path(digest), layout.MAX_JSON_BYTES, f"blob {digest}", EdgebundleError)
 
     def put_bytes(self, data: bytes, media_type: str) -> BlobPin:
         digest = sha256_bytes(data)

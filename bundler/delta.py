@@ -47,9 +47,20 @@ from bundler.digest import CHUNK, HashingWriter, check, copy_verified, iter_chun
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.gguf import GGUFError
 from bundler.lockfile import platform_of
-from bundler.patch import (BSDIFF_MAX, MARGIN, SMALL_PIECE, ZPF_MAX, ContainerWriter, PatchError,
-                           apply_container, bsdiff_decode, encode_piece, write_region, zstd,
-                           zstd_decode)
+from bundler.patch import (
+    BSDIFF_MAX,
+    MARGIN,
+    SMALL_PIECE,
+    ZPF_MAX,
+    ContainerWriter,
+    PatchError,
+    apply_container,
+    bsdiff_decode,
+    encode_piece,
+    write_region,
+    zstd,
+    zstd_decode,
+)
 from bundler.patch_gguf import is_gguf, write_gguf_patch
 from bundler.root import BaseRef, ModelEntry, ModelFile, Root, load_json_bounded
 from bundler.sources import BundleSource, DirectorySource, read_small

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.errors import VerificationError
+from bundler.errors import EdgebundleError, UsageError, VerificationError
 
 CHUNK = 1024 * 1024
 
@@ -135,3 +135,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def read_bounded(path: Path, limit: int, what: str, error: type[EdgebundleError] = UsageError) -> bytes:
+    """A small file (JSON, a passphrase) read whole, refused with ``error`` past ``limit`` bytes."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{what} {path} is over the {limit}-byte limit")
+    return data

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bundler import mediatypes
-from bundler.digest import hash_file, sha256_bytes
+from bundler.digest import hash_file, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError, UsageError
+from bundler.layout import MAX_JSON_BYTES
 from bundler.root import load_json_bounded
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files
 
@@ -111,7 +112,7 @@ def write_lock(path: Path, lock: dict[str, Any]) -> None:
 def read_lock(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    lock = load_json_bounded(path.read_bytes(), str(path))
+    lock = load_json_bounded(read_bounded(path, MAX_JSON_BYTES, "lock file"), str(path))
     if not isinstance(lock, dict) or lock.get("lockVersion") != LOCK_VERSION:
         raise UsageError(f"{path} is not a version-{LOCK_VERSION} bundles.lock",
                          hint="regenerate it with: bundle lock SPEC")

@@ -33,10 +33,19 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler import layout
-from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
+from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks, read_bounded
 from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.parts import (FAT32_MAX, INDEX_SUFFIX, SIG_SUFFIX, PartIndex, PartsSource,
-                           bundle_file_name, bundle_tar_size, open_tar, write_bundle_tar)
+from bundler.parts import (
+    FAT32_MAX,
+    INDEX_SUFFIX,
+    SIG_SUFFIX,
+    PartIndex,
+    PartsSource,
+    bundle_file_name,
+    bundle_tar_size,
+    open_tar,
+    write_bundle_tar,
+)
 from bundler.progress import Progress, human
 from bundler.root import Root, parse_root
 from bundler.signing import parse_signatures
@@ -358,7 +367,7 @@ def bundle_items(bundle: Path) -> BundleOnMedia:
         idx = source.index
         items = [Item(p.file, p.size, _copy_path(source.directory / p.file, p.size), p.digest)
                  for p in idx.parts]
-        sig = source.signature_path.read_bytes()
+        sig = read_bounded(source.signature_path, layout.MAX_SIGNATURES_BYTES, "part index signature")
         items += [Item(source.signature_path.name, len(sig), _bytes(sig)),
                   Item(source.index_path.name, len(source.index_bytes), _bytes(source.index_bytes))]
         return BundleOnMedia(root, signers, items, idx, idx.size)

@@ -33,7 +33,16 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from bundler import layout, tarfmt
-from bundler.digest import CHUNK, HashingWriter, atomic_write, fsync_dir, hash_stream, is_digest, sha256_bytes
+from bundler.digest import (
+    CHUNK,
+    HashingWriter,
+    atomic_write,
+    fsync_dir,
+    hash_stream,
+    is_digest,
+    read_bounded,
+    sha256_bytes,
+)
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.progress import Progress
 from bundler.root import Root, canonical_json, load_json_bounded, parse_root
@@ -293,7 +302,7 @@ class PartsSource(TarSource):
     def __init__(self, index_path: Path) -> None:
         self.index_path = Path(index_path)
         self.directory = self.index_path.parent
-        data = _read_bounded(self.index_path, MAX_INDEX_BYTES, "part index")
+        data = read_bounded(self.index_path, MAX_INDEX_BYTES, "part index", PartIndexError)
         self.index_bytes = data
         self.index = parse_part_index(data)
         if self.index_path.name != self.index.stem + INDEX_SUFFIX:
@@ -327,7 +336,7 @@ class PartsSource(TarSource):
     def check_signature(self, trust: TrustStore) -> list[str]:
         """The index must be signed by the site's trusted keys, like the bundle root."""
         try:
-            sig = _read_bounded(self.signature_path, layout.MAX_SIGNATURES_BYTES, "part index signature")
+            sig = read_bounded(self.signature_path, layout.MAX_SIGNATURES_BYTES, "part index signature", PartIndexError)
         except FileNotFoundError:
             raise PartIndexError(f"{self.signature_path.name} is missing: the part index is unsigned",
                                  hint="copy the media again; bundle split and write-media write it") from None
@@ -397,14 +406,6 @@ class PartsSource(TarSource):
         if content and isinstance(total, int) and total:  # a Progress sized for the content pass
             progress.total = total + self.index.size  # type: ignore[union-attr]
         self.check_parts(trust, progress, content=content)
-
-
-def _read_bounded(path: Path, limit: int, what: str) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise PartIndexError(f"{what} {path} is over the {limit}-byte limit")
-    return data
 
 
 # --- finding a bundle on media -----------------------------------------------------------

@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from bundler.digest import read_bounded
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.layout import MAX_SIGNATURES_BYTES
 from bundler.root import canonical_json, load_json_bounded
@@ -64,7 +65,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     try:
-        data = Path(path).read_bytes()
+        data = read_bounded(Path(path), _MAX_KEY_BYTES, "key file")
         key = serialization.load_pem_private_key(data, password=passphrase)
     except FileNotFoundError:
         raise UsageError(f"signing key {path} does not exist",
@@ -82,7 +83,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
+        key = serialization.load_pem_public_key(read_bounded(Path(path), _MAX_KEY_BYTES, "public key file"))
     except FileNotFoundError:
         raise UsageError(f"public key {path} does not exist") from None
     except ValueError as e:
@@ -170,3 +171,11 @@ class TrustStore:
 
 __all__ = ["EdgebundleError", "TrustStore", "generate_keypair", "keyid", "load_private_key",
            "load_public_key", "parse_signatures", "sign", "UnsignedError", "UntrustedError"]
+
+
+_MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is a few hundred bytes
+
+
+def read_passphrase(path: Path | None) -> bytes | None:
+    """The passphrase in ``path`` (``--passphrase-file``), without its trailing newline."""
+    return read_bounded(path, 4096, "passphrase file").strip() if path else None

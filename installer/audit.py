@@ -44,6 +44,7 @@ from typing import Any
 import click
 
 from bundler import clikit
+from bundler.digest import read_bounded
 from bundler.errors import VerificationError
 from bundler.root import canonical_json
 from installer.state import atomic_write, now_iso, operator_name
@@ -203,7 +204,7 @@ class AuditLog:
     # -- reading ---------------------------------------------------------------------------
     def head(self) -> Head | None:
         try:
-            data = self.head_path.read_bytes()[:4096]
+            data = read_bounded(self.head_path, 4096, "audit head")
             doc = json.loads(data)
             return Head(int(doc["count"]), str(doc["hash"]), int(doc["size"]))
         except FileNotFoundError:

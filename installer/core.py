@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bundler import layout
+from bundler.delta import describe_carried, full_root_digest
 from bundler.digest import DigestMismatchError
 from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.delta import describe_carried, full_root_digest
 from bundler.progress import Progress
 from bundler.root import version_key
 from bundler.signing import parse_signatures

@@ -27,8 +27,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler import layout
-from bundler.delta import (ZSTD_VERSION, CheckedStream, ReconstructedSource, check_reconstruction,
-                           full_root, rebuild_order)
+from bundler.delta import (
+    ZSTD_VERSION,
+    CheckedStream,
+    ReconstructedSource,
+    check_reconstruction,
+    full_root,
+    rebuild_order,
+)
 from bundler.digest import hash_file
 from bundler.errors import VerificationError
 from bundler.registry import Registry

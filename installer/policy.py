@@ -21,8 +21,7 @@ from typing import Any
 from bundler.errors import EdgebundleError
 from bundler.progress import human
 from bundler.root import Root
-from installer.render import (KIND_DIRS, ObjectKey, Rendered, containers, parse_model_path, pod_spec,
-                              site_image)
+from installer.render import KIND_DIRS, ObjectKey, Rendered, containers, parse_model_path, pod_spec, site_image
 
 
 class PolicyError(EdgebundleError):

@@ -29,8 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bundler.digest import atomic_write, fsync_dir  # noqa: F401 (atomic_write re-exported)
+from bundler.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
 from bundler.errors import EdgebundleError
+from bundler.layout import MAX_JSON_BYTES
 from installer.faults import faultpoint
 
 
@@ -163,7 +164,7 @@ class StateDir:
         p = self.path / rel
         if not p.exists():
             return None
-        return json.loads(p.read_bytes())
+        return json.loads(read_bounded(p, MAX_JSON_BYTES, "state document"))
 
     def write_json(self, rel: str, obj: Any) -> None:
         atomic_write(self.path / rel, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
@@ -186,7 +187,7 @@ class StateDir:
 
     def bundle_root_bytes(self, root_digest: str) -> bytes | None:
         p = self.path / "bundles" / self._hex(root_digest) / "root.json"
-        return p.read_bytes() if p.exists() else None
+        return read_bounded(p, MAX_JSON_BYTES, "state document") if p.exists() else None
 
     def installed(self) -> list[dict[str, Any]]:
         return (self.read_json("installed.json") or {}).get("bundles", [])

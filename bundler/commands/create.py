@@ -11,13 +11,15 @@ import click
 from bundler.build import Builder, tree_size
 from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import plain_http_option, registry_factory
-from bundler.commands.split import progress_factory, report as split_report, summary as split_summary
+from bundler.commands.split import progress_factory
+from bundler.commands.split import report as split_report
+from bundler.commands.split import summary as split_summary
 from bundler.delta import build_delta, full_root_digest
 from bundler.errors import UsageError
 from bundler.lockfile import ensure_lock
 from bundler.parts import build_split, parse_size
 from bundler.progress import human, percent
-from bundler.signing import load_private_key
+from bundler.signing import load_private_key, read_passphrase
 from bundler.spec import load_spec
 
 
@@ -47,7 +49,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     """Build a signed bundle from SPEC (an OCI image layout, as a directory or OUT.tar)."""
     t0 = time.monotonic()
     part_size = parse_size(split_text) if split_text else None
-    passphrase = passphrase_file.read_bytes().strip() if passphrase_file else None
+    passphrase = read_passphrase(passphrase_file)
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     spec = load_spec(spec_path)
     log = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))

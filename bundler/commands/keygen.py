@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.signing import generate_keypair, keyid, load_public_key
+from bundler.signing import generate_keypair, keyid, load_public_key, read_passphrase
 
 
 @click.command("keygen")
@@ -20,7 +20,7 @@ from bundler.signing import generate_keypair, keyid, load_public_key
 @handle_errors
 def command(name: str, out_dir: Path, passphrase_file: Path | None, as_json: bool) -> None:
     """Write NAME.key (private, mode 0600) and NAME.pub (give this to sites)."""
-    passphrase = passphrase_file.read_bytes().strip() if passphrase_file else None
+    passphrase = read_passphrase(passphrase_file)
     key, pub = generate_keypair(name, out_dir, passphrase)
     kid = keyid(load_public_key(pub))
     if as_json:

@@ -12,7 +12,7 @@ import click
 from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.parts import DEFAULT_PART_SIZE, SplitResult, parse_size, split_bundle
 from bundler.progress import Progress, human
-from bundler.signing import load_private_key
+from bundler.signing import load_private_key, read_passphrase
 
 size_option = click.option(
     "--size", "size_text", default=str(DEFAULT_PART_SIZE), show_default="4 GiB - 1, FAT32-safe",
@@ -67,7 +67,7 @@ def command(bundle: Path, size_text: str, keys: tuple[Path, ...], out_dir: Path 
     """
     t0 = time.monotonic()
     size = parse_size(size_text)
-    passphrase = passphrase_file.read_bytes().strip() if passphrase_file else None
+    passphrase = read_passphrase(passphrase_file)
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     result = split_bundle(bundle, out_dir or bundle.resolve().parent, size, signing_keys, force=force,
                           progress=progress_factory(as_json))

@@ -10,11 +10,11 @@ import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import pubkey_option, threshold_option, trust_store
-from bundler.progress import Progress, human
-from bundler.sources import open_source
 from bundler.delta import BundleBase, ReconstructedSource, full_root_digest
 from bundler.errors import UsageError
+from bundler.progress import Progress, human
 from bundler.signing import TrustStore
+from bundler.sources import open_source
 from bundler.verify import VerifiedBundle, Verifier, WrongBaseError
 
 

@@ -9,8 +9,16 @@ import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import trust_store
-from bundler.media import (DEFAULT_PLATFORMS, DEFAULT_PYTHONS, FileReport, MediaVerifyError,
-                           default_wheel_cache, parse_targets, verify_media, write_media)
+from bundler.media import (
+    DEFAULT_PLATFORMS,
+    DEFAULT_PYTHONS,
+    FileReport,
+    MediaVerifyError,
+    default_wheel_cache,
+    parse_targets,
+    verify_media,
+    write_media,
+)
 from bundler.progress import human
 
 

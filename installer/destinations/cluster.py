@@ -33,8 +33,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from bundler.digest import fsync_dir, sha256_bytes
+from bundler.digest import fsync_dir, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError
+from bundler.layout import MAX_JSON_BYTES
 from installer.faults import faultpoint
 from installer.policy import Node
 from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value, order_rank
@@ -303,7 +304,7 @@ class K3sDirTarget:
     def _read(self) -> tuple[bytes | None, dict[str, dict[str, Any]]]:
         if not self.file.exists():
             return None, {}
-        data = self.file.read_bytes()
+        data = read_bounded(self.file, MAX_JSON_BYTES, "k3s manifests file")
         if len(data) > MAX_FILE_BYTES:
             raise ClusterError(f"{self.file} is {len(data)} bytes; not a file edgebundle wrote")
         try:

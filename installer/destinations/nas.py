@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 from bundler import layout
 from bundler.compress import open_tar_zstd_member
-from bundler.digest import CHUNK, check, copy_verified, fsync_dir, hash_file
+from bundler.digest import CHUNK, check, copy_verified, fsync_dir, hash_file, read_bounded
 from bundler.errors import EdgebundleError, UsageError
 from bundler.root import ModelEntry, canonical_json, load_json_bounded
 from bundler.verify import VerifiedBundle
@@ -104,7 +104,7 @@ def read_marker(version_dir: Path) -> dict[str, Any] | None:
     if not path.is_file() or path.stat().st_size > _MAX_MARKER_BYTES:
         return None
     try:
-        doc = load_json_bounded(path.read_bytes(), str(path), _MAX_MARKER_BYTES)
+        doc = load_json_bounded(read_bounded(path, _MAX_MARKER_BYTES, "version marker"), str(path), _MAX_MARKER_BYTES)
     except EdgebundleError:
         return None
     return doc if isinstance(doc, dict) and doc.get("_type") == MARKER_TYPE else None
