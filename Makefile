@@ -9,7 +9,7 @@ APT_PACKAGES := docker-registry skopeo zstd time openssl
 MODELS := .cache/models
 DEMO := demo-out
 
-.PHONY: install deps venv models wheels demo test test-fast bench clean
+.PHONY: install deps venv models wheels control-plane demo test test-fast bench clean
 
 install: deps venv models wheels
 
@@ -42,7 +42,13 @@ wheels: venv
 demo: install
 	bash examples/demo.sh
 
-test: install
+# The real Kubernetes control plane the tests run against (kube-apiserver, controller-manager,
+# scheduler 1.20.2 built from Debian's source package, etcd from Debian): built once per machine
+# into ~/.cache/edgebundle (about 6 minutes on 2 cores), reused afterwards.
+control-plane:
+	bash tests/cluster/build-control-plane.sh
+
+test: install control-plane
 	$(VENV)/bin/pytest -q
 
 bench: install

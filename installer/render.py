@@ -14,6 +14,9 @@ What rendering does, and nothing more (manifests/README.md is the contract with 
   ``/models/<llm|embeddings|indices>/<name>/<version>[/...]`` get the ``<version>`` this bundle
   stages, so a rollback is just the previous revision's objects (staging switches nothing);
 - namespaced objects without a namespace get the site's ``cluster.namespace``;
+- Service ports and container ports without ``protocol`` get ``TCP`` (the server's default): a
+  list keyed by (port, protocol) cannot be server-side applied with the key missing on servers
+  before 1.26 (HTTP 500 "element that omits key field protocol");
 - every top-level object gets the ownership labels (:data:`OWNERSHIP_LABELS`).
 
 Invariants:
@@ -323,6 +326,21 @@ def _render_models(obj: dict[str, Any], spec: dict[str, Any], models: list[Model
             used[name] = {"kind": chosen.kind, "version": chosen.version}
 
 
+def _default_protocols(obj: dict[str, Any]) -> None:
+    """``protocol: TCP`` where a Service port or a container port omits it (a list-map key)."""
+    ports: list[Any] = []
+    spec = obj.get("spec")
+    if obj.get("kind") == "Service" and isinstance(spec, dict):
+        ports.extend(spec.get("ports") or [])
+    pspec = pod_spec(obj)
+    if pspec is not None:
+        for _, c in containers(pspec):
+            ports.extend(c.get("ports") or [])
+    for port in ports:
+        if isinstance(port, dict) and not port.get("protocol"):
+            port["protocol"] = "TCP"
+
+
 def render(root: Root, root_digest: str, docs: list[tuple[str, dict[str, Any]]], site: Site) -> Rendered:
     """Render parsed manifest documents for ``site`` (see the module docstring)."""
     scopes = _crd_scopes(docs)
@@ -348,6 +366,7 @@ def render(root: Root, root_digest: str, docs: list[tuple[str, dict[str, Any]]],
                        SITE_LABEL: label_value(site.name)})
         meta["labels"] = labels
         _render_nfs(obj, site, where)
+        _default_protocols(obj)
         spec = pod_spec(obj)
         if spec is not None:
             for _, c in containers(spec):

@@ -28,10 +28,9 @@ from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION
 from installer.revisions import RevisionStore
 from installer.state import Journal, StateDir
 from tests.fixtures.bundles import INSTALLER, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
-from tests.fixtures.kube import running_cluster
+from tests.fixtures.kube import DEFAULT_NODES, Cluster, Failure, control_plane, kube_cluster, kube_nodes  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
-from tests.kubeapi import KubeAPIServer
-from tests.test_plan_apply import NS, RagBundles, _loads_llm_v11, _static_pv_binding, rag  # noqa: F401
+from tests.test_plan_apply import NS, RagBundles, _loads_llm_v11, rag  # noqa: F401
 from tests.test_plan_apply import write_site as write_rag_site
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -233,7 +232,7 @@ def test_torn_journal_line_is_ignored(bundle_factory: Any, tmp_path: Path) -> No
 
 # -- apply ---------------------------------------------------------------------------------------
 # ``installer install --yes`` (verify, load, stage, plan, approve, apply, health) in a subprocess
-# against the in-process test API server over HTTP; the rerun is the same command. History is
+# against the real kube-apiserver (tests/cluster); the rerun is the same command. History is
 # append-only, so a killed revision stays in it (as failed, "interrupted"): what must match an
 # uninterrupted run is the cluster's objects and the revision the cluster runs.
 
@@ -242,16 +241,19 @@ def test_torn_journal_line_is_ignored(bundle_factory: Any, tmp_path: Path) -> No
 SCENARIOS = {"fresh": 0, "rollback": 1}
 
 
-def cluster_snapshot(server: KubeAPIServer) -> dict[str, Any]:
+def cluster_snapshot(cluster: Cluster) -> dict[str, Any]:
     """Every object the installer manages, without what the server or a revision number stamps."""
     out: dict[str, Any] = {}
-    for obj in server.objects():
+    for obj in cluster.managed_objects():
         meta = obj.get("metadata") or {}
         if (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER or meta.get("ownerReferences"):
             continue
         obj = {k: v for k, v in obj.items() if k != "status"}
-        if obj["kind"] == "PersistentVolumeClaim":  # the test controllers may bind a volume of their own
-            obj["spec"] = {k: v for k, v in obj["spec"].items() if k != "volumeName"}
+        if obj["kind"] == "Service":  # allocated anew each time the Service is created
+            obj["spec"] = {k: v for k, v in obj["spec"].items() if k not in ("clusterIP", "clusterIPs")}
+        if obj["kind"] == "PersistentVolume" and obj["spec"].get("claimRef"):
+            obj["spec"] = {**obj["spec"], "claimRef": {k: v for k, v in obj["spec"]["claimRef"].items()
+                                                       if k not in ("uid", "resourceVersion")}}
         obj["metadata"] = {k: v for k, v in meta.items() if k not in (
             "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "annotations")}
         obj["metadata"]["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
@@ -282,14 +284,17 @@ class ApplyCase:
 
     site: Path
     state: Path
-    server: KubeAPIServer
+    server: Cluster
     last: BuiltBundle
     timeout: float  # for the install a case interrupts: short when its health is meant to fail
 
 
 @contextmanager
-def apply_case(scenario: str, rag: RagBundles, tmp: Path, **spec: Any) -> Iterator[ApplyCase]:
-    with running_cluster(tmp) as server:
+def apply_case(scenario: str, rag: RagBundles, tmp: Path, cluster: Cluster, **spec: Any) -> Iterator[ApplyCase]:
+    cluster.reset(list(DEFAULT_NODES))
+    cluster.plane.write_kubeconfig(tmp / "kubeconfig")
+    server = cluster
+    try:
         site = write_rag_site(tmp, rag, **spec)
         last, timeout = rag.v1, 30.0
         if scenario == "rollback":
@@ -298,15 +303,25 @@ def apply_case(scenario: str, rag: RagBundles, tmp: Path, **spec: Any) -> Iterat
             server.fail_when(_loads_llm_v11)
             last, timeout = rag.v2, 2.0
         yield ApplyCase(site, tmp / "state", server, last, timeout)
+    finally:
+        cluster.heal()
 
 
 @pytest.fixture(scope="module")
-def apply_reference(rag: RagBundles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]:
+def module_cluster(control_plane: Any) -> Iterator[Cluster]:
+    cluster = Cluster(*control_plane)
+    yield cluster
+    cluster.api.close()
+
+
+@pytest.fixture(scope="module")
+def apply_reference(rag: RagBundles, tmp_path_factory: pytest.TempPathFactory,
+                    module_cluster: Cluster) -> dict[str, tuple[Any, Any]]:
     """scenario -> (cluster snapshot, running revision) of an uninterrupted install."""
     out = {}
     for scenario, code in SCENARIOS.items():
         tmp = tmp_path_factory.mktemp(f"apply-reference-{scenario}")
-        with apply_case(scenario, rag, tmp) as case:
+        with apply_case(scenario, rag, tmp, module_cluster) as case:
             r = install(case.site, case.last, timeout=case.timeout)
             assert r.returncode == code, r.stdout + r.stderr
             out[scenario] = (cluster_snapshot(case.server), running_revision(case.state))
@@ -334,9 +349,9 @@ APPLY_POINTS = [
 
 @pytest.mark.parametrize(("scenario", "point"), APPLY_POINTS)
 def test_kill_mid_apply_then_rerun(scenario: str, point: str, rag: RagBundles, apply_reference: Any,
-                                   tmp_path: Path) -> None:
+                                   tmp_path: Path, module_cluster: Cluster) -> None:
     assert point.split("@")[0] in FAULTPOINTS
-    with apply_case(scenario, rag, tmp_path) as case:
+    with apply_case(scenario, rag, tmp_path, module_cluster) as case:
         killed = install(case.site, case.last, faultpoint=point, timeout=case.timeout)
         assert killed.returncode == -signal.SIGKILL, f"{point} never fired: {killed.stdout}{killed.stderr}"
         r = install(case.site, case.last, timeout=case.timeout)
@@ -344,10 +359,11 @@ def test_kill_mid_apply_then_rerun(scenario: str, point: str, rag: RagBundles, a
         assert (cluster_snapshot(case.server), running_revision(case.state)) == apply_reference[scenario]
 
 
-def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path: Path) -> None:
+def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path: Path,
+                                module_cluster: Cluster) -> None:
     """kill -9 from outside while apply waits for a workload that is not ready yet."""
-    with apply_case("fresh", rag, tmp_path) as case:
-        case.server.fail_workload(NS, "chat-ui", "ContainerCreating")
+    with apply_case("fresh", rag, tmp_path, module_cluster) as case:
+        slow = case.server.fail_pods(NS, "chat-ui-", Failure("ContainerCreating"))
         proc = subprocess.Popen([INSTALLER, "install", str(case.last.path), "--site", str(case.site), "--yes",
                                  "--poll-interval", "0.05", "--timeout", "60"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -363,7 +379,7 @@ def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path
             proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         assert [r["status"] for r in RevisionStore(StateDir(case.state)).all()] == ["pending"]
-        case.server.heal_workload(NS, "chat-ui")
+        case.server.heal(slow)
         r = install(case.site, case.last)
         assert r.returncode == 0, r.stdout + r.stderr
         assert (cluster_snapshot(case.server), running_revision(case.state)) == apply_reference["fresh"]

@@ -12,10 +12,8 @@ import pytest
 from bundler.signing import generate_keypair, keyid, load_private_key
 from installer.validate import signed_bytes
 from tests.fixtures.bundles import bundle_factory, bundle_world  # noqa: F401
-from tests.fixtures.kube import kube_nodes, kube_server  # noqa: F401
-from tests.kubeapi import KubeAPIServer
-from tests.test_plan_apply import (NS, RagBundles, World, _static_pv_binding, cli, deploy_v1,  # noqa: F401
-                                   install_bundle, rag, write_site)
+from tests.fixtures.kube import Cluster, control_plane, kube_cluster, kube_nodes  # noqa: F401
+from tests.test_plan_apply import NS, RagBundles, World, cli, deploy_v1, install_bundle, rag, write_site  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 SERVICES = ("llm-service", "vector-db", "orchestrator", "chat-ui")
@@ -27,18 +25,36 @@ def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
 
 
 @pytest.fixture
-def staging(tmp_path: Path, kube_server: KubeAPIServer, rag: RagBundles, keys: dict[str, tuple[Path, Path]]) -> World:
+def service_answers(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str, str], tuple[int, str]]:
+    """What each Service answers through the API server's service proxy: (namespace, service, path)
+    -> (HTTP status, body). A stand-in for the proxy hop only (tests/README.md says why): the real
+    server proxies to pod IPs from Endpoints, which refuse the loopback addresses our pods have."""
+    from installer.destinations.cluster import KubeTarget
+
+    answers: dict[tuple[str, str, str], tuple[int, str]] = {}
+
+    def proxy_get(self: KubeTarget, namespace: str, service: str, port: str, path: str) -> tuple[int, str]:
+        self.get({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": namespace}})
+        return answers.get((namespace, service, path), (503, "no endpoints available for service"))
+
+    monkeypatch.setattr(KubeTarget, "proxy_get", proxy_get)
+    return answers
+
+
+@pytest.fixture
+def staging(tmp_path: Path, kube_cluster: Cluster, rag: RagBundles, keys: dict[str, tuple[Path, Path]],
+            service_answers: dict[tuple[str, str, str], tuple[int, str]]) -> World:
     """A staging site running bundle 1.0.0, every Service answering /health and /ready."""
     d = tmp_path / "staging"
     d.mkdir()
     (d / "kubeconfig").write_bytes((tmp_path / "kubeconfig").read_bytes())
     site = write_site(d, rag, name="staging", siteKey=str(keys["staging"][0]))
     install_bundle(site, rag.v1)
-    w = World(d, site, kube_server, rag)
+    w = World(d, site, kube_cluster, rag)
     deploy_v1(w)
     for svc in SERVICES:
         for path in ("/health", "/ready"):
-            kube_server.set_service_endpoint(NS, svc, None, path, 200, {"status": "ok"})
+            service_answers[(NS, svc, path)] = (200, json.dumps({"status": "ok"}))
     return w
 
 
@@ -103,8 +119,9 @@ def test_staging_record_is_required_and_checked(tmp_path: Path, staging: World, 
     assert res.exit_code == 0, res.output
 
 
-def test_failing_health_endpoint_gives_no_record(tmp_path: Path, staging: World) -> None:
-    staging.kube.set_service_endpoint(NS, "orchestrator", None, "/ready", 503, "vector db unreachable")
+def test_failing_health_endpoint_gives_no_record(tmp_path: Path, staging: World,
+                                                 service_answers: dict[tuple[str, str, str], tuple[int, str]]) -> None:
+    service_answers[(NS, "orchestrator", "/ready")] = (503, "vector db unreachable")
     out = tmp_path / "record.json"
     res = cli("validate", "--site", staging.site, "-o", out, "--poll-interval", "0.05", "--timeout", "5")
     assert res.exit_code == 1, res.output
@@ -113,7 +130,7 @@ def test_failing_health_endpoint_gives_no_record(tmp_path: Path, staging: World)
     assert not out.exists() and not (staging.state.path / "validations").exists()
 
 
-def test_validate_needs_a_site_key(tmp_path: Path, kube_server: KubeAPIServer, rag: RagBundles) -> None:
+def test_validate_needs_a_site_key(tmp_path: Path, kube_cluster: Cluster, rag: RagBundles) -> None:
     site = write_site(tmp_path, rag)
     res = cli("validate", "--site", site)
     assert res.exit_code == 2 and "has no spec.siteKey" in res.output

@@ -32,7 +32,8 @@ def plan_json(plan: Plan, path: Path | None) -> dict[str, Any]:
         "ok": True, "plan": str(path) if path else None, "planHash": plan.hash,
         "changesPending": plan.changes_pending, "bundle": plan.bundle, "site": plan.doc["site"],
         "revision": plan.revision, "summary": plan.summary(),
-        "objects": [{"id": e["id"], "action": e["action"], "changes": e["changes"]} for e in plan.entries],
+        "objects": [{"id": e["id"], "action": e["action"], "changes": e["changes"],
+                     "takeover": e.get("takeover", [])} for e in plan.entries],
         "images": plan.doc["images"], "models": plan.doc["models"], "notes": plan.doc["notes"],
     }
 
@@ -51,21 +52,27 @@ def exit_pending(plan: Plan) -> None:
 @validation_option
 @downgrade_option
 @click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
+@click.option("--replace", "replace", multiple=True, metavar="KIND/NAMESPACE/NAME",
+              help="Delete and re-create this object if the server refuses to change it in place "
+                   "(immutable fields); repeatable. Cluster-scoped objects: KIND/NAME.")
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
-            allow_downgrade: str | None, show_all: bool, as_json: bool) -> None:
-    """Verify BUNDLE, render its manifests for the site, check policy, diff against the cluster.
+            allow_downgrade: str | None, show_all: bool, replace: tuple[str, ...], as_json: bool) -> None:
+    """Verify BUNDLE, render its manifests for the site, check policy, dry-run every object on the
+    cluster (server-side apply, dryRun=All) and compare with what is live.
 
-    Writes the plan file (with its hash) for `installer approve` and `installer apply`.
-    Nothing on the cluster changes. Exit 0: nothing would change; 3: changes pending.
+    Writes the plan file (with its hash) for `installer approve` and `installer apply`. Refuses,
+    naming each object, what the cluster would refuse. Nothing on the cluster changes.
+    Exit 0: nothing would change; 3: changes pending.
     """
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
                            progress=progress_enabled(as_json))
         audit.note(bundle=vb.root_digest)
-        plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file)
+        plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file,
+                           replace=frozenset(replace))
     plan.write(out)
     audit.note(plan=plan.hash)
     if as_json:
