@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from installer.destinations.nas import KIND_DIRS, MARKER
+from installer.diff import VOLATILE_ANNOTATIONS
 from installer.faults import FAULTPOINTS
-from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION
+from installer.render import MANAGED_BY, MANAGER
 from installer.revisions import RevisionStore
 from installer.state import Journal, StateDir
 from tests.fixtures.bundles import INSTALLER, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
@@ -257,7 +258,7 @@ def cluster_snapshot(cluster: Cluster) -> dict[str, Any]:
         obj["metadata"] = {k: v for k, v in meta.items() if k not in (
             "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "annotations")}
         obj["metadata"]["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
-                                          if k != REVISION_ANNOTATION}
+                                          if k not in VOLATILE_ANNOTATIONS}
         out[f"{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"] = obj
     return out
 

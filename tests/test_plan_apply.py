@@ -255,6 +255,27 @@ def test_upgrade_plan_shows_only_what_changes(world: World) -> None:
     assert [(r["revision"], r["status"]) for r in world.revisions()] == [(1, "superseded"), (2, "deployed")]
 
 
+def test_upgrade_of_one_image_and_one_model_plans_exactly_those_two_objects(
+        world: World, bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """chat-ui's image moves to 1.1 and the LLM to model v1.1: the server's dry run changes exactly
+    the two Deployments that use them, and exactly those fields."""
+    deploy_v1(world)
+    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("manifests-ui"),
+                                  ("rag/chat-ui:1.0", "rag/chat-ui:1.1"))
+    images = tuple("rag/chat-ui:1.1" if i == "rag/chat-ui:1.0" else i for i in IMAGES_V1)
+    upgrade = build_with_manifests(bundle_world, manifests, version="1.0.4", images=images,
+                                   models=_models(bundle_world, "v1.1"))
+    install_bundle(world.site, upgrade)
+    res, plan_path = world.plan(upgrade, "ui.json", "--json")
+    assert res.exit_code == 3, res.output
+    changed = {o["id"]: {c["path"] for c in o["changes"]} for o in json.loads(res.output)["objects"]
+               if o["action"] != "unchanged"}
+    assert changed == {
+        "apps|Deployment|rag-system|chat-ui": {"spec.template.spec.containers[name=chat-ui].image"},
+        "apps|Deployment|rag-system|llm-service": {
+            "spec.template.spec.containers[name=llm-server].env[name=LLM_MODEL_PATH].value"}}
+
+
 def _loads_llm_v11(pod: dict[str, Any]) -> Failure | None:
     """The new model version never loads: its pods crash."""
     for c in (pod.get("spec") or {}).get("containers") or []:
