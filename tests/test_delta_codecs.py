@@ -22,6 +22,7 @@ from bundler.patch import (CONTAINER_MAGIC, PIECE, ContainerWriter, PatchError, 
                            zstd_decode)
 from bundler.patch_gguf import write_gguf_patch
 from bundler.root import MalformedRootError, parse_root
+from tests.fixtures.machine import missing_part
 from tests.fixtures.models import make_gguf, write_gguf  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,7 +55,7 @@ def test_zstd_patch_from_is_what_the_zstd_cli_reads(tmp_path: Path) -> None:
     assert b"".join(zstd_decode(io.BytesIO(patch), len(new), old, "t")) == new
     import shutil
     if shutil.which("zstd") is None:
-        pytest.skip("zstd CLI not installed")
+        missing_part("zstd CLI not installed (Debian package zstd)")
     (tmp_path / "old").write_bytes(old)
     (tmp_path / "p.zst").write_bytes(patch)
     subprocess.run(["zstd", "-q", "-d", "--patch-from", str(tmp_path / "old"), str(tmp_path / "p.zst"),
