@@ -21,13 +21,14 @@ string replaced, a whole signature file swapped), so it does not depend on their
 
 from __future__ import annotations
 
-import base64
+import atexit
 import hashlib
 import json
 import os
 import random
 import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,12 +166,28 @@ class Bundles:
     v100_attacker: Path  # tiny 1.0.0 signed by attacker (directory)
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
-    w = World(tmp_path_factory.mktemp("trust-core"))
-    s100, s101 = w.spec("v100", "1.0.0"), w.spec("v101", "1.0.1")
-    return Bundles(w, w.build(s100, "v100", "release"), w.build(s101, "v101", "release"),
-                   w.build(s100, "v100-both", "release", "second"), w.build(s100, "v100-attacker", "attacker"))
+_BUILT: dict[str, Any] = {}
+
+
+def _build_bundles() -> Bundles:
+    """Built once per process, outside pytest's temp dirs: ``make mutation`` forks one test run per
+    mutant from a process that already has them (docs/MUTATION.md), so each run starts in ms.
+    Tests only ever read these bundles; they tamper with private copies."""
+    if "bundles" not in _BUILT:
+        base = Path(tempfile.mkdtemp(prefix="edgebundle-trust-core-"))
+        owner = os.getpid()
+        atexit.register(lambda: os.getpid() == owner and shutil.rmtree(base, ignore_errors=True))
+        w = World(base)
+        s100, s101 = w.spec("v100", "1.0.0"), w.spec("v101", "1.0.1")
+        _BUILT["bundles"] = Bundles(w, w.build(s100, "v100", "release"), w.build(s101, "v101", "release"),
+                                    w.build(s100, "v100-both", "release", "second"),
+                                    w.build(s100, "v100-attacker", "attacker"))
+    return _BUILT["bundles"]
+
+
+@pytest.fixture
+def bundles() -> Bundles:
+    return _build_bundles()
 
 
 def private_copy(src: Path, tmp_path: Path, name: str = "copy") -> Path:
@@ -469,8 +486,14 @@ def hidden_files(nas: Path) -> set[str]:
             if p.is_file() and any(part.startswith(".") for part in p.relative_to(nas).parent.parts)}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def two_models(bundles: Bundles) -> tuple[Path, dict[str, set[str]]]:
+    if "two_models" not in _BUILT:
+        _BUILT["two_models"] = _two_models(bundles)
+    return _BUILT["two_models"]  # type: ignore[return-value]
+
+
+def _two_models(bundles: Bundles) -> tuple[Path, dict[str, set[str]]]:
     """tiny 2.0.0 with two models of two files each (so one model can be half-written)."""
     w = bundles.world
     second = w.base / "models" / "vec"
@@ -556,8 +579,14 @@ def resign(bundle_dir: Path, key: Path) -> None:
                                                [load_private_key(key)]))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def delta_case(bundles: Bundles) -> DeltaCase:
+    if "delta_case" not in _BUILT:
+        _BUILT["delta_case"] = _delta_case(bundles)
+    return _BUILT["delta_case"]  # type: ignore[return-value]
+
+
+def _delta_case(bundles: Bundles) -> DeltaCase:
     """Base 1.1.0 with a tokenizer; target 1.2.0 edits one token (a zstd-patch-from patch).
 
     The doctored delta keeps the target's signed root (its full-target digests), but carries the
