@@ -1,17 +1,17 @@
-"""Summarise a ``mutmut run`` of the trust core (``make mutation``) per module, as Markdown.
+"""The report of a ``make mutation`` run (tests/mutation_run.py): per module, as Markdown.
 
-Reads mutmut's result files (``mutants/**/*.py.meta``), keeps the mutants whose names match the
-scope passed on the command line (the same globs ``make mutation`` gave mutmut), and writes a table
-per module: generated, killed, survived (with timeouts and "no tests" counted as survived: a
-mutant nothing kills is a gap, whatever the reason), the survival rate, and the survivors' names
-with their diffs (``mutmut show``) so each can be killed or explained in docs/MUTATION.md.
+Reads mutmut's result files (``mutants/<group>/mutants/**/*.py.meta``), keeps the mutants inside
+each group's scope, and writes per module: generated, killed, survived (timeouts, "no tests" and
+anything not killed count as survived: a mutant nothing kills is a gap, whatever the reason), the
+survival rate, each group's wall time, and every survivor with its diff (``mutmut show``), so each
+can be killed by a test or explained in docs/MUTATION.md.
 
-Usage: python tests/mutation_report.py --seconds N --out FILE GLOB...
+Usage (re-write the report from existing results, from the repository root):
+    python -m tests.mutation_report [--no-diffs]
 """
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import json
 import subprocess
@@ -22,9 +22,10 @@ from pathlib import Path
 KILLED = {1, 3, 37}  # a test failed, pytest errored, or the type checker refused the mutant
 
 
-def load_results(root: Path, scope: list[str]) -> dict[str, dict[str, int | None]]:
-    """module -> {mutant name: exit code} for the mutants in ``scope``."""
+def load_results(group_dir: Path, scope: tuple[str, ...]) -> dict[str, dict[str, int | None]]:
+    """module -> {mutant name: mutmut exit code} for the mutants in ``scope``."""
     out: dict[str, dict[str, int | None]] = defaultdict(dict)
+    root = group_dir / "mutants"
     for meta in sorted(root.rglob("*.py.meta")):
         doc = json.loads(meta.read_text())
         module = meta.relative_to(root).as_posix().removesuffix(".py.meta").replace("/", ".")
@@ -34,49 +35,50 @@ def load_results(root: Path, scope: list[str]) -> dict[str, dict[str, int | None
     return out
 
 
-def status(code: int | None) -> str:
-    if code in KILLED:
-        return "killed"
-    if code is None:
-        return "not run"
-    return "survived"
+def show(group_dir: Path, name: str) -> str:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    r = subprocess.run([str(mutmut), "show", name], cwd=group_dir, capture_output=True, text=True)
+    return (r.stdout.strip() or r.stderr.strip())[-3000:]
 
 
-def show(name: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "mutmut", "show", name], capture_output=True, text=True)
-    return r.stdout.strip() or r.stderr.strip()
+def write_report(work: Path, scopes: dict[str, tuple[str, ...]], times: dict[str, float], out: Path,
+                 diffs: bool = True) -> None:
+    rows, survivors = [], []
+    total = killed = 0
+    for group, scope in scopes.items():
+        gdir = work / group
+        if not (gdir / "mutants").is_dir():
+            continue
+        for module, codes in sorted(load_results(gdir, scope).items()):
+            n = len(codes)
+            k = sum(1 for c in codes.values() if c in KILLED)
+            total, killed = total + n, killed + k
+            minutes = f"{times.get(group, 0) / 60:.1f}"
+            rows.append(f"| {module} | {group} | {n} | {k} | {n - k} | {100 * (n - k) / max(n, 1):.1f}% | {minutes} |")
+            survivors += [(group, m, c) for m, c in sorted(codes.items()) if c not in KILLED]
+    lines = ["# Mutation run of the trust core", "",
+             f"`make mutation`, {sum(times.values()) / 60:.1f} min wall time in all (method, scope and the "
+             "explanation of each survivor: docs/MUTATION.md).", "",
+             "| module | group | generated | killed | survived | survival | group time (min) |",
+             "|---|---|---:|---:|---:|---:|---:|", *rows,
+             f"| **trust core** | | **{total}** | **{killed}** | **{total - killed}** | "
+             f"**{100 * (total - killed) / max(total, 1):.1f}%** | |", "",
+             f"## Survivors ({len(survivors)})", ""]
+    for group, name, code in survivors:
+        lines.append(f"- `{name}` (exit {code})")
+        if diffs:
+            lines += ["", "```diff", show(work / group, name), "```", ""]
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[:len(rows) + 8]))
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, required=True, help="wall time of the mutmut run")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--no-diffs", action="store_true", help="list survivors without their diffs")
-    ap.add_argument("scope", nargs="+")
-    args = ap.parse_args()
-    results = load_results(Path("mutants"), args.scope)
-    lines = ["# Mutation run of the trust core", "",
-             f"mutmut over {len(results)} modules in {args.seconds / 60:.1f} min wall time "
-             f"(`make mutation`; scope and method: docs/MUTATION.md).", "",
-             "| module | generated | killed | survived | survival |", "|---|---:|---:|---:|---:|"]
-    total = killed = 0
-    survivors: list[str] = []
-    for module, codes in sorted(results.items()):
-        n = len(codes)
-        k = sum(1 for c in codes.values() if status(c) == "killed")
-        survivors += sorted(m for m, c in codes.items() if status(c) != "killed")
-        total, killed = total + n, killed + k
-        lines.append(f"| {module} | {n} | {k} | {n - k} | {100 * (n - k) / max(n, 1):.1f}% |")
-    lines.append(f"| **trust core** | **{total}** | **{killed}** | **{total - killed}** | "
-                 f"**{100 * (total - killed) / max(total, 1):.1f}%** |")
-    lines += ["", f"## Survivors ({len(survivors)})", ""]
-    for name in survivors:
-        lines.append(f"- `{name}`")
-        if not args.no_diffs:
-            lines += ["", "```diff", show(name), "```", ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[:len(results) + 8]))
+    from tests.mutation_run import GROUPS, WORK
+
+    times_path = WORK / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    write_report(WORK, {n: g.scope for n, g in GROUPS.items()}, times, WORK / "REPORT.md",
+                 diffs="--no-diffs" not in sys.argv)
     return 0
 
 

@@ -22,6 +22,7 @@ from bundler.patch import (CONTAINER_MAGIC, PIECE, ContainerWriter, PatchError, 
                            zstd_decode)
 from bundler.patch_gguf import write_gguf_patch
 from bundler.root import MalformedRootError, parse_root
+from tests.fixtures.digests import sha256_of
 from tests.fixtures.machine import missing_part
 from tests.fixtures.models import make_gguf, write_gguf  # noqa: F401
 
@@ -253,5 +254,5 @@ def test_full_root_of_a_delta_is_the_full_bundles_root() -> None:
     full = {k: v for k, v in doc.items() if k not in ("base", "delta", "manifests")}
     root = parse_root(_raw(doc))
     assert full_root(root).to_bytes() == _raw(full)
-    assert full_root_digest(root) == sha256_bytes(_raw(full))
+    assert full_root_digest(root) == sha256_of(_raw(full))
     assert hashlib.sha256(full_root(root).to_bytes()).hexdigest() == full_root_digest(root)[7:]

@@ -40,6 +40,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
 from installer import faults
+from tests.fixtures.digests import sha256_file
 from bundler.cli import main as bundle_main
 from installer.cli import main as installer_main
 
@@ -64,15 +65,11 @@ def keyid_hex(pub: Path) -> str:
     return hashlib.sha256(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).hexdigest()
 
 
-def sha256_file(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def tree(root: Path) -> dict[str, str]:
     """Every file below ``root`` (hidden ones included) with its sha256: what a site holds."""
     if not root.exists():
         return {}
-    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): sha256_file(p)[0] for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def replace_in_file(path: Path, old: str, new: str) -> None:
