@@ -122,9 +122,10 @@ def main() -> int:
     if unknown := sorted(set(names) - set(GROUPS)):
         ap.error(f"unknown group(s) {', '.join(unknown)}; groups: {', '.join(GROUPS)}")
     times_path = WORK / "times.json"
-    times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for name in names:
-        times[name] = run(name, GROUPS[name], args.children)
+        seconds = run(name, GROUPS[name], args.children)
+        times = json.loads(times_path.read_text()) if times_path.exists() else {}  # other runs may have added
+        times[name] = seconds
         times_path.write_text(json.dumps(times, indent=2))
     from tests.mutation_report import write_report
 
