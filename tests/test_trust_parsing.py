@@ -10,6 +10,7 @@ SemVer's own precedence list and the mixed forms met in the field. These are the
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,20 +182,131 @@ HOSTILE_DELTAS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+#: Where each refusal must point: the message's first words, digests elided. A user fixing (or a
+#: maintainer judging) a refused bundle relies on the message naming the field that is wrong.
+ROOT_LOCATIONS = {
+    "base-without-delta": "root: a",
+    "blob-key-not-a-digest": "root: blobs",
+    "blob-lacks-media-type": "root: blobs[sha256:…]",
+    "blob-not-an-object": "root: blobs",
+    "blob-pins-another-digest": "root: blobs[sha256:…]",
+    "blob-size-negative": "root: blobs[sha256:…].size",
+    "compatible-missing": "root: root",
+    "created-not-a-string": "root: root.created",
+    "file-digest-not-sha256": "root: files[index.json].digest",
+    "file-digest-short": "root: files[index.json].digest",
+    "file-size-bool": "root: files[index.json].size",
+    "file-size-huge": "root: files[index.json].size",
+    "file-size-negative": "root: files[index.json].size",
+    "file-size-string": "root: files[index.json].size",
+    "files-extra": "root: files",
+    "files-lack-index": "root: root.files",
+    "files-not-an-object": "root: root.files",
+    "future-spec-version": "root.json has",
+    "image-digest-not-pinned": "root: images[0]",
+    "image-lacks-ref": "root: images[0]",
+    "image-not-an-object": "root: images[0]",
+    "image-platform-not-a-string": "root: images[0].platforms",
+    "image-tag-not-a-string": "root: images[0].tag",
+    "images-not-a-list": "root: root.images",
+    "manifests-file-not-an-object": "root: manifests.files[0]",
+    "manifests-file-not-pinned": "root: manifests.files[0]",
+    "manifests-file-path-parent": "root: manifests.files[0].path",
+    "manifests-manifest-not-pinned": "root: manifests",
+    "model-context-string": "root: models[0].contextLength",
+    "model-file-blob-not-pinned": "root: models[0].files[0]",
+    "model-file-digest-bad": "root: models[0].files[0].digest",
+    "model-file-encoding-unknown": "root: models[0].files[0].encoding",
+    "model-file-not-an-object": "root: models[0].files[0]",
+    "model-file-path-absolute": "root: models[0].files[0].path",
+    "model-file-path-backslash": "root: models[0].files[0].path",
+    "model-file-path-dot": "root: models[0].files[0].path",
+    "model-file-path-empty": "root: models[0].files[0].path",
+    "model-file-path-empty-part": "root: models[0].files[0].path",
+    "model-file-path-parent": "root: models[0].files[0].path",
+    "model-file-path-trailing-slash": "root: models[0].files[0].path",
+    "model-kind-unknown": "root: models[0].kind",
+    "model-manifest-not-pinned": "root: models[0]",
+    "model-name-slash": "root: models[0].name",
+    "model-name-traversal": "root: models[0].name",
+    "model-not-an-object": "root: models[0]",
+    "model-param-count-bool": "root: models[0].paramCount",
+    "model-version-hidden": "root: models[0].version",
+    "name-leading-dash": "root: name",
+    "name-missing": "root: root",
+    "name-not-a-string": "root: root.name",
+    "name-traversal": "root: name",
+    "name-uppercase": "root: name",
+    "name-with-space": "root: name",
+    "not-a-root-type": "root.json has",
+    "unknown-top-level-key": "root.json has",
+    "version-empty": "root: version",
+    "version-too-long": "root: version",
+    "version-with-slash": "root: version",
+}
+DELTA_LOCATIONS = {
+    "base-method-other-content": "root: delta.rebuild[sha256:…]",
+    "base-method-with-patch": "root: delta.rebuild[sha256:…]",
+    "base-root-not-a-digest": "root: base.root",
+    "carried-blob-not-a-target": "root: delta.carried[sha256:…]",
+    "carried-blob-of-other-size": "root: delta.carried[sha256:…]",
+    "carried-key-not-a-digest": "root: delta.carried",
+    "carried-patch-unused": "root: delta.carried",
+    "carried-unknown-key": "root: delta.carried[sha256:…]",
+    "carried-unknown-kind": "root: delta.carried[sha256:…].kind",
+    "carried-whole-but-patched": "root: delta.rebuild[sha256:…]",
+    "delta-unknown-key": "root: delta",
+    "delta-without-base": "root: a",
+    "from-at-nowhere": "root: delta.rebuild[sha256:…].from.at",
+    "from-at-two-places": "root: delta.rebuild[sha256:…].from.at",
+    "from-digest-bad": "root: delta.rebuild[sha256:…].from.digest",
+    "from-nas-kind-bad": "root: delta.rebuild[sha256:…].from.at.nas.kind",
+    "from-nas-name-traversal": "root: delta.rebuild[sha256:…].from.at.nas.name",
+    "from-nas-path-traversal": "root: delta.rebuild[sha256:…].from.at.nas.path",
+    "from-nas-unknown-key": "root: delta.rebuild[sha256:…].from.at.nas",
+    "from-nas-without-target-file": "root: delta.rebuild[sha256:…]",
+    "from-not-an-object": "root: delta.rebuild[sha256:…].from",
+    "from-registry-endpoint-bad": "root: delta.rebuild[sha256:…].from.at.registry.endpoint",
+    "from-registry-repository-bad": "root: delta.rebuild[sha256:…].from.at.registry.repository",
+    "from-registry-repository-traversal": "root: delta.rebuild[sha256:…].from.at.registry.repository",
+    "from-registry-unknown-key": "root: delta.rebuild[sha256:…].from.at.registry",
+    "from-size-negative": "root: delta.rebuild[sha256:…].from.size",
+    "from-unknown-key": "root: delta.rebuild[sha256:…].from",
+    "patch-not-carried": "root: delta.rebuild[sha256:…].patch",
+    "rebuild-carried-bytes-string": "root: delta.rebuild[sha256:…].carriedBytes",
+    "rebuild-extra-blob": "root: delta.rebuild",
+    "rebuild-lacks-a-blob": "root: delta.rebuild",
+    "rebuild-not-an-object": "root: delta.rebuild[sha256:…]",
+    "rebuild-pieces-not-counts": "root: delta.rebuild[sha256:…].pieces",
+    "rebuild-size-differs": "root: delta.rebuild[sha256:…].size",
+    "rebuild-unknown-key": "root: delta.rebuild[sha256:…]",
+    "rebuild-unknown-method": "root: delta.rebuild[sha256:…].method",
+    "rebuild-what-not-a-string": "root: delta.rebuild[sha256:…].what",
+    "whole-but-not-carried": "root: delta.rebuild[sha256:…]",
+    "whole-with-a-patch": "root: delta.rebuild[sha256:…]",
+}
+
+
+def location(message: str) -> str:
+    return " ".join(re.sub(r"sha256:[0-9a-f]{64}", "sha256:…", message).split(" ")[:2])
+
+
 @pytest.mark.parametrize("edit", sorted(HOSTILE_ROOTS), ids=str)
-def test_a_hostile_root_is_refused(edit: str) -> None:
+def test_a_hostile_root_is_refused_naming_the_field(edit: str) -> None:
     doc = _doc()
     HOSTILE_ROOTS[edit](doc)
-    with pytest.raises(MalformedRootError):
+    with pytest.raises(MalformedRootError) as e:
         parse_root(canonical(doc))
+    assert location(e.value.message) == ROOT_LOCATIONS[edit], e.value.message
 
 
 @pytest.mark.parametrize("edit", sorted(HOSTILE_DELTAS), ids=str)
-def test_a_hostile_delta_root_is_refused(edit: str) -> None:
+def test_a_hostile_delta_root_is_refused_naming_the_field(edit: str) -> None:
     doc = _doc(delta=True)
     HOSTILE_DELTAS[edit](doc)
-    with pytest.raises(MalformedRootError):
+    with pytest.raises(MalformedRootError) as e:
         parse_root(canonical(doc))
+    assert location(e.value.message) == DELTA_LOCATIONS[edit], e.value.message
 
 
 def test_the_sample_roots_parse_and_optional_fields_may_be_absent() -> None:
