@@ -379,3 +379,68 @@ def test_version_order_mixed_forms(bundles: Bundles) -> None:
         open_source(_version_bundle(bundles, "1.0.0")), content=False)
     Verifier(trust, Policy(installed=("tiny", "9.0.0"), allow_downgrade=True)).verify(
         open_source(_version_bundle(bundles, "1.0.0")), content=False)
+
+
+# --- member names: what a bundle tar may hold -----------------------------------------------------
+
+def _tar_of(bundle_dir: Path, out: Path, *, prefix: str = "", extra: tuple[tuple[str, bytes], ...] = ()) -> Path:
+    """A tar of ``bundle_dir`` written by Python's tarfile (not the product): trust files first."""
+    import io
+    import tarfile
+
+    head = ["oci-layout", "edgebundle/root.json", "edgebundle/signatures.json", "index.json"]
+    names = head + sorted(p.relative_to(bundle_dir).as_posix() for p in (bundle_dir / "blobs").rglob("*") if p.is_file())
+    with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in names:
+            tar.add(bundle_dir / name, arcname=prefix + name, recursive=False)
+        for name, data in extra:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
+def _bundle_verify(b: Path, bundles: Bundles) -> Any:
+    from click.testing import CliRunner
+
+    from bundler.cli import main
+
+    return CliRunner().invoke(main, ["verify", str(b), "--pubkey", str(bundles.world.keys["release"].pub)])
+
+
+def test_a_tar_written_by_another_tool_verifies(bundles: Bundles, tmp_path: Path) -> None:
+    """The control for the hostile names below (and ``./``-prefixed names are the same members)."""
+    for prefix in ("", "./"):
+        r = _bundle_verify(_tar_of(bundles.v100, tmp_path / f"b{len(prefix)}.tar", prefix=prefix), bundles)
+        assert r.exit_code == 0, r.output
+
+
+HOSTILE_NAMES = ["../evil", "/etc/evil", "blobs/sha256/../../evil", "blobs\\sha256\\x", "blobs//sha256/x",
+                 "blobs/sha256/" + "A" * 64, "blobs/sha256/" + "0" * 63, "blobs/sha256/" + "0" * 64 + "/x",
+                 "blobs/sha512/" + "0" * 64, "edgebundle/other.json", "index.json.bak", "blobs/sha256/./x",
+                 "oci-layout/x"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_a_tar_member_outside_the_bundle_layout_is_refused(name: str, bundles: Bundles, tmp_path: Path) -> None:
+    b = _tar_of(bundles.v100, tmp_path / "b.tar", extra=((name, b"smuggled"),))
+    r = _bundle_verify(b, bundles)
+    assert r.exit_code == 4, r.output
+    assert "member" in r.stderr or name.split("/")[-1] in r.stderr, r.stderr
+
+
+def test_blob_paths_and_digests_round_trip() -> None:
+    from bundler import layout
+
+    d = "sha256:" + "0123456789abcdef" * 4
+    assert layout.blob_path(d) == "blobs/sha256/" + "0123456789abcdef" * 4
+    assert layout.digest_of_blob_path(layout.blob_path(d)) == d
+    for bad in ("sha256:" + "0" * 63, "sha512:" + "0" * 64, "sha256:" + "A" * 64, "0" * 64):
+        with pytest.raises(ValueError):
+            layout.blob_path(bad)
+    assert layout.digest_of_blob_path("index.json") is None
+    assert layout.digest_of_blob_path("blobs/sha256/" + "0" * 64 + "0") is None
+    assert layout.tar_order(["blobs/sha256/" + "0" * 64, "index.json", "edgebundle/signatures.json", "oci-layout",
+                             "edgebundle/root.json"]) == ["oci-layout", "edgebundle/root.json",
+                                                          "edgebundle/signatures.json", "index.json",
+                                                          "blobs/sha256/" + "0" * 64]
