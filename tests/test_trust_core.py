@@ -555,6 +555,72 @@ def test_staging_never_shows_a_partial_version(point: str, bundles: Bundles, two
     assert sha256_file(nas / "indices/vec/2.0/vectors.bin") == sha256_file(w.base / "models" / "vec" / "vectors.bin")
 
 
+# --- a signed layer is not trusted to be safe: it must decode to the signed file ---------------------
+
+def _tokenizers(w: World) -> dict[str, Path]:
+    """A compressible tokenizer (stored ``tar+zstd``) and two same-length edits of it."""
+    if "tokenizers" not in _BUILT:
+        vocab = {f"token{i}": i for i in range(20000)}
+        text = json.dumps({"model": {"vocab": vocab}})
+        toks = {}
+        for label, new in (("base", None), ("good", "token-edited"), ("evil", "token-evil!!")):
+            d = w.base / "tok" / label
+            d.mkdir(parents=True)
+            (d / "tokenizer.json").write_text(text.replace('"token19999"', f'"{new}"') if new else text)
+            toks[label] = d
+        _BUILT["tokenizers"] = toks
+    return _BUILT["tokenizers"]  # type: ignore[no-any-return]
+
+
+def _tok_spec(w: World, label: str, version: str) -> Path:
+    return w.spec(f"tok-{label}-{version}", version, models=[
+        {"name": "tok", "kind": "embedding", "version": "1.1" if label == "base" else "1.2",
+         "path": str(_tokenizers(w)[label])}])
+
+
+@pytest.fixture
+def bad_layer(bundles: Bundles) -> Path:
+    """tiny 3.0.0 whose tokenizer layer is re-packed from other bytes of the same length, re-signed.
+
+    Every blob then matches its signed pin, the signature is valid, but the layer decodes to a file
+    whose digest is not the signed file digest.
+    """
+    if "bad_layer" not in _BUILT:
+        from bundler.compress import write_tar_zstd
+
+        w = bundles.world
+        good = w.build(_tok_spec(w, "good", "3.0.0"), "tok-layer", "release")  # same length as "evil"
+        bad = w.base / "out" / "tok-bad-layer"
+        shutil.copytree(good, bad)
+        root = json.loads((bad / "edgebundle/root.json").read_text())
+        [f] = root["models"][0]["files"]
+        assert f["encoding"] == "tar+zstd"
+        layer = bad / "layer.tmp"
+        with open(layer, "wb") as out:
+            write_tar_zstd(_tokenizers(w)["evil"] / "tokenizer.json", "tokenizer.json", out, 0)
+        digest = sha256_file(layer)[0]
+        layer.rename(bad / "blobs/sha256" / digest.split(":")[1])
+        (bad / "blobs/sha256" / f["blob"].split(":")[1]).unlink()
+        pin = root["blobs"].pop(f["blob"])
+        root["blobs"][digest] = {**pin, "digest": digest, "size": (bad / "blobs/sha256" / digest.split(":")[1]).stat().st_size}
+        f["blob"] = digest
+        (bad / "edgebundle/root.json").write_bytes(canonical(root))
+        resign(bad, w.keys["release"].key)
+        _BUILT["bad_layer"] = bad
+    return _BUILT["bad_layer"]  # type: ignore[no-any-return]
+
+
+def test_a_signed_layer_that_decodes_to_other_bytes_is_refused(bundles: Bundles, bad_layer: Path, tmp_path: Path) -> None:
+    w = bundles.world
+    r = bundle("verify", bad_layer, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert "tokenizer.json" in r.stderr and "decoded" in r.stderr, r.stderr
+    site = w.site(tmp_path / "s")
+    r = installer("stage", bad_layer, "--site", site)
+    assert r.exit_code == EXIT_VERIFY and "decoded" in r.stderr, r.output
+    assert tree(tmp_path / "s" / "nas") == {}
+
+
 # --- deltas: a rebuilt blob must match the signed full-target digest -------------------------------
 
 @dataclass(frozen=True)
@@ -591,19 +657,9 @@ def _delta_case(bundles: Bundles) -> DeltaCase:
     and it rebuilds a tokenizer of the right size with the wrong bytes.
     """
     w = bundles.world
-    vocab = {f"token{i}": i for i in range(20000)}
-    toks = {}
-    for label, new in (("base", None), ("good", "token-edited"), ("evil", "token-evil!!")):
-        d = w.base / "tok" / label
-        d.mkdir(parents=True)
-        text = json.dumps({"model": {"vocab": vocab}})
-        (d / "tokenizer.json").write_text(text.replace('"token19999"', f'"{new}"') if new else text)
-        toks[label] = d
 
     def spec(label: str, version: str) -> Path:
-        return w.spec(f"delta-{label}", version, models=[
-            {"name": "tok", "kind": "embedding", "version": "1.1" if label == "base" else "1.2",
-             "path": str(toks[label])}])
+        return _tok_spec(w, label, version)
 
     base = w.build(spec("base", "1.1.0"), "tok-base.tar", "release")
     good = w.build(spec("good", "1.2.0"), "tok-delta", "release", extra=("--base", base))
