@@ -15,9 +15,10 @@ from click.testing import CliRunner, Result
 from bundler import layout
 from bundler import mediatypes as mt
 from bundler.cli import main as bundle_main
-from bundler.digest import hash_file, sha256_bytes
+from bundler.digest import sha256_bytes
 from bundler.spec import load_spec, manifest_files
 from tests.fixtures.bundles import BundleWorld, add_member, flip_byte, read_root
+from tests.fixtures.digests import sha256_file, sha256_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,7 +70,7 @@ def test_skopeo_reads_both_layouts(built: dict[str, Path]) -> None:
         digests = []
         for ref in (f"oci-archive:{built['tar']}:{im.refName}", f"oci:{built['dir']}:{im.refName}"):
             raw = subprocess.run(["skopeo", "inspect", "--raw", ref], capture_output=True, check=True).stdout
-            assert sha256_bytes(raw) == im.digest
+            assert sha256_of(raw) == im.digest
             info = json.loads(subprocess.run(["skopeo", "inspect", ref], capture_output=True, check=True).stdout)
             digests.append(info["Digest"])
         assert digests[0] == digests[1]
@@ -78,7 +79,7 @@ def test_skopeo_reads_both_layouts(built: dict[str, Path]) -> None:
 def test_reproducible(built: dict[str, Path], tmp_path: Path) -> None:
     again = tmp_path / "again.tar"
     assert bundle("create", built["spec"], "--key", built["key"], "-o", again, "--locked").exit_code == 0
-    assert hash_file(again) == hash_file(built["tar"])
+    assert sha256_file(again) == sha256_file(built["tar"])
 
 
 def _tampered(built: dict[str, Path], tmp_path: Path, fmt: str) -> Path:
@@ -199,5 +200,5 @@ def test_real_smollm2_metadata(bundle_factory: Any, smollm2_gguf: Path) -> None:
     assert (m["format"], m["architecture"], m["quantization"], m["contextLength"]) == ("gguf", "llama", "Q4_1", 8192)
     assert m["paramCount"] and 100e6 < m["paramCount"] < 200e6
     (f,) = m["files"]
-    assert (f["path"], f["digest"], f["size"]) == (smollm2_gguf.name, *hash_file(smollm2_gguf))
+    assert (f["path"], f["digest"], f["size"]) == (smollm2_gguf.name, *sha256_file(smollm2_gguf))
     assert bundle("verify", b.path, "--pubkey", b.pub).exit_code == 0

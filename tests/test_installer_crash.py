@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from installer.faults import FAULTPOINTS
 from installer.render import MANAGED_BY, MANAGER
 from installer.revisions import RevisionStore
 from installer.state import Journal, StateDir
-from tests.fixtures.bundles import INSTALLER, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
+from tests.fixtures.bundles import (INSTALLER, BuiltBundle, frozen_installer, nas_snapshot, registry_snapshot,
+                                    resume, run_installer)
 from tests.fixtures.kube import DEFAULT_NODES, Cluster, Failure, control_plane, kube_cluster, kube_nodes  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
 from tests.test_plan_apply import NS, RagBundles, _loads_llm_v11, rag  # noqa: F401
@@ -139,30 +139,25 @@ def assert_no_partial_model_visible(nas: Path, b: BuiltBundle) -> int:
 
 @pytest.fixture(scope="module")
 def stage_reference(bundle_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[BuiltBundle, dict[str, str]]:
-    """An uninterrupted stage, watched while it runs: no partial version is ever visible."""
+    """An uninterrupted stage, looked at mid-way: no partial version is ever visible.
+
+    The installer stops itself (SIGSTOP) once the second model is complete in its hidden partial
+    dir, not yet renamed; the look happens here, in the test's own thread, and must find the
+    staging window open (the first model visible and whole, the second one's files hidden).
+    """
     b = bundle_factory(**STAGE_BUNDLE)
     d = tmp_path_factory.mktemp("stage-reference")
     site = b.site(d, "127.0.0.1:9")
     nas = d / "nas"
-    seen: list[int] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(assert_no_partial_model_visible(nas, b))
-            except FileNotFoundError:  # a directory vanished between listing and stat: a rename
-                pass
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    proc = frozen_installer("stage", b.path, "--site", site, at="stage.marker.written@2")
     try:
-        r = run_installer("stage", b.path, "--site", site)
+        visible = assert_no_partial_model_visible(nas, b)
+        hidden = [p for p in nas.rglob("*") if p.is_file() and ".partial-" in p.parent.as_posix()]
     finally:
-        stop.set()
-        watcher.join()
-    assert r.returncode == 0, r.stderr
-    assert len(seen) > 10 and seen[-1] == len(b.root.models)
+        returncode, output, _ = resume(proc)
+    assert returncode == 0, output
+    assert visible == 1 and len(hidden) >= 2, f"not inside the staging window: {visible} visible, hidden {hidden}"
+    assert assert_no_partial_model_visible(nas, b) == len(b.root.models)
     return b, nas_snapshot(nas)
 
 
