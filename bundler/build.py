@@ -51,15 +51,24 @@ EMPTY_JSON = b"{}"
 
 
 class BlobStore:
-    """``blobs/sha256`` of a bundle being built; remembers what it holds, in insertion order."""
+    """``blobs/sha256`` of a bundle being built; remembers what it holds, in insertion order.
 
-    def __init__(self, root_dir: Path) -> None:
+    For a delta's full target (bundler/delta.py) two shortcuts: ``elsewhere`` (digest -> size)
+    names blobs the base already has, which are pinned without being fetched or copied; with
+    ``copy_files=False`` a model file is hashed in place and only read again if it is carried.
+    """
+
+    def __init__(self, root_dir: Path, elsewhere: dict[str, int] | None = None,
+                 copy_files: bool = True) -> None:
         self.dir = root_dir / layout.BLOBS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pins: dict[str, BlobPin] = {}
+        self.elsewhere = elsewhere or {}
+        self.copy_files = copy_files
+        self.external: dict[str, Path] = {}  # digest -> the model file holding its bytes
 
     def path(self, digest: str) -> Path:
-        return self.dir.parent.parent / layout.blob_path(digest)
+        return self.external.get(digest) or self.dir.parent.parent / layout.blob_path(digest)
 
     def _record(self, digest: str, size: int, media_type: str) -> BlobPin:
         pin = self.pins.get(digest) or BlobPin(digest, size, media_type)
@@ -86,7 +95,7 @@ class BlobStore:
                    mismatch: Callable[[str, int], EdgebundleError] | None = None) -> BlobPin:
         """Store what ``write`` produces; with ``expect``, skip the work when already present and
         refuse other content (``mismatch`` builds the error, given the digest and size written)."""
-        if expect and self.has(*expect):
+        if expect and (self.elsewhere.get(expect[0]) == expect[1] or self.has(*expect)):
             return self._record(expect[0], expect[1], media_type)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
@@ -103,6 +112,18 @@ class BlobStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return self._record(w.digest, w.size, media_type)
+
+    def put_file(self, path: Path, media_type: str, expect: tuple[str, int],
+                 mismatch: Callable[[str, int], EdgebundleError]) -> BlobPin:
+        """Store the file at ``path``, which must hash to ``expect`` (copied, or with
+        ``copy_files=False`` only hashed and remembered)."""
+        if self.copy_files or self.elsewhere.get(expect[0]) == expect[1]:
+            return self.put_writer(media_type, lambda out: _copy_file(path, out), expect=expect, mismatch=mismatch)
+        got = hash_file(path)
+        if got != expect:
+            raise mismatch(*got)
+        self.external[expect[0]] = path
+        return self._record(expect[0], expect[1], media_type)
 
     def _commit(self, digest: str, write: Callable[[BinaryIO], Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
@@ -231,8 +252,7 @@ class Builder:
             else:
                 media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
                     role, mt.MODEL_WEIGHT_CONFIG_RAW)
-                pin = store.put_writer(media, lambda out, p=mf: _copy_file(p.abs_path, out),
-                                       expect=(digest, size), mismatch=changed)
+                pin = store.put_file(mf.abs_path, media, (digest, size), changed)
                 diff_ids.append(digest)
                 encoding = "identity"
             files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))

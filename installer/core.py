@@ -92,6 +92,7 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
 
     ``content=False`` stops before hashing every blob: for steps whose destinations prove each
     blob they use while they write it (see the module invariants), so no byte is hashed twice.
+    A delta is always hashed whole: its carried patches feed decoders, and it is small.
 
     The rollback check needs the bundle's name, which is only trusted once the signature is: a
     cheap first pass (signature, root, compatibility, completeness) learns it, then the full
@@ -111,6 +112,7 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
         # A delta whose full target is already installed is a rerun, not a wrong base.
         base_root=None if current is None or current["root"] == full_root_digest(signed.root) else current["root"],
     )
+    content = content or signed.root.is_delta  # a delta's carried members (small) are all proven first
     bar = Progress("verify", sum(source.members().values()) if content else 0, enabled=progress if content else False)
     try:
         vb = Verifier(trust, policy, progress=bar).verify(source, content=content)
