@@ -255,6 +255,20 @@ def deep_subset(corpus: list[Mutant]) -> list[Mutant]:
     return [m for m in corpus if m in firsts.values() or m.id in DEEP]
 
 
+def run_deep(arena: Arena, verbs: tuple[str, ...], c: dict[str, int], proven: Any = None) -> list[str]:
+    """Run ``verbs`` on one mutant, count them in the family's tally ``c``; the failures."""
+    failures = []
+    for verb in verbs:
+        extra = ("--yes", "--operator", "mallory") if verb == "install" else ()
+        refused, wrote, why = arena.check(verb, arena.run(verb, *extra), proven=proven)
+        c["deepRuns"] += 1
+        c["deepRefused"] += refused
+        c["deepWrittenOutside"] += wrote
+        if why:
+            failures.append(f"{verb} {arena.m.id}: {why}")
+    return failures
+
+
 def test_load_stage_and_install_refuse_a_subset(corpus: list[Mutant], genuine: Genuine, sandbox: Path,
                                                 registry: RegistryProcess,
                                                 tally: dict[str, dict[str, int]]) -> None:
@@ -265,14 +279,7 @@ def test_load_stage_and_install_refuse_a_subset(corpus: list[Mutant], genuine: G
     failures = []
     for m in [m for m in subset if m.id not in MODEL_CONTENT_ONLY]:
         arena = Arena(m, genuine, sandbox, registry.host, k3s=True)
-        for verb, extra in (("load", ()), ("stage", ()), ("install", ("--yes", "--operator", "mallory"))):
-            refused, wrote, why = arena.check(verb, arena.run(verb, *extra))
-            c = tally[m.family]
-            c["deepRuns"] += 1
-            c["deepRefused"] += refused
-            c["deepWrittenOutside"] += wrote
-            if why:
-                failures.append(f"{verb} {m.id}: {why}")
+        failures += run_deep(arena, ("load", "stage", "install"), tally[m.family])
         assert not list((arena.site_dir / "k3s").iterdir())
         assert not (arena.site_dir / "state" / "installed.json").exists() or m.installed
         arena.remove()
@@ -283,14 +290,7 @@ def test_load_stage_and_install_refuse_a_subset(corpus: list[Mutant], genuine: G
         arena = Arena(m, genuine, sandbox, registry.host, k3s=True)
         r = arena.run("load")
         assert r.exit_code == 0, (m.id, r.output)  # the images are genuine and proven as pushed
-        for verb, extra in (("stage", ()), ("install", ("--yes", "--operator", "mallory"))):
-            refused, wrote, why = arena.check(verb, arena.run(verb, *extra), proven=genuine_root)
-            c = tally[m.family]
-            c["deepRuns"] += 1
-            c["deepRefused"] += refused
-            c["deepWrittenOutside"] += wrote
-            if why:
-                failures.append(f"{verb} {m.id}: {why}")
+        failures += run_deep(arena, ("stage", "install"), tally[m.family], proven=genuine_root)
         assert not list((arena.site_dir / "k3s").iterdir())
         assert not (arena.site_dir / "state" / "installed.json").exists()
         arena.remove()
