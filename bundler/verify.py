@@ -168,8 +168,9 @@ class Verifier:
 
         hashlib and zstd release the GIL, so threads hash blobs in parallel; each task reads
         ahead a few chunks (bounded memory: :func:`bundler.digest.hash_stream_ahead`). A bad
-        blob stops the others; a failed decode does not (the blob's own digest error, if it has
-        one, is the better message). Of several failures the blob earliest in tar order is named.
+        blob stops the tasks after it in tar order, so of several bad blobs the first in tar
+        order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
+        digest error, if it has one, is the better message).
         """
         order = getattr(source, "tar_order", None)
         names = [n for n in (order() if order else sorted(pins)) if n in pins]
@@ -192,16 +193,18 @@ class Verifier:
                     tasks.append((f.size, (1, rank[name]),
                                   lambda stop, m=m, f=f, name=name: _check_encoded(source, m, f, name, stop)))
         tasks.sort(key=lambda t: -t[0])
-        stop = threading.Event()
+        stops = [threading.Event() for _ in tasks]  # a bad blob stops the tasks after it in tar order
         failures: list[tuple[tuple[int, int], BaseException]] = []
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-            futures = {pool.submit(fn, stop): at for _, at, fn in tasks}
+            futures = {pool.submit(fn, stop): at for (_, at, fn), stop in zip(tasks, stops)}
             for fut in as_completed(futures):
                 e = fut.exception()
                 if e is not None and not isinstance(e, Cancelled):
-                    failures.append((futures[fut], e))
-                    if futures[fut][0] == 0:
-                        stop.set()
+                    kind, at = futures[fut]
+                    failures.append(((kind, at), e))
+                    for (_, (_, other), _), stop in zip(tasks, stops):
+                        if kind == 0 and other > at:
+                            stop.set()
         if failures:
             raise min(failures, key=lambda f: f[0])[1]
 
