@@ -43,7 +43,16 @@ from typing import Any, BinaryIO, Protocol
 
 from bundler import compress, layout
 from bundler import mediatypes as mt
-from bundler.digest import CHUNK, DigestMismatchError, HashingWriter, check, copy_verified, hash_stream, iter_chunks, sha256_bytes
+from bundler.digest import (
+    CHUNK,
+    DigestMismatchError,
+    HashingWriter,
+    check,
+    copy_verified,
+    hash_stream,
+    iter_chunks,
+    sha256_bytes,
+)
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.gguf import GGUFError
 from bundler.lockfile import platform_of

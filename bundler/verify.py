@@ -225,7 +225,8 @@ def _check_encoded(source: BundleSource, m: ModelEntry, f: ModelFile, name: str,
     what = f"model {m.name} {m.version}, file {f.path} (blob {f.blob[:19]})"
     with source.open(name) as blob:
         try:
-            got, got_size = hash_stream_ahead(open_tar_zstd_member(blob, f.size, what), None, stop)  # type: ignore[arg-type]
+            decoded = open_tar_zstd_member(blob, f.size, what)
+            got, got_size = hash_stream_ahead(decoded, None, stop)  # type: ignore[arg-type]
         except TarFormatError as e:  # the inner tar's own message does not say which file
             raise TarFormatError(f"{what}: {e.message}", hint=e.hint) from None
     check(f"{what} decoded", f.digest, f.size, got, got_size)

@@ -169,7 +169,8 @@ class Arena:
                             if after[part][k] != self.before[part][k]})
         if proven is not None:
             ok = proven_versions(self.site_dir / "nas", proven)
-            changed = [k for k in changed if visible(k.removeprefix("nas/")) and not k.removeprefix("nas/").startswith(ok)]
+            keys = {k: k.removeprefix("nas/") for k in changed}
+            changed = [k for k, rel in keys.items() if visible(rel) and not rel.startswith(ok)]
         audit = self.site_dir / "state" / "audit.log"
         if audit.exists():
             last = json.loads(audit.read_text().splitlines()[-1])
