@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from bundler import commands
-from bundler.clikit import register_verbs
+from bundler.clikit import VerbGroup, register_verbs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgebundle")
 def main() -> None:
     """Build signed, compressed, offline bundles of an AI stack (build host side).

@@ -1,13 +1,16 @@
 """Content digests (``sha256:<hex>``) computed while bytes stream past.
 
-Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once.
+Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once (a read-ahead
+hasher: at most ``AHEAD + 2`` chunks).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -54,6 +57,55 @@ def hash_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None)
         size += len(data)
         if progress:
             progress(len(data))
+    return "sha256:" + h.hexdigest(), size
+
+
+class Cancelled(Exception):
+    """A hashing run was stopped because a sibling task already failed."""
+
+
+#: Chunks a read-ahead thread may hold beyond the one being hashed (memory: (AHEAD + 2) * CHUNK).
+AHEAD = 4
+
+
+def hash_stream_ahead(stream: BinaryIO, progress: Callable[[int], None] | None = None,
+                      stop: threading.Event | None = None) -> tuple[str, int]:
+    """:func:`hash_stream` with a reader thread a few chunks ahead, so waiting for cold media
+    overlaps hashing (both release the GIL); raises :class:`Cancelled` once ``stop`` is set."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
+    quit_reading = threading.Event()
+
+    def read() -> None:
+        try:
+            for data in iter_chunks(stream):
+                while not quit_reading.is_set():
+                    try:
+                        chunks.put(data, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if quit_reading.is_set():
+                    return
+            chunks.put(None)
+        except BaseException as e:  # handed to the hashing side, which raises it
+            chunks.put(e)
+
+    reader = threading.Thread(target=read, name="hash-read-ahead", daemon=True)
+    reader.start()
+    h, size = hashlib.sha256(), 0
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if stop is not None and stop.is_set():
+                raise Cancelled()
+            h.update(item)
+            size += len(item)
+            if progress:
+                progress(len(item))
+    finally:
+        quit_reading.set()
+        reader.join()
     return "sha256:" + h.hexdigest(), size
 
 

@@ -16,6 +16,7 @@ before it established:
 6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
    signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage.
+   Blobs are independent: they are hashed in parallel, one thread per core, largest first.
 
 Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -23,17 +24,24 @@ the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from bundler import layout
 from bundler.compress import open_tar_zstd_member
-from bundler.digest import DigestMismatchError, check, hash_stream, sha256_bytes
+from bundler.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from bundler.errors import VerificationError
-from bundler.root import Root, parse_root, version_key
+from bundler.root import ModelEntry, ModelFile, Root, parse_root, version_key
 from bundler.signing import TrustStore, UnsignedError, parse_signatures
 from bundler.sources import BundleSource, read_small
 from bundler.tarfmt import TarFormatError
+
+
+#: Blobs hashed at once in step 6: one per core (hashlib and zstd release the GIL).
+WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
 class IncompatibleError(VerificationError):
@@ -102,8 +110,7 @@ class Verifier:
         pins = root.member_pins(full=bool(getattr(source, "full_target", False)))
         self._check_completeness(source, members, pins)  # 5.
         if content:
-            self._check_content(source, pins)  # 6.
-            self._check_encoded(source, root, pins)
+            self._check_content(source, root, pins)  # 6.
         return VerifiedBundle(root, root_bytes, signers, source)
 
     def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
@@ -156,27 +163,70 @@ class Verifier:
                     f"{name}: size is {members[name]} bytes, the signed root says {size}",
                     hint="the bundle is truncated or was altered; copy it again from the build host")
 
-    def _check_content(self, source: BundleSource, pins: dict[str, tuple[str, int]]) -> None:
+    def _check_content(self, source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
+        """Step 6 and its decode check as independent tasks, largest first, on every core.
+
+        hashlib and zstd release the GIL, so threads hash blobs in parallel; each task reads
+        ahead a few chunks (bounded memory: :func:`bundler.digest.hash_stream_ahead`). A bad
+        blob stops the tasks after it in tar order, so of several bad blobs the first in tar
+        order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
+        digest error, if it has one, is the better message).
+        """
         order = getattr(source, "tar_order", None)
         names = [n for n in (order() if order else sorted(pins)) if n in pins]
-        for name in names:
-            digest, size = pins[name]
-            with source.open(name) as f:
-                got, got_size = hash_stream(f, self.progress)
-            check(name, digest, size, got, got_size)
+        rank = {n: i for i, n in enumerate(names)}
+        progress = self.progress
+        if progress is not None:  # one counter fed by every thread
+            lock, feed = threading.Lock(), progress
 
-    @staticmethod
-    def _check_encoded(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
-        """Each carried ``tar+zstd`` file decodes to its signed file digest (at most its size is read)."""
+            def progress(n: int) -> None:
+                with lock:
+                    feed(n)
+        # (size, (decoded?, tar rank), task)
+        tasks: list[tuple[int, tuple[int, int], Callable[[threading.Event], None]]] = [
+            (pins[n][1], (0, rank[n]), lambda stop, n=n: _check_member(source, n, pins[n], progress, stop))
+            for n in names]
         for m in root.models:
             for f in m.files:
                 name = layout.blob_path(f.blob)
-                if f.encoding != "tar+zstd" or name not in pins:
-                    continue
-                what = f"model {m.name} {m.version}, file {f.path} (blob {f.blob[:19]})"
-                with source.open(name) as blob:
-                    try:
-                        got, got_size = hash_stream(open_tar_zstd_member(blob, f.size, what))  # type: ignore[arg-type]
-                    except TarFormatError as e:  # the inner tar's own message does not say which file
-                        raise TarFormatError(f"{what}: {e.message}", hint=e.hint) from None
-                check(f"{what} decoded", f.digest, f.size, got, got_size)
+                if f.encoding == "tar+zstd" and name in pins:
+                    tasks.append((f.size, (1, rank[name]),
+                                  lambda stop, m=m, f=f, name=name: _check_encoded(source, m, f, name, stop)))
+        tasks.sort(key=lambda t: -t[0])
+        stops = [threading.Event() for _ in tasks]  # a bad blob stops the tasks after it in tar order
+        failures: list[tuple[tuple[int, int], BaseException]] = []
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            futures = {pool.submit(fn, stop): at for (_, at, fn), stop in zip(tasks, stops)}
+            for fut in as_completed(futures):
+                e = fut.exception()
+                if e is not None and not isinstance(e, Cancelled):
+                    kind, at = futures[fut]
+                    failures.append(((kind, at), e))
+                    for (_, (_, other), _), stop in zip(tasks, stops):
+                        if kind == 0 and other > at:
+                            stop.set()
+        if failures:
+            raise min(failures, key=lambda f: f[0])[1]
+
+
+def _check_member(source: BundleSource, name: str, pin: tuple[str, int],
+                  progress: Callable[[int], None] | None, stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Cancelled()
+    with source.open(name) as f:
+        got, got_size = hash_stream_ahead(f, progress, stop)
+    check(name, pin[0], pin[1], got, got_size)
+
+
+def _check_encoded(source: BundleSource, m: ModelEntry, f: ModelFile, name: str, stop: threading.Event) -> None:
+    """A carried ``tar+zstd`` file decodes to its signed file digest (at most its size is read)."""
+    if stop.is_set():
+        raise Cancelled()
+    what = f"model {m.name} {m.version}, file {f.path} (blob {f.blob[:19]})"
+    with source.open(name) as blob:
+        try:
+            decoded = open_tar_zstd_member(blob, f.size, what)
+            got, got_size = hash_stream_ahead(decoded, None, stop)  # type: ignore[arg-type]
+        except TarFormatError as e:  # the inner tar's own message does not say which file
+            raise TarFormatError(f"{what}: {e.message}", hint=e.hint) from None
+    check(f"{what} decoded", f.digest, f.size, got, got_size)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from bundler.clikit import register_verbs
+from bundler.clikit import VerbGroup, register_verbs
 from installer import commands
 from installer.audit import audited
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgebundle")
 def main() -> None:
     """Install edgebundle bundles at an offline edge site.

@@ -6,10 +6,17 @@ records the outcome. Everything site-specific lives in the destinations
 (``installer/destinations/``); everything about trust lives in :mod:`bundler.verify`.
 
 Invariants:
-- Nothing is pushed or written anywhere before :func:`open_verified` has verified the whole
-  bundle (signature, root, policy, completeness, every blob's digest, streamed in place).
-- Destinations re-check bytes while they write (the media may change after verification), and
-  record each finished item in the bundle's journal, so a killed run resumes where it stopped.
+- Nothing becomes visible at the site (a registry tag or manifest, a model version directory,
+  a cluster object) before its bytes are proven against the signed root.
+- Nothing is pushed or written anywhere before :func:`open_verified` has checked the signed
+  root: signatures, strict parse, policy and completeness. ``installer verify`` (``content=True``)
+  also hashes every blob; ``load``, ``stage`` and ``install`` (``content=False``) hash only what
+  they use, once, while they write it: each blob is hashed as it streams to the registry (which
+  checks the digest again before storing it) and each model file as it is written to its
+  temporary name, renamed only on a match; manifests and cluster documents are re-hashed when read.
+  A tag or manifest is pushed only after every blob it names is in the registry under its digest.
+- Destinations record each finished item in the bundle's journal, so a killed run resumes
+  where it stopped.
 - A bundle is recorded in ``installed.json`` only once both ``load`` and ``stage`` completed;
   that record is what rollback protection compares against.
 - The bundle's location is only ever read.
@@ -79,8 +86,13 @@ class Destination(Protocol):
 
 
 def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = None,
-                  allow_downgrade: str | None = None, progress: bool | None = False) -> VerifiedBundle:
-    """Verify the bundle at ``bundle_path`` fully against ``site``; raise a VerificationError if not.
+                  allow_downgrade: str | None = None, progress: bool | None = False,
+                  content: bool = True) -> VerifiedBundle:
+    """Verify the bundle at ``bundle_path`` against ``site``; raise a VerificationError if not.
+
+    ``content=False`` stops before hashing every blob: for steps whose destinations prove each
+    blob they use while they write it (see the module invariants), so no byte is hashed twice.
+    A delta is always hashed whole: its carried patches feed decoders, and it is small.
 
     The rollback check needs the bundle's name, which is only trusted once the signature is: a
     cheap first pass (signature, root, compatibility, completeness) learns it, then the full
@@ -100,9 +112,10 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
         # A delta whose full target is already installed is a rerun, not a wrong base.
         base_root=None if current is None or current["root"] == full_root_digest(signed.root) else current["root"],
     )
-    bar = Progress("verify", sum(source.members().values()), enabled=progress)
+    content = content or signed.root.is_delta  # a delta's carried members (small) are all proven first
+    bar = Progress("verify", sum(source.members().values()) if content else 0, enabled=progress if content else False)
     try:
-        vb = Verifier(trust, policy, progress=bar).verify(source)
+        vb = Verifier(trust, policy, progress=bar).verify(source, content=content)
     except DigestMismatchError as e:
         raise _name_blob(e, signed) from None
     finally:
@@ -122,7 +135,7 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     if current and version_key(vb.root.version) < version_key(current["version"]):
         journal.mark_item("verify", "downgrade", reason=allow_downgrade, installed=current["version"],
                           operator=operator_name())
-    journal.mark_step("verify", signers=vb.signers)
+    journal.mark_step("verify", signers=vb.signers, content=content)
     faultpoint("verify.done")
     return vb
 

@@ -55,10 +55,10 @@ def command(bundle: Path, site: Site, operator: str | None, yes: bool, validatio
     log = stderr_log()
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
-                           progress=progress_enabled(as_json))
+                           progress=progress_enabled(as_json), content=False)
         audit.note(bundle=vb.root_digest)
         if not as_json:
-            click.echo(verdict_line(vb), err=True)
+            click.echo(verdict_line(vb, content=False), err=True)
         steps = install(vb, [RegistryDestination.for_site(site), NasDestination(site.models_root)], state,
                         progress_factory(progress_enabled(as_json)))
         for r in steps if not as_json else ():

@@ -1,8 +1,9 @@
 """What ``installer verify``, ``load`` and ``stage`` share: options, the verified run, the summary.
 
-Every verb that acts on a bundle goes through :func:`run_steps`: take the state lock, verify the
-whole bundle (:func:`installer.core.open_verified`), and only then build the destinations and
-hand the bundle to :func:`installer.core.install`.
+Every verb that acts on a bundle goes through :func:`run_steps`: take the state lock, check the
+signed root (:func:`installer.core.open_verified` without the content pass: the destinations
+hash each blob they use while they write it), and only then build the destinations and hand the
+bundle to :func:`installer.core.install`.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def verified_summary(vb: VerifiedBundle) -> dict[str, Any]:
             "images": len(r.images), "models": len(r.models)}
 
 
-def verdict_line(vb: VerifiedBundle) -> str:
+def verdict_line(vb: VerifiedBundle, content: bool = True) -> str:
+    """The one-line verdict; without the content pass it says blobs are checked as they are written."""
     r = vb.root
-    return (f"OK: {r.name} {r.version} for {r.compatible}, signed by "
+    head, checked = ("OK", "verified") if content else ("Signed", "each hashed as it is written")
+    return (f"{head}: {r.name} {r.version} for {r.compatible}, signed by "
             f"{', '.join(s[:16] for s in vb.signers)}; {len(r.blobs)} blobs ({human(r.total_size())}) "
-            f"verified; root {vb.root_digest}")
+            f"{checked}; root {vb.root_digest}")
 
 
 def run_steps(bundle: Path, site: Site, make: Callable[[Site], Sequence[Destination]],
@@ -64,9 +67,9 @@ def run_steps(bundle: Path, site: Site, make: Callable[[Site], Sequence[Destinat
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
-                           progress=progress_enabled(as_json))
+                           progress=progress_enabled(as_json), content=False)
         if not as_json:
-            click.echo(verdict_line(vb), err=True)
+            click.echo(verdict_line(vb, content=False), err=True)
         results = install(vb, make(site), state, progress_factory(progress_enabled(as_json)))
         installed = is_installed(state, vb.root_digest)
     if as_json:

@@ -233,7 +233,7 @@ class NasDestination:
             if journal.item_done(self.step, item) and dest.is_file() and dest.stat().st_size == f.size:
                 bar(f.size)
                 continue
-            self._write_file(vb, f, dest, bar)
+            self._write_file(vb, f, dest, bar, f"model {m.name} {m.version}, file {f.path} ({layout.blob_path(f.blob)})")
             faultpoint("stage.file.renamed")
             journal.mark_item(self.step, item, digest=f.digest)
             faultpoint("stage.file.journaled")
@@ -260,11 +260,10 @@ class NasDestination:
         return written
 
     @staticmethod
-    def _write_file(vb: VerifiedBundle, f: Any, dest: Path, bar: Any) -> None:
+    def _write_file(vb: VerifiedBundle, f: Any, dest: Path, bar: Any, what: str) -> None:
         """Temp name beside ``dest``; hash while writing; fsync; hash what landed; rename."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(_TMP_PREFIX + dest.name)
-        what = f"model file {f.path} (blob {f.blob[:19]})"
         with vb.source.open(layout.blob_path(f.blob)) as blob:
             stream: BinaryIO = (open_tar_zstd_member(blob, f.size, what) if f.encoding == "tar+zstd"
                                 else blob)
