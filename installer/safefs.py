@@ -163,6 +163,8 @@ class SafeRoot:
 
     def open_dir(self, parts: tuple[str, ...] | list[str], create: bool = False, mode: int = 0o755) -> int | None:
         """A descriptor of ``root/parts...`` (None when missing and not ``create``); caller closes it."""
+        if not create and not os.path.lexists(self.path):
+            return None
         fd = self.open_root(create)
         try:
             return open_below(fd, parts, self.path, self.what, create, mode)
