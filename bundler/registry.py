@@ -94,6 +94,16 @@ _DOMAIN_RE = re.compile(
 _MAX_NAME = 255
 
 
+def is_repository(name: str) -> bool:
+    """A repository name by the OCI distribution grammar (lower-case path components, <= 255)."""
+    return len(name) <= _MAX_NAME and _PATH_RE.fullmatch(name) is not None
+
+
+def is_tag(tag: str) -> bool:
+    """A tag by the OCI distribution grammar: ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``."""
+    return _TAG_RE.fullmatch(tag) is not None
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """A parsed image reference: ``registry/repository[:tag][@digest]``.
