@@ -15,7 +15,9 @@ before it established:
 5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
 6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
-   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage.
+   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage;
+   a delta's carried patches are decoded (against zeros of the base's sizes) within their
+   signed output sizes, so a patch bomb is refused here, not only by ``load``.
 
 Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -104,6 +106,10 @@ class Verifier:
         if content:
             self._check_content(source, pins)  # 6.
             self._check_encoded(source, root, pins)
+            if root.is_delta and not getattr(source, "full_target", False):
+                from bundler.delta import prove_patches  # delta builds on this module
+
+                prove_patches(source, root)  # carried patches decode within their signed sizes
         return VerifiedBundle(root, root_bytes, signers, source)
 
     def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
