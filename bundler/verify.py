@@ -17,7 +17,9 @@ before it established:
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
    signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage;
    a delta's carried patches are decoded (against zeros of the base's sizes) within their
-   signed output sizes, so a patch bomb is refused here, not only by ``load``.
+   signed output sizes, so a patch bomb is refused here, not only by ``load``; signed Kubernetes
+   manifests are parsed as YAML within bounds (bundler/boundedyaml.py), so an alias bomb or a
+   5,000-deep document is refused before anything is written.
 
 Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -29,9 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bundler import layout
+from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.compress import open_tar_zstd_member
 from bundler.digest import DigestMismatchError, check, hash_stream, sha256_bytes
 from bundler.errors import VerificationError
+from bundler.registry import MAX_MANIFEST_BYTES
 from bundler.root import Root, parse_root, version_key
 from bundler.signing import TrustStore, UnsignedError, parse_signatures
 from bundler.sources import BundleSource, read_small
@@ -106,6 +110,7 @@ class Verifier:
         if content:
             self._check_content(source, pins)  # 6.
             self._check_encoded(source, root, pins)
+            self._check_manifests(source, root, pins)
             if root.is_delta and not getattr(source, "full_target", False):
                 from bundler.delta import prove_patches  # delta builds on this module
 
@@ -170,6 +175,18 @@ class Verifier:
             with source.open(name) as f:
                 got, got_size = hash_stream(f, self.progress)
             check(name, digest, size, got, got_size)
+
+    @staticmethod
+    def _check_manifests(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
+        """Signed Kubernetes manifests parse as YAML within bounds (aliases, expansion, depth)."""
+        for mf in root.manifests.files if root.manifests else []:
+            name = layout.blob_path(mf.digest)
+            if name not in pins:  # a delta that does not carry it: checked when rebuilt
+                continue
+            try:
+                load_all_bounded(read_small(source, name, MAX_MANIFEST_BYTES), f"manifest {mf.path}")
+            except YamlBoundError as e:
+                raise VerificationError(f"{e.message} (signed, but not safe to parse)", hint=e.hint) from None
 
     @staticmethod
     def _check_encoded(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
