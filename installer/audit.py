@@ -310,7 +310,7 @@ class AuditLog:
             return
         if anchor is not None and len(seen) < anchor.count:
             report.problems.append(AuditProblem(0, "removed", (
-                f"installed.json records that {LOG_NAME} had {anchor.count} lines at the last install, "
+                f"installed.json records that {LOG_NAME} had at least {anchor.count} lines at the last install, "
                 f"but it has {len(seen)}: the log (and its head) were deleted or cut")))
             return
         if not seen and report.head is None:

@@ -111,7 +111,9 @@ def open_below(start_fd: int, parts: tuple[str, ...] | list[str], base: Path, wh
         except OSError as e:
             st = lstat_at(fd, name) if e.errno in (errno.ELOOP, errno.ENOTDIR) else None
             os.close(fd)
-            if st is not None and not stat.S_ISLNK(st.st_mode):
+            if st is not None and stat.S_ISLNK(st.st_mode):  # (O_DIRECTORY|O_NOFOLLOW gives ENOTDIR)
+                raise os_error(OSError(errno.ELOOP, "symlink"), where, f"opening {what}") from None
+            if st is not None:
                 raise UnsafePathError(f"{where} is {_kind(st.st_mode)}, expected a directory",
                                       hint="move it away, then run again") from None
             raise os_error(e, where, f"opening {what}") from None

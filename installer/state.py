@@ -74,11 +74,10 @@ class InstalledBundle(BaseModel):
 
 
 class AuditAnchor(BaseModel):
-    """The audit head as of the last install: the log had at least ``count`` lines."""
+    """As of the last install, the audit log had at least ``count`` lines (that install's own included)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     count: StrictInt = Field(ge=0)
-    hash: StrictStr
 
 
 class InstalledDocument(BaseModel):
@@ -307,12 +306,9 @@ class StateDir:
             head = self.audit_head()
         except EdgebundleError:
             head = None
-        anchor = {"count": head["count"], "hash": head["hash"]} if head else (
-            doc.audit.model_dump() if doc.audit else None)
-        if anchor and doc.audit and doc.audit.count > anchor["count"]:
-            anchor = doc.audit.model_dump()  # never lower the anchor: a shrunken log is what it detects
-        if anchor:
-            out["audit"] = anchor
+        # The running command appends its own line when it ends: the log will hold one more.
+        count = (head["count"] if head else 0) + 1
+        out["audit"] = {"count": max(count, doc.audit.count if doc.audit else 0)}  # never lowered
         self.write_json("installed.json", out)
 
     def current(self, name: str | None = None) -> dict[str, Any] | None:
