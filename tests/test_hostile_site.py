@@ -101,13 +101,13 @@ def make_scene(b: BuiltBundle, tmp_path: Path) -> Scene:
     (victim / "llm-like").mkdir()
     models = {m.kind: (KIND_DIRS[m.kind], m.name, m.version) for m in b.root.models}
     return Scene(site, tmp_path / "site" / "nas", tmp_path / "site" / "state", victim, b.path,
-                 b.root_digest.split(":")[1], models)
+                 b.root_digest.split(":")[1], models, b.key)
 
 
 def test_the_site_attacks_cover_every_family() -> None:
     per_family = {f: sum(a.family == f for a in ATTACKS) for f in SITE_FAMILIES}
     assert all(n >= 2 for n in per_family.values()), per_family
-    assert len(ATTACKS) >= 75, per_family
+    assert len(ATTACKS) >= 85, per_family
 
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.id for a in ATTACKS])

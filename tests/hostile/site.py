@@ -36,6 +36,7 @@ class Scene:
     bundle: Path
     root_hex: str
     models: dict[str, tuple[str, str, str]]  # kind -> (kind dir, name, version) of the bundle's models
+    key: Path  # the bundle's signing key (to split it into signed parts)
 
     def version_dir(self, kind: str) -> Path:
         kdir, name, version = self.models[kind]
@@ -295,7 +296,51 @@ def media_attacks() -> list[SiteAttack]:
         s.bundle = s.victim.parent / "bundle-fifo.tar"
         os.mkfifo(s.bundle)
 
+    def parts(edit: Callable[[Scene, Path], None]) -> Callable[[Scene], None]:
+        """Split the genuine bundle into signed parts on 'media', then damage the media."""
+        def plant(s: Scene) -> None:
+            from bundler.parts import split_bundle
+            from bundler.signing import load_private_key
+
+            media = s.victim.parent / "media"
+            split_bundle(s.bundle, media, 1024 * 1024, [load_private_key(s.key)])
+            s.bundle = media
+            edit(s, media)
+        return plant
+
+    def part(n: int) -> Callable[[Path], Path]:
+        return lambda media: next(media.glob(f"*.tar.part{n:03d}"))
+
+    def sig(media: Path) -> Path:
+        return next(media.glob("*.parts.sig.json"))
+
+    def swap(where: Callable[[Path], Path], how: str) -> Callable[[Scene, Path], None]:
+        def edit(s: Scene, media: Path) -> None:
+            p = where(media)
+            p.unlink()
+            if how == "fifo":
+                os.mkfifo(p)
+            elif how == "dir":
+                p.mkdir()
+            elif how == "link":
+                p.symlink_to(s.victim / "secret")
+            elif how == "device":
+                os.symlink("/dev/zero", p)
+        return edit
+
+    media = []
+    for label, where, pattern in (("part000", part(0), r"part000"), ("part001", part(1), r"part001")):
+        for how, kind in (("fifo", "is not a regular file; refused"), ("dir", "is not a regular file; refused"),
+                          ("link", "is not a regular file; refused"), ("device", "is not a regular file; refused")):
+            media.append(SiteAttack("media", f"{label} is a {how}", parts(swap(where, how)), verify,
+                                    rf"{pattern}.*{kind}", exit_code=4))
+    for how, expect in (("fifo", r"parts\.sig\.json is a FIFO, not a regular file"),
+                        ("dir", r"parts\.sig\.json is a directory, not a regular file"),
+                        ("device", r"parts\.sig\.json is a device, not a regular file")):
+        media.append(SiteAttack("media", f"the part index signature is a {how}", parts(swap(sig, how)), verify,
+                                expect, exit_code=4))
     return [
+        *media,
         SiteAttack("media", "the bundle is a FIFO", bundle_fifo, verify,
                    r"bundle file .*bundle-fifo\.tar is a FIFO, not a regular file; refused", exit_code=4),
         SiteAttack("media", "the bundle is a character device",
