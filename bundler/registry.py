@@ -406,6 +406,11 @@ def _describe_connection_error(exc: BaseException, timeout: tuple[float, float],
 
 def _connection_reason(exc: BaseException, timeout: tuple[float, float]) -> tuple[str, bool]:
     causes = list(_root_causes(exc))
+    if any(isinstance(c, http.client.LineTooLong) for c in causes):
+        return "it sent a header line longer than HTTP clients accept", False
+    if any(isinstance(c, http.client.BadStatusLine) and not isinstance(c, http.client.RemoteDisconnected)
+           for c in causes):
+        return "it does not answer in HTTP (bad status line)", False
     if any(isinstance(c, ConnectionRefusedError) for c in causes) or "Connection refused" in str(exc):
         return "connection refused", True
     if any(isinstance(c, socket.gaierror) for c in causes):
@@ -478,7 +483,7 @@ class _Deadline:
         if self.expired:
             raise RegistryError(
                 f"registry {registry.host} is too slow: {what} took more than {self.seconds:.0f} s "
-                f"({received:,} bytes received; the minimum rate is {registry.min_rate / 1024:,.0f} KiB/s)",
+                f"({received:,} bytes received; the minimum rate is {registry.min_rate:,.0f} bytes/s)",
                 hint="check the network path and the registry's load; the operation is safe to run again")
 
 
@@ -681,6 +686,10 @@ class Registry:
                 reason, refused = _describe_connection_error(e, self.timeout, self._netloc)
                 raise _Transient(reason, refused=refused) from e
             except (requests.RequestException, http.client.HTTPException, ValueError) as e:
+                if "Content-Length" in str(e):
+                    raise RegistryError(f"registry {self.host} sent conflicting Content-Length headers for {what}",
+                                        hint="a broken proxy or a hostile server is in between; fix the path to "
+                                             "the registry") from None
                 raise RegistryError(f"registry {self.host} sent an invalid response to {what}: {_first_line(e)}",
                                     hint="it is not behaving as an OCI registry (or a proxy in between "
                                          "garbles its answers); check what listens there") from None
