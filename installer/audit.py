@@ -212,7 +212,8 @@ class AuditLog:
     def lines(self) -> Iterator[tuple[int, bytes]]:
         """(line number, raw bytes including the newline if any), bounded per line."""
         with self.safe.dir([]) as d:
-            assert d is not None
+            if d is None:
+                return  # no state directory: no log
             try:
                 fd = open_regular(d, LOG_NAME, self.path)
             except FileNotFoundError:
