@@ -165,7 +165,7 @@ def _parse_header(hdr: bytes, pos: int) -> tuple[str, bytes, int]:
     if magic == USTAR_MAGIC:
         prefix = hdr[345:500].split(b"\0", 1)[0]
     elif magic == GNU_MAGIC:
-        prefix = b""  # GNU keeps access/change times there, not a name prefix (as GNU tar, Python, Go read it)
+        prefix = b""  # GNU keeps access/change times there, not a name prefix (as GNU tar and Go read it)
     else:
         raise TarFormatError(f"tar header at byte {pos} is neither POSIX ustar nor GNU tar "
                              f"(magic {bytes(magic)!r})")

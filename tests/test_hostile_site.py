@@ -5,7 +5,7 @@ beside it that nothing may touch, we run the named installer command in-process 
 
 - the documented exit code and a message matching the attack's own regex (stdout + stderr);
 - no Python traceback (click reports an unexpected exception as ``result.exception``);
-- the victim directory unchanged (entries, types, sizes, content hashes; links never followed),
+- the victim directory unchanged (entries, types, sizes, mtimes; links never followed),
   so nothing was written outside the NAS root and the state directory;
 - no model version visible on the NAS that was not visible before (hidden partial dirs are
   allowed: they are how a refused or killed stage resumes).
@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bundler.digest import hash_file
 from installer.cli import main
 from installer.destinations.nas import KIND_DIRS
 from tests.fixtures.bundles import BuiltBundle, nas_snapshot
 from tests.hostile.site import SITE_FAMILIES, Scene, SiteAttack, all_site_attacks
+from tests.test_hostile import tree_state  # lstat-based: links never followed, any write changes mtime
 
 pytestmark = pytest.mark.timeout(120)
 ATTACKS = all_site_attacks()
@@ -41,25 +40,6 @@ ATTACKS = all_site_attacks()
 
 def invoke(args: list[str], env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, args, env=env)
-
-
-def tree(root: Path) -> dict[str, str]:
-    """Every entry below ``root`` by lstat (links as their target, files by content), never following."""
-    out: dict[str, str] = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            st = p.lstat()
-            rel = p.relative_to(root).as_posix()
-            if stat.S_ISLNK(st.st_mode):
-                out[rel] = "link " + os.readlink(p)
-            elif stat.S_ISREG(st.st_mode):
-                out[rel] = hash_file(p)[0]
-            else:
-                out[rel] = f"mode {st.st_mode:o}"
-    return out
 
 
 def visible_versions(nas: Path) -> set[str]:
@@ -118,19 +98,19 @@ def test_site_attack_is_refused_and_contained(attack: SiteAttack, genuine_bundle
         r = invoke(["stage", str(scene.bundle), "--site", str(scene.site)])
         assert r.exit_code == 0, r.output
     attack.plant(scene)
-    victim_before, visible_before = tree(scene.victim), visible_versions(scene.nas)
+    victim_before, visible_before = tree_state(scene.victim), visible_versions(scene.nas)
     r = invoke(attack.args(scene), env=attack.env or None)
     out = r.stdout + r.stderr
     c = tally[attack.family]
     c["tried"] += 1
-    wrote = tree(scene.victim) != victim_before or not visible_versions(scene.nas) <= visible_before
+    wrote = tree_state(scene.victim) != victim_before or not visible_versions(scene.nas) <= visible_before
     c["writtenOutside"] += wrote
     refused = r.exit_code == attack.exit_code and re.search(attack.expect, out) is not None
     c["refused"] += refused
     assert r.exception is None or isinstance(r.exception, SystemExit), f"traceback: {r.exception!r}"
     assert "Traceback" not in out
     assert refused, f"exit {r.exit_code}, expected {attack.exit_code}; output: {out[-1500:]}"
-    assert tree(scene.victim) == victim_before, "something was written outside the NAS root and state dir"
+    assert tree_state(scene.victim) == victim_before, "something was written outside the NAS root and state dir"
     assert visible_versions(scene.nas) <= visible_before, "a refused stage made a new version visible"
 
 
@@ -169,10 +149,10 @@ def test_old_predictable_partial_names_are_not_followed(genuine_bundle: BuiltBun
     for kind in scene.models:
         vdir = scene.version_dir(kind)
         scene.link(vdir.with_name(f".{vdir.name}.partial-{scene.root_hex[:16]}"), scene.victim / "llm-like")
-    before = tree(scene.victim)
+    before = tree_state(scene.victim)
     r = invoke(stage(scene))
     assert r.exit_code == 0, r.output
-    assert tree(scene.victim) == before
+    assert tree_state(scene.victim) == before
     assert len(visible_versions(scene.nas)) == 3
 
 
@@ -191,10 +171,10 @@ def test_a_link_planted_in_a_resumed_partial_dir_is_removed_not_followed(genuine
             scene.link(f, scene.victim / "secret")
             planted += 1
     assert planted
-    before = tree(scene.victim)
+    before = tree_state(scene.victim)
     r = run_installer(*stage(scene))
     assert r.returncode == 0, r.stderr
-    assert tree(scene.victim) == before
+    assert tree_state(scene.victim) == before
     assert not [p for p in scene.nas.rglob("*") if p.is_symlink()], "no link may survive in a staged version"
     assert nas_snapshot(scene.nas) and len(visible_versions(scene.nas)) == 3
 

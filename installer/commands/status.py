@@ -22,8 +22,8 @@ def bundle_progress(state: StateDir) -> list[dict[str, Any]]:
     """Every bundle the state dir has seen, with the steps its journal records, newest first."""
     installed = {b["root"] for b in state.installed()}
     out = []
-    for path in sorted((state.path / "journal").glob("*.jsonl")):
-        root_digest = "sha256:" + path.stem
+    for name in [n for n in state.safe.listdir(["journal"]) if n.endswith(".jsonl")]:
+        root_digest = "sha256:" + name[: -len(".jsonl")]
         raw = state.bundle_root_bytes(root_digest)
         try:
             root = parse_root(raw) if raw else None
