@@ -30,9 +30,11 @@ from typing import Any, BinaryIO
 
 from bundler import compress, layout, tarfmt
 from bundler import mediatypes as mt
+from bundler.boundedyaml import load_all_bounded
 from bundler.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError, UsageError
 from bundler.lockfile import LockMismatchError, platform_of
+from bundler.registry import MAX_MANIFEST_BYTES
 from bundler.root import (
     BlobPin,
     FilePin,
@@ -44,6 +46,7 @@ from bundler.root import (
     Root,
     canonical_json,
     load_json_bounded,
+    parse_root,
 )
 from bundler.signing import sign
 from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files
@@ -343,6 +346,7 @@ class Builder:
                 raise LockMismatchError(f"manifest {rel} changed since bundles.lock was written",
                                         hint=f"run: bundle lock {self.spec.path}")
             self.input_bytes += pin.size
+            load_all_bounded(read_bounded(path, MAX_MANIFEST_BYTES, f"manifest {rel}"), f"manifest {rel}")
             entries.append(ManifestFile(rel, pin.digest, pin.size))
             layers.append(_descriptor(pin, {TITLE: rel}))
         empty = store.put_bytes(EMPTY_JSON, mt.OCI_EMPTY)
@@ -405,6 +409,7 @@ class Builder:
     @staticmethod
     def write_trust_files(work: Path, root: Root, keys: list[Any]) -> None:
         root_bytes = root.to_bytes()
+        parse_root(root_bytes)  # the installer's checks (paths, names, sizes), caught here first
         (work / "edgebundle").mkdir(exist_ok=True)
         _write_small(work / layout.ROOT, root_bytes)
         _write_small(work / layout.SIGNATURES, sign(root_bytes, keys))

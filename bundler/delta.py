@@ -63,6 +63,7 @@ from bundler.patch import (
     ZPF_MAX,
     ContainerWriter,
     PatchError,
+    proving,
     apply_container,
     bsdiff_decode,
     encode_piece,
@@ -437,6 +438,66 @@ class ReconstructedSource:
         path = Path(name)
         stack.callback(lambda: path.unlink(missing_ok=True))
         return path
+
+
+class _ZeroReader(io.RawIOBase):
+    """``size`` zero bytes, seekable: a stand-in base for proving that patches decode."""
+
+    def __init__(self, size: int) -> None:
+        self._size, self._pos = size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = max(0, min(self._size, {0: 0, 1: self._pos, 2: self._size}[whence] + pos))
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._size - self._pos)
+        b[:n] = bytes(n)
+        self._pos += n
+        return n
+
+
+class _ZeroBase:
+    """Base inputs of the right sizes, all zeros: decoding against them bounds a patch's output."""
+
+    description = "zeros (proving the patches decode within their signed sizes)"
+
+    @contextlib.contextmanager
+    def open_input(self, src: dict[str, Any]) -> Iterator[BinaryIO]:
+        yield _ZeroReader(src["size"])  # type: ignore[misc]
+
+    def local_path(self, src: dict[str, Any]) -> Path | None:
+        return None
+
+
+def prove_patches(delta: BundleSource, root: Root) -> None:
+    """Every carried patch decodes, within its signed output size, without the base (``installer verify``).
+
+    Patches are decoded against zeros of the base's signed sizes: the output is garbage, but a
+    patch that would expand past its signed size (a decompression bomb) or is malformed is refused
+    here, as verify refuses compressed model layers, instead of only when ``load`` rebuilds it.
+    """
+    if root.delta is None:
+        return
+    rebuilt = ReconstructedSource(delta, root, _ZeroBase(), Path(tempfile.gettempdir()))
+    for digest, e in sorted(root.delta["rebuild"].items()):
+        if "patch" not in e:
+            continue
+        out_size = e["file"]["size"] if e.get("file") else root.blobs[digest].size
+        what = f"patch {e['patch'][:19]} for {e.get('what', digest[:19])}"
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(proving())
+            produced = 0
+            for chunk in rebuilt._content(e, out_size, what, stack):
+                produced += len(chunk)
+                if produced > out_size:
+                    raise PatchError(f"{what} yields more than its signed {out_size} bytes")
 
 
 def _read_bounded(f: BinaryIO, n: int, what: str) -> bytes:

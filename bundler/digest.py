@@ -10,6 +10,7 @@ import hashlib
 import os
 import queue
 import re
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,9 +190,36 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def open_regular_file(path: Path, what: str, error: type[EdgebundleError] = UsageError,
+                      follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading, refused with ``error`` unless it is a regular file.
+
+    Opened non-blocking, then checked with ``fstat``: a FIFO or device put where a file belongs
+    (on media, say) is refused at once instead of blocking ``open`` or ``read`` forever.
+    ``follow=False`` also refuses a symbolic link. FileNotFoundError passes through.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise error(f"{what} {path} cannot be opened: {e.strerror or e}",
+                    hint="it must be a regular file; copy it again") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise error(f"{what} {path} is {kind}, not a regular file; refused before reading it",
+                    hint="replace it with the file from the original media")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_bounded(path: Path, limit: int, what: str, error: type[EdgebundleError] = UsageError) -> bytes:
-    """A small file (JSON, a passphrase) read whole, refused with ``error`` past ``limit`` bytes."""
-    with open(path, "rb") as f:
+    """A small regular file (JSON, a passphrase) read whole, refused with ``error`` past ``limit`` bytes."""
+    with open_regular_file(path, what, error) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise error(f"{what} {path} is over the {limit}-byte limit")

@@ -40,6 +40,7 @@ from bundler.digest import (
     fsync_dir,
     hash_stream,
     is_digest,
+    open_regular_file,
     read_bounded,
     sha256_bytes,
 )
@@ -238,13 +239,13 @@ def _unreadable(part: Part, e: OSError) -> UnreadablePartError:
 
 def _open_part(directory: Path, part: Part) -> BinaryIO:
     try:
-        fd = os.open(directory / part.file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return open_regular_file(directory / part.file, part.where(), UnreadablePartError, follow=False)
     except FileNotFoundError:
         raise MissingPartError(f"{part.where()} is missing from {directory}",
                                part=part.file, first_byte=part.offset, last_byte=part.last_byte) from None
-    except OSError as e:
-        raise _unreadable(part, e) from None
-    return os.fdopen(fd, "rb")
+    except UnreadablePartError as e:  # a link, FIFO, device or directory where the part belongs
+        raise UnreadablePartError(e.message, part=part.file, first_byte=part.offset,
+                                  last_byte=part.last_byte) from None
 
 
 class JoinedReader(SizedReader):

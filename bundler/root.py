@@ -22,6 +22,7 @@ from typing import Any
 from bundler.digest import is_digest, sha256_bytes
 from bundler.errors import VerificationError
 from bundler.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT
+from bundler.registry import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
 SPEC_VERSION = 1
@@ -210,18 +211,38 @@ def load_json_bounded(data: bytes, what: str, limit: int = MAX_JSON_BYTES) -> An
         raise MalformedRootError(f"{what} is not valid JSON: {e}") from None
 
 
-_VERSION_PART = re.compile(r"(\d+)|([A-Za-z]+)")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
+                     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
+#: One identifier's sort key: numeric identifiers below alphanumeric ones, as SemVer 2.0 says.
+_Ident = tuple[int, int, str]
 
 
-def version_key(version: str) -> tuple[Any, ...]:
-    """Order versions like ``1.2.10 > 1.2.9``; a pre-release (``1.0.0-rc1``) sorts before its release."""
-    main, _, pre = version.partition("-")
-    nums = tuple(int(p) if p.isdigit() else 0 for p in main.split("."))
-    nums = nums + (0,) * (4 - len(nums)) if len(nums) < 4 else nums
-    pre_key: tuple[Any, ...] = (1,) if not pre else (0, tuple(
-        (0, int(m[0]), "") if m[0] else (1, 0, m[1]) for m in _VERSION_PART.findall(pre)
-    ))
-    return nums + pre_key
+def _ident(part: str) -> _Ident:
+    return (0, int(part), "") if part.isdigit() else (1, 0, part)
+
+
+def is_semver(version: str) -> bool:
+    return _SEMVER.fullmatch(version) is not None
+
+
+def version_key(version: str) -> tuple[tuple[_Ident, ...], int, tuple[_Ident, ...]]:
+    """The one version order rollback protection uses (docs/SECURITY.md, "Version order").
+
+    For SemVer 2.0 versions this is exactly SemVer precedence: build metadata (``+...``) is
+    ignored, a pre-release sorts below its release, pre-release identifiers compare numerically
+    when numeric, in ASCII order otherwise, numeric below alphanumeric, and a longer list wins a
+    tie. Any other string is ordered by the same rule generalised, so that the order is total and
+    never raises: drop ``+...``; split at the first ``-`` into release and pre-release; split
+    both at dots; a release part is numeric or compares as text above every number; trailing
+    zero release parts are ignored (``1.0`` = ``1.0.0`` = ``1.0.0.0.0``).
+    """
+    main, _, pre = version.partition("+")[0].partition("-")
+    release = [_ident(p) for p in main.split(".")]
+    while release and release[-1] == (0, 0, ""):
+        release.pop()
+    has_pre = "-" in version.partition("+")[0]
+    return (tuple(release), 0 if has_pre else 1, tuple(_ident(p) for p in pre.split(".")) if has_pre else ())
 
 
 # --- strict parsing -------------------------------------------------------------------------
@@ -253,12 +274,61 @@ def _size(d: dict[str, Any], where: str) -> int:
     return v
 
 
+#: Longest path component and whole path (bytes, UTF-8) a signed root may name (Linux NAME_MAX,
+#: and well under PATH_MAX once below a models root).
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 1024
+#: Names below a model version the installer keeps for itself (its marker, temporary files).
+RESERVED_PREFIX = ".edgebundle"
+
+
 def _relpath(d: dict[str, Any], where: str) -> str:
+    """A relative path that is safe to create below a directory on any Linux file system."""
     p = _req(d, "path", str, where)
     parts = p.split("/")
+    shown = p[:80].encode("unicode_escape").decode()
     if not p or p.startswith("/") or "\\" in p or any(x in ("", ".", "..") for x in parts):
-        raise MalformedRootError(f"root: {where}.path {p!r} is not a safe relative path")
+        raise MalformedRootError(f"root: {where}.path {shown!r} is not a safe relative path")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in p):
+        raise MalformedRootError(f"root: {where}.path {shown!r} contains a NUL or control character")
+    if len(p.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise MalformedRootError(f"root: {where}.path is over {MAX_PATH_BYTES} bytes long")
+    if any(len(x.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES for x in parts):
+        raise MalformedRootError(f"root: {where}.path {shown!r}... has a component over "
+                                 f"{MAX_COMPONENT_BYTES} bytes")
+    if any(x.startswith(RESERVED_PREFIX) for x in parts):
+        raise MalformedRootError(f"root: {where}.path {shown!r} uses a name reserved by the installer "
+                                 f"({RESERVED_PREFIX}*)")
     return p
+
+
+def _check_tree(paths: list[str], where: str) -> None:
+    """No two files on one path, and no path that is both a file and a directory."""
+    seen: set[str] = set()
+    for p in paths:
+        if p in seen:
+            raise MalformedRootError(f"root: {where} lists {p[:200]!r} twice",
+                                     hint="two files would be written one over the other; rebuild the bundle")
+        seen.add(p)
+    dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
+    clash = sorted(dirs & seen)
+    if clash:
+        raise MalformedRootError(f"root: {where} names {clash[0][:200]!r} both as a file and as a directory",
+                                 hint="rebuild the bundle from a model directory with distinct paths")
+
+
+def _check_image_names(im: ImageEntry, where: str) -> None:
+    """Repository and tag by the OCI distribution grammar, before anything is pushed."""
+    if not is_repository(im.repository):
+        raise MalformedRootError(f"root: {where}.repository {im.repository[:200]!r} is not a valid "
+                                 "repository name (lower-case path components, at most 255 characters)")
+    if im.tag is not None and not is_tag(im.tag):
+        raise MalformedRootError(f"root: {where}.tag {im.tag[:200]!r} is not a valid tag "
+                                 "([A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
+    if im.refName != (f"{im.repository}:{im.tag}" if im.tag else im.repository) and \
+            im.refName != f"{im.repository}@{im.digest}":
+        raise MalformedRootError(f"root: {where}.refName {im.refName[:200]!r} does not name "
+                                 f"{im.repository}{':' + im.tag if im.tag else ''}")
 
 
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
@@ -324,6 +394,7 @@ def parse_root(data: bytes) -> Root:
             digest=pinned(_digest(im, "digest", w), w), mediaType=_req(im, "mediaType", str, w),
             platforms=plats, size=_size(im, w),
         ))
+        _check_image_names(images[-1], w)
 
     models = []
     for i, m in enumerate(_req(doc, "models", list, "root")):
@@ -347,6 +418,9 @@ def parse_root(data: bytes) -> Root:
                 raise MalformedRootError(f"root: {fw}.encoding {enc!r} is unknown")
             mfiles.append(ModelFile(_relpath(f, fw), _digest(f, "digest", fw), _size(f, fw),
                                     pinned(_digest(f, "blob", fw), fw), enc))
+        _check_tree([f.path for f in mfiles], f"{w} ({mname} {mver}) files")
+        if (kind, mname, mver) in {(x.kind, x.name, x.version) for x in models}:
+            raise MalformedRootError(f"root: {w} lists {kind} {mname} {mver} a second time")
         models.append(ModelEntry(
             name=mname, kind=kind, version=mver, format=_req(m, "format", str, w),
             manifest=pinned(_digest(m, "manifest", w), w), files=mfiles,
@@ -363,6 +437,7 @@ def parse_root(data: bytes) -> Root:
             if not isinstance(f, dict):
                 raise MalformedRootError(f"root: {fw} is not an object")
             mf.append(ManifestFile(_relpath(f, fw), pinned(_digest(f, "digest", fw), fw), _size(f, fw)))
+        _check_tree([f.path for f in mf], "manifests.files")
         manifests = ManifestsEntry(pinned(_digest(mo, "manifest", "manifests"), "manifests"), mf)
 
     base = None

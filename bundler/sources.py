@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from bundler import layout, tarfmt
+from bundler.digest import open_regular_file
 from bundler.errors import UsageError, VerificationError
 
 
@@ -95,8 +96,7 @@ class DirectorySource:
     @contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:
         size = self.members()[name]
-        fd = os.open(self.path / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as f:
+        with open_regular_file(self.path / name, f"{self.description}: member", SourceError, follow=False) as f:
             yield _Window(f, 0, size)  # type: ignore[misc]
 
 
@@ -112,7 +112,9 @@ class TarSource:
     @classmethod
     def from_path(cls, path: Path) -> "TarSource":
         path = Path(path)
-        return cls(lambda: open(path, "rb"), path.stat().st_size, f"tar {path}")
+        with open_regular_file(path, "bundle file", SourceError):
+            pass  # refuse a FIFO or device before anything blocks on it
+        return cls(lambda: open_regular_file(path, "bundle file", SourceError), path.stat().st_size, f"tar {path}")
 
     def entries(self) -> dict[str, tarfmt.TarEntry]:
         if self._entries is None:

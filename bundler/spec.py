@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from bundler.boundedyaml import load_bounded
+from bundler.digest import read_bounded
 from bundler.errors import UsageError
 from bundler.root import MODEL_KINDS, canonical_json
 
@@ -86,7 +88,7 @@ def load_spec(path: Path) -> BundleSpec:
     """Read and check a spec file; paths in it are relative to the file."""
     path = Path(path).resolve()
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_bounded(read_bounded(path, 1024 * 1024, "bundle spec"), f"bundle spec {path}")  # bounded, no FIFO
     except FileNotFoundError:
         raise UsageError(f"bundle spec {path} does not exist") from None
     except yaml.YAMLError as e:

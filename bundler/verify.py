@@ -15,8 +15,12 @@ before it established:
 5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
 6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
-   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage.
-   Blobs are independent: they are hashed in parallel, one thread per core, largest first.
+   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage;
+   a delta's carried patches are decoded (against zeros of the base's sizes) within their
+   signed output sizes, so a patch bomb is refused here, not only by ``load``; signed Kubernetes
+   manifests are parsed as YAML within bounds (bundler/boundedyaml.py), so an alias bomb or a
+   5,000-deep document is refused before anything is written. Blobs are independent: they are
+   hashed in parallel, one thread per core, largest first.
 
 Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -31,9 +35,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from bundler import layout
+from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.compress import open_tar_zstd_member
 from bundler.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from bundler.errors import VerificationError
+from bundler.registry import MAX_MANIFEST_BYTES
 from bundler.root import ModelEntry, ModelFile, Root, parse_root, version_key
 from bundler.signing import TrustStore, UnsignedError, parse_signatures
 from bundler.sources import BundleSource, read_small
@@ -111,6 +117,11 @@ class Verifier:
         self._check_completeness(source, members, pins)  # 5.
         if content:
             self._check_content(source, root, pins)  # 6.
+            self._check_manifests(source, root, pins)
+            if root.is_delta and not getattr(source, "full_target", False):
+                from bundler.delta import prove_patches  # delta builds on this module
+
+                prove_patches(source, root)  # carried patches decode within their signed sizes
         return VerifiedBundle(root, root_bytes, signers, source)
 
     def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
@@ -162,6 +173,18 @@ class Verifier:
                 raise DigestMismatchError(
                     f"{name}: size is {members[name]} bytes, the signed root says {size}",
                     hint="the bundle is truncated or was altered; copy it again from the build host")
+
+    @staticmethod
+    def _check_manifests(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
+        """Signed Kubernetes manifests parse as YAML within bounds (aliases, expansion, depth)."""
+        for mf in root.manifests.files if root.manifests else []:
+            name = layout.blob_path(mf.digest)
+            if name not in pins:  # a delta that does not carry it: checked when rebuilt
+                continue
+            try:
+                load_all_bounded(read_small(source, name, MAX_MANIFEST_BYTES), f"manifest {mf.path}")
+            except YamlBoundError as e:
+                raise VerificationError(f"{e.message} (signed, but not safe to parse)", hint=e.hint) from None
 
     def _check_content(self, source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
         """Step 6 and its decode check as independent tasks, largest first, on every core.

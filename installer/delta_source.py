@@ -43,7 +43,7 @@ from bundler.sources import BundleSource, read_small
 from bundler.verify import VerifiedBundle
 from installer.destinations.nas import KIND_DIRS
 from installer.site import Site
-from installer.state import StateDir, atomic_write
+from installer.state import StateDir
 
 #: How many missing inputs an error message lists before summarising.
 SHOW_MISSING = 8
@@ -210,7 +210,7 @@ def wrap_if_delta(vb: VerifiedBundle, site: Site, state: StateDir, *, registry: 
     full_bytes = full.to_bytes()
     if state.bundle_root_bytes(full.digest) is None:  # keep the delta's signed root beside it
         sigs = read_small(vb.source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES)
-        atomic_write(state.path / "bundles" / full.digest.split(":", 1)[1] / "delta-root.json", vb.root_bytes)
+        state.write_bytes(f"bundles/{full.digest.split(':', 1)[1]}/delta-root.json", vb.root_bytes)
         state.remember_bundle(full.digest, full_bytes, sigs)
     return VerifiedBundle(full, full_bytes, vb.signers, source)
 

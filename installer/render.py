@@ -34,9 +34,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 
 from bundler import layout
+from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.digest import sha256_bytes
 from bundler.errors import EdgebundleError, VerificationError
 from bundler.registry import parse_reference
@@ -224,9 +224,9 @@ def read_manifest_docs(source: BundleSource, root: Root) -> list[tuple[str, dict
             raise VerificationError(f"manifest {mf.path} does not match its signed digest {mf.digest}",
                                     hint="the bundle changed since it was verified; copy it again")
         try:
-            docs = list(yaml.safe_load_all(data.decode("utf-8")))
-        except (UnicodeDecodeError, yaml.YAMLError) as e:
-            raise RenderError(f"manifest {mf.path} is not valid YAML: {e}") from None
+            docs = load_all_bounded(data, f"manifest {mf.path}")
+        except YamlBoundError as e:
+            raise RenderError(e.message, hint=e.hint) from None
         for i, doc in enumerate(docs):
             if doc is None:
                 continue

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from bundler.boundedyaml import load_bounded
+from bundler.digest import read_bounded
 from bundler.errors import UsageError
 from bundler.signing import TrustStore
 
@@ -79,7 +81,7 @@ def load_site(path: Path) -> Site:
     """Read a site file; paths inside are relative to its directory."""
     path = Path(path).expanduser().resolve()
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_bounded(read_bounded(path, 1024 * 1024, "site file"), f"site file {path}")  # bounded, no FIFO
     except FileNotFoundError:
         raise UsageError(f"site file {path} does not exist", hint="pass --site SITE.yaml") from None
     except yaml.YAMLError as e:

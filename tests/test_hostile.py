@@ -65,7 +65,11 @@ DEEP = ("bombs/zstd declares its signed size, decodes endlessly, re-signed",
         "tar-unsafe/a symbolic link outside as edgebundle/trust.pub",
         "tar-unsafe/directory bundle: symlink blob to /etc/passwd",
         "trust/rollback below installed 2.0.0", "trust/delta for another base",
-        "threshold/2-of-2, signed by one")
+        "threshold/2-of-2, signed by one",
+        "signed-hostile/tag climbing into the registry's storage, re-signed",
+        "signed-hostile/manifest YAML alias bomb (billion laughs), re-signed",
+        "signed-hostile/two model files on one path, re-signed",
+        "signed-hostile/a model file that is also a directory, re-signed")
 
 
 # --- genuine inputs and the corpus ------------------------------------------------------------

@@ -66,7 +66,7 @@ def command(bundle: Path, site: Site, operator: str | None, yes: bool, validatio
         target = open_target(site, state.scratch)
         store = RevisionStore(state)
         plan = plan_bundle(vb, site, state, target, validation_file=validation_file)
-        plan.write(state.path / "plans" / f"{plan.hash.split(':', 1)[1]}.json")
+        state.write_bytes(f"plans/{plan.hash.split(':', 1)[1]}.json", plan.to_bytes())  # no planted links
         audit.note(plan=plan.hash)
         rec = None
         if plan.changes_pending:

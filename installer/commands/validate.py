@@ -53,7 +53,7 @@ def command(site: Site, out: Path | None, timeout: float, poll: float,
                 click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.object} {c.check} {c.detail}".rstrip())
         record = make_record(site, target.identity(), rev, checks, key)  # refuses unless all passed
         data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-        atomic_write(state.path / record_rel(rev["bundle"]["root"]), data)
+        state.write_bytes(record_rel(rev["bundle"]["root"]), data)  # never through a planted link
         b = rev["bundle"]
         dest = out or Path(f"validation-{b['name']}-{b['version']}.json")
         atomic_write(dest.resolve(), data)

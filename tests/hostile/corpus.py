@@ -39,7 +39,8 @@ from bundler.root import BlobPin, ModelFile, Root, canonical_json, parse_root
 from bundler.signing import load_private_key, sign
 from bundler.sources import TarSource
 
-FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold")
+FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold",
+            "signed-hostile", "dialect")  # the last two: tests/hostile/signed.py
 
 #: The message every refused byte-level mutant may end with when the damage lands in a blob.
 DIGEST = r"(content digest sha256:[0-9a-f]{64} does not match the signed|size is \d+ bytes, the signed root says)"
@@ -586,6 +587,9 @@ def build_corpus(g: Genuine) -> list[Mutant]:
     corpus = [*flips(t, root), *truncations(t), *members(t, root, junk),
               *unsafe_tar(t, g.good_dir, b"root::0:0:owned:/root:/bin/sh\n"),
               *bombs(t, root, g.keys["release"][0]), *trust(t, root, g, other), *thresholds(t, g)]
+    from tests.hostile.signed import build_signed_corpus  # it builds on this module
+
+    corpus += build_signed_corpus(g)
     ids = [m.id for m in corpus]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     return corpus
