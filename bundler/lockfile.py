@@ -20,12 +20,49 @@ from typing import Any, Callable
 
 from bundler import mediatypes
 from bundler.digest import hash_file, read_bounded, sha256_bytes
+from bundler.documents import Strict, validate_document
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
 from bundler.root import load_json_bounded
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files
 
 LOCK_VERSION = 1
+
+
+# --- the schema (docs/SPEC.md documents it) --------------------------------------------------
+
+class LockedFile(Strict):
+    path: str
+    digest: str
+    size: int
+
+
+class LockedBundle(Strict):
+    name: str
+    version: str
+
+
+class LockedImageDoc(Strict):
+    ref: str
+    digest: str
+    mediaType: str
+    platforms: dict[str, str]
+
+
+class LockedModel(Strict):
+    name: str
+    version: str
+    files: list[LockedFile]
+
+
+class LockDocument(Strict):
+    lockVersion: int
+    spec: str
+    bundle: LockedBundle
+    created: str
+    images: list[LockedImageDoc]
+    models: list[LockedModel]
+    manifests: list[LockedFile]
 
 
 class LockMismatchError(EdgebundleError):
@@ -112,10 +149,13 @@ def write_lock(path: Path, lock: dict[str, Any]) -> None:
 def read_lock(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    lock = load_json_bounded(read_bounded(path, MAX_JSON_BYTES, "lock file"), str(path))
+    data = read_bounded(path, MAX_JSON_BYTES, "lock file")
+    lock = load_json_bounded(data, str(path))
     if not isinstance(lock, dict) or lock.get("lockVersion") != LOCK_VERSION:
         raise UsageError(f"{path} is not a version-{LOCK_VERSION} bundles.lock",
                          hint="regenerate it with: bundle lock SPEC")
+    validate_document(LockDocument, lock, what="lock file", where=path,
+                      text=data.decode("utf-8", "replace"), doc_hint="docs/SPEC.md")
     return lock
 
 
