@@ -62,6 +62,11 @@ def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
+def keys_of(model: type[BaseModel]) -> list[str]:
+    """The keys a schema allows, as written in documents (aliases such as ``_type`` included)."""
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
 def _dotted(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
@@ -90,7 +95,7 @@ def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseMo
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
-        field = current.model_fields.get(part)
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
         if field is None:
             return None
         current = field.annotation
@@ -126,7 +131,7 @@ def describe_errors(error: ValidationError, model: type[BaseModel], where: str,
         kind = e["type"]
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
-            valid = list(parent.model_fields) if parent else []
+            valid = keys_of(parent) if parent else []
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
             if close:
                 tip = f"did you mean `{close[0]}`?"
@@ -185,7 +190,7 @@ def schema_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Every key path a schema allows (``spec.images[].ref``), for docs that must list them all."""
     out = []
     for name, field in model.model_fields.items():
-        path = f"{prefix}{name}"
+        path = f"{prefix}{field.alias or name}"
         out.append(path)
         inner = field.annotation
         suffix = ""
