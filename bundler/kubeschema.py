@@ -95,7 +95,8 @@ def _message(error: Any) -> str:
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown field")
     if error.validator == "type":
-        return f"expected {error.validator_value}, got {error.instance!r}"
+        want = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        return f"expected {' or '.join(t for t in want if t != 'null')}, got {error.instance!r}"
     return error.message
 
 

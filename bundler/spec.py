@@ -102,6 +102,21 @@ class BundleSpec:
         return canonical_json(self.fingerprint())
 
 
+#: Architecture spellings that name the same OCI architecture (as containerd normalizes them).
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}
+#: The variant an architecture has when none is written (OCI image-index platform matching).
+_DEFAULT_VARIANT = {"arm64": "v8"}
+
+
+def normalize_platform(platform: str) -> str:
+    """``os/arch[/variant]`` in one spelling, so that ``linux/arm64`` equals ``linux/arm64/v8``."""
+    os_, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    arch = _ARCH_ALIASES.get(arch, arch)
+    variant = variant or _DEFAULT_VARIANT.get(arch, "")
+    return f"{os_}/{arch}" + (f"/{variant}" if variant else "")
+
+
 def _rel(p: Path, base: Path) -> str:
     try:
         return p.relative_to(base.resolve()).as_posix()
@@ -132,7 +147,7 @@ def load_spec(path: Path) -> BundleSpec:
     for i, im in enumerate(body.images or []):
         if not all("/" in p for p in im.platforms):
             raise UsageError(f"bundle spec: spec.images[{i}].platforms must be a list like [linux/amd64]")
-        images.append(ImageSpec(im.ref, tuple(im.platforms)))
+        images.append(ImageSpec(im.ref, tuple(dict.fromkeys(normalize_platform(p) for p in im.platforms))))
 
     models = []
     seen: set[tuple[str, str]] = set()

@@ -519,7 +519,9 @@ def bundle_cli(*args: Any) -> subprocess.CompletedProcess[str]:
 
 def test_cli_create_inspect_and_verify_a_delta(releases: Releases, base_release: Release,
                                                s2_delta: DeltaResult, tmp_path: Path) -> None:
-    spec = releases.spec("cli", "1.3.0", models=["tiny-llm", "embedder"])
+    fitting = releases.world.fitting_manifests([{"ref": f"{releases.world.source.host}/{IMAGES[1]}"}],
+                                               ["tiny-llm", "embedder"])
+    spec = releases.spec("cli", "1.3.0", models=["tiny-llm", "embedder"], manifests=fitting)
     out = tmp_path / "delta-dir"
     r = bundle_cli("create", spec, "--key", releases.key, "--base", base_release.full, "-o", out, "--json")
     assert r.returncode == 0, r.stderr

@@ -10,12 +10,13 @@ import click
 
 from bundler.build import Builder, tree_size
 from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.commands.common import plain_http_option, registry_factory
+from bundler.commands.common import current_lock, lockfile_option, plain_http_option, registry_factory
 from bundler.commands.split import progress_factory
 from bundler.commands.split import report as split_report
 from bundler.commands.split import summary as split_summary
 from bundler.delta import build_delta, full_root_digest
 from bundler.errors import UsageError
+from bundler.lint import check_deployable
 from bundler.lockfile import ensure_lock
 from bundler.parts import build_split, parse_size
 from bundler.progress import human, percent
@@ -40,21 +41,23 @@ from bundler.spec import load_spec
 @click.option("--base", "base_path", type=click.Path(exists=True, path_type=Path),
               help="Build a delta against this full bundle (what the sites installed): it carries "
                    "only what they lack, plus patches (docs/DELTA.md).")
+@lockfile_option
 @plain_http_option
 @json_option
 @handle_errors
 def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool, force: bool,
             passphrase_file: Path | None, split_text: str | None, base_path: Path | None,
-            plain_http: tuple[str, ...], as_json: bool) -> None:
+            lockfile: Path | None, plain_http: tuple[str, ...], as_json: bool) -> None:
     """Build a signed bundle from SPEC (an OCI image layout, as a directory or OUT.tar)."""
     t0 = time.monotonic()
     part_size = parse_size(split_text) if split_text else None
     passphrase = read_passphrase(passphrase_file)
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     spec = load_spec(spec_path)
+    check_deployable(spec, current_lock(spec, lockfile))  # before anything is fetched or written
     log = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
     registries = registry_factory(plain_http)
-    lock = ensure_lock(spec, registries, locked=locked, log=log)
+    lock = ensure_lock(spec, registries, locked=locked, log=log, path=lockfile)
     builder = Builder(spec, lock, registries, log=log)
     split = delta = None
     if base_path is not None:
