@@ -187,11 +187,10 @@ def load_yaml_document(path: Path, what: str) -> tuple[Any, str]:
 
 
 def schema_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every key path a schema allows (``spec.images[].ref``), for docs that must list them all."""
+    """Every leaf key path a schema allows (``spec.images[].ref``), for docs that must list them all."""
     out = []
     for name, field in model.model_fields.items():
         path = f"{prefix}{field.alias or name}"
-        out.append(path)
         inner = field.annotation
         suffix = ""
         for _ in range(3):
@@ -204,4 +203,6 @@ def schema_fields(model: type[BaseModel], prefix: str = "") -> list[str]:
                 break
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             out += schema_fields(inner, f"{path}{suffix}.")
+        else:
+            out.append(path)
     return out
