@@ -111,6 +111,12 @@ class Site:
     registry_chunk_size: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def has_cluster_target(self) -> bool:
+        """Does the site file name a cluster (``spec.cluster``)? Without one, nothing is ever applied,
+        so a bundle counts as deployed once loaded and staged (docs/SITE.md)."""
+        return bool((self.raw.get("spec") or {}).get("cluster"))
+
     def trust_store(self) -> TrustStore:
         return TrustStore.from_files(list(self.trust_keys), self.trust_threshold)
 
