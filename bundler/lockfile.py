@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from bundler import mediatypes
 from bundler.digest import hash_file, read_bounded, sha256_bytes
+from bundler.diskspace import disk_full_error, is_disk_full
 from bundler.documents import Strict, validate_document
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
@@ -171,8 +172,15 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
 
 def write_lock(path: Path, lock: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(e, where=path) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written lock
 
 
 def read_lock(path: Path) -> dict[str, Any] | None:

@@ -4,13 +4,16 @@ shows, asks, audits; needs an operator."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bundler.registry import Registry
-from tests.fixtures.bundles import nas_snapshot, run_installer, write_site
+from tests.fixtures.bundles import INSTALLER, nas_snapshot, run_installer, write_site
 
 pytestmark = pytest.mark.timeout(300)
 OP = {"EDGEBUNDLE_OPERATOR": "ana"}
@@ -78,4 +81,25 @@ def test_prune_needs_an_operator(three_releases: dict[str, Any]) -> None:
     before = nas_snapshot(three_releases["nas"])
     r = run_installer("prune", "--site", three_releases["site"], "--yes", env={"EDGEBUNDLE_OPERATOR": ""})
     assert r.returncode == 2 and "Missing option '--operator'" in r.stderr, r.stderr
+    assert nas_snapshot(three_releases["nas"]) == before
+
+
+def test_ctrl_c_at_the_prompt_exits_130_and_is_audited_as_interrupted(three_releases: dict[str, Any]) -> None:
+    before = nas_snapshot(three_releases["nas"])
+    proc = subprocess.Popen([INSTALLER, "prune", "--site", str(three_releases["site"])],
+                            env={**os.environ, **OP}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = b""
+    while b"Delete these as ana?" not in seen:  # the y/N prompt (no newline): the run is waiting
+        chunk = proc.stderr.read1(4096)
+        assert chunk, seen
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "error: interrupted; run the same command again to resume" in err.decode() and "Aborted" not in err.decode()
+    last = json.loads((three_releases["state"] / "audit.log").read_text().splitlines()[-1])
+    assert (last["command"], last["outcome"], last["exitCode"]) == ("prune", "interrupted", 130)
+    assert last["error"]["kind"] == "Interrupted" and "run the same command again" in last["error"]["message"]
     assert nas_snapshot(three_releases["nas"]) == before

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import resource
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,6 +18,7 @@ from bundler.commands.split import progress_factory
 from bundler.commands.split import report as split_report
 from bundler.commands.split import summary as split_summary
 from bundler.delta import build_delta, full_root_digest
+from bundler.diskspace import disk_full_error, is_disk_full, require_free
 from bundler.errors import UsageError
 from bundler.lint import check_deployable
 from bundler.lockfile import ensure_lock
@@ -22,6 +26,27 @@ from bundler.parts import build_split, parse_size
 from bundler.progress import human, percent
 from bundler.signing import load_private_key, read_passphrase
 from bundler.spec import load_spec
+
+
+#: What create, create --split and create --base leave beside OUT while they work.
+PARTIAL_SUFFIXES = (".partial", ".partial.d", ".unsplit", ".target.partial", ".delta.partial", ".scratch")
+
+
+def _build(builder: Builder, output: Path, signing_keys: list[Any], part_size: int | None, base_path: Path | None,
+           force: bool, log: Callable[[str], None], as_json: bool) -> tuple[Any, int, Any, Any]:
+    """Build a full bundle, a split one, or a delta: (result, output bytes, split, delta)."""
+    if base_path is not None:
+        if part_size:
+            raise UsageError("--base and --split cannot be combined yet",
+                             hint="build the delta, then split it with: bundle split")
+        delta = build_delta(builder, base_path, output, signing_keys, force=force, log=log)
+        return delta, delta.delta_bytes, None, delta
+    if part_size:
+        result, split = build_split(builder, output, signing_keys, part_size, force=force,
+                                    progress=progress_factory(as_json))
+        return result, split.index.size, split, None
+    result = builder.build(output, signing_keys, force=force)
+    return result, output.stat().st_size if output.is_file() else tree_size(output), None, None
 
 
 @click.command("create")
@@ -59,21 +84,25 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     registries = registry_factory(plain_http)
     lock = ensure_lock(spec, registries, locked=locked, log=log, path=lockfile)
     builder = Builder(spec, lock, registries, log=log)
-    split = delta = None
-    if base_path is not None:
-        if part_size:
-            raise UsageError("--base and --split cannot be combined yet",
-                             hint="build the delta, then split it with: bundle split")
-        delta = build_delta(builder, base_path, output, signing_keys, force=force, log=log)
-        result, out_size = delta, delta.delta_bytes
-    elif part_size:
-        result, split = build_split(builder, output, signing_keys, part_size, force=force,
-                                    progress=progress_factory(as_json))
-        out_size = split.index.size
-    else:
-        result = builder.build(output, signing_keys, force=force)
-        out_size = output.stat().st_size if output.is_file() else tree_size(output)
+    models_bytes = sum(f["size"] for m in lock["models"] for f in m["files"])
+    # A lower bound (images come on top): the models in the work directory, and again in OUT.tar.
+    require_free(output.parent, models_bytes * (2 if output.suffix == ".tar" and not part_size else 1),
+                 f"bundle {spec.name} {spec.version} (its models alone)")
+    try:
+        result, out_size, split, delta = _build(builder, output, signing_keys, part_size, base_path, force, log,
+                                                as_json)
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        for suffix in PARTIAL_SUFFIXES:  # a full disk: leave nothing half-written (Ctrl-C keeps blobs)
+            leftover = output.with_name(output.name + suffix)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+        raise disk_full_error(e, where=output) from None
     elapsed = time.monotonic() - t0
+
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     summary = {"ok": True, "output": str(output), "name": spec.name, "version": spec.version,
                "root": result.root.digest, "inputBytes": result.input_bytes, "bundleBytes": out_size,
