@@ -23,7 +23,7 @@ from bundler.errors import UsageError
 from bundler.lint import check_deployable
 from bundler.lockfile import ensure_lock
 from bundler.parts import build_split, parse_size
-from bundler.progress import human, percent
+from bundler.progress import Progress, human, percent
 from bundler.signing import load_private_key, read_passphrase
 from bundler.spec import load_spec
 
@@ -47,6 +47,28 @@ def _build(builder: Builder, output: Path, signing_keys: list[Any], part_size: i
         return result, split.index.size, split, None
     result = builder.build(output, signing_keys, force=force)
     return result, output.stat().st_size if output.is_file() else tree_size(output), None, None
+
+
+def input_total(spec: Any, lock: dict[str, Any], registries: Callable[[str], Any]) -> int:
+    """Bytes the build reads: every model file (from the lock), every blob of every image carried
+    (from the image manifests, which are small), so the progress line can give an ETA."""
+    from bundler import mediatypes
+    from bundler.registry import parse_reference
+    from bundler.root import load_json_bounded
+
+    total = sum(f["size"] for m in lock["models"] for f in m["files"])
+    locked = {li["ref"]: li for li in lock["images"]}
+    for image in spec.images:
+        li, ref = locked[image.ref], parse_reference(image.ref)
+        reg = registries(ref.registry)
+        digests = [li["digest"]]
+        if mediatypes.is_index(li["mediaType"]):
+            one = len(image.platforms) == 1 and len(li["platforms"]) > 1  # create carries just that one
+            digests = [li["platforms"][image.platforms[0]]] if one else list(li["platforms"].values())
+        for d in digests:
+            doc = load_json_bounded(reg.get_manifest(ref.repository, d).data, f"manifest of {image.ref}")
+            total += sum(int(b.get("size", 0)) for b in [doc.get("config") or {}, *doc.get("layers", [])])
+    return total
 
 
 @click.command("create")
@@ -80,9 +102,18 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     spec = load_spec(spec_path)
     check_deployable(spec, current_lock(spec, lockfile))  # before anything is fetched or written
-    log = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
+    say = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
     registries = registry_factory(plain_http)
-    lock = ensure_lock(spec, registries, locked=locked, log=log, path=lockfile)
+    lock = ensure_lock(spec, registries, locked=locked, log=say, path=lockfile)
+    bar = Progress("create", input_total(spec, lock, registries), enabled=False if as_json else None)
+
+    def log(line: str) -> None:
+        """One progress line on a terminal (bytes, rate, ETA); the per-item lines elsewhere."""
+        if bar.enabled:
+            bar(builder.input_bytes - bar.done_bytes)
+        else:
+            say(line)
+
     builder = Builder(spec, lock, registries, log=log)
     models_bytes = sum(f["size"] for m in lock["models"] for f in m["files"])
     # A lower bound (images come on top): the models in the work directory, and again in OUT.tar.
@@ -101,6 +132,8 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
             else:
                 leftover.unlink(missing_ok=True)
         raise disk_full_error(e, where=output) from None
+    finally:
+        bar.done()
     elapsed = time.monotonic() - t0
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
