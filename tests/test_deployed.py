@@ -67,3 +67,19 @@ def test_without_a_cluster_load_and_stage_count_as_deployed(bundle_factory: Any,
         assert r.returncode == 0, r.stderr
     r = run_installer("verify", old.path, "--site", site)
     assert r.returncode == 4 and "older than the installed 1.2.0" in r.stderr, r.stderr
+
+
+def test_status_lists_an_image_loaded_by_digest_only(bundle_factory: Any, bundle_world: Any, registry: Any,
+                                                     tmp_path: Path) -> None:
+    from bundler.registry import Registry
+
+    digest = Registry(bundle_world.source.host).has_manifest("rag/vector-db", "1.0")
+    b = bundle_factory(images=(f"rag/vector-db@{digest}",), models=(), manifests=False)
+    site = k3s_site(tmp_path, registry.host, b.pub, cluster=False)
+    r = run_installer("load", b.path, "--site", site, env={"EDGEBUNDLE_OPERATOR": "ana"})
+    assert r.returncode == 0, r.stderr
+    r = run_installer("status", "--site", site, "--json")
+    images = json.loads(r.stdout)["registry"]["images"]
+    assert {"repository": "rag/vector-db", "tag": None, "digest": digest} in images, images
+    r = run_installer("status", "--site", site)
+    assert "rag/vector-db  (by digest only)" in r.stdout and digest in r.stdout, r.stdout

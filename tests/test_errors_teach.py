@@ -112,3 +112,22 @@ def test_ctrl_c_says_what_to_do_and_exits_130(verb: str, message: str) -> None:
     assert r.exit_code == 130 and r.output.strip() == f"error: {message}" and "Aborted" not in r.output
     r = CliRunner().invoke(cmd, ["--json"])
     assert r.exit_code == 130 and json.loads(r.stdout)["kind"] == "Interrupted"
+
+
+def test_delta_media_readme_names_its_base_and_what_to_do_without_it(bundle_factory: Any, bundle_world: Any,
+                                                                     tmp_path: Path) -> None:
+    base = bundle_factory(version="1.0.0", manifests="fitting")
+    doc = yaml.safe_load(base.spec_path.read_text())
+    doc["metadata"]["version"] = "1.1.0"
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    delta = tmp_path / "delta.tar"
+    r = bundle_cli("create", spec, "--key", base.key, "--base", base.path, "-o", delta)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "usb").mkdir()
+    r = bundle_cli("write-media", delta, tmp_path / "usb", "--no-wheels")
+    assert r.returncode == 0, r.stderr
+    readme = (tmp_path / "usb" / "README.txt").read_text()
+    assert "THIS IS A DELTA" in readme
+    assert f"  base root   {base.root_digest}" in readme and "  base        rag-edge 1.0.0" in readme
+    assert "the base bundle rag-edge 1.0.0 first, or the full bundle rag-edge 1.1.0" in readme
