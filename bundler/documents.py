@@ -120,13 +120,15 @@ def _yaml_type(value: Any) -> str:
 
 def describe_errors(error: ValidationError, model: type[BaseModel], where: str,
                     lines: dict[tuple[str | int, ...], int]) -> list[str]:
-    """One line per problem: ``FILE:LINE: key.path: what is wrong (what to write instead)``."""
-    out = []
+    """One line per problem, in file order: ``FILE:LINE: key.path: what is wrong (what to write instead)``."""
+    out: list[str] = []
+    order: list[int] = []
     for e in error.errors():
         loc = tuple(e["loc"])
         line = lines.get(loc) or next((lines[loc[:i]] for i in range(len(loc) - 1, 0, -1)
                                        if loc[:i] in lines), None)
         at = f"{where}:{line}" if line else where
+        order.append(line or 0)
         path = _dotted(loc)
         kind = e["type"]
         if kind == "extra_forbidden":
@@ -147,7 +149,7 @@ def describe_errors(error: ValidationError, model: type[BaseModel], where: str,
             out.append(f"{at}: {path}: expected {_EXPECTED[kind]}, got {e['input']!r} ({_yaml_type(e['input'])})")
         else:
             out.append(f"{at}: {path}: {e['msg'][0].lower()}{e['msg'][1:]}, got {e['input']!r}")
-    return out
+    return [text for _, text in sorted(zip(order, out), key=lambda pair: pair[0])]
 
 
 def validate_document(model: type[M], data: Any, *, what: str, where: Path | str, text: str | None = None,

@@ -109,24 +109,35 @@ def _site_rules(spec: BundleSpec, lock: dict[str, Any] | None, docs: list[tuple[
     root, site = preview_root(spec, lock), _preview_site(spec)
     seen: dict[str, str] = {}
     for path, obj in docs:
+        checks = (lambda one: policy.check_images(one, root, PREVIEW_REGISTRY), lambda one: policy.check_models(one, root))
         try:
             rendered = render(root, "", [(path, obj)], site)
         except EdgebundleError as e:
             report.findings.append(Finding(path, e.message, e.hint))
-            continue
+            try:  # still check its images: render without the models annotation that stopped it
+                rendered = render(root, "", [(path, _without_models_annotation(obj))], site)
+            except EdgebundleError:
+                continue
+            checks = checks[:1]
         key = ObjectKey.of(rendered.objects[0])
         if key.id in seen:
             report.findings.append(Finding(path, f"{key} is defined twice: in {seen[key.id]} and {path}",
                                            "keep one definition (objects are identified by kind, namespace "
                                            "and name)"))
         seen.setdefault(key.id, path)
-        one = Rendered(rendered.bundle, rendered.objects)
-        for check in (lambda: policy.check_images(one, root, PREVIEW_REGISTRY),
-                      lambda: policy.check_models(one, root)):
+        for check in checks:
             try:
-                check()
+                check(Rendered(rendered.bundle, rendered.objects))
             except EdgebundleError as e:
                 report.findings.append(Finding(path, e.message, e.hint))
+
+
+def _without_models_annotation(obj: dict[str, Any]) -> dict[str, Any]:
+    from installer.render import MODELS_ANNOTATION
+
+    meta = dict(obj.get("metadata") or {})
+    meta["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items() if k != MODELS_ANNOTATION}
+    return {**obj, "metadata": meta}
 
 
 def _models_volume(spec: BundleSpec, docs: list[tuple[str, dict[str, Any]]], report: LintReport) -> None:
@@ -169,9 +180,10 @@ def _kubernetes_schema(spec: BundleSpec, docs: list[tuple[str, dict[str, Any]]],
 
     for path, obj in docs:
         for problem in kubeschema.check_object(obj, report.kubernetes):
+            fix = ("use an apiVersion those versions serve (kubectl api-resources lists them)" if " is not served" in
+                   problem else "fix the field (kubectl explain names every valid one)")
             report.findings.append(Finding(path, f"{ObjectKey.of(obj)}: {problem}",
-                                           "fix the field (kubectl explain names every valid one), or "
-                                           "narrow metadata.kubernetes to the versions the sites run"))
+                                           fix + ", or narrow metadata.kubernetes to the versions the sites run"))
 
 
 def lint(spec: BundleSpec, lock: dict[str, Any] | None) -> LintReport:

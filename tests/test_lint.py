@@ -177,3 +177,11 @@ def test_lock_applies_the_platform_rules_of_create(bundle_world: Any, tmp_path: 
     assert r.exit_code == 2
     assert f"image {host}/rag/vector-db:1.0 has no platform linux/arm64/v8 (it has linux/amd64)" in r.output
     assert not (tmp_path / "b.lock").exists()
+
+
+def test_an_unknown_model_does_not_hide_the_same_objects_image_problem(project: Path) -> None:
+    edit(project / "manifests/40-orchestrator.yaml", "edgebundle.dev/models: ", "edgebundle.dev/models: bge-small,")
+    edit(project / "manifests/40-orchestrator.yaml", "rag/orchestrator:1.0", "rag/orchestrator:0.9")
+    out = refused(project, "loads model 'bge-small'", "Deployment/rag-system/orchestrator container 'orchestrator' "
+                  "uses image '127.0.0.1:5000/rag/orchestrator:0.9'")
+    assert "2 problems" in out
