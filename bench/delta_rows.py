@@ -108,7 +108,9 @@ def s1_new_layer(bench: Bench, root: Path) -> Scenario:
     changed = [(path, old.get(role)) for role, path in sorted(new.items())
                if old.get(role) is None or old[role].name != path.name]
     refs = [new_ref if r == old_ref else r for r in bench.image_refs]
-    return Scenario("S1", "one image gets one new layer", {"image_refs": refs}, changed,
+    manifests = root / "manifests"  # the workload runs the new tag (what bundle create checks)
+    gen.copy_manifests(bench.inputs.manifests, manifests, {f"/{old_ref}\n": f"/{new_ref}\n"})
+    return Scenario("S1", "one image gets one new layer", {"image_refs": refs, "manifests": manifests}, changed,
                     _size(list(new.values())))
 
 
@@ -145,8 +147,10 @@ def s5_model_swap(bench: Bench, root: Path) -> Scenario:
     embed = root / "bench-embed-2"
     gen.write_embedding_dir(embed, bench.settings.embed_mb * gen.MIB // 2, seed=3)
     files = sorted(p for p in embed.rglob("*") if p.is_file())
+    manifests = root / "manifests"  # the workloads load the new model
+    gen.copy_manifests(bench.inputs.manifests, manifests, {"bench-embed": "bench-embed-2"})
     return Scenario("S5", "a model is added (bench-embed-2) and one removed (bench-embed)",
-                    {"embedding": embed, "embedding_name": "bench-embed-2"},
+                    {"embedding": embed, "embedding_name": "bench-embed-2", "manifests": manifests},
                     [(p, None) for p in files], _size(files))
 
 

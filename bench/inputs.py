@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -221,12 +220,21 @@ def _vocab(seed: int, size: int = 30522) -> list[str]:
 
 # -- manifests and the whole input tree ----------------------------------------------------
 
-def copy_manifests(repo_manifests: Path, dest: Path) -> list[Path]:
-    """The project's shipped Kubernetes manifests (the YAML files only), copied to ``dest``."""
+#: The shipped manifests' model names -> the bench's, so the manifests load the models the bench
+#: bundles carry (bundle create refuses manifests naming models a bundle does not stage).
+MODEL_NAMES = {"smollm2-135m": "bench-llm", "all-minilm-l6-v2": "bench-embed"}
+
+
+def copy_manifests(repo_manifests: Path, dest: Path, replace: dict[str, str] | None = None) -> list[Path]:
+    """Kubernetes manifests (the YAML files only) copied to ``dest``, each ``replace`` key -> value in them
+    (default: the shipped manifests with the bench's model names)."""
     dest.mkdir(parents=True, exist_ok=True)
     out = []
     for src in sorted(repo_manifests.glob("*.yaml")):
-        shutil.copyfile(src, dest / src.name)
+        text = src.read_text()
+        for old, new in (MODEL_NAMES if replace is None else replace).items():
+            text = text.replace(old, new)
+        (dest / src.name).write_text(text)
         out.append(dest / src.name)
     return out
 

@@ -49,7 +49,7 @@ from bundler.root import (
     parse_root,
 )
 from bundler.signing import sign
-from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files
+from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
@@ -268,8 +268,8 @@ class Builder:
         else:
             pin, doc, total = self._add_image_manifest(store, reg, ref.repository, top_digest)
             cfg = load_json_bounded(store.read_small(doc["config"]["digest"]), "image config")
-            actual = f"{cfg.get('os')}/{cfg.get('architecture')}" + (
-                f"/{cfg['variant']}" if cfg.get("variant") else "")
+            actual = normalize_platform(f"{cfg.get('os')}/{cfg.get('architecture')}" + (
+                f"/{cfg['variant']}" if cfg.get("variant") else ""))
             if platforms and actual not in platforms:
                 raise UsageError(f"image {image.ref} is {actual}, the spec asks for {', '.join(platforms)}")
             platforms = [actual]

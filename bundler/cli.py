@@ -16,6 +16,7 @@ def main() -> None:
     \b
     Typical flow:
       bundle keygen release --out keys
+      bundle lint bundle.yaml                    what the site would refuse, before building
       bundle lock bundle.yaml
       bundle create bundle.yaml --key keys/release.key -o rag-edge-1.0.0.tar
       bundle verify rag-edge-1.0.0.tar --pubkey keys/release.pub
@@ -24,7 +25,7 @@ def main() -> None:
     An upgrade that carries only what changed (a delta):
       bundle create bundle.yaml --key keys/release.key --base rag-edge-1.0.0.tar -o rag-edge-1.1.0.tar
 
-    Exit codes: 0 ok, 1 error, 2 usage, 4 verification failed (docs/EXIT_CODES.md).
+    Exit codes: 0 ok, 1 error, 2 usage, 4 verification failed, 130 interrupted (docs/EXIT_CODES.md).
     """
 
 

@@ -31,23 +31,57 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+class Interrupted(EdgebundleError):
+    """Ctrl-C (or SIGINT): the verb stopped where it was; every verb resumes when run again."""
+
+    exit_code = 130
+
+
+#: Verbs that only read: an interrupted run changed nothing, so there is nothing to resume.
+READ_ONLY_VERBS = frozenset({"verify", "inspect", "lint", "status", "history", "audit"})
+
+
+def _interrupted() -> Interrupted:
+    ctx = click.get_current_context(silent=True)
+    verb = ctx.info_name if ctx is not None else None
+    if verb in READ_ONLY_VERBS:
+        return Interrupted("interrupted; nothing was changed")
+    return Interrupted("interrupted; run the same command again to resume")
+
+
+def _report(e: EdgebundleError, as_json: bool) -> None:
+    last_error.set(e)
+    if as_json:
+        emit_json({"ok": False, "error": e.message, "kind": type(e).__name__,
+                   "hint": e.hint, "exitCode": e.exit_code})
+    else:
+        click.echo(f"error: {e.message}", err=True)
+        if e.hint:
+            click.echo(f"  what to do: {e.hint}", err=True)
+    sys.exit(e.exit_code)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn :class:`EdgebundleError` into a clear message and its exit code (no traceback)."""
+    """Turn :class:`EdgebundleError`, a full disk and Ctrl-C into a clear message and its exit code
+    (no traceback; with ``--json`` an error document on stdout)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from bundler.diskspace import disk_full_error, is_disk_full
+
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except EdgebundleError as e:
-            last_error.set(e)
-            if kwargs.get("as_json"):
-                emit_json({"ok": False, "error": e.message, "kind": type(e).__name__,
-                           "hint": e.hint, "exitCode": e.exit_code})
-            else:
-                click.echo(f"error: {e.message}", err=True)
-                if e.hint:
-                    click.echo(f"  what to do: {e.hint}", err=True)
-            sys.exit(e.exit_code)
+            _report(e, as_json)
+        except OSError as e:
+            if not is_disk_full(e):
+                raise
+            _report(disk_full_error(e), as_json)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            if not as_json:
+                click.echo("", err=True)  # end a progress line
+            _report(_interrupted(), as_json)
 
     return wrapper
 

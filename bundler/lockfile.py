@@ -20,12 +20,50 @@ from typing import Any, Callable
 
 from bundler import mediatypes
 from bundler.digest import hash_file, read_bounded, sha256_bytes
+from bundler.diskspace import disk_full_error, is_disk_full
+from bundler.documents import Strict, validate_document
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
 from bundler.root import load_json_bounded
-from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files
+from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 
 LOCK_VERSION = 1
+
+
+# --- the schema (docs/SPEC.md documents it) --------------------------------------------------
+
+class LockedFile(Strict):
+    path: str
+    digest: str
+    size: int
+
+
+class LockedBundle(Strict):
+    name: str
+    version: str
+
+
+class LockedImageDoc(Strict):
+    ref: str
+    digest: str
+    mediaType: str
+    platforms: dict[str, str]
+
+
+class LockedModel(Strict):
+    name: str
+    version: str
+    files: list[LockedFile]
+
+
+class LockDocument(Strict):
+    lockVersion: int
+    spec: str
+    bundle: LockedBundle
+    created: str
+    images: list[LockedImageDoc]
+    models: list[LockedModel]
+    manifests: list[LockedFile]
 
 
 class LockMismatchError(EdgebundleError):
@@ -52,7 +90,24 @@ def platform_of(desc: dict[str, Any]) -> str | None:
     if not p.get("os") or not p.get("architecture"):
         return None
     s = f"{p['os']}/{p['architecture']}"
-    return s + (f"/{p['variant']}" if p.get("variant") else "")
+    return normalize_platform(s + (f"/{p['variant']}" if p.get("variant") else ""))
+
+
+def check_platforms(image: ImageSpec, available: list[str]) -> None:
+    """The platform rules ``bundle create`` builds by, applied as soon as the image is resolved.
+
+    An index: one platform (only its manifest is carried) or all of them (a partial index cannot
+    be pushed intact). A single manifest: its config's platform must be the one asked for.
+    """
+    wanted = list(image.platforms)
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise UsageError(f"image {image.ref} has no platform {', '.join(missing)} "
+                         f"(it has {', '.join(sorted(available)) or 'none'})",
+                         hint="fix spec.images[].platforms (linux/arm64 and linux/arm64/v8 are the same)")
+    if len(wanted) > 1 and set(wanted) != set(available):
+        raise UsageError(f"image {image.ref}: choose one platform or all of {', '.join(sorted(available))} "
+                         "(a partial index cannot be pushed intact)")
 
 
 def resolve_image(image: ImageSpec, registries: Callable[[str], Any]) -> LockedImage:
@@ -69,12 +124,24 @@ def resolve_image(image: ImageSpec, registries: Callable[[str], Any]) -> LockedI
             plat = platform_of(d)
             if plat and plat != "unknown/unknown":
                 platforms.setdefault(plat, d["digest"])
-        wanted = set(image.platforms)
-        missing = sorted(wanted - set(platforms))
-        if missing:
-            raise UsageError(f"image {image.ref} has no platform {', '.join(missing)} "
-                             f"(it has {', '.join(sorted(platforms))})")
+        check_platforms(image, list(platforms))
+    elif image.platforms:
+        check_platforms(image, [_config_platform(reg, ref.repository, m.data, image.ref)])
     return LockedImage(image.ref, m.digest, m.media_type, platforms)
+
+
+def _config_platform(reg: Any, repo: str, manifest: bytes, ref: str) -> str:
+    """The platform a single-platform image's config declares (the config is small; bounded)."""
+    import io
+
+    config = (load_json_bounded(manifest, f"manifest of {ref}").get("config") or {})
+    if not isinstance(config.get("size"), int) or config["size"] > MAX_JSON_BYTES:
+        raise EdgebundleError(f"image {ref}: its config descriptor is missing or over {MAX_JSON_BYTES} bytes")
+    buf = io.BytesIO()
+    reg.download_blob(repo, config["digest"], buf, config["size"])
+    cfg = load_json_bounded(buf.getvalue(), f"config of {ref}")
+    return normalize_platform(f"{cfg.get('os')}/{cfg.get('architecture')}"
+                              + (f"/{cfg['variant']}" if cfg.get("variant") else ""))
 
 
 def _file_pins(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
@@ -105,17 +172,27 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
 
 def write_lock(path: Path, lock: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full_error(e, where=path) from None
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written lock
 
 
 def read_lock(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
-    lock = load_json_bounded(read_bounded(path, MAX_JSON_BYTES, "lock file"), str(path))
+    data = read_bounded(path, MAX_JSON_BYTES, "lock file")
+    lock = load_json_bounded(data, str(path))
     if not isinstance(lock, dict) or lock.get("lockVersion") != LOCK_VERSION:
         raise UsageError(f"{path} is not a version-{LOCK_VERSION} bundles.lock",
                          hint="regenerate it with: bundle lock SPEC")
+    validate_document(LockDocument, lock, what="lock file", where=path,
+                      text=data.decode("utf-8", "replace"), doc_hint="docs/SPEC.md")
     return lock
 
 
@@ -141,13 +218,13 @@ def check_sources(lock: dict[str, Any], spec: BundleSpec, registries: Callable[[
 
 
 def ensure_lock(spec: BundleSpec, registries: Callable[[str], Any], *, locked: bool,
-                log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                log: Callable[[str], None] = lambda s: None, path: Path | None = None) -> dict[str, Any]:
     """The lock ``bundle create`` builds from.
 
     With ``locked``, refuse a missing or stale lock or changed sources. Without it, a missing or
     stale lock is (re)written, keeping its creation time when the spec did not change.
     """
-    path = spec.lock_path
+    path = path or spec.lock_path
     lock = read_lock(path)
     if locked:
         if lock is None:

@@ -548,6 +548,21 @@ def render_runbook(bom: BundleOnMedia, files: list[FileReport], *, wheels: list[
     add("This stick carries one signed bundle and (unless noted) an offline installer.")
     add("Mount it read-only on site; nothing is ever written to it there.")
     add("")
+    base = bom.root.base
+    if base is not None:
+        from bundler.delta import full_root_digest
+
+        add("THIS IS A DELTA")
+        add(f"  It carries only what changed since {base.name} {base.version}; the rest is rebuilt")
+        add("  from that base, which the site must already have installed (loaded and staged):")
+        add(f"  base        {base.name} {base.version}")
+        add(f"  base root   {base.root}")
+        add(f"  full root   {full_root_digest(bom.root)}  (the full bundle it becomes)")
+        add("  Check with: installer status --site SITE (the base must be listed as installed).")
+        add("  Without the base the installer refuses this delta (WrongBaseError). Then bring either")
+        add(f"  the base bundle {base.name} {base.version} first, or the full bundle {d['name']} {d['version']}")
+        add("  (bundle create without --base) instead of this delta.")
+        add("")
     add("BUNDLE")
     for k, v in (("name", d["name"]), ("version", d["version"]), ("compatible", d["compatible"]),
                  ("created", d["created"]), ("root", d["root"]),

@@ -44,6 +44,7 @@ from bundler.digest import (
     read_bounded,
     sha256_bytes,
 )
+from bundler.diskspace import require_free
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.progress import Progress
 from bundler.root import Root, canonical_json, load_json_bounded, parse_root
@@ -597,6 +598,8 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
     bundle_file = bundle_file or bundle_file_name(Path(bundle), source, root)
     total = bundle_tar_size(source, root)
     check_part_size(part_size, total)
+    replaced = sum(p.stat().st_size for p in out_dir.glob(f"{bundle_file}.part[0-9][0-9][0-9]"))
+    require_free(out_dir, total - replaced, f"the parts of {bundle_file}")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = stem_of(bundle_file)
     index_path, sig_path = out_dir / (stem + INDEX_SUFFIX), out_dir / (stem + SIG_SUFFIX)
@@ -614,6 +617,8 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
         parts = writer.close()
     except BaseException:
         writer.abort()
+        for p in writer.parts:  # no index, so these are unusable: leave nothing partial
+            (out_dir / p.name).unlink(missing_ok=True)
         raise
     finally:
         if bar:

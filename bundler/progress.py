@@ -40,7 +40,7 @@ class Progress:
         line = f"\r{self.label}: {human(self.done_bytes)}"
         if self.total:
             pct = 100 * self.done_bytes / self.total
-            eta = (self.total - self.done_bytes) / rate if rate > 0 else 0
+            eta = max(self.total - self.done_bytes, 0) / rate if rate > 0 else 0
             line += f" / {human(self.total)} ({pct:.0f}%)  {human(rate)}/s  ETA {eta:.0f}s"
         else:
             line += f"  {human(rate)}/s"

@@ -9,17 +9,50 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
-from bundler.boundedyaml import load_bounded
-from bundler.digest import read_bounded
+from bundler.documents import Strict, load_yaml_document, validate_document
 from bundler.errors import UsageError
 from bundler.root import MODEL_KINDS, canonical_json
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
+
+
+# --- the schema (docs/SPEC.md lists exactly these fields; tests/test_documents.py keeps them in step)
+
+class SpecMetadata(Strict):
+    name: str
+    version: str
+    compatible: str
+    description: str = ""
+    #: Kubernetes versions the manifests must be valid for, e.g. ">=1.25" (bundle lint checks them).
+    kubernetes: str | None = None
+
+
+class SpecImage(Strict):
+    ref: str
+    platforms: list[str] = []
+
+
+class SpecModel(Strict):
+    name: str
+    kind: Literal[MODEL_KINDS]  # type: ignore[valid-type]
+    version: str
+    path: str
+
+
+class SpecBody(Strict):
+    images: list[SpecImage] | None = None
+    models: list[SpecModel] | None = None
+    manifests: list[str] | None = None
+
+
+class SpecDocument(Strict):
+    apiVersion: Literal["edgebundle/v1"]
+    kind: Literal["Bundle"]
+    metadata: SpecMetadata
+    spec: SpecBody
 
 
 @dataclass(frozen=True)
@@ -47,6 +80,8 @@ class BundleSpec:
     models: tuple[ModelSpec, ...]
     manifests: tuple[Path, ...]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: ``metadata.kubernetes``: the Kubernetes versions the manifests must be valid for, or None.
+    kubernetes: str | None = None
 
     @property
     def lock_path(self) -> Path:
@@ -67,6 +102,21 @@ class BundleSpec:
         return canonical_json(self.fingerprint())
 
 
+#: Architecture spellings that name the same OCI architecture (as containerd normalizes them).
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}
+#: The variant an architecture has when none is written (OCI image-index platform matching).
+_DEFAULT_VARIANT = {"arm64": "v8"}
+
+
+def normalize_platform(platform: str) -> str:
+    """``os/arch[/variant]`` in one spelling, so that ``linux/arm64`` equals ``linux/arm64/v8``."""
+    os_, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    arch = _ARCH_ALIASES.get(arch, arch)
+    variant = variant or _DEFAULT_VARIANT.get(arch, "")
+    return f"{os_}/{arch}" + (f"/{variant}" if variant else "")
+
+
 def _rel(p: Path, base: Path) -> str:
     try:
         return p.relative_to(base.resolve()).as_posix()
@@ -75,77 +125,55 @@ def _rel(p: Path, base: Path) -> str:
         return os.path.relpath(p, base.resolve()).replace(os.sep, "/")
 
 
-def _need(d: Any, key: str, typ: type, where: str) -> Any:
-    if not isinstance(d, dict) or key not in d:
-        raise UsageError(f"bundle spec: {where} needs '{key}'")
-    v = d[key]
-    if not isinstance(v, typ):
-        raise UsageError(f"bundle spec: {where}.{key} must be a {typ.__name__}")
-    return v
-
-
 def load_spec(path: Path) -> BundleSpec:
     """Read and check a spec file; paths in it are relative to the file."""
     path = Path(path).resolve()
-    try:
-        doc = load_bounded(read_bounded(path, 1024 * 1024, "bundle spec"), f"bundle spec {path}")  # bounded, no FIFO
-    except FileNotFoundError:
-        raise UsageError(f"bundle spec {path} does not exist") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"bundle spec {path} is not valid YAML: {e}") from None
-    if not isinstance(doc, dict) or doc.get("apiVersion") != "edgebundle/v1" or doc.get("kind") != "Bundle":
+    data, text = load_yaml_document(path, "bundle spec")
+    if not isinstance(data, dict) or data.get("apiVersion") != "edgebundle/v1" or data.get("kind") != "Bundle":
         raise UsageError(f"{path} is not a bundle spec (want apiVersion: edgebundle/v1, kind: Bundle)")
-    meta = _need(doc, "metadata", dict, "document")
-    name = str(_need(meta, "name", str, "metadata"))
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"bundle spec: metadata.name {name!r} must be lower-case letters, digits, '.', '_', '-'")
-    version = str(_need(meta, "version", object, "metadata"))  # YAML may read 1.0 as a float
-    if not re.fullmatch(r"[0-9A-Za-z.+-]{1,64}", version):
-        raise UsageError(f"bundle spec: metadata.version {version!r} is not a valid version")
-    compatible = str(_need(meta, "compatible", str, "metadata"))
-    spec = _need(doc, "spec", dict, "document")
-    base = path.parent
+    doc = validate_document(SpecDocument, data, what="bundle spec", where=path, text=text,
+                            doc_hint="docs/SPEC.md")
+    meta, body, base = doc.metadata, doc.spec, path.parent
+    if not _NAME.fullmatch(meta.name):
+        raise UsageError(f"bundle spec: metadata.name {meta.name!r} must be lower-case letters, digits, '.', '_', '-'")
+    if not re.fullmatch(r"[0-9A-Za-z.+-]{1,64}", meta.version):
+        raise UsageError(f"bundle spec: metadata.version {meta.version!r} is not a valid version")
+    if meta.kubernetes is not None:
+        from bundler.kubeschema import kubernetes_versions
+
+        kubernetes_versions(meta.kubernetes)  # refuses a malformed or unsupported range now
 
     images = []
-    for i, im in enumerate(spec.get("images") or []):
-        ref = _need(im, "ref", str, f"spec.images[{i}]")
-        plats = im.get("platforms") or []
-        if not isinstance(plats, list) or not all(isinstance(p, str) and "/" in p for p in plats):
+    for i, im in enumerate(body.images or []):
+        if not all("/" in p for p in im.platforms):
             raise UsageError(f"bundle spec: spec.images[{i}].platforms must be a list like [linux/amd64]")
-        images.append(ImageSpec(ref, tuple(plats)))
+        images.append(ImageSpec(im.ref, tuple(dict.fromkeys(normalize_platform(p) for p in im.platforms))))
 
     models = []
     seen: set[tuple[str, str]] = set()
-    for i, m in enumerate(spec.get("models") or []):
+    for i, m in enumerate(body.models or []):
         w = f"spec.models[{i}]"
-        mname = _need(m, "name", str, w)
-        kind = _need(m, "kind", str, w)
-        mver = str(_need(m, "version", object, w))
-        if kind not in MODEL_KINDS:
-            raise UsageError(f"bundle spec: {w}.kind {kind!r} must be one of {', '.join(MODEL_KINDS)}")
-        for label, val in (("name", mname), ("version", mver)):
+        for label, val in (("name", m.name), ("version", m.version)):
             if not _SAFE.fullmatch(val):
                 raise UsageError(f"bundle spec: {w}.{label} {val!r} is not a safe path component")
-        if (mname, mver) in seen:
-            raise UsageError(f"bundle spec: model {mname} {mver} is listed twice")
-        seen.add((mname, mver))
-        mpath = (base / _need(m, "path", str, w)).resolve()
+        if (m.name, m.version) in seen:
+            raise UsageError(f"bundle spec: model {m.name} {m.version} is listed twice")
+        seen.add((m.name, m.version))
+        mpath = (base / m.path).resolve()
         if not mpath.exists():
             raise UsageError(f"bundle spec: {w}.path {mpath} does not exist",
-                             hint="run 'make models' or fix the path (relative to the spec file)")
-        models.append(ModelSpec(mname, kind, mver, mpath))
+                             hint="put the model's file(s) there, or fix the path (it is relative to the spec file)")
+        models.append(ModelSpec(m.name, m.kind, m.version, mpath))
 
     manifests = []
-    for i, p in enumerate(spec.get("manifests") or []):
-        if not isinstance(p, str):
-            raise UsageError(f"bundle spec: spec.manifests[{i}] must be a path")
+    for i, p in enumerate(body.manifests or []):
         mp = (base / p).resolve()
         if not mp.exists():
             raise UsageError(f"bundle spec: spec.manifests[{i}] {mp} does not exist")
         manifests.append(mp)
 
-    return BundleSpec(path, name, version, compatible, str(meta.get("description", "")),
-                      tuple(images), tuple(models), tuple(manifests), doc)
+    return BundleSpec(path, meta.name, meta.version, meta.compatible, meta.description,
+                      tuple(images), tuple(models), tuple(manifests), data, meta.kubernetes)
 
 
 def manifest_files(spec: BundleSpec) -> list[tuple[str, Path]]:

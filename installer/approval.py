@@ -25,9 +25,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
+from bundler.documents import validate_document
 from bundler.root import MalformedRootError, canonical_json, load_json_bounded
 from bundler.signing import keyid
 from installer.plan import Plan
+from installer.records import ApprovalDocument
 from installer.site import Site
 from installer.state import StateDir
 
@@ -139,6 +141,7 @@ def check_approval(state: StateDir, plan: Plan, *, keys: list[Ed25519PublicKey] 
     if doc is None:
         raise ApprovalError(f"plan {plan.hash[:19]}... has not been approved{_others(state, plan)}",
                             hint="an operator must review and approve it: installer approve PLAN --operator NAME")
+    validate_document(ApprovalDocument, doc, what="approval", where=path)
     for k, want in (("planHash", plan.hash), ("site", plan.doc["site"]), ("cluster", plan.doc["cluster"]),
                     ("bundle", plan.bundle)):
         if doc.get(k) != want:

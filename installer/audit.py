@@ -478,7 +478,7 @@ NOT_AUDITED = frozenset({"status", "history", "audit"})
 
 def outcome_of(exit_code: int) -> str:
     """The word an audit line uses for an exit status (docs/EXIT_CODES.md)."""
-    return {0: "ok", 3: "pending", 4: "refused"}.get(exit_code, "error")
+    return {0: "ok", 3: "pending", 4: "refused", 130: "interrupted"}.get(exit_code, "error")
 
 
 def audited(cmd: click.Command) -> None:

@@ -24,10 +24,11 @@ def main() -> None:
       installer apply   plan.json --site site.yaml   waits for health, rolls back on failure
       installer status | history | rollback [--to N] --site site.yaml
       installer audit verify --site site.yaml        prove the audit log unedited
+      installer prune --site site.yaml --operator NAME   delete what no recent deployment uses
     BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part.
 
-    Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed
-    (docs/EXIT_CODES.md).
+    Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed,
+    130 interrupted (docs/EXIT_CODES.md).
     """
 
 

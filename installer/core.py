@@ -17,8 +17,9 @@ Invariants:
   A tag or manifest is pushed only after every blob it names is in the registry under its digest.
 - Destinations record each finished item in the bundle's journal, so a killed run resumes
   where it stopped.
-- A bundle is recorded in ``installed.json`` only once both ``load`` and ``stage`` completed;
-  that record is what rollback protection compares against.
+- A bundle is recorded in ``installed.json`` only once both ``load`` and ``stage`` completed.
+  Rollback protection compares with the *deployed* bundle (:func:`deployed_bundle`): the newest
+  one that reached a healthy revision, so a bundle staged but never applied blocks nothing.
 - The bundle's location is only ever read.
 """
 
@@ -105,9 +106,10 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     trust = site.trust_store()
     signed = Verifier(trust, Policy(compatible=site.compatible)).verify(source, content=False)
     current = state.current(signed.root.name)
+    running = deployed_bundle(site, state, signed.root.name)  # what rollback protection compares with
     policy = Policy(
         compatible=site.compatible,
-        installed=(current["name"], current["version"]) if current else None,
+        installed=(running["name"], running["version"]) if running else None,
         allow_downgrade=bool(allow_downgrade),
         # A delta whose full target is already installed is a rerun, not a wrong base.
         base_root=None if current is None or current["root"] == full_root_digest(signed.root) else current["root"],
@@ -132,8 +134,8 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     state.remember_bundle(vb.root_digest, vb.root_bytes, sig_bytes)  # only once nothing refused it
     vb = full
     journal = state.journal(vb.root_digest)
-    if current and version_key(vb.root.version) < version_key(current["version"]):
-        journal.mark_item("verify", "downgrade", reason=allow_downgrade, installed=current["version"],
+    if running and version_key(vb.root.version) < version_key(running["version"]):
+        journal.mark_item("verify", "downgrade", reason=allow_downgrade, installed=running["version"],
                           operator=operator_name())
     journal.mark_step("verify", signers=vb.signers, content=content)
     faultpoint("verify.done")
@@ -207,3 +209,20 @@ def record_installed(vb: VerifiedBundle, journal: Journal, state: StateDir) -> d
 
 def is_installed(state: StateDir, root_digest: str) -> bool:
     return any(b["root"] == root_digest for b in state.installed())
+
+
+def deployed_bundle(site: Site, state: StateDir, name: str | None = None) -> dict[str, Any] | None:
+    """The bundle (of ``name``) the site runs: that of the newest revision that became healthy.
+
+    A site without a cluster target never applies anything; there a bundle counts as deployed
+    once its load and stage completed (its ``installed.json`` entry).
+    """
+    if not site.has_cluster_target:
+        return state.current(name)
+    from installer.revisions import RevisionStore  # here: it loads the cluster code verify/load/stage skip
+
+    for rec in reversed(RevisionStore(state).all()):
+        bundle = rec.get("bundle") or {}
+        if rec.get("status") in ("deployed", "superseded") and (name is None or bundle.get("name") == name):
+            return {**next((b for b in state.installed() if b["root"] == bundle.get("root")), {}), **bundle}
+    return None

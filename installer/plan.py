@@ -36,10 +36,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bundler.digest import sha256_bytes
+from bundler.documents import validate_document
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
 from bundler.root import MalformedRootError, canonical_json, load_json_bounded
 from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
+from installer.records import PlanDocument
 from installer.render import MANAGED_BY, MANAGER, ObjectKey
 from installer.site import Site
 from installer.state import atomic_write, now_iso
@@ -162,9 +164,7 @@ def load_plan(path: Path) -> Plan:
         raise PlanError(f"{path} is not an edgebundle plan", hint="make one with: installer plan BUNDLE --site SITE -o PLAN")
     if doc.get("formatVersion") != PLAN_VERSION:
         raise PlanError(f"plan {path} has format {doc.get('formatVersion')!r}; this installer reads {PLAN_VERSION}")
-    for k in ("planHash", "bundle", "site", "cluster", "objects", "revision", "observed"):
-        if k not in doc:
-            raise PlanError(f"plan {path} lacks '{k}'")
+    validate_document(PlanDocument, doc, what="plan", where=path, text=data.decode("utf-8", "replace"))
     got = plan_hash(doc)
     if got != doc["planHash"]:
         raise PlanError(f"plan {path} was modified after it was made (content hash {got}, the plan says "

@@ -223,20 +223,31 @@ def read_manifest_docs(source: BundleSource, root: Root) -> list[tuple[str, dict
         if sha256_bytes(data) != mf.digest or len(data) != mf.size:
             raise VerificationError(f"manifest {mf.path} does not match its signed digest {mf.digest}",
                                     hint="the bundle changed since it was verified; copy it again")
-        try:
-            docs = load_all_bounded(data, f"manifest {mf.path}")
-        except YamlBoundError as e:
-            raise RenderError(e.message, hint=e.hint) from None
-        for i, doc in enumerate(docs):
-            if doc is None:
-                continue
-            items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
-            for obj in items or []:
-                if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind") \
-                        or not isinstance(obj.get("metadata"), dict) or not obj["metadata"].get("name"):
-                    raise RenderError(f"manifest {mf.path} document {i + 1} is not a Kubernetes object "
-                                      "(needs apiVersion, kind and metadata.name)")
-                out.append((mf.path, obj))
+        out += parse_manifest(mf.path, data)
+    return out
+
+
+def parse_manifest(path: str, data: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """The Kubernetes objects of one manifest file as (path, object); ``kind: List`` flattened.
+
+    Shared by the site (signed manifests) and the build host (``bundle lint``), so both read the
+    same objects from the same bytes.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    try:
+        docs = load_all_bounded(data, f"manifest {path}")
+    except YamlBoundError as e:
+        raise RenderError(e.message, hint=e.hint) from None
+    for i, doc in enumerate(docs):
+        if doc is None:
+            continue
+        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for obj in items or []:
+            if not isinstance(obj, dict) or not obj.get("apiVersion") or not obj.get("kind") \
+                    or not isinstance(obj.get("metadata"), dict) or not obj["metadata"].get("name"):
+                raise RenderError(f"manifest {path} document {i + 1} is not a Kubernetes object "
+                                  "(needs apiVersion, kind and metadata.name)")
+            out.append((path, obj))
     return out
 
 

@@ -8,14 +8,71 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-
-from bundler.boundedyaml import load_bounded
-from bundler.digest import read_bounded
+from bundler.documents import Strict, load_yaml_document, validate_document
 from bundler.errors import UsageError
 from bundler.signing import TrustStore
+
+DEFAULT_STATE_DIR = "/var/lib/edgebundle"
+DEFAULT_NAMESPACE = "rag-system"
+
+
+# --- the schema (docs/SITE.md lists exactly these fields; tests/test_documents.py keeps them in step)
+
+class SiteMetadata(Strict):
+    name: str
+
+
+class SiteTrust(Strict):
+    keys: list[str]
+    threshold: int = 1
+
+
+class SiteRegistry(Strict):
+    address: str
+    plainHTTP: bool = False
+    uploadChunkBytes: int | None = None
+
+
+class SiteNfs(Strict):
+    server: str | None = None
+    path: str | None = None
+
+
+class SiteModels(Strict):
+    root: str
+    nfs: SiteNfs | None = None
+
+
+class SiteCluster(Strict):
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    manifestsDir: str | None = None
+
+
+class SiteKeys(Strict):
+    keys: list[str]
+
+
+class SiteBody(Strict):
+    compatible: str
+    trust: SiteTrust
+    registry: SiteRegistry
+    models: SiteModels
+    stateDir: str = DEFAULT_STATE_DIR
+    cluster: SiteCluster | None = None
+    requireValidation: SiteKeys | None = None
+    siteKey: str | None = None
+    approval: SiteKeys | None = None
+
+
+class SiteDocument(Strict):
+    apiVersion: Literal["edgebundle/v1"]
+    kind: Literal["Site"]
+    metadata: SiteMetadata
+    spec: SiteBody
 
 
 @dataclass(frozen=True)
@@ -24,7 +81,7 @@ class ClusterTarget:
 
     kubeconfig: Path | None = None
     context: str | None = None
-    namespace: str = "rag-system"
+    namespace: str = DEFAULT_NAMESPACE
     manifests_dir: Path | None = None  # k3s: /var/lib/rancher/k3s/server/manifests
 
     @property
@@ -54,6 +111,12 @@ class Site:
     registry_chunk_size: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def has_cluster_target(self) -> bool:
+        """Does the site file name a cluster (``spec.cluster``)? Without one, nothing is ever applied,
+        so a bundle counts as deployed once loaded and staged (docs/SITE.md)."""
+        return bool((self.raw.get("spec") or {}).get("cluster"))
+
     def trust_store(self) -> TrustStore:
         return TrustStore.from_files(list(self.trust_keys), self.trust_threshold)
 
@@ -66,59 +129,44 @@ def _path(base: Path, value: str) -> Path:
     return p if p.is_absolute() else (base / p).resolve()
 
 
-def _get(d: dict[str, Any], key: str, where: str, typ: type = str, required: bool = True) -> Any:
-    v = d.get(key)
-    if v is None:
-        if required:
-            raise UsageError(f"site file: {where} needs '{key}'", hint="see docs/SITE.md")
-        return None
-    if not isinstance(v, typ):
-        raise UsageError(f"site file: {where}.{key} must be a {typ.__name__}")
-    return v
-
-
 def load_site(path: Path) -> Site:
     """Read a site file; paths inside are relative to its directory."""
     path = Path(path).expanduser().resolve()
-    try:
-        doc = load_bounded(read_bounded(path, 1024 * 1024, "site file"), f"site file {path}")  # bounded, no FIFO
-    except FileNotFoundError:
-        raise UsageError(f"site file {path} does not exist", hint="pass --site SITE.yaml") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"site file {path} is not valid YAML: {e}") from None
-    if not isinstance(doc, dict) or doc.get("apiVersion") != "edgebundle/v1" or doc.get("kind") != "Site":
+    if not path.exists():
+        raise UsageError(f"site file {path} does not exist", hint="pass --site SITE.yaml")
+    data, text = load_yaml_document(path, "site file")
+    if not isinstance(data, dict) or data.get("apiVersion") != "edgebundle/v1" or data.get("kind") != "Site":
         raise UsageError(f"{path} is not a site file (want apiVersion: edgebundle/v1, kind: Site)")
-    base = path.parent
-    meta = _get(doc, "metadata", "document", dict)
-    spec = _get(doc, "spec", "document", dict)
-    trust = _get(spec, "trust", "spec", dict)
-    keys = _get(trust, "keys", "spec.trust", list)
-    if not keys:
+    doc = validate_document(SiteDocument, data, what="site file", where=path, text=text,
+                            doc_hint="docs/SITE.md")
+    base, spec = path.parent, doc.spec
+    if not spec.trust.keys:
         raise UsageError("site file: spec.trust.keys is empty", hint="list the builder's public key(s)")
-    registry = _get(spec, "registry", "spec", dict)
-    models = _get(spec, "models", "spec", dict)
-    nfs = models.get("nfs") or {}
-    cl = spec.get("cluster") or {}
-    cluster = ClusterTarget(
-        kubeconfig=_path(base, cl["kubeconfig"]) if cl.get("kubeconfig") else None,
-        context=cl.get("context"), namespace=cl.get("namespace", "rag-system"),
-        manifests_dir=_path(base, cl["manifestsDir"]) if cl.get("manifestsDir") else None)
-    validation = spec.get("requireValidation") or {}
-    chunk = _get(registry, "uploadChunkBytes", "spec.registry", int, required=False)
+    if not 1 <= spec.trust.threshold <= len(spec.trust.keys):
+        raise UsageError(f"site file: spec.trust.threshold is {spec.trust.threshold}; it must be between 1 "
+                         f"and the number of trusted keys ({len(spec.trust.keys)})")
+    chunk = spec.registry.uploadChunkBytes
     if chunk is not None and chunk < 64 * 1024:
         raise UsageError("site file: spec.registry.uploadChunkBytes must be at least 65536")
+    cl = spec.cluster or SiteCluster()
+    nfs = spec.models.nfs or SiteNfs()
+    cluster = ClusterTarget(
+        kubeconfig=_path(base, cl.kubeconfig) if cl.kubeconfig else None,
+        context=cl.context, namespace=cl.namespace,
+        manifests_dir=_path(base, cl.manifestsDir) if cl.manifestsDir else None)
     return Site(
-        path=path, name=_get(meta, "name", "metadata"), compatible=_get(spec, "compatible", "spec"),
-        trust_keys=tuple(_path(base, k) for k in keys),
-        trust_threshold=int(trust.get("threshold", 1)),
-        registry_address=_get(registry, "address", "spec.registry"),
-        registry_plain_http=bool(registry.get("plainHTTP", False)),
-        models_root=_path(base, _get(models, "root", "spec.models")),
-        nfs_server=nfs.get("server"), nfs_path=nfs.get("path"),
-        state_dir=_path(base, spec.get("stateDir", "/var/lib/edgebundle")),
+        path=path, name=doc.metadata.name, compatible=spec.compatible,
+        trust_keys=tuple(_path(base, k) for k in spec.trust.keys),
+        trust_threshold=spec.trust.threshold,
+        registry_address=spec.registry.address,
+        registry_plain_http=spec.registry.plainHTTP,
+        models_root=_path(base, spec.models.root),
+        nfs_server=nfs.server, nfs_path=nfs.path,
+        state_dir=_path(base, spec.stateDir),
         cluster=cluster,
-        require_validation_keys=tuple(_path(base, k) for k in validation.get("keys", [])),
-        site_key=_path(base, spec["siteKey"]) if spec.get("siteKey") else None,
+        require_validation_keys=tuple(_path(base, k) for k in (spec.requireValidation.keys
+                                                               if spec.requireValidation else ())),
+        site_key=_path(base, spec.siteKey) if spec.siteKey else None,
         registry_chunk_size=chunk,
-        raw=doc,
+        raw=data,
     )

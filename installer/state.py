@@ -108,7 +108,18 @@ def now_iso() -> str:
 
 
 def operator_name() -> str:
-    return os.environ.get("EDGEBUNDLE_OPERATOR") or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    """Who runs this: $EDGEBUNDLE_OPERATOR, $SUDO_USER or $USER; else the uid's login name, marked
+    as a fallback so the record never says a silent "unknown"."""
+    named = os.environ.get("EDGEBUNDLE_OPERATOR") or os.environ.get("SUDO_USER") or os.environ.get("USER")
+    if named:
+        return named
+    import pwd
+
+    try:
+        login = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        login = "?"
+    return f"uid {os.getuid()} ({login}; no EDGEBUNDLE_OPERATOR or USER set)"
 
 
 class Journal:

@@ -28,10 +28,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bundler.errors import EdgebundleError, UsageError, VerificationError
+from bundler.documents import validate_document
 from bundler.root import MalformedRootError, canonical_json, load_json_bounded
 from bundler.signing import keyid, load_private_key, load_public_key
 from installer import health
 from installer.render import ObjectKey
+from installer.records import ValidationRecord
 from installer.site import Site
 from installer.state import StateDir, atomic_write, now_iso
 
@@ -139,6 +141,7 @@ def verify_record(doc: Any, root_digest: str, keys: list[Ed25519PublicKey], wher
     """Check a record covers ``root_digest``, every check passed, and one of ``keys`` signed it."""
     if not isinstance(doc, dict) or doc.get("_type") != VALIDATION_TYPE:
         raise ValidationRequired(f"{where} is not an edgebundle validation record")
+    validate_document(ValidationRecord, doc, what="validation record", where=where)
     bundle = doc.get("bundle") or {}
     if bundle.get("root") != root_digest:
         raise ValidationRequired(f"{where} validates bundle root {bundle.get('root')}, not {root_digest}",

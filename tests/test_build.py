@@ -31,7 +31,7 @@ def write_spec(world: BundleWorld, d: Path, **overrides: Any) -> Path:
     """A spec file in ``d`` (its bundles.lock goes beside it)."""
     options: dict[str, Any] = {"name": "rag-edge", "version": "1.0.0", "compatible": "rag-edge/x86_64",
                                "models": ("tiny-llm", "embedder", "rag-index"),
-                               "images": ("rag/llm-service:1.0", "rag/vector-db:1.0"), "manifests": True}
+                               "images": ("rag/llm-service:1.0", "rag/vector-db:1.0"), "manifests": "fitting"}
     options.update(overrides)
     d.mkdir(parents=True, exist_ok=True)
     spec = d / "bundle.yaml"

@@ -464,7 +464,7 @@ def test_a_tampered_patch_is_refused_naming_it_and_changes_nothing(
     site.install(base_release.full)
     before, status = site.snapshot(), site.status()
     for verb in ("verify", "load", "stage", "install"):
-        r = run_installer(verb, bad, "--site", site.yaml, *(["--yes"] if verb == "install" else []))
+        r = run_installer(verb, bad, "--site", site.yaml, *(["--yes", "--operator", "ines"] if verb == "install" else []))
         assert r.returncode == 4, (verb, r.stdout, r.stderr)
         assert f"{layout.blob_path(patch)}: content digest" in r.stderr and "altered" in r.stderr, r.stderr
     assert site.snapshot() == before and site.status() == status
@@ -507,7 +507,7 @@ def test_installer_install_of_a_delta_deploys_what_the_full_bundle_deploys(
     assert "/models/llm/smollm2-135m/v1.1" in file_a
     assert deployed(b) == (file_a, revisions_a)
     assert [e["root"] for e in b.state.installed()][-1] == target.root.digest
-    r = run_installer("install", delta.output, "--site", b.yaml, "--yes")  # a rerun changes nothing
+    r = run_installer("install", delta.output, "--site", b.yaml, "--yes", "--operator", "ines")  # a rerun changes nothing
     assert r.returncode == 0 and "Nothing to change" in r.stdout, r.stdout + r.stderr
     assert deployed(b) == (file_a, revisions_a)
 
@@ -520,7 +520,9 @@ def bundle_cli(*args: Any) -> subprocess.CompletedProcess[str]:
 
 def test_cli_create_inspect_and_verify_a_delta(releases: Releases, base_release: Release,
                                                s2_delta: DeltaResult, tmp_path: Path) -> None:
-    spec = releases.spec("cli", "1.3.0", models=["tiny-llm", "embedder"])
+    fitting = releases.world.fitting_manifests([{"ref": f"{releases.world.source.host}/{IMAGES[1]}"}],
+                                               ["tiny-llm", "embedder"])
+    spec = releases.spec("cli", "1.3.0", models=["tiny-llm", "embedder"], manifests=fitting)
     out = tmp_path / "delta-dir"
     r = bundle_cli("create", spec, "--key", releases.key, "--base", base_release.full, "-o", out, "--json")
     assert r.returncode == 0, r.stderr

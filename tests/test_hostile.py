@@ -150,6 +150,11 @@ class Arena:
             self.site.write_text(json.dumps(doc))
         if m.installed:
             StateDir(self.site_dir / "state").record_installed(dict(m.installed))
+            if k3s:  # a site with a cluster runs what a healthy revision deployed (docs/SITE.md)
+                from installer.revisions import RevisionStore
+
+                RevisionStore(StateDir(self.site_dir / "state")).write(
+                    {"revision": 1, "status": "deployed", "bundle": dict(m.installed)})
         self.before = self.snapshot()
 
     def snapshot(self) -> dict[str, dict[str, str]]:

@@ -361,7 +361,7 @@ def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path
     with apply_case("fresh", rag, tmp_path, module_cluster) as case:
         slow = case.server.fail_pods(NS, "chat-ui-", Failure("ContainerCreating"))
         proc = subprocess.Popen([INSTALLER, "install", str(case.last.path), "--site", str(case.site), "--yes",
-                                 "--poll-interval", "0.05", "--timeout", "60"],
+                                 "--operator", "ci", "--poll-interval", "0.05", "--timeout", "60"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stderr is not None

@@ -122,7 +122,7 @@ def test_write_media_proves_each_part_and_writes_a_runbook(parts_dir: Any, tmp_p
 
 def test_write_media_of_a_tar_and_of_a_directory(bundle_factory: Any, tmp_path: Path) -> None:
     """A whole tar is copied as is; a directory bundle is written as the very same tar."""
-    b = bundle_factory()
+    b = bundle_factory(manifests="fitting")
     r, doc = write_media(b.path, tmp_path / "usb1")
     assert r.exit_code == 0, r.output
     assert doc["files"][0]["name"] == b.path.name

@@ -19,6 +19,10 @@ pubkey_option = click.option(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A trusted public key (repeatable).")
 
+lockfile_option = click.option(
+    "--lockfile", type=click.Path(dir_okay=False, path_type=Path),
+    help="The lock file to use (default: bundles.lock beside SPEC).")
+
 threshold_option = click.option(
     "--threshold", default=1, show_default=True, help="How many trusted keys must have signed.")
 
@@ -39,3 +43,11 @@ def registry_factory(plain_http: tuple[str, ...]) -> Callable[[str], Any]:
 
 def trust_store(pubkeys: tuple[Path, ...], threshold: int) -> TrustStore:
     return TrustStore.from_files(list(pubkeys), threshold)
+
+
+def current_lock(spec: Any, lockfile: Path | None) -> dict[str, Any] | None:
+    """The lock at ``lockfile`` (or beside the spec) when it is current for ``spec``, else None."""
+    from bundler.lockfile import is_current, read_lock
+
+    lock = read_lock(lockfile or spec.lock_path)
+    return lock if lock is not None and is_current(lock, spec) else None

@@ -7,29 +7,34 @@ from pathlib import Path
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.commands.common import plain_http_option, registry_factory
+from bundler.commands.common import lockfile_option, plain_http_option, registry_factory
 from bundler.lockfile import compute_lock, read_lock, write_lock
 from bundler.spec import load_spec
 
 
 @click.command("lock")
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@lockfile_option
 @plain_http_option
 @json_option
 @handle_errors
-def command(spec_path: Path, plain_http: tuple[str, ...], as_json: bool) -> None:
-    """Resolve images, hash models and manifests, and write bundles.lock beside SPEC."""
+def command(spec_path: Path, lockfile: Path | None, plain_http: tuple[str, ...], as_json: bool) -> None:
+    """Resolve images, hash models and manifests, and write bundles.lock beside SPEC (or --lockfile).
+
+    Images are checked against the platform rules bundle create builds by.
+    """
     spec = load_spec(spec_path)
-    old = read_lock(spec.lock_path)
+    path = lockfile or spec.lock_path
+    old = read_lock(path)
     same_release = old is not None and old["bundle"] == {"name": spec.name, "version": spec.version}
     # Re-locking the same release keeps its creation time, so its bundle stays reproducible.
     lock = compute_lock(spec, registry_factory(plain_http),
                         created=old["created"] if same_release else None)
-    write_lock(spec.lock_path, lock)
+    write_lock(path, lock)
     if as_json:
-        emit_json({"ok": True, "lock": str(spec.lock_path), **lock})
+        emit_json({"ok": True, "lock": str(path), **lock})
         return
-    click.echo(f"wrote {spec.lock_path}")
+    click.echo(f"wrote {path}")
     for im in lock["images"]:
         click.echo(f"  image    {im['ref']} -> {im['digest']}")
         for plat, d in sorted(im["platforms"].items()):

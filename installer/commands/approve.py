@@ -12,7 +12,7 @@ from bundler.errors import EdgebundleError
 from bundler.signing import load_private_key
 from installer import audit
 from installer.approval import DEFAULT_TTL, make_approval, parse_duration, record_approval
-from installer.commands.common import resolve_site
+from installer.commands.common import operator_option, resolve_site
 from installer.plan import Plan, format_table, load_plan
 from installer.state import StateDir
 
@@ -36,7 +36,7 @@ def confirm_and_record(plan: Plan, state: StateDir, operator: str, *, yes: bool,
 
 @click.command("approve")
 @click.argument("plan_path", metavar="PLAN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--operator", required=True, metavar="NAME", help="Who approves (recorded).")
+@operator_option("approves")
 @click.option("--site", "site_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The site file (default: the state directory the plan was made with).")
 @click.option("--yes", is_flag=True, help="Do not ask (for scripts that already showed the plan).")

@@ -52,3 +52,9 @@ def resolve_site(site_path: Path, registry_override: str | None = None,
         registry_address=registry_override,
         models_root=models_root_override.resolve() if models_root_override else None,
         state_dir=state_dir_override.resolve() if state_dir_override else None)
+
+
+def operator_option(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--operator NAME`` (or ``$EDGEBUNDLE_OPERATOR``), required: a change is never made by "unknown"."""
+    return click.option("--operator", required=True, envvar="EDGEBUNDLE_OPERATOR", show_envvar=True,
+                        metavar="NAME", help=f"Who {action} (recorded in the audit log).")

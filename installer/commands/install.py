@@ -11,7 +11,7 @@ from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import site_options
+from installer.commands.common import operator_option, site_options
 from installer.commands.install_common import (
     bundle_argument,
     downgrade_option,
@@ -28,14 +28,13 @@ from installer.destinations.registry import RegistryDestination
 from installer.plan import check_current, plan_bundle
 from installer.revisions import RevisionStore, deploy
 from installer.site import Site
-from installer.state import StateDir, operator_name
+from installer.state import StateDir
 
 
 @click.command("install")
 @bundle_argument
 @site_options
-@click.option("--operator", default=None, metavar="NAME",
-              help="Who approves the change (default: $EDGEBUNDLE_OPERATOR, $SUDO_USER or $USER).")
+@operator_option("approves and applies the change")
 @click.option("--yes", is_flag=True, help="Approve without asking (the plan is still shown and recorded).")
 @validation_option
 @downgrade_option
@@ -43,7 +42,7 @@ from installer.state import StateDir, operator_name
 @poll_option
 @json_option
 @handle_errors
-def command(bundle: Path, site: Site, operator: str | None, yes: bool, validation_file: Path | None,
+def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file: Path | None,
             allow_downgrade: str | None, timeout: float, poll: float, as_json: bool) -> None:
     """Verify BUNDLE, load its images, stage its models, then plan, ask y/N and apply.
 
@@ -51,7 +50,7 @@ def command(bundle: Path, site: Site, operator: str | None, yes: bool, validatio
     nothing reaches the cluster before the operator has seen the plan and said yes.
     """
     state = StateDir(site.state_dir)
-    who = operator or operator_name()
+    who = operator
     log = stderr_log()
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,

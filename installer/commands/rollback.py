@@ -10,7 +10,7 @@ from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import site_options
+from installer.commands.common import operator_option, site_options
 from installer.destinations.cluster import open_target
 from installer.plan import build_plan
 from installer.revisions import RevisionStore, deploy
@@ -25,7 +25,7 @@ class NothingToRollBack(EdgebundleError):
 @click.command("rollback")
 @site_options
 @click.option("--to", "to", type=int, metavar="N", help="The revision to return to (default: the previous healthy one).")
-@click.option("--operator", required=True, metavar="NAME", help="Who rolls back (recorded).")
+@operator_option("rolls back")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @timeout_option
 @poll_option

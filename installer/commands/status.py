@@ -11,16 +11,48 @@ from bundler.errors import EdgebundleError, VerificationError
 from bundler.progress import human
 from bundler.root import parse_root
 from installer.commands.common import site_options
-from installer.core import INSTALL_STEPS
+from installer.core import INSTALL_STEPS, deployed_bundle
 from installer.destinations.nas import file_pins, list_staged, verify_staged
 from installer.destinations.registry import RegistryDestination, list_images
 from installer.site import Site
 from installer.state import StateDir
 
 
-def bundle_progress(state: StateDir) -> list[dict[str, Any]]:
-    """Every bundle the state dir has seen, with the steps its journal records, newest first."""
+def deployed_roots(site: Site, state: StateDir) -> set[str]:
+    """Roots of every bundle that reached a healthy revision (all installed ones without a cluster)."""
+    if not site.has_cluster_target:
+        return {b["root"] for b in state.installed()}
+    from installer.revisions import RevisionStore
+
+    return {str((r.get("bundle") or {}).get("root")) for r in RevisionStore(state).all()
+            if r.get("status") in ("deployed", "superseded")}
+
+
+def running_revision(site: Site, state: StateDir) -> dict[str, Any] | None:
+    """The revision the cluster runs, with who applied it and who approved its plan."""
+    if not site.has_cluster_target:
+        return None
+    from installer.approval import approval_rel
+    from installer.revisions import RevisionStore
+
+    rec = RevisionStore(state).current()
+    if rec is None:
+        return None
+    try:
+        approval = state.read_json(approval_rel(str(rec.get("planHash")))) or {}
+    except (EdgebundleError, IndexError):
+        approval = {}
+    return {"revision": rec.get("revision"), "bundle": rec.get("bundle"), "appliedBy": rec.get("operator"),
+            "appliedAt": rec.get("finishedAt") or rec.get("startedAt"),
+            "approvedBy": approval.get("operator") if isinstance(approval, dict) else None}
+
+
+def bundle_progress(state: StateDir, deployed: set[str] | None = None) -> list[dict[str, Any]]:
+    """Every bundle the state dir has seen, with the steps its journal records, newest first.
+
+    ``deployed``: roots that reached a healthy revision (None: every installed bundle counts)."""
     installed = {b["root"] for b in state.installed()}
+    deployed = installed if deployed is None else deployed
     out = []
     for name in [n for n in state.safe.listdir(["journal"]) if n.endswith(".jsonl")]:
         root_digest = "sha256:" + name[: -len(".jsonl")]
@@ -40,15 +72,22 @@ def bundle_progress(state: StateDir) -> list[dict[str, Any]]:
         out.append({
             "name": root.name if root else None, "version": root.version if root else None,
             "root": root_digest, "steps": steps, "installed": root_digest in installed,
+            "deployed": root_digest in deployed, "images": _digest_only(root),
             "lastActivity": records[-1].get("at") if records else None,
         })
     return sorted(out, key=lambda b: b["lastActivity"] or "", reverse=True)
 
 
+def _digest_only(root: Any) -> list[tuple[str, str]]:
+    """(repository, digest) of the bundle's images that have no tag (found only by digest)."""
+    return [(im.repository, im.digest) for im in (root.images if root else []) if not im.tag]
+
+
 def reached(b: dict[str, Any]) -> str:
-    """One word for how far a bundle got: installed, staged, loaded, verified, or a step in progress."""
+    """One word for how far a bundle got: deployed, staged but not deployed, loaded, verified, or a
+    step in progress."""
     if b["installed"]:
-        return "installed"
+        return "installed, deployed" if b.get("deployed", True) else "staged, not deployed"
     steps = b["steps"]
     done = [s for s in INSTALL_STEPS if steps.get(s, {}).get("done")]
     partial = [f"{s} in progress ({steps[s]['items']} items)" for s in INSTALL_STEPS
@@ -93,12 +132,19 @@ def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "site": {"name": site.name, "compatible": site.compatible, "stateDir": str(site.state_dir),
                  "registry": site.registry_address, "modelsRoot": str(site.models_root)},
-        "installed": state.installed(), "bundles": bundle_progress(state),
+        "installed": state.installed(), "bundles": bundle_progress(state, deployed_roots(site, state)),
+        "deployed": deployed_bundle(site, state), "revision": running_revision(site, state),
     }
+    by_digest = {im for b in doc["bundles"] for im in b.pop("images")}
     try:
         with RegistryDestination.for_site(site).registry as reg:
             reg.retries, reg.retry_budget = 1, 3.0  # status should answer quickly
-            doc["registry"] = {"address": site.registry_address, "images": list_images(reg)}
+            images = list_images(reg)
+            listed = {(im["repository"], im["digest"]) for im in images}
+            for repo, digest in sorted(by_digest - listed):
+                if reg.has_manifest(repo, digest):  # pushed by digest only: no tag lists it
+                    images.append({"repository": repo, "tag": None, "digest": digest})
+            doc["registry"] = {"address": site.registry_address, "images": images}
     except EdgebundleError as e:
         doc["registry"] = {"address": site.registry_address, "error": e.message}
     if site.models_root.is_dir():
@@ -121,6 +167,11 @@ def _print(doc: dict[str, Any]) -> None:
         extra = f"  downgrade: {b['downgradeReason']}" if b.get("downgradeReason") else ""
         click.echo(f"  {b['name']:<20} {b['version']:<10} {b['root'][:19]}  {b.get('installedAt', '?')} "
                    f"by {b.get('operator', '?')}{extra}")
+    dep, rev = doc.get("deployed"), doc.get("revision")
+    if dep:
+        click.echo(f"\nDEPLOYED  {dep['name']} {dep['version']} {dep['root'][:19]}"
+                   + (f"  revision {rev['revision']}, applied by {rev['appliedBy'] or '?'} at {rev['appliedAt']}, "
+                      f"approved by {rev['approvedBy'] or '?'}" if rev else "  (no cluster: loaded and staged)"))
     click.echo("\nBUNDLES SEEN (journal)")
     if not doc["bundles"]:
         click.echo("  (none)")
@@ -132,7 +183,8 @@ def _print(doc: dict[str, Any]) -> None:
         click.echo(f"  unreachable: {reg['error']}")
     else:
         for im in reg["images"] or []:
-            click.echo(f"  {im['repository'] + ':' + im['tag']:<44} {im['digest']}")
+            name = im["repository"] + (":" + im["tag"] if im["tag"] else "  (by digest only)")
+            click.echo(f"  {name:<44} {im['digest']}")
         if not reg["images"]:
             click.echo("  (no images)")
     models = doc["models"]

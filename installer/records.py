@@ -1,0 +1,101 @@
+"""Schemas of the documents the installer writes and later reads back: plans, approvals and
+staging validation records (one strict pydantic schema each; see bundler/documents.py).
+
+A plan file or a record is handed between operators and sites, so it is input like any other: it
+is checked against its schema (unknown keys, wrong types) before its content or hash is trusted.
+The nested Kubernetes objects and cluster identities inside stay free-form (``dict``): they are
+checked where they are used (render, policy, the API server).
+
+Invariant: a document that passes has exactly the top-level keys and types listed here; the
+modules that make these documents (installer/plan.py, approval.py, validate.py) must add a field
+here when they add one to what they write.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from bundler.documents import Strict
+
+
+class BundleRef(Strict):
+    name: str
+    version: str
+    root: str
+
+
+class PlanEntry(Strict):
+    id: str
+    ref: dict[str, Any]
+    action: Literal["create", "update", "replace", "delete", "unchanged"]
+    changes: list[dict[str, Any]]
+    #: fields another field manager set that applying takes over: ``field (manager)``
+    takeover: list[str] = []
+    object: dict[str, Any] | None
+
+
+class PlanDocument(Strict):
+    type_: str = Field(alias="_type")
+    formatVersion: int
+    created: str
+    purpose: str
+    site: str
+    stateDir: str
+    cluster: dict[str, Any]
+    target: str
+    bundle: BundleRef
+    previousRevision: int | None
+    currentRevision: int | None
+    revision: int
+    rollbackOf: int | None
+    objects: list[PlanEntry]
+    observed: dict[str, Any]
+    images: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    usedImages: dict[str, str]
+    usedModels: dict[str, dict[str, Any]]
+    notes: list[str]
+    validation: dict[str, Any] | None
+    unsettled: str | None
+    planHash: str
+
+
+class ApprovalSignature(Strict):
+    keyid: str
+    sig: str
+
+
+class ApprovalDocument(Strict):
+    type_: str = Field(alias="_type")
+    planHash: str
+    operator: str
+    approvedAt: str
+    expiresAt: str
+    bundle: BundleRef
+    site: str
+    cluster: dict[str, Any]
+    revision: int
+    summary: dict[str, int]
+    signature: ApprovalSignature | None = None
+
+
+class ValidationCheck(Strict):
+    object: str
+    check: str
+    ok: bool
+    detail: str = ""
+
+
+class ValidationRecord(Strict):
+    type_: str = Field(alias="_type")
+    formatVersion: int
+    bundle: BundleRef
+    site: str
+    cluster: dict[str, Any]
+    revision: int
+    validatedAt: str
+    checks: list[ValidationCheck]
+    keyid: str
+    signature: str
