@@ -319,9 +319,8 @@ class ReconstructedSource:
     def members(self) -> dict[str, int]:
         have = self.delta.members()
         out = {name: size for name, (_, size) in self.root.member_pins(full=True).items()}
-        for name in (layout.ROOT, layout.SIGNATURES):
-            if name in have:
-                out[name] = have[name]
+        if layout.ROOT in have:
+            out[layout.ROOT] = have[layout.ROOT]
         return out
 
     @contextlib.contextmanager
@@ -662,7 +661,7 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     from bundler.signing import TrustStore
     from bundler.sources import open_source
     from bundler.spec import model_files
-    from bundler.verify import Verifier
+    from bundler.verify import Policy, Verifier
 
     out = Path(out).resolve()
     if out.exists() and not force:
@@ -671,7 +670,7 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     trust = TrustStore([k.public_key() for k in keys])
     log(f"verifying base {base_path}")
     try:
-        base_vb = Verifier(trust).verify(base_source)
+        base_vb = Verifier(trust, Policy(allow_expired=True)).verify(base_source)  # only its bytes are used
     except VerificationError as e:
         raise DeltaError(f"base {base_path} does not verify with the signing key(s): {e.message}",
                          hint="pass the full bundle this site has installed, built with the same key") from None

@@ -32,13 +32,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler import layout
-from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks, read_bounded
+from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.parts import (
     FAT32_MAX,
     INDEX_SUFFIX,
-    SIG_SUFFIX,
     PartIndex,
     PartsSource,
     bundle_file_name,
@@ -48,8 +46,8 @@ from bundler.parts import (
 )
 from bundler.progress import Progress, human
 from bundler.root import Root, parse_root
-from bundler.signing import parse_signatures
-from bundler.sources import BundleSource, TarSource, open_source, read_small
+from bundler.verify import root_envelope
+from bundler.sources import BundleSource, TarSource, open_source
 
 README = "README.txt"
 BOOTSTRAP = "bootstrap.sh"
@@ -360,16 +358,13 @@ class BundleOnMedia:
 def bundle_items(bundle: Path) -> BundleOnMedia:
     """Read the bundle's trust files and plan its files: parts + index + signature, or one tar."""
     source: BundleSource = open_source(bundle)
-    root = parse_root(read_small(source, layout.ROOT, layout.MAX_JSON_BYTES))
-    signers = ([s.keyid for s in parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))]
-               if layout.SIGNATURES in source.members() else [])
+    envelope = root_envelope(source)
+    root, signers = parse_root(envelope.payload), envelope.signer_ids
     if isinstance(source, PartsSource):
         idx = source.index
         items = [Item(p.file, p.size, _copy_path(source.directory / p.file, p.size), p.digest)
                  for p in idx.parts]
-        sig = read_bounded(source.signature_path, layout.MAX_SIGNATURES_BYTES, "part index signature")
-        items += [Item(source.signature_path.name, len(sig), _bytes(sig)),
-                  Item(source.index_path.name, len(source.index_bytes), _bytes(source.index_bytes))]
+        items += [Item(source.index_path.name, len(source.index_bytes), _bytes(source.index_bytes))]
         return BundleOnMedia(root, signers, items, idx, idx.size)
     name = bundle_file_name(Path(bundle), source, root)
     size = bundle_tar_size(source, root)
@@ -589,8 +584,8 @@ def render_runbook(bom: BundleOnMedia, files: list[FileReport], *, wheels: list[
         add(f"      {r.digest}")
     if bom.parts:
         add(f"  The parts joined in order are the signed bundle tar {bom.parts.bundle_file}; the")
-        add(f"  installer reads them in place. {bom.parts.stem}{INDEX_SUFFIX} lists them and is signed")
-        add(f"  ({bom.parts.stem}{SIG_SUFFIX}) with the bundle's key.")
+        add(f"  installer reads them in place. {bom.parts.stem}{INDEX_SUFFIX} lists them, signed")
+        add("  (a DSSE envelope) with the bundle's key.")
     add("")
     add("ON SITE: THE EXACT COMMANDS")
     add(f"  MEDIA={mount_point}")

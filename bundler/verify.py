@@ -7,11 +7,12 @@ before it established:
    first (split parts: the signed part index, then each part's presence, size and, with content,
    sha256, naming the part and byte range that is wrong; see bundler/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
-2. signatures: ``root.json`` (bounded) is signed by at least ``threshold`` trusted keys; nothing in
-   the root is looked at before this;
+2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
+   least ``threshold`` trusted keys; nothing in the root is looked at before this;
 3. root: the signed bytes parse strictly (types, digests, every entry names a pinned blob);
-4. policy: ``compatible`` equals the site's, the version is not older than the installed one
-   (unless a downgrade was allowed), a delta names the expected base;
+4. policy: not expired (unless the operator allowed it), ``compatible`` equals the site's, the
+   version is not older than the installed one (unless a downgrade was allowed), a delta names
+   the expected base;
 5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
 6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
@@ -23,15 +24,17 @@ the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bundler import layout
+from bundler import mediatypes as mt
 from bundler.compress import open_tar_zstd_member
 from bundler.digest import DigestMismatchError, check, hash_stream, sha256_bytes
 from bundler.errors import VerificationError
-from bundler.root import Root, parse_root, version_key
-from bundler.signing import TrustStore, UnsignedError, parse_signatures
+from bundler.root import Root, format_time, parse_root, version_key
+from bundler.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
 from bundler.sources import BundleSource, read_small
 from bundler.tarfmt import TarFormatError
 
@@ -56,14 +59,40 @@ class WrongBaseError(VerificationError):
     """A delta was built against a base this site does not have."""
 
 
+class ExpiredError(VerificationError):
+    """The bundle's signed ``expires`` has passed."""
+
+
+def root_envelope(source: BundleSource) -> Envelope:
+    """The bundle's root envelope, parsed but NOT verified (for display and early names only)."""
+    return parse_envelope(read_root_envelope(source), layout.ROOT, mt.PAYLOAD_ROOT,
+                          layout.MAX_ROOT_ENVELOPE_BYTES)
+
+
+def read_root_envelope(source: BundleSource) -> bytes:
+    """The bytes of the root envelope (bounded); an old-format bundle is named as such."""
+    members = source.members()
+    if layout.ROOT not in members:
+        legacy = [n for n in layout.LEGACY_TRUST_FILES if n in members]
+        if legacy:
+            raise LegacyFormatError(
+                f"{source.description} has {legacy[0]} but no {layout.ROOT}: it is a bundle of the "
+                "pre-DSSE format (detached signatures.json), which this edgebundle no longer reads",
+                hint="rebuild it with this edgebundle: bundle create SPEC --key KEY -o OUT")
+        raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
+                                 hint="this is not an edgebundle bundle, or it is incomplete")
+    return read_small(source, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+
+
 @dataclass(frozen=True)
 class VerifiedBundle:
     """A bundle that passed every check, with its parsed root."""
 
     root: Root
-    root_bytes: bytes
+    root_bytes: bytes  # the envelope's payload: what the signatures cover and root_digest names
     signers: list[str]
     source: BundleSource
+    envelope: bytes = b""  # the exact root envelope that was checked (kept by the installer)
 
     @property
     def root_digest(self) -> str:
@@ -72,12 +101,14 @@ class VerifiedBundle:
 
 @dataclass
 class Policy:
-    """Site-side expectations; the builder's own ``bundle verify`` leaves them unset."""
+    """Site-side expectations; the builder's own ``bundle verify`` only checks expiry."""
 
     compatible: str | None = None
     installed: tuple[str, str] | None = None  # (name, version) the site runs now
     allow_downgrade: bool = False
     base_root: str | None = None  # for a delta: the root digest of the base the site has
+    allow_expired: bool = False  # the operator accepted a bundle past its ``expires``
+    now: float | None = None  # the time ``expires`` is compared with (None: the clock)
 
 
 class Verifier:
@@ -95,7 +126,7 @@ class Verifier:
         if precheck is not None:
             precheck(self.trust, self.progress, content=content)
         members = source.members()  # 1. structure
-        root_bytes, signers = self._check_signatures(source, members)  # 2.
+        envelope, root_bytes, signers = self._check_signatures(source)  # 2.
         root = parse_root(root_bytes)  # 3.
         self._check_policy(root)  # 4.
         # A source that rebuilds a delta's full target (bundler/delta.py) is held to the full pins.
@@ -104,21 +135,21 @@ class Verifier:
         if content:
             self._check_content(source, pins)  # 6.
             self._check_encoded(source, root, pins)
-        return VerifiedBundle(root, root_bytes, signers, source)
+        return VerifiedBundle(root, root_bytes, signers, source, envelope)
 
-    def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
-        if layout.ROOT not in members:
-            raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
-                                     hint="this is not an edgebundle bundle, or it is incomplete")
-        if layout.SIGNATURES not in members:
-            raise UnsignedError(f"{source.description} has no {layout.SIGNATURES}: the bundle is unsigned",
-                                hint="sign it on the build host: bundle create ... --key KEY")
-        root_bytes = read_small(source, layout.ROOT, layout.MAX_JSON_BYTES)
-        sigs = parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))
-        return root_bytes, self.trust.check(root_bytes, sigs)
+    def _check_signatures(self, source: BundleSource) -> tuple[bytes, bytes, list[str]]:
+        data = read_root_envelope(source)
+        signed = verify(data, mt.PAYLOAD_ROOT, self.trust, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+        return data, signed.payload, signed.signers
 
     def _check_policy(self, root: Root) -> None:
         p = self.policy
+        now = time.time() if p.now is None else p.now
+        if not p.allow_expired and root.expires_at is not None and now >= root.expires_at:
+            raise ExpiredError(
+                f"bundle {root.name} {root.version} expired at {root.expires} (it is now {format_time(now)})",
+                hint="ask the build host for a fresh bundle, or pass --allow-expired REASON to install "
+                     "it anyway (the reason is journaled and audited)")
         if p.compatible is not None and root.compatible != p.compatible:
             raise IncompatibleError(
                 f"bundle {root.name} {root.version} is for '{root.compatible}', this site is '{p.compatible}'",
@@ -137,7 +168,7 @@ class Verifier:
 
     def _check_completeness(self, source: BundleSource, members: dict[str, int],
                             pins: dict[str, tuple[str, int]]) -> None:
-        expected = set(pins) | {layout.ROOT, layout.SIGNATURES}
+        expected = set(pins) | {layout.ROOT}
         missing = sorted(expected - set(members))
         if missing:
             raise MissingMemberError(

@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 
 from bundler.errors import UsageError
-from bundler.signing import TrustStore
 
 
 @dataclass(frozen=True)
@@ -50,10 +49,9 @@ class Site:
     #: Size of each PATCH of a chunked blob upload (None: the client's default, 8 MiB). Lower it
     #: when a proxy in front of the registry limits request bodies.
     registry_chunk_size: int | None = None
+    #: The trust version ``spec.trust`` stands for (stored trust updates above it apply on top).
+    trust_version: int = 1
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def trust_store(self) -> TrustStore:
-        return TrustStore.from_files(list(self.trust_keys), self.trust_threshold)
 
     def with_overrides(self, **changes: Any) -> "Site":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -103,6 +101,9 @@ def load_site(path: Path) -> Site:
         manifests_dir=_path(base, cl["manifestsDir"]) if cl.get("manifestsDir") else None)
     validation = spec.get("requireValidation") or {}
     chunk = _get(registry, "uploadChunkBytes", "spec.registry", int, required=False)
+    trust_version = _get(trust, "version", "spec.trust", int, required=False) or 1
+    if trust_version < 1:
+        raise UsageError("site file: spec.trust.version must be 1 or more")
     if chunk is not None and chunk < 64 * 1024:
         raise UsageError("site file: spec.registry.uploadChunkBytes must be at least 65536")
     return Site(
@@ -118,5 +119,6 @@ def load_site(path: Path) -> Site:
         require_validation_keys=tuple(_path(base, k) for k in validation.get("keys", [])),
         site_key=_path(base, spec["siteKey"]) if spec.get("siteKey") else None,
         registry_chunk_size=chunk,
+        trust_version=trust_version,
         raw=doc,
     )

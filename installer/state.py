@@ -3,7 +3,8 @@
 Layout (all under ``stateDir``)::
 
     lock                         held (flock) by the one installer process allowed to run
-    bundles/<root-hex>/          the verified root.json + signatures.json of every bundle seen
+    bundles/<root-hex>/          the verified root.json + root.dsse.json (its envelope) of every bundle seen
+    trust/<version>.dsse.json    accepted trust updates (installer/trust.py)
     journal/<root-hex>.jsonl     step journal of that bundle: one JSON record per line
     installed.json               bundles whose load+stage completed, newest last
     revisions/<N>.json           applied cluster revisions (plan/apply)
@@ -177,11 +178,11 @@ class StateDir:
     def journal(self, root_digest: str) -> Journal:
         return Journal(self.path / "journal" / f"{self._hex(root_digest)}.jsonl")
 
-    def remember_bundle(self, root_digest: str, root_bytes: bytes, signatures: bytes) -> None:
-        """Keep the verified trust files, so later deltas and renders can rely on them offline."""
+    def remember_bundle(self, root_digest: str, root_bytes: bytes, envelope: bytes) -> None:
+        """Keep the verified root and its envelope, so later deltas and renders can rely on them offline."""
         d = self.path / "bundles" / self._hex(root_digest)
         if not (d / "root.json").exists():
-            atomic_write(d / "signatures.json", signatures)
+            atomic_write(d / "root.dsse.json", envelope)
             faultpoint("verify.signatures.kept")
             atomic_write(d / "root.json", root_bytes)
 

@@ -19,6 +19,7 @@ from bundler.errors import UsageError
 from bundler.lockfile import ensure_lock
 from bundler.parts import build_split, parse_size
 from bundler.progress import human, percent
+from bundler.root import parse_duration
 from bundler.signing import load_private_key, read_passphrase
 from bundler.spec import load_spec
 
@@ -40,22 +41,26 @@ from bundler.spec import load_spec
 @click.option("--base", "base_path", type=click.Path(exists=True, path_type=Path),
               help="Build a delta against this full bundle (what the sites installed): it carries "
                    "only what they lack, plus patches (docs/DELTA.md).")
+@click.option("--expires-in", "expires_in", metavar="DURATION", default="180d", show_default=True,
+              help="How long sites accept the bundle, counted from the lock's creation time (e.g. 90d, "
+                   "365d); after that they refuse it unless the operator passes --allow-expired REASON.")
 @plain_http_option
 @json_option
 @handle_errors
 def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool, force: bool,
             passphrase_file: Path | None, split_text: str | None, base_path: Path | None,
-            plain_http: tuple[str, ...], as_json: bool) -> None:
+            expires_in: str, plain_http: tuple[str, ...], as_json: bool) -> None:
     """Build a signed bundle from SPEC (an OCI image layout, as a directory or OUT.tar)."""
     t0 = time.monotonic()
     part_size = parse_size(split_text) if split_text else None
+    lifetime = parse_duration(expires_in)
     passphrase = read_passphrase(passphrase_file)
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     spec = load_spec(spec_path)
     log = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
     registries = registry_factory(plain_http)
     lock = ensure_lock(spec, registries, locked=locked, log=log)
-    builder = Builder(spec, lock, registries, log=log)
+    builder = Builder(spec, lock, registries, log=log, expires_in=lifetime)
     split = delta = None
     if base_path is not None:
         if part_size:
@@ -73,7 +78,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     elapsed = time.monotonic() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     summary = {"ok": True, "output": str(output), "name": spec.name, "version": spec.version,
-               "root": result.root.digest, "inputBytes": result.input_bytes, "bundleBytes": out_size,
+               "root": result.root.digest, "expires": result.root.expires, "inputBytes": result.input_bytes, "bundleBytes": out_size,
                "seconds": round(elapsed, 2), "peakRssBytes": rss}
     if split:
         summary["split"] = split_summary(split)
@@ -86,7 +91,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     else:
         click.echo(f"built {output}: {spec.name} {spec.version}, {human(out_size)} from "
                    f"{human(result.input_bytes)} of inputs in {elapsed:.1f}s (peak RSS {human(rss)})")
-        click.echo(f"root {result.root.digest}")
+        click.echo(f"root {result.root.digest}; expires {result.root.expires}")
         if delta:
             click.echo(f"delta against {base_path}: {human(delta.delta_bytes)} instead of "
                        f"{human(delta.full_bytes)} ({percent(delta.delta_bytes, delta.full_bytes)}); "

@@ -14,7 +14,12 @@ import click
 from bundler.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.commands.common import site_options
-from installer.commands.install_common import bundle_argument, downgrade_option, progress_enabled
+from installer.commands.install_common import (
+    bundle_argument,
+    downgrade_option,
+    expired_option,
+    progress_enabled,
+)
 from installer.core import open_verified
 from installer.destinations.cluster import open_target
 from installer.plan import Plan, format_table, plan_bundle
@@ -50,11 +55,13 @@ def exit_pending(plan: Plan) -> None:
               show_default=True, help="Where to write the plan file.")
 @validation_option
 @downgrade_option
+@expired_option
 @click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
-            allow_downgrade: str | None, show_all: bool, as_json: bool) -> None:
+            allow_downgrade: str | None, allow_expired: str | None, show_all: bool,
+            as_json: bool) -> None:
     """Verify BUNDLE, render its manifests for the site, check policy, diff against the cluster.
 
     Writes the plan file (with its hash) for `installer approve` and `installer apply`.
@@ -63,6 +70,7 @@ def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           allow_expired=allow_expired,
                            progress=progress_enabled(as_json))
         audit.note(bundle=vb.root_digest)
         plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file)

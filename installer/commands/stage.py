@@ -10,9 +10,10 @@ from installer.site import Site
 
 
 @bundle_verb("stage")
-def command(bundle: Path, site: Site, allow_downgrade: str | None, as_json: bool) -> None:
+def command(bundle: Path, site: Site, allow_downgrade: str | None, allow_expired: str | None,
+            as_json: bool) -> None:
     """Verify BUNDLE, then stage each model under MODELS_ROOT/<llm|embeddings|indices>/NAME/VERSION.
 
     A version appears atomically; an existing version with other content is refused.
     """
-    run_steps(bundle, site, lambda s: [NasDestination(s.models_root)], allow_downgrade, as_json)
+    run_steps(bundle, site, lambda s: [NasDestination(s.models_root)], allow_downgrade, as_json, allow_expired)
