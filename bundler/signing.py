@@ -131,6 +131,15 @@ def sign(payload: bytes, payload_type: str, keys: list[Ed25519PrivateKey]) -> by
     message = pae(payload_type, payload)
     sigs = sorted(({"keyid": keyid(k.public_key()), "sig": base64.b64encode(k.sign(message)).decode()}
                    for k in keys), key=lambda s: s["keyid"])
+    return _envelope(payload, payload_type, sigs)
+
+
+def unsigned(payload: bytes, payload_type: str) -> bytes:
+    """An envelope with no signature (an approval made without an operator key)."""
+    return _envelope(payload, payload_type, [])
+
+
+def _envelope(payload: bytes, payload_type: str, sigs: list[dict[str, str]]) -> bytes:
     return canonical_json({"payload": base64.b64encode(payload).decode(), "payloadType": payload_type,
                            "signatures": sigs})
 
@@ -246,7 +255,7 @@ class TrustStore:
 
 __all__ = ["EdgebundleError", "Envelope", "LegacyFormatError", "MalformedEnvelopeError", "TrustStore",
            "UnsignedError", "UntrustedError", "Verified", "envelope_limit", "generate_keypair", "keyid",
-           "load_private_key", "load_public_key", "pae", "parse_envelope", "sign", "verify"]
+           "load_private_key", "load_public_key", "pae", "parse_envelope", "sign", "unsigned", "verify"]
 
 
 _MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is a few hundred bytes

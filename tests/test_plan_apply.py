@@ -32,6 +32,7 @@ from tests.fixtures.bundles import BuiltBundle, BundleWorld, bundle_factory, bun
 from tests.fixtures.kube import kube_nodes, kube_server  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
 from tests.kubeapi import Failure, KubeAPIServer
+from tests.fixtures.dsse import dsse_verify, forge, load_key, load_pub
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -467,6 +468,15 @@ def test_signed_approvals_when_the_site_requires_them(tmp_path: Path, rag: RagBu
         assert res.exit_code == 1 and why in res.output, res.output
         assert not list((tmp_path / "k3s").iterdir())
     assert cli("approve", plan, "--operator", "frank", "--yes", "--key", ops_key).exit_code == 0
+    approval = next((tmp_path / "state" / "approvals").glob("*.json"))
+    signed = approval.read_bytes()
+    doc = dsse_verify(signed, load_pub(ops_pub), "application/vnd.edgebundle.approval.v1+json")
+    assert doc["operator"] == "frank" and doc["_type"] == "edgebundle.approval"
+    # a forged signature under the approver's key id (signed by another key) is refused
+    approval.write_bytes(forge(signed, load_key(other_key), load_pub(ops_pub)))
+    res = cli("apply", plan, "--site", site)
+    assert res.exit_code == 1 and "does not match its payload" in res.output, res.output
+    approval.write_bytes(signed)
     res = cli("apply", plan, "--site", site)
     assert res.exit_code == 0, res.output
 
