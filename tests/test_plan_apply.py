@@ -462,7 +462,7 @@ def test_signed_approvals_when_the_site_requires_them(tmp_path: Path, rag: RagBu
     install_bundle(site, rag.v1)
     plan = tmp_path / "plan.json"
     assert cli("plan", rag.v1.path, "--site", site, "-o", plan).exit_code == 3
-    for key, why in ((None, "is not signed"), (other_key, "not an approver key of this site")):
+    for key, why in ((None, "is not signed"), (other_key, "not signed by an approver key of this site")):
         assert cli("approve", plan, "--operator", "frank", "--yes", *(["--key", key] if key else [])).exit_code == 0
         res = cli("apply", plan, "--site", site)
         assert res.exit_code == 1 and why in res.output, res.output
