@@ -148,8 +148,8 @@ class Verifier:
         if not p.allow_expired and root.expires_at is not None and now >= root.expires_at:
             raise ExpiredError(
                 f"bundle {root.name} {root.version} expired at {root.expires} (it is now {format_time(now)})",
-                hint="ask the build host for a fresh bundle, or pass --allow-expired REASON to install "
-                     "it anyway (the reason is journaled and audited)")
+                hint="ask the build host for a fresh bundle; to install it anyway pass --allow-expired "
+                     "REASON (the reason is journaled and audited)")
         if p.compatible is not None and root.compatible != p.compatible:
             raise IncompatibleError(
                 f"bundle {root.name} {root.version} is for '{root.compatible}', this site is '{p.compatible}'",

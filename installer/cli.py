@@ -24,6 +24,7 @@ def main() -> None:
       installer apply   plan.json --site site.yaml   waits for health, rolls back on failure
       installer status | history | rollback [--to N] --site site.yaml
       installer audit verify --site site.yaml        prove the audit log unedited
+      installer trust update trust-2.dsse.json --site site.yaml   apply a signed key rotation
     BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed
