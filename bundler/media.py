@@ -1,7 +1,7 @@
 """Field media: put a bundle on a mounted stick, prove it from the device, make the stick self-sufficient.
 
-``bundle write-media BUNDLE DEST`` writes, in this order: the bundle (its parts, part index and
-index signature, or one tar), then an offline installer (``wheelhouse/`` with ``edgebundle`` and
+``bundle write-media BUNDLE DEST`` writes, in this order: the bundle (its parts and signed part
+index, or one tar), then an offline installer (``wheelhouse/`` with ``edgebundle`` and
 every dependency for the target platforms, and ``bootstrap.sh``), the runbook ``README.txt`` and
 ``SHA256SUMS``. docs/MEDIA.md is the user's guide.
 
@@ -356,7 +356,7 @@ class BundleOnMedia:
 
 
 def bundle_items(bundle: Path) -> BundleOnMedia:
-    """Read the bundle's trust files and plan its files: parts + index + signature, or one tar."""
+    """Read the bundle's signed root and plan its files: parts + signed index, or one tar."""
     source: BundleSource = open_source(bundle)
     envelope = root_envelope(source)
     root, signers = parse_root(envelope.payload), envelope.signer_ids

@@ -123,7 +123,7 @@ class BaseRef:
 
     name: str
     version: str
-    root: str  # digest of the base bundle's root.json
+    root: str  # root digest of the base bundle (sha256 of its root document)
 
 
 @dataclass(frozen=True)
