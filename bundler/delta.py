@@ -299,7 +299,7 @@ class _Null:
 
 # --- reconstruction -------------------------------------------------------------------------------
 
-class ReconstructedSource:
+class ReconstructedSource(BundleSource):
     """The full target bundle, presented from a delta's carried members plus base inputs.
 
     ``members()`` is the full target's member set; ``open(blob)`` yields the carried bytes or a

@@ -41,7 +41,6 @@ from bundler.parts import (
     PartsSource,
     bundle_file_name,
     bundle_tar_size,
-    open_tar,
     write_bundle_tar,
 )
 from bundler.progress import Progress, human
@@ -369,7 +368,7 @@ def bundle_items(bundle: Path) -> BundleOnMedia:
     name = bundle_file_name(Path(bundle), source, root)
     size = bundle_tar_size(source, root)
     if isinstance(source, TarSource):
-        produce = _copy_from(lambda: open_tar(source), size)  # the tar as it is
+        produce = _copy_from(source.open_whole, size)  # the tar as it is
     else:
         produce = lambda out: write_bundle_tar(source, root, out)  # noqa: E731 (a directory, as its tar)
     return BundleOnMedia(root, signers, [Item(name, size, produce)], None, size)

@@ -518,11 +518,6 @@ def tar_size(member_sizes: list[int]) -> int:
     return sum(tarfmt.BLOCK + s + (-s % tarfmt.BLOCK) for s in member_sizes) + len(tarfmt.END)
 
 
-def open_tar(source: TarSource) -> BinaryIO:
-    """The whole tar behind a tar source (a file, or parts joined), as one read-only stream."""
-    return source._opener()
-
-
 def write_bundle_tar(source: BundleSource, root: Root, out: Any) -> None:
     """Stream ``source`` as the bundle tar into ``out``, byte-identical to what ``bundle create`` writes.
 
@@ -530,7 +525,7 @@ def write_bundle_tar(source: BundleSource, root: Root, out: Any) -> None:
     and header fields, so ``create -o X.tar`` then ``split`` and ``create --split`` give the same parts.
     """
     if isinstance(source, TarSource):
-        with open_tar(source) as f:
+        with source.open_whole() as f:
             left = source.total
             while left:
                 data = f.read(min(CHUNK, left))
@@ -667,5 +662,5 @@ def iter_stale_parts(directory: Path, bundle_file: str, count: int) -> Iterator[
 __all__ = ["CorruptPartError", "DEFAULT_PART_SIZE", "FAT32_MAX", "JoinedReader", "LongPartError",
            "MissingPartError", "Part", "PartError", "PartIndex", "PartIndexError", "PartWriter",
            "PartsSource", "ShortPartError", "SplitResult", "UnreadablePartError", "build_split",
-           "bundle_tar_size", "detect", "open_tar", "parse_part_index", "parse_size", "split_bundle",
+           "bundle_tar_size", "detect", "parse_part_index", "parse_size", "split_bundle",
            "write_bundle_tar"]

@@ -3,8 +3,7 @@
 :meth:`Verifier.verify` enforces the order of trust, and each step only relies on what the steps
 before it established:
 
-0. container pre-check: a source with a ``precheck(trust, progress, content=...)`` method runs it
-   first (split parts: the signed part index, then each part's presence, size and, with content,
+0. container pre-check: :meth:`BundleSource.precheck` runs first (split parts: the signed part index, then each part's presence, size and, with content,
    sha256, naming the part and byte range that is wrong; see bundler/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
 2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
@@ -122,15 +121,12 @@ class Verifier:
 
     def verify(self, source: BundleSource, *, content: bool = True) -> VerifiedBundle:
         """Run the six steps; with ``content=False`` stop after completeness (cheap re-check)."""
-        precheck = getattr(source, "precheck", None)  # 0. container pre-check (split parts)
-        if precheck is not None:
-            precheck(self.trust, self.progress, content=content)
+        source.precheck(self.trust, self.progress, content=content)  # 0. container pre-check (split parts)
         members = source.members()  # 1. structure
         envelope, root_bytes, signers = self._check_signatures(source)  # 2.
         root = parse_root(root_bytes)  # 3.
         self._check_policy(root)  # 4.
-        # A source that rebuilds a delta's full target (bundler/delta.py) is held to the full pins.
-        pins = root.member_pins(full=bool(getattr(source, "full_target", False)))
+        pins = root.member_pins(full=source.full_target)
         self._check_completeness(source, members, pins)  # 5.
         if content:
             self._check_content(source, pins)  # 6.
@@ -188,8 +184,7 @@ class Verifier:
                     hint="the bundle is truncated or was altered; copy it again from the build host")
 
     def _check_content(self, source: BundleSource, pins: dict[str, tuple[str, int]]) -> None:
-        order = getattr(source, "tar_order", None)
-        names = [n for n in (order() if order else sorted(pins)) if n in pins]
+        names = [n for n in (source.tar_order() or sorted(pins)) if n in pins]
         for name in names:
             digest, size = pins[name]
             with source.open(name) as f:

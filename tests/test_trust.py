@@ -170,3 +170,22 @@ def test_rotation_from_a_to_b(bundle_world: BundleWorld, bundle_factory: Any, tm
     assert r.exit_code == 4 and "trust chain is broken" in r.output
     audit = [json.loads(x) for x in (site_dir / "state" / "audit.log").read_text().splitlines()]
     assert ("update", "ok") in [(x["command"], x["outcome"]) for x in audit]
+
+
+def test_root_expiry_is_required_and_after_creation(bundle_factory: Any) -> None:
+    from bundler.errors import VerificationError
+    from bundler.root import parse_root
+
+    good = base64.b64decode(read_root_envelope(bundle_factory().path)["payload"])
+    doc = json.loads(good)
+    for change, why in ((lambda d: d.pop("expires"), "lacks 'expires'"),
+                        (lambda d: d.update(expires=d["created"]), "is not after created"),
+                        (lambda d: d.update(expires="in 180 days"), "is not a time like")):
+        bad = dict(doc)
+        change(bad)
+        try:
+            parse_root(json.dumps(bad).encode())
+        except VerificationError as e:
+            assert why in e.message
+        else:
+            raise AssertionError(f"root accepted: {why}")
