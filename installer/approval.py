@@ -166,10 +166,5 @@ def check_approval(state: StateDir, plan: Plan, *, keys: list[Ed25519PublicKey] 
 
 
 def approver_keys(site: Site) -> list[Path]:
-    """``spec.approval.keys`` of the site file (paths relative to it): approvals must be signed."""
-    spec = (site.raw or {}).get("spec") or {}
-    keys = (spec.get("approval") or {}).get("keys") or []
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise UsageError("site file: spec.approval.keys must be a list of public key paths")
-    base = site.path.parent if site.path else Path.cwd()
-    return [(base / Path(k).expanduser()).resolve() for k in keys]
+    """``spec.approval.keys`` of the site file: when listed, approvals must be signed by one."""
+    return list(site.approval_keys)

@@ -51,6 +51,8 @@ class Site:
     registry_chunk_size: int | None = None
     #: The trust version ``spec.trust`` stands for (stored trust updates above it apply on top).
     trust_version: int = 1
+    #: ``spec.approval.keys``: when given, only approvals signed by one of them count.
+    approval_keys: tuple[Path, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def with_overrides(self, **changes: Any) -> "Site":
@@ -100,6 +102,9 @@ def load_site(path: Path) -> Site:
         context=cl.get("context"), namespace=cl.get("namespace", "rag-system"),
         manifests_dir=_path(base, cl["manifestsDir"]) if cl.get("manifestsDir") else None)
     validation = spec.get("requireValidation") or {}
+    approval_keys = (spec.get("approval") or {}).get("keys") or []
+    if not isinstance(approval_keys, list) or not all(isinstance(k, str) for k in approval_keys):
+        raise UsageError("site file: spec.approval.keys must be a list of public key paths")
     chunk = _get(registry, "uploadChunkBytes", "spec.registry", int, required=False)
     trust_version = _get(trust, "version", "spec.trust", int, required=False) or 1
     if trust_version < 1:
@@ -120,5 +125,6 @@ def load_site(path: Path) -> Site:
         site_key=_path(base, spec["siteKey"]) if spec.get("siteKey") else None,
         registry_chunk_size=chunk,
         trust_version=trust_version,
+        approval_keys=tuple(_path(base, k) for k in approval_keys),
         raw=doc,
     )
