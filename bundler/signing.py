@@ -33,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bundler.digest import read_bounded
 from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.layout import envelope_limit
 from bundler.root import canonical_json, load_json_bounded
 
 PASSPHRASE_ENV = "EDGEBUNDLE_KEY_PASSPHRASE"
@@ -254,7 +253,7 @@ class TrustStore:
 
 
 __all__ = ["EdgebundleError", "Envelope", "LegacyFormatError", "MalformedEnvelopeError", "TrustStore",
-           "UnsignedError", "UntrustedError", "Verified", "envelope_limit", "generate_keypair", "keyid",
+           "UnsignedError", "UntrustedError", "Verified", "generate_keypair", "keyid",
            "load_private_key", "load_public_key", "pae", "parse_envelope", "sign", "unsigned", "verify"]
 
 

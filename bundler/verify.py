@@ -3,8 +3,9 @@
 :meth:`Verifier.verify` enforces the order of trust, and each step only relies on what the steps
 before it established:
 
-0. container pre-check: :meth:`BundleSource.precheck` runs first (split parts: the signed part index, then each part's presence, size and, with content,
-   sha256, naming the part and byte range that is wrong; see bundler/parts.py);
+0. container pre-check: :meth:`BundleSource.precheck` runs first (split parts: the signed part
+   index, then each part's presence, size and, with content, sha256, naming the part and byte
+   range that is wrong; see bundler/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
 2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
    least ``threshold`` trusted keys; nothing in the root is looked at before this;
@@ -107,7 +108,6 @@ class Policy:
     allow_downgrade: bool = False
     base_root: str | None = None  # for a delta: the root digest of the base the site has
     allow_expired: bool = False  # the operator accepted a bundle past its ``expires``
-    now: float | None = None  # the time ``expires`` is compared with (None: the clock)
 
 
 class Verifier:
@@ -140,7 +140,7 @@ class Verifier:
 
     def _check_policy(self, root: Root) -> None:
         p = self.policy
-        now = time.time() if p.now is None else p.now
+        now = time.time()
         if not p.allow_expired and root.expires_at is not None and now >= root.expires_at:
             raise ExpiredError(
                 f"bundle {root.name} {root.version} expired at {root.expires} (it is now {format_time(now)})",

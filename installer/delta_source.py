@@ -210,7 +210,7 @@ def wrap_if_delta(vb: VerifiedBundle, site: Site, state: StateDir, *, registry: 
     if state.bundle_root_bytes(full.digest) is None:  # keep the delta's signed root beside it
         atomic_write(state.path / "bundles" / full.digest.split(":", 1)[1] / "delta-root.json", vb.root_bytes)
         state.remember_bundle(full.digest, full_bytes, vb.envelope)
-    return VerifiedBundle(full, full_bytes, vb.signers, source)
+    return VerifiedBundle(full, full_bytes, vb.signers, source, vb.envelope)  # signed via the delta's root
 
 
 __all__ = ["BaseMissingError", "DeltaSource", "SiteBase", "find_base_record", "preflight",
