@@ -2,7 +2,7 @@
 
 Steps: pull every image by its locked digest (exact bytes, digest-checked while streaming),
 add each model as a ModelPack artifact (zstd only where it pays), add the manifests as an
-artifact, write ``index.json``, then the root, and sign it. The work happens in ``OUT.partial``
+artifact, write ``index.json``, then the root, and sign it (one DSSE envelope, bundler/signing.py). The work happens in ``OUT.partial``
 beside the output and is renamed into place at the end, so an interrupted build never leaves
 something that looks like a bundle; a rerun reuses the blobs already fetched. Each byte is written
 once: a large blob whose digest is locked (an image layer, a raw model file) is not stored in the
@@ -12,7 +12,7 @@ zstd's threads) go through the work dir.
 
 Invariants:
 - Reproducible: the same spec, lock, sources and key give byte-identical output (creation time
-  comes from the lock; JSON is canonical; tar headers are fixed; zstd is deterministic).
+  and expiry come from the lock; JSON is canonical; tar headers are fixed; zstd is deterministic).
 - Streams: no blob is held in memory; only manifests, configs and the root are.
 """
 
@@ -45,6 +45,7 @@ from bundler.root import (
     ModelFile,
     Root,
     canonical_json,
+    format_time,
     load_json_bounded,
     parse_root,
 )
@@ -55,6 +56,10 @@ REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
 FILEPATH = "org.cncf.model.filepath"
 EMPTY_JSON = b"{}"
+#: How long a bundle stays installable by default: 180 days, counted from the lock (docs/SECURITY.md,
+#: "Expiry"). Sites update by hand on media, about monthly to quarterly; 180 days outlasts two missed
+#: rounds while bounding how long a replayed old release (a freeze attack) can still be installed.
+DEFAULT_EXPIRES_IN = 180 * 86400.0
 
 
 class BlobStore:
@@ -210,11 +215,18 @@ class Builder:
     """Builds one bundle; ``registries(host)`` returns a :class:`bundler.registry.Registry`."""
 
     def __init__(self, spec: BundleSpec, lock: dict[str, Any], registries: Callable[[str], Any],
-                 log: Callable[[str], None] = lambda s: None, progress: bool | None = None) -> None:
+                 log: Callable[[str], None] = lambda s: None, progress: bool | None = None,
+                 expires_in: float = DEFAULT_EXPIRES_IN) -> None:
         self.spec, self.lock, self.registries, self.log = spec, lock, registries, log
         self.progress = progress
         self.created = lock["created"]
         self.mtime = calendar.timegm(time.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ"))
+        # Counted from the lock's time (the age of the content), so a rebuild gives the same bytes.
+        self.expires = format_time(self.mtime + expires_in)
+        if self.mtime + expires_in <= time.time():
+            raise UsageError(f"the bundle would expire at {self.expires}, which has passed (the lock was "
+                             f"created {self.created})",
+                             hint="re-lock (bundle lock) to resolve the inputs afresh, or give a longer --expires-in")
         self.input_bytes = 0
 
     # -- images ----------------------------------------------------------------------------
@@ -402,7 +414,8 @@ class Builder:
             created=self.created,
             files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), len(layout.OCI_LAYOUT_BYTES)),
                    layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes))},
-            blobs=dict(store.pins), images=images, models=models, manifests=manifests)
+            blobs=dict(store.pins), images=images, models=models, manifests=manifests,
+            expires=self.expires)
         self.write_trust_files(work, root, keys)
         return root
 
@@ -411,8 +424,7 @@ class Builder:
         root_bytes = root.to_bytes()
         parse_root(root_bytes)  # the installer's checks (paths, names, sizes), caught here first
         (work / "edgebundle").mkdir(exist_ok=True)
-        _write_small(work / layout.ROOT, root_bytes)
-        _write_small(work / layout.SIGNATURES, sign(root_bytes, keys))
+        _write_small(work / layout.ROOT, sign(root_bytes, mt.PAYLOAD_ROOT, keys))
 
 
 def _write_small(path: Path, data: bytes) -> None:
@@ -428,8 +440,8 @@ def _copy_file(src: Path, out: BinaryIO) -> None:
 
 
 def member_order(root: Root) -> list[str]:
-    """Tar order: trust files, index, then blobs grouped as the root lists its content."""
-    names: list[str] = [layout.OCI_LAYOUT, layout.ROOT, layout.SIGNATURES, layout.INDEX]
+    """Tar order: signed root, index, then blobs grouped as the root lists its content."""
+    names: list[str] = [layout.OCI_LAYOUT, layout.ROOT, layout.INDEX]
     carried = root.blobs if root.delta is None else root.delta["carried"]
     names += [layout.blob_path(d) for d in sorted(carried)]
     return names

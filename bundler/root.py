@@ -1,12 +1,14 @@
-"""The signed root document (``edgebundle/root.json``).
+"""The signed root document (the payload of ``edgebundle/root.dsse.json``).
 
-The root is the one document the signatures cover. It pins, directly, the digest and size of
+The root is the one document the bundle's signatures cover. It pins, directly, the digest and size of
 every blob in the bundle and of ``oci-layout`` and ``index.json``; it also carries the semantic
 listing (images, models, manifests) that the installer acts on. docs/FORMAT.md specifies it.
 
 Invariants:
 - Serialisation is canonical (sorted keys, no whitespace, ASCII): the same content always gives
   the same bytes, so a bundle is reproducible and a signature is over a single byte string.
+- A root carries ``expires``: after it, a site refuses the bundle unless the operator overrides
+  (TUF's freeze attack: an old genuine release must not stay installable forever).
 - :func:`parse_root` accepts only documents of the current ``specVersion`` whose every field has
   the expected type, whose digests are well formed, and whose semantic entries only name blobs
   the root pins. It never trusts sizes it has not bounded.
@@ -14,17 +16,21 @@ Invariants:
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bundler.digest import is_digest, sha256_bytes
-from bundler.errors import VerificationError
+from bundler.errors import UsageError, VerificationError
 from bundler.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT
 from bundler.registry import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
+#: The one timestamp format of signed documents (UTC, whole seconds).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 SPEC_VERSION = 1
 MODEL_KINDS = ("llm", "embedding", "index")
 #: Model file encodings inside a bundle: the file itself, or a zstd tar holding just that file.
@@ -118,7 +124,7 @@ class BaseRef:
 
     name: str
     version: str
-    root: str  # digest of the base bundle's root.json
+    root: str  # root digest of the base bundle (sha256 of its root document)
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,8 @@ class Root:
     base: BaseRef | None = None
     #: Delta only: how each blob missing from the bundle is rebuilt (see bundler/delta.py).
     delta: dict[str, Any] | None = None
+    #: After this time (TIME_FORMAT) sites refuse the bundle without an operator override.
+    expires: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -152,6 +160,11 @@ class Root:
     @property
     def digest(self) -> str:
         return sha256_bytes(self.to_bytes())
+
+    @property
+    def expires_at(self) -> float | None:
+        """``expires`` as seconds since the epoch."""
+        return None if self.expires is None else parse_time(self.expires, "root.expires")
 
     @property
     def is_delta(self) -> bool:
@@ -209,6 +222,31 @@ def load_json_bounded(data: bytes, what: str, limit: int = MAX_JSON_BYTES) -> An
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise MalformedRootError(f"{what} is not valid JSON: {e}") from None
+
+
+def parse_time(text: str, where: str) -> float:
+    """Seconds since the epoch of a :data:`TIME_FORMAT` timestamp; malformed is an error."""
+    try:
+        return float(calendar.timegm(time.strptime(text, TIME_FORMAT)))
+    except (TypeError, ValueError):
+        raise MalformedRootError(f"{where} {str(text)[:40]!r} is not a time like 2026-01-31T00:00:00Z") from None
+
+
+def format_time(t: float) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(t))
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``24h``, ``180d`` -> seconds (a usage error otherwise)."""
+    m = _DURATION.match(text.strip())
+    if not m or float(m[1]) <= 0:
+        raise UsageError(f"duration {text!r} is not like 30m, 24h or 180d")
+    return float(m[1]) * _DURATION_UNITS[m[2]]
+
 
 
 _SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -346,7 +384,7 @@ def parse_root(data: bytes) -> Root:
             f"root.json has specVersion {doc.get('specVersion')!r}; this edgebundle reads {SPEC_VERSION}",
             hint="use the edgebundle release that built this bundle, or rebuild it with this one",
         )
-    known = {"_type", "specVersion", "name", "version", "compatible", "created", "files", "blobs",
+    known = {"_type", "specVersion", "name", "version", "compatible", "created", "expires", "files", "blobs",
              "images", "models", "manifests", "base", "delta"}
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -451,9 +489,12 @@ def parse_root(data: bytes) -> Root:
     if delta is not None:
         _check_delta(delta, blobs, models)
 
+    created, expires = _req(doc, "created", str, "root"), _req(doc, "expires", str, "root")
+    if parse_time(expires, "root.expires") <= parse_time(created, "root.created"):
+        raise MalformedRootError(f"root: expires {expires} is not after created {created}")
     return Root(name=name, version=version, compatible=_req(doc, "compatible", str, "root"),
-                created=_req(doc, "created", str, "root"), files=files, blobs=blobs, images=images,
-                models=models, manifests=manifests, base=base, delta=delta)
+                created=created, files=files, blobs=blobs, images=images,
+                models=models, manifests=manifests, base=base, delta=delta, expires=expires)
 
 
 # --- the delta section (docs/DELTA.md) ------------------------------------------------------

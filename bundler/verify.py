@@ -3,15 +3,16 @@
 :meth:`Verifier.verify` enforces the order of trust, and each step only relies on what the steps
 before it established:
 
-0. container pre-check: a source with a ``precheck(trust, progress, content=...)`` method runs it
-   first (split parts: the signed part index, then each part's presence, size and, with content,
-   sha256, naming the part and byte range that is wrong; see bundler/parts.py);
+0. container pre-check: :meth:`BundleSource.precheck` runs first (split parts: the signed part
+   index, then each part's presence, size and, with content, sha256, naming the part and byte
+   range that is wrong; see bundler/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
-2. signatures: ``root.json`` (bounded) is signed by at least ``threshold`` trusted keys; nothing in
-   the root is looked at before this;
+2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
+   least ``threshold`` trusted keys; nothing in the root is looked at before this;
 3. root: the signed bytes parse strictly (types, digests, every entry names a pinned blob);
-4. policy: ``compatible`` equals the site's, the version is not older than the installed one
-   (unless a downgrade was allowed), a delta names the expected base;
+4. policy: not expired (unless the operator allowed it), ``compatible`` equals the site's, the
+   version is not older than the installed one (unless a downgrade was allowed), a delta names
+   the expected base;
 5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
 6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
@@ -30,18 +31,20 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from bundler import layout
+from bundler import mediatypes as mt
 from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.compress import open_tar_zstd_member
 from bundler.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from bundler.errors import VerificationError
 from bundler.registry import MAX_MANIFEST_BYTES
-from bundler.root import ModelEntry, ModelFile, Root, parse_root, version_key
-from bundler.signing import TrustStore, UnsignedError, parse_signatures
+from bundler.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
+from bundler.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
 from bundler.sources import BundleSource, read_small
 from bundler.tarfmt import TarFormatError
 
@@ -70,14 +73,40 @@ class WrongBaseError(VerificationError):
     """A delta was built against a base this site does not have."""
 
 
+class ExpiredError(VerificationError):
+    """The bundle's signed ``expires`` has passed."""
+
+
+def root_envelope(source: BundleSource) -> Envelope:
+    """The bundle's root envelope, parsed but NOT verified (for display and early names only)."""
+    return parse_envelope(read_root_envelope(source), layout.ROOT, mt.PAYLOAD_ROOT,
+                          layout.MAX_ROOT_ENVELOPE_BYTES)
+
+
+def read_root_envelope(source: BundleSource) -> bytes:
+    """The bytes of the root envelope (bounded); an old-format bundle is named as such."""
+    members = source.members()
+    if layout.ROOT not in members:
+        legacy = [n for n in layout.LEGACY_TRUST_FILES if n in members]
+        if legacy:
+            raise LegacyFormatError(
+                f"{source.description} has {legacy[0]} but no {layout.ROOT}: it is a bundle of the "
+                "pre-DSSE format (detached signatures.json), which this edgebundle no longer reads",
+                hint="rebuild it with this edgebundle: bundle create SPEC --key KEY -o OUT")
+        raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
+                                 hint="this is not an edgebundle bundle, or it is incomplete")
+    return read_small(source, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+
+
 @dataclass(frozen=True)
 class VerifiedBundle:
     """A bundle that passed every check, with its parsed root."""
 
     root: Root
-    root_bytes: bytes
+    root_bytes: bytes  # the envelope's payload: what the signatures cover and root_digest names
     signers: list[str]
     source: BundleSource
+    envelope: bytes = b""  # the exact root envelope that was checked (kept by the installer)
 
     @property
     def root_digest(self) -> str:
@@ -86,12 +115,13 @@ class VerifiedBundle:
 
 @dataclass
 class Policy:
-    """Site-side expectations; the builder's own ``bundle verify`` leaves them unset."""
+    """Site-side expectations; the builder's own ``bundle verify`` only checks expiry."""
 
     compatible: str | None = None
     installed: tuple[str, str] | None = None  # (name, version) the site runs now
     allow_downgrade: bool = False
     base_root: str | None = None  # for a delta: the root digest of the base the site has
+    allow_expired: bool = False  # the operator accepted a bundle past its ``expires``
 
 
 class Verifier:
@@ -105,38 +135,35 @@ class Verifier:
 
     def verify(self, source: BundleSource, *, content: bool = True) -> VerifiedBundle:
         """Run the six steps; with ``content=False`` stop after completeness (cheap re-check)."""
-        precheck = getattr(source, "precheck", None)  # 0. container pre-check (split parts)
-        if precheck is not None:
-            precheck(self.trust, self.progress, content=content)
+        source.precheck(self.trust, self.progress, content=content)  # 0. container pre-check (split parts)
         members = source.members()  # 1. structure
-        root_bytes, signers = self._check_signatures(source, members)  # 2.
+        envelope, root_bytes, signers = self._check_signatures(source)  # 2.
         root = parse_root(root_bytes)  # 3.
         self._check_policy(root)  # 4.
-        # A source that rebuilds a delta's full target (bundler/delta.py) is held to the full pins.
-        pins = root.member_pins(full=bool(getattr(source, "full_target", False)))
+        pins = root.member_pins(full=source.full_target)
         self._check_completeness(source, members, pins)  # 5.
         if content:
             self._check_content(source, root, pins)  # 6.
             self._check_manifests(source, root, pins)
-            if root.is_delta and not getattr(source, "full_target", False):
+            if root.is_delta and not source.full_target:
                 from bundler.delta import prove_patches  # delta builds on this module
 
                 prove_patches(source, root)  # carried patches decode within their signed sizes
-        return VerifiedBundle(root, root_bytes, signers, source)
+        return VerifiedBundle(root, root_bytes, signers, source, envelope)
 
-    def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
-        if layout.ROOT not in members:
-            raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
-                                     hint="this is not an edgebundle bundle, or it is incomplete")
-        if layout.SIGNATURES not in members:
-            raise UnsignedError(f"{source.description} has no {layout.SIGNATURES}: the bundle is unsigned",
-                                hint="sign it on the build host: bundle create ... --key KEY")
-        root_bytes = read_small(source, layout.ROOT, layout.MAX_JSON_BYTES)
-        sigs = parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))
-        return root_bytes, self.trust.check(root_bytes, sigs)
+    def _check_signatures(self, source: BundleSource) -> tuple[bytes, bytes, list[str]]:
+        data = read_root_envelope(source)
+        signed = verify(data, mt.PAYLOAD_ROOT, self.trust, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+        return data, signed.payload, signed.signers
 
     def _check_policy(self, root: Root) -> None:
         p = self.policy
+        now = time.time()
+        if not p.allow_expired and root.expires_at is not None and now >= root.expires_at:
+            raise ExpiredError(
+                f"bundle {root.name} {root.version} expired at {root.expires} (it is now {format_time(now)})",
+                hint="ask the build host for a fresh bundle; to install it anyway pass --allow-expired "
+                     "REASON (the reason is journaled and audited)")
         if p.compatible is not None and root.compatible != p.compatible:
             raise IncompatibleError(
                 f"bundle {root.name} {root.version} is for '{root.compatible}', this site is '{p.compatible}'",
@@ -155,7 +182,7 @@ class Verifier:
 
     def _check_completeness(self, source: BundleSource, members: dict[str, int],
                             pins: dict[str, tuple[str, int]]) -> None:
-        expected = set(pins) | {layout.ROOT, layout.SIGNATURES}
+        expected = set(pins) | {layout.ROOT}
         missing = sorted(expected - set(members))
         if missing:
             raise MissingMemberError(
@@ -195,8 +222,7 @@ class Verifier:
         order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
         digest error, if it has one, is the better message).
         """
-        order = getattr(source, "tar_order", None)
-        names = [n for n in (order() if order else sorted(pins)) if n in pins]
+        names = [n for n in (source.tar_order() or sorted(pins)) if n in pins]
         rank = {n: i for i, n in enumerate(names)}
         progress = self.progress
         if progress is not None:  # one counter fed by every thread

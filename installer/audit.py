@@ -567,15 +567,15 @@ def _state_dir(params: dict[str, Any], notes: dict[str, Any]) -> Path | None:
 
 
 def _claimed_root(bundle: Path) -> str | None:
-    """Digest of the root.json a bundle *carries*, verified or not (so refusals name the bundle).
+    """Digest of the root a bundle *carries*, verified or not (so refusals name the bundle).
 
-    Only the root member is read (bounded); any failure leaves the field empty.
+    Only the root envelope is read (bounded); any failure leaves the field empty.
     """
-    from bundler import layout
     from bundler.digest import sha256_bytes
-    from bundler.sources import open_source, read_small
+    from bundler.sources import open_source
+    from bundler.verify import root_envelope
 
     try:
-        return sha256_bytes(read_small(open_source(bundle), layout.ROOT, layout.MAX_JSON_BYTES))
+        return sha256_bytes(root_envelope(open_source(bundle)).payload)
     except Exception:  # noqa: BLE001 (a hostile or broken bundle simply has no claimed root)
         return None

@@ -25,6 +25,7 @@ def main() -> None:
       installer status | history | rollback [--to N] --site site.yaml
       installer audit verify --site site.yaml        prove the audit log unedited
       installer prune --site site.yaml --operator NAME   delete what no recent deployment uses
+      installer trust update trust-2.dsse.json --site site.yaml   apply a signed key rotation
     BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed,

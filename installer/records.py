@@ -62,11 +62,6 @@ class PlanDocument(Strict):
     planHash: str
 
 
-class ApprovalSignature(Strict):
-    keyid: str
-    sig: str
-
-
 class ApprovalDocument(Strict):
     type_: str = Field(alias="_type")
     planHash: str
@@ -78,7 +73,6 @@ class ApprovalDocument(Strict):
     cluster: dict[str, Any]
     revision: int
     summary: dict[str, int]
-    signature: ApprovalSignature | None = None
 
 
 class ValidationCheck(Strict):
@@ -88,14 +82,12 @@ class ValidationCheck(Strict):
     detail: str = ""
 
 
-class ValidationRecord(Strict):
-    type_: str = Field(alias="_type")
-    formatVersion: int
+class ValidationPredicate(Strict):
+    """The predicate of a staging validation record (an in-toto Statement, installer/validate.py)."""
+
     bundle: BundleRef
     site: str
     cluster: dict[str, Any]
     revision: int
     validatedAt: str
     checks: list[ValidationCheck]
-    keyid: str
-    signature: str

@@ -3,7 +3,8 @@
 Layout (all under ``stateDir``)::
 
     lock                         held (flock) by the one installer process allowed to run
-    bundles/<root-hex>/          the verified root.json + signatures.json of every bundle seen
+    bundles/<root-hex>/          the verified root.json + root.dsse.json (its envelope) of every bundle seen
+    trust/<version>.dsse.json    accepted trust updates (installer/trust.py)
     journal/<root-hex>.jsonl     step journal of that bundle: one JSON record per line
     installed.json               bundles whose load+stage completed, newest last
     revisions/<N>.json           applied cluster revisions (plan/apply)
@@ -275,11 +276,11 @@ class StateDir:
     def journal(self, root_digest: str) -> Journal:
         return Journal(self.safe, ("journal", f"{self._hex(root_digest)}.jsonl"))
 
-    def remember_bundle(self, root_digest: str, root_bytes: bytes, signatures: bytes) -> None:
-        """Keep the verified trust files, so later deltas and renders can rely on them offline."""
+    def remember_bundle(self, root_digest: str, root_bytes: bytes, envelope: bytes) -> None:
+        """Keep the verified root and its envelope, so later deltas and renders can rely on them offline."""
         d = f"bundles/{self._hex(root_digest)}"
         if not self.safe.exists([*d.split("/"), "root.json"]):
-            self.write_bytes(f"{d}/signatures.json", signatures)
+            self.write_bytes(f"{d}/root.dsse.json", envelope)
             faultpoint("verify.signatures.kept")
             self.write_bytes(f"{d}/root.json", root_bytes)
 

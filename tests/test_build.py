@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -114,9 +115,17 @@ def test_verify_refuses_missing_extra_unsigned_untrusted(built: dict[str, Path],
         assert r.exit_code == 4 and "does not list: " + layout.blob_path(sha256_bytes(b"x")) in r.stderr
 
     b = _tampered(built, tmp_path / "unsigned", "dir")
-    (b / layout.SIGNATURES).unlink()
+    envelope = json.loads((b / layout.ROOT).read_bytes())
+    (b / layout.ROOT).write_text(json.dumps({**envelope, "signatures": []}))
     r = bundle("verify", b, "--pubkey", built["pub"])
-    assert r.exit_code == 4 and "the bundle is unsigned" in r.stderr
+    assert r.exit_code == 4 and "edgebundle/root.dsse.json is not signed" in r.stderr
+
+    b = _tampered(built, tmp_path / "old-format", "dir")  # the pre-DSSE layout: bare root + signatures.json
+    (b / "edgebundle" / "root.json").write_bytes(base64.b64decode(envelope["payload"]))
+    (b / "edgebundle" / "signatures.json").write_text('{"signatures":[]}')
+    (b / layout.ROOT).unlink()
+    r = bundle("verify", b, "--pubkey", built["pub"])
+    assert r.exit_code == 4 and "pre-DSSE format" in r.stderr and "rebuild it" in r.stderr
 
     _, other = bundle_world.key("stranger")
     r = bundle("verify", built["tar"], "--pubkey", other)

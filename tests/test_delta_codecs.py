@@ -195,7 +195,7 @@ def _delta_root_doc() -> dict[str, Any]:
     layout_pin = {"digest": sha256_bytes(b"{}"), "size": 2}
     return {
         "_type": "edgebundle.root", "specVersion": 1, "name": "rag", "version": "1.1", "compatible": "c",
-        "created": "2024-01-01T00:00:00Z",
+        "created": "2024-01-01T00:00:00Z", "expires": "2024-06-29T00:00:00Z",
         "files": {"oci-layout": layout_pin, "index.json": layout_pin},
         "blobs": {blob_a: {"digest": blob_a, "size": 1, "mediaType": "x"},
                   blob_b: {"digest": blob_b, "size": 1, "mediaType": "x"}},

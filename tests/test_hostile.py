@@ -309,12 +309,11 @@ def test_load_stage_and_install_refuse_a_subset(corpus: list[Mutant], genuine: G
 
 def test_controls_pass_so_refusals_are_the_mutations_doing(genuine: Genuine, sandbox: Path) -> None:
     """The genuine bundle, and the genuine root merely re-signed the corpus's way, both verify (exit 0)."""
-    from bundler import layout
     from tests.hostile.corpus import Resigner, Tar, parse_root
 
     t = Tar(genuine.good)
-    resigned = Resigner(t, parse_root(t.read(layout.ROOT)), genuine.keys["release"][0])
-    for name, build in (("genuine", t.unchanged()), ("re-signed", resigned.with_root_bytes(t.read(layout.ROOT)))):
+    resigned = Resigner(t, parse_root(t.root_bytes()), genuine.keys["release"][0])
+    for name, build in (("genuine", t.unchanged()), ("re-signed", resigned.with_root_bytes(t.root_bytes()))):
         arena = Arena(Mutant("control", name, build, ""), genuine, sandbox, "127.0.0.1:9")
         r = arena.run("verify")
         assert r.exit_code == 0 and r.stdout.startswith("OK: rag-edge 1.0.0"), (name, r.output)

@@ -7,6 +7,7 @@ registry holds no manifest or tag and the NAS no version that is not exactly wha
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
@@ -46,8 +47,9 @@ def test_verify_ok_and_remembers_trust_files(bundle_factory: Any, tmp_path: Path
     path, offset, size = member_location(b.path, layout.ROOT)
     with open(path, "rb") as f:
         f.seek(offset)
-        assert (kept / "root.json").read_bytes() == f.read(size)
-    assert (kept / "signatures.json").exists()
+        envelope = f.read(size)
+    assert (kept / "root.dsse.json").read_bytes() == envelope
+    assert (kept / "root.json").read_bytes() == base64.b64decode(json.loads(envelope)["payload"])
     after = nas_snapshot(b.path) if b.path.is_dir() else b.path.stat()
     assert after == before
 
@@ -79,12 +81,12 @@ def model_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any],
 def root_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
     b = factory().copy(tmp / "b")
     flip_byte(b.path, layout.ROOT)
-    return b, {}, "does not match the root document"
+    return b, {}, "(does not match its payload|payload is not base64)"
 
 
 def signature_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:
     b = factory().copy(tmp / "b")
-    path, offset, size = member_location(b.path, layout.SIGNATURES)
+    path, offset, size = member_location(b.path, layout.ROOT)
     with open(path, "rb") as f:
         f.seek(offset)
         doc = f.read(size)
@@ -92,7 +94,7 @@ def signature_flipped(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, A
     with open(path, "r+b") as f:
         f.seek(offset + at)
         f.write(b"A" if doc[at:at + 1] != b"A" else b"B")
-    return b, {}, "signature by trusted key .* does not match the root document"
+    return b, {}, "signature by trusted key .* does not match its payload"
 
 
 def untrusted_key(factory: Any, tmp: Path) -> tuple[BuiltBundle, dict[str, Any], str]:

@@ -32,6 +32,7 @@ from installer.state import StateDir
 from tests.fixtures.bundles import BuiltBundle, BundleWorld, bundle_factory, bundle_world  # noqa: F401
 from tests.fixtures.kube import Cluster, Failure, control_plane, kube_cluster, kube_nodes  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
+from tests.fixtures.dsse import dsse_verify, forge, load_key, load_pub
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -499,12 +500,21 @@ def test_signed_approvals_when_the_site_requires_them(tmp_path: Path, rag: RagBu
     install_bundle(site, rag.v1)
     plan = tmp_path / "plan.json"
     assert cli("plan", rag.v1.path, "--site", site, "-o", plan).exit_code == 3
-    for key, why in ((None, "is not signed"), (other_key, "not an approver key of this site")):
+    for key, why in ((None, "is not signed"), (other_key, "not signed by an approver key of this site")):
         assert cli("approve", plan, "--operator", "frank", "--yes", *(["--key", key] if key else [])).exit_code == 0
         res = cli("apply", plan, "--site", site)
         assert res.exit_code == 1 and why in res.output, res.output
         assert not list((tmp_path / "k3s").iterdir())
     assert cli("approve", plan, "--operator", "frank", "--yes", "--key", ops_key).exit_code == 0
+    approval = next((tmp_path / "state" / "approvals").glob("*.json"))
+    signed = approval.read_bytes()
+    doc = dsse_verify(signed, load_pub(ops_pub), "application/vnd.edgebundle.approval.v1+json")
+    assert doc["operator"] == "frank" and doc["_type"] == "edgebundle.approval"
+    # a forged signature under the approver's key id (signed by another key) is refused
+    approval.write_bytes(forge(signed, load_key(other_key), load_pub(ops_pub)))
+    res = cli("apply", plan, "--site", site)
+    assert res.exit_code == 1 and "does not match its payload" in res.output, res.output
+    approval.write_bytes(signed)
     res = cli("apply", plan, "--site", site)
     assert res.exit_code == 0, res.output
 

@@ -15,6 +15,7 @@ from installer.commands.common import operator_option, site_options
 from installer.commands.install_common import (
     bundle_argument,
     downgrade_option,
+    expired_option,
     progress_enabled,
     step_line,
     verdict_line,
@@ -38,12 +39,14 @@ from installer.state import StateDir
 @click.option("--yes", is_flag=True, help="Approve without asking (the plan is still shown and recorded).")
 @validation_option
 @downgrade_option
+@expired_option
 @timeout_option
 @poll_option
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file: Path | None,
-            allow_downgrade: str | None, timeout: float, poll: float, as_json: bool) -> None:
+            allow_downgrade: str | None, allow_expired: str | None, timeout: float, poll: float,
+            as_json: bool) -> None:
     """Verify BUNDLE, load its images, stage its models, then plan, ask y/N and apply.
 
     Each step is the one the separate verbs run (verify, load, stage, plan, approve, apply);
@@ -54,6 +57,7 @@ def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file:
     log = stderr_log()
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           allow_expired=allow_expired,
                            progress=progress_enabled(as_json), content=False)
         audit.note(bundle=vb.root_digest)
         if not as_json:

@@ -27,13 +27,18 @@ downgrade_option = click.option(
     "--allow-downgrade", "allow_downgrade", metavar="REASON",
     help="Accept a bundle older than the installed one (rollback); REASON is recorded.")
 
+expired_option = click.option(
+    "--allow-expired", "allow_expired", metavar="REASON",
+    help="Accept a bundle past its signed expiry date; REASON is journaled and audited.")
+
 
 def bundle_verb(name: str) -> Callable[[Callable[..., Any]], click.Command]:
-    """A verb over one bundle at one site: ``fn(bundle, site, allow_downgrade, as_json)``."""
+    """A verb over one bundle at one site: ``fn(bundle, site, allow_downgrade, allow_expired, as_json)``."""
     from installer.commands.common import site_options  # common imports nothing of ours; no cycle
 
     def make(fn: Callable[..., Any]) -> click.Command:
-        for decorate in (handle_errors, json_option, downgrade_option, site_options, bundle_argument):
+        for decorate in (handle_errors, json_option, expired_option, downgrade_option, site_options,
+                         bundle_argument):
             fn = decorate(fn)
         return click.command(name)(fn)
 
@@ -62,11 +67,12 @@ def verdict_line(vb: VerifiedBundle, content: bool = True) -> str:
 
 
 def run_steps(bundle: Path, site: Site, make: Callable[[Site], Sequence[Destination]],
-              allow_downgrade: str | None, as_json: bool) -> None:
+              allow_downgrade: str | None, as_json: bool, allow_expired: str | None = None) -> None:
     """Verify ``bundle`` against ``site``, then apply the destinations ``make(site)`` builds."""
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           allow_expired=allow_expired,
                            progress=progress_enabled(as_json), content=False)
         if not as_json:
             click.echo(verdict_line(vb, content=False), err=True)
@@ -89,5 +95,5 @@ def step_line(r: StepResult) -> str:
     return line + "".join(f"\n  note: {n}" for n in notes)
 
 
-__all__ = ["bundle_argument", "downgrade_option", "run_steps", "step_line", "verdict_line",
+__all__ = ["bundle_argument", "downgrade_option", "expired_option", "run_steps", "step_line", "verdict_line",
            "verified_summary"]

@@ -14,7 +14,12 @@ import click
 from bundler.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.commands.common import site_options
-from installer.commands.install_common import bundle_argument, downgrade_option, progress_enabled
+from installer.commands.install_common import (
+    bundle_argument,
+    downgrade_option,
+    expired_option,
+    progress_enabled,
+)
 from installer.core import open_verified
 from installer.destinations.cluster import open_target
 from installer.plan import Plan, format_table, plan_bundle
@@ -51,6 +56,7 @@ def exit_pending(plan: Plan) -> None:
               show_default=True, help="Where to write the plan file.")
 @validation_option
 @downgrade_option
+@expired_option
 @click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
 @click.option("--replace", "replace", multiple=True, metavar="KIND/NAMESPACE/NAME",
               help="Delete and re-create this object if the server refuses to change it in place "
@@ -58,7 +64,8 @@ def exit_pending(plan: Plan) -> None:
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
-            allow_downgrade: str | None, show_all: bool, replace: tuple[str, ...], as_json: bool) -> None:
+            allow_downgrade: str | None, allow_expired: str | None, show_all: bool, replace: tuple[str, ...],
+            as_json: bool) -> None:
     """Verify BUNDLE, render its manifests for the site, check policy, dry-run every object on the
     cluster (server-side apply, dryRun=All) and compare with what is live.
 
@@ -69,6 +76,7 @@ def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           allow_expired=allow_expired,
                            progress=progress_enabled(as_json))
         audit.note(bundle=vb.root_digest)
         plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file,
