@@ -105,6 +105,11 @@ def _open(path: Path) -> tuple[Envelope, dict[str, Any]]:
     return env, doc
 
 
+def approval_on_file(state: StateDir, plan_hash: str) -> dict[str, Any] | None:
+    """The approval document recorded for ``plan_hash`` (its payload, for display; not verified)."""
+    return _load(state.path / approval_rel(plan_hash))
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     try:
         return _open(path)[1]

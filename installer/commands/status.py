@@ -32,16 +32,13 @@ def running_revision(site: Site, state: StateDir) -> dict[str, Any] | None:
     """The revision the cluster runs, with who applied it and who approved its plan."""
     if not site.has_cluster_target:
         return None
-    from installer.approval import approval_rel
+    from installer.approval import approval_on_file
     from installer.revisions import RevisionStore
 
     rec = RevisionStore(state).current()
     if rec is None:
         return None
-    try:
-        approval = state.read_json(approval_rel(str(rec.get("planHash")))) or {}
-    except (EdgebundleError, IndexError):
-        approval = {}
+    approval = approval_on_file(state, str(rec.get("planHash"))) or {}
     return {"revision": rec.get("revision"), "bundle": rec.get("bundle"), "appliedBy": rec.get("operator"),
             "appliedAt": rec.get("finishedAt") or rec.get("startedAt"),
             "approvedBy": approval.get("operator") if isinstance(approval, dict) else None}
