@@ -48,7 +48,9 @@ pytestmark = pytest.mark.timeout(120)
 
 EXIT_VERIFY = 4  # docs/EXIT_CODES.md
 EXIT_ERROR = 1
-MANIFEST = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tiny-config, namespace: default}\ndata: {a: \"1\"}\n"
+MANIFEST = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tiny-config, namespace: default}\ndata: {a: \"1\"}\n"
+            "---\napiVersion: v1\nkind: PersistentVolume\nmetadata: {name: tiny-models}\n"
+            "spec: {capacity: {storage: 1Gi}, accessModes: [ReadOnlyMany], nfs: {server: NFS_SERVER, path: NFS_PATH}}\n")
 
 
 def bundle(*args: Any) -> Result:
@@ -142,7 +144,8 @@ class World:
             "compatible": "tiny/x86_64",
             "trust": {"keys": [str(self.keys[t].pub) for t in trust], "threshold": threshold},
             "registry": {"address": "127.0.0.1:9", "plainHTTP": True},  # no images: never contacted
-            "models": {"root": str(nas)}, "stateDir": str(state or d / "state"),
+            "models": {"root": str(nas), "nfs": {"server": "10.0.0.5", "path": "/export/models"}},
+            "stateDir": str(state or d / "state"),
             "cluster": {"manifestsDir": str(k3s or d / "k3s")},
         }
         if approvers:
