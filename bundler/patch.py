@@ -376,9 +376,10 @@ def write_region(w: ContainerWriter, new: BinaryIO, new_off: int, new_len: int, 
 
 
 def _read_exact(f: BinaryIO, n: int, what: str) -> bytes:
+    """``n`` bytes (at most a piece plus margins); one read does it for a file, so nothing is joined."""
     parts, left = [], n
     while left:
-        b = f.read(min(left, 8 * MiB))
+        b = f.read(left)
         if not b:
             raise PatchError(f"{what} ends {left} bytes early")
         parts.append(b)

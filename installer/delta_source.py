@@ -24,7 +24,7 @@ import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bundler.delta import (
     ZSTD_VERSION,
@@ -36,13 +36,15 @@ from bundler.delta import (
 )
 from bundler.digest import hash_file
 from bundler.errors import VerificationError
-from bundler.registry import Registry
 from bundler.root import BaseRef, Root, parse_root
 from bundler.sources import BundleSource
 from bundler.verify import VerifiedBundle
 from installer.destinations.nas import KIND_DIRS
 from installer.site import Site
 from installer.state import StateDir
+
+if TYPE_CHECKING:  # the HTTP client is imported only when a delta needs the site registry
+    from bundler.registry import Registry
 
 #: How many missing inputs an error message lists before summarising.
 SHOW_MISSING = 8
@@ -54,6 +56,8 @@ class BaseMissingError(VerificationError):
 
 def site_registry(site: Site) -> Registry:
     """A client for the site registry, configured as the ``load`` destination configures it."""
+    from bundler.registry import Registry
+
     insecure = (site.registry_address,) if site.registry_plain_http else ()
     return Registry(site.registry_address, insecure_hosts=insecure)
 
