@@ -485,5 +485,5 @@ def test_install_one_command(tmp_path: Path, kube_server: KubeAPIServer, rag: Ra
     assert "Revision 1: rag-edge 1.0.0 installed" in res.stdout and "healthy" in res.stdout
     [rev] = RevisionStore(StateDir(tmp_path / "state")).all()
     assert rev["status"] == "deployed" and rev["operator"] == "gina"
-    res = run_installer("install", rag.v1.path, "--site", site, "--yes")
+    res = run_installer("install", rag.v1.path, "--site", site, "--yes", "--operator", "gina")
     assert res.returncode == 0 and "Nothing to change" in res.stdout
