@@ -28,7 +28,7 @@ ROWS = ("create", "verify", "verify-cold", "load", "stage", "delta")
 #: The delta scenarios (bench/delta_rows.py).
 DELTA_SCENARIOS = ("S1", "S2", "S3", "S4", "S5")
 #: The rows whose peak RSS must not grow with the model (the flatness check runs these).
-RSS_ROWS = ("create", "verify", "load", "stage")
+RSS_ROWS = ("create", "verify", "verify-cold", "load", "stage")
 
 
 def tool(name: str) -> str:

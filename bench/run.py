@@ -6,7 +6,7 @@ Usage (every option also reads an environment variable, shown in brackets)::
     BENCH_MODEL_GB=4 python bench/run.py         # a bigger GGUF
     BENCH_ONLY=create,verify BENCH_RUNS=1 python bench/run.py
     BENCH_ONLY=delta BENCH_DELTA=S3,S4 python bench/run.py  # some of the delta scenarios
-    BENCH_RSS_SIZES=1,4 python bench/run.py      # peak RSS of create/verify/load/stage at 1 and 4 GiB
+    BENCH_RSS_SIZES=1,4 python bench/run.py      # create/verify (warm, cold)/load/stage at 1 and 4 GiB
 
 The default run writes section ``main`` of bench/results.md; the RSS run writes section
 ``rss-vs-model-size``; other sections of the file are kept.
@@ -63,8 +63,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cold", choices=("auto", "on", "off"), default=_env("COLD", "auto"),
                    help="verify-cold row: auto = when the page cache can be dropped [BENCH_COLD]")
     p.add_argument("--rss-sizes", default=_env("RSS_SIZES", ""),
-                   help="instead of the table: peak RSS of create/verify/load/stage at each model "
-                        "size in GiB, e.g. 1,4 (1 run each) [BENCH_RSS_SIZES]")
+                   help="instead of the table: time, ratio and peak RSS of create/verify (warm and "
+                        "cold)/load/stage at each model size in GiB, e.g. 1,4 [BENCH_RSS_SIZES]")
     p.add_argument("--output", type=Path, default=Path(_env("OUT", str(REPO / "bench" / "results.md"))),
                    help="results file [BENCH_OUT, default bench/results.md]")
     p.add_argument("--workdir", type=Path, default=Path(_env("TMP", tempfile.gettempdir())),
@@ -143,7 +143,7 @@ def rss_table(args: argparse.Namespace) -> str:
     by_size: dict[float, list[RowResult]] = {}
     for size in sizes:
         log(f"peak RSS at {size:g} GiB")
-        settings = Settings(size, args.image_mb, args.embed_mb, 1, only, "off")
+        settings = Settings(size, args.image_mb, args.embed_mb, args.runs, only, args.cold)
         by_size[size], _ = run_rows(settings, args.workdir, args.keep)
     head = "| Row | " + " | ".join(f"edgebundle @ {s:g} GiB" for s in sizes) + " | change | " + \
         " | ".join(f"baseline @ {s:g} GiB" for s in sizes) + " |"
@@ -154,19 +154,21 @@ def rss_table(args: argparse.Namespace) -> str:
         change = f"{round((ours[-1] - ours[0]) / ours[0] * 100) + 0:+d}%"  # + 0: never "-0%"
         lines.append(f"| {row.name} | " + " | ".join(f"{k / 1024:,.0f} MiB" for k in ours) + f" | {change} | "
                      + " | ".join(f"{k / 1024:,.0f} MiB" for k in base) + " |")
-    times = ["| Row | " + " | ".join(f"edgebundle s @ {s:g} GiB | baseline s @ {s:g} GiB" for s in sizes) + " |",
-             "|---|" + "---:|" * (2 * len(sizes))]
+    times = ["| Row | " + " | ".join(f"edgebundle s @ {s:g} GiB | baseline s @ {s:g} GiB | ratio @ {s:g} GiB"
+                                     for s in sizes) + " |",
+             "|---|" + "---:|" * (3 * len(sizes))]
     for i, row in enumerate(by_size[sizes[0]]):
         times.append(f"| {row.name} | " + " | ".join(
-            f"{by_size[s][i].a.seconds:.1f} | {by_size[s][i].b.seconds:.1f}" for s in sizes) + " |")
+            f"{by_size[s][i].a.seconds:.2f} | {by_size[s][i].b.seconds:.2f} | "
+            f"{by_size[s][i].a.seconds / max(by_size[s][i].b.seconds, 1e-9):.2f}" for s in sizes) + " |")
     table = "\n".join(lines)
     body = "\n\n".join([
         f"## Peak RSS vs model size ({report.now()})",
-        f"`{report.command_line()}`: the rows {', '.join(only)} once at each GGUF size "
+        f"`{report.command_line()}`: the rows {', '.join(only)} at each GGUF size, {args.runs} interleaved run(s) "
         f"({', '.join(f'{s:g} GiB' for s in sizes)}); everything else as in the main run.",
         report.key_values("Machine", report.machine()),
         table,
-        "Wall times of the same runs (one run each, for scale only):",
+        "Wall times of the same runs (medians; ratio = edgebundle / baseline, below 1 means edgebundle is faster):",
         "\n".join(times),
     ])
     report.write_section(args.output, "rss-vs-model-size", body)

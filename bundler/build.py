@@ -2,13 +2,17 @@
 
 Steps: pull every image by its locked digest (exact bytes, digest-checked while streaming),
 add each model as a ModelPack artifact (zstd only where it pays), add the manifests as an
-artifact, write ``index.json``, then the root, and sign it. The work happens in ``OUT.partial``
+artifact, write ``index.json``, then the root, and sign it (one DSSE envelope, bundler/signing.py). The work happens in ``OUT.partial``
 beside the output and is renamed into place at the end, so an interrupted build never leaves
-something that looks like a bundle; a rerun reuses the blobs already fetched.
+something that looks like a bundle; a rerun reuses the blobs already fetched. Each byte is written
+once: a large blob whose digest is locked (an image layer, a raw model file) is not stored in the
+work dir but streamed from its origin straight into the tar (or the output directory), hashed on
+the way; only small documents and ``tar+zstd`` layers (whose digest is known once encoded, with
+zstd's threads) go through the work dir.
 
 Invariants:
 - Reproducible: the same spec, lock, sources and key give byte-identical output (creation time
-  comes from the lock; JSON is canonical; tar headers are fixed; zstd is deterministic).
+  and expiry come from the lock; JSON is canonical; tar headers are fixed; zstd is deterministic).
 - Streams: no blob is held in memory; only manifests, configs and the root are.
 """
 
@@ -26,9 +30,11 @@ from typing import Any, BinaryIO
 
 from bundler import compress, layout, tarfmt
 from bundler import mediatypes as mt
+from bundler.boundedyaml import load_all_bounded
 from bundler.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError, UsageError
 from bundler.lockfile import LockMismatchError, platform_of
+from bundler.registry import MAX_MANIFEST_BYTES
 from bundler.root import (
     BlobPin,
     FilePin,
@@ -39,7 +45,9 @@ from bundler.root import (
     ModelFile,
     Root,
     canonical_json,
+    format_time,
     load_json_bounded,
+    parse_root,
 )
 from bundler.signing import sign
 from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
@@ -48,18 +56,38 @@ REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
 FILEPATH = "org.cncf.model.filepath"
 EMPTY_JSON = b"{}"
+#: How long a bundle stays installable by default: 180 days, counted from the lock (docs/SECURITY.md,
+#: "Expiry"). Sites update by hand on media, about monthly to quarterly; 180 days outlasts two missed
+#: rounds while bounding how long a replayed old release (a freeze attack) can still be installed.
+DEFAULT_EXPIRES_IN = 180 * 86400.0
 
 
 class BlobStore:
-    """``blobs/sha256`` of a bundle being built; remembers what it holds, in insertion order."""
+    """``blobs/sha256`` of a bundle being built; remembers what it holds, in insertion order.
 
-    def __init__(self, root_dir: Path) -> None:
+    For a delta's full target (bundler/delta.py) two shortcuts: ``elsewhere`` (digest -> size)
+    names blobs the base already has, which are pinned without being fetched or copied; with
+    ``copy_files=False`` a model file is hashed in place and only read again if it is carried.
+
+    With ``defer=True`` (a tar build) a large blob whose digest is known in advance (a locked
+    image layer, a locked model file) is only pinned here; :func:`write_tar` streams it from its
+    origin straight into the tar, hashed on the way, so each byte is written once.
+    """
+
+    def __init__(self, root_dir: Path, elsewhere: dict[str, int] | None = None,
+                 copy_files: bool = True, defer: bool = False) -> None:
         self.dir = root_dir / layout.BLOBS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pins: dict[str, BlobPin] = {}
+        self.elsewhere = elsewhere or {}
+        self.copy_files = copy_files
+        self.defer = defer
+        self.external: dict[str, Path] = {}  # digest -> the model file holding its bytes
+        #: digest -> (write the bytes, the error for other bytes): written by write_tar/materialize
+        self.deferred: dict[str, tuple[Callable[[BinaryIO], Any], Callable[[str, int], EdgebundleError] | None]] = {}
 
     def path(self, digest: str) -> Path:
-        return self.dir.parent.parent / layout.blob_path(digest)
+        return self.external.get(digest) or self.dir.parent.parent / layout.blob_path(digest)
 
     def _record(self, digest: str, size: int, media_type: str) -> BlobPin:
         pin = self.pins.get(digest) or BlobPin(digest, size, media_type)
@@ -86,7 +114,10 @@ class BlobStore:
                    mismatch: Callable[[str, int], EdgebundleError] | None = None) -> BlobPin:
         """Store what ``write`` produces; with ``expect``, skip the work when already present and
         refuse other content (``mismatch`` builds the error, given the digest and size written)."""
-        if expect and self.has(*expect):
+        if expect and (self.elsewhere.get(expect[0]) == expect[1] or self.has(*expect)):
+            return self._record(expect[0], expect[1], media_type)
+        if expect and self.defer and expect[1] >= DEFER_MIN:
+            self.deferred[expect[0]] = (write, mismatch)
             return self._record(expect[0], expect[1], media_type)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
@@ -104,11 +135,63 @@ class BlobStore:
                 os.unlink(tmp)
         return self._record(w.digest, w.size, media_type)
 
+    def put_file(self, path: Path, media_type: str, expect: tuple[str, int],
+                 mismatch: Callable[[str, int], EdgebundleError]) -> BlobPin:
+        """Store the file at ``path``, which must hash to ``expect`` (copied, or with
+        ``copy_files=False`` only hashed and remembered)."""
+        if self.copy_files or self.defer or self.elsewhere.get(expect[0]) == expect[1]:
+            return self.put_writer(media_type, lambda out: _copy_file(path, out), expect=expect, mismatch=mismatch)
+        got = hash_file(path)
+        if got != expect:
+            raise mismatch(*got)
+        self.external[expect[0]] = path
+        return self._record(expect[0], expect[1], media_type)
+
+    def write_deferred(self, digest: str, out: BinaryIO) -> None:
+        """Stream a deferred blob into ``out``: exactly its pinned size, and only its pinned bytes."""
+        write, mismatch = self.deferred[digest]
+        size = self.pins[digest].size
+        w = _BoundedHashingWriter(out, size)
+        write(w)  # type: ignore[arg-type]
+        if (w.digest, w.size) != (digest, size) or w.over:
+            got = (w.digest, w.size + w.over)
+            raise mismatch(*got) if mismatch else EdgebundleError(
+                f"content {got[0]} ({got[1]} bytes) does not match the pinned {digest} ({size} bytes)")
+
+    def materialize(self) -> None:
+        """Write every deferred blob into the store (a directory build)."""
+        self.defer = False
+        for digest in list(self.deferred):
+            write, mismatch = self.deferred.pop(digest)
+            pin = self.pins[digest]
+            self.put_writer(pin.mediaType, write, expect=(digest, pin.size), mismatch=mismatch)
+
     def _commit(self, digest: str, write: Callable[[BinaryIO], Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         with os.fdopen(fd, "wb") as out:
             write(out)
         os.replace(tmp, self.path(digest))
+
+
+#: Blobs at least this large are streamed straight into the tar when their digest is known.
+DEFER_MIN = 1024 * 1024
+
+
+class _BoundedHashingWriter(HashingWriter):
+    """Passes on at most ``limit`` bytes (a tar member's declared size); counts the rest in ``over``."""
+
+    def __init__(self, out: BinaryIO, limit: int) -> None:
+        super().__init__(out)
+        self.limit, self.over = limit, 0
+
+    def write(self, data: bytes) -> int:
+        room = self.limit - self.size
+        if len(data) > room:
+            self.over += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        if data:
+            super().write(data)
+        return len(data)
 
 
 def _descriptor(pin: BlobPin, annotations: dict[str, str] | None = None,
@@ -132,11 +215,18 @@ class Builder:
     """Builds one bundle; ``registries(host)`` returns a :class:`bundler.registry.Registry`."""
 
     def __init__(self, spec: BundleSpec, lock: dict[str, Any], registries: Callable[[str], Any],
-                 log: Callable[[str], None] = lambda s: None, progress: bool | None = None) -> None:
+                 log: Callable[[str], None] = lambda s: None, progress: bool | None = None,
+                 expires_in: float = DEFAULT_EXPIRES_IN) -> None:
         self.spec, self.lock, self.registries, self.log = spec, lock, registries, log
         self.progress = progress
         self.created = lock["created"]
         self.mtime = calendar.timegm(time.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ"))
+        # Counted from the lock's time (the age of the content), so a rebuild gives the same bytes.
+        self.expires = format_time(self.mtime + expires_in)
+        if self.mtime + expires_in <= time.time():
+            raise UsageError(f"the bundle would expire at {self.expires}, which has passed (the lock was "
+                             f"created {self.created})",
+                             hint="re-lock (bundle lock) to resolve the inputs afresh, or give a longer --expires-in")
         self.input_bytes = 0
 
     # -- images ----------------------------------------------------------------------------
@@ -231,8 +321,7 @@ class Builder:
             else:
                 media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
                     role, mt.MODEL_WEIGHT_CONFIG_RAW)
-                pin = store.put_writer(media, lambda out, p=mf: _copy_file(p.abs_path, out),
-                                       expect=(digest, size), mismatch=changed)
+                pin = store.put_file(mf.abs_path, media, (digest, size), changed)
                 diff_ids.append(digest)
                 encoding = "identity"
             files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))
@@ -269,6 +358,7 @@ class Builder:
                 raise LockMismatchError(f"manifest {rel} changed since bundles.lock was written",
                                         hint=f"run: bundle lock {self.spec.path}")
             self.input_bytes += pin.size
+            load_all_bounded(read_bounded(path, MAX_MANIFEST_BYTES, f"manifest {rel}"), f"manifest {rel}")
             entries.append(ManifestFile(rel, pin.digest, pin.size))
             layers.append(_descriptor(pin, {TITLE: rel}))
         empty = store.put_bytes(EMPTY_JSON, mt.OCI_EMPTY)
@@ -290,12 +380,13 @@ class Builder:
             raise UsageError(f"{out} already exists", hint="remove it or pass --force")
         work = out.with_name(out.name + ".partial") if not as_tar else out.with_name(out.name + ".partial.d")
         work.mkdir(parents=True, exist_ok=True)  # a killed build's blobs are reused, re-checked
+        store = BlobStore(work, defer=True)
         try:
-            root = self.assemble(work, BlobStore(work), keys)
+            root = self.assemble(work, store, keys)
+            publish(work, root, out, store)
         except Exception:  # a refused build leaves nothing; Ctrl-C or a kill keeps blobs for reuse
             shutil.rmtree(work, ignore_errors=True)
             raise
-        publish(work, root, out)
         return BuildResult(root, out, self.input_bytes)
 
     def assemble(self, work: Path, store: BlobStore, keys: list[Any]) -> Root:
@@ -323,16 +414,17 @@ class Builder:
             created=self.created,
             files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), len(layout.OCI_LAYOUT_BYTES)),
                    layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes))},
-            blobs=dict(store.pins), images=images, models=models, manifests=manifests)
+            blobs=dict(store.pins), images=images, models=models, manifests=manifests,
+            expires=self.expires)
         self.write_trust_files(work, root, keys)
         return root
 
     @staticmethod
     def write_trust_files(work: Path, root: Root, keys: list[Any]) -> None:
         root_bytes = root.to_bytes()
+        parse_root(root_bytes)  # the installer's checks (paths, names, sizes), caught here first
         (work / "edgebundle").mkdir(exist_ok=True)
-        _write_small(work / layout.ROOT, root_bytes)
-        _write_small(work / layout.SIGNATURES, sign(root_bytes, keys))
+        _write_small(work / layout.ROOT, sign(root_bytes, mt.PAYLOAD_ROOT, keys))
 
 
 def _write_small(path: Path, data: bytes) -> None:
@@ -348,36 +440,50 @@ def _copy_file(src: Path, out: BinaryIO) -> None:
 
 
 def member_order(root: Root) -> list[str]:
-    """Tar order: trust files, index, then blobs grouped as the root lists its content."""
-    names: list[str] = [layout.OCI_LAYOUT, layout.ROOT, layout.SIGNATURES, layout.INDEX]
+    """Tar order: signed root, index, then blobs grouped as the root lists its content."""
+    names: list[str] = [layout.OCI_LAYOUT, layout.ROOT, layout.INDEX]
     carried = root.blobs if root.delta is None else root.delta["carried"]
     names += [layout.blob_path(d) for d in sorted(carried)]
     return names
 
 
-def write_tar(work: Path, root: Root, out: Path) -> None:
-    """Write the bundle tree at ``work`` as one tar at ``out`` (via a temp name, fsynced)."""
+def write_tar(work: Path, root: Root, out: Path, store: BlobStore | None = None) -> None:
+    """Write the bundle tree at ``work`` as one tar at ``out`` (via a temp name, fsynced); blobs
+    ``store`` deferred are streamed from their origin, checked against their pins."""
     tmp = out.with_name(out.name + ".partial")
     mtime = calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
-    with open(tmp, "wb") as f:
-        for name in member_order(root):
-            src = work / name
-            with open(src, "rb") as s:
-                tarfmt.write_member(f, name, src.stat().st_size, mtime, s)
-        f.write(tarfmt.END)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            for name in member_order(root):
+                digest = layout.digest_of_blob_path(name)
+                if store is not None and digest in store.deferred:
+                    size = root.blobs[digest].size  # type: ignore[index]
+                    f.write(tarfmt.encode_header(name, size, mtime))
+                    store.write_deferred(digest, f)  # type: ignore[arg-type]
+                    f.write(tarfmt.padding(size))
+                    continue
+                src = work / name
+                with open(src, "rb") as s:
+                    tarfmt.write_member(f, name, src.stat().st_size, mtime, s)
+            f.write(tarfmt.END)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written tar under any name
+        raise
     os.replace(tmp, out)
     fsync_dir(out.parent)
 
 
-def publish(work: Path, root: Root, out: Path) -> int:
+def publish(work: Path, root: Root, out: Path, store: BlobStore | None = None) -> int:
     """Turn the finished bundle directory ``work`` into OUT (a tar when OUT ends in ``.tar``,
     else the directory renamed into place) and return OUT's size in bytes."""
     if out.suffix == ".tar":
-        write_tar(work, root, out)
+        write_tar(work, root, out, store)
         shutil.rmtree(work)
         return out.stat().st_size
+    if store is not None:
+        store.materialize()
     if out.exists():
         shutil.rmtree(out)
     os.replace(work, out)

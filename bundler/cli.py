@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from bundler import commands
-from bundler.clikit import register_verbs
+from bundler.clikit import VerbGroup, register_verbs
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgebundle")
 def main() -> None:
     """Build signed, compressed, offline bundles of an AI stack (build host side).
@@ -24,6 +24,9 @@ def main() -> None:
       bundle write-media rag-edge-1.0.0.tar /media/usb     parts, runbook, offline installer
     An upgrade that carries only what changed (a delta):
       bundle create bundle.yaml --key keys/release.key --base rag-edge-1.0.0.tar -o rag-edge-1.1.0.tar
+    Rotate or revoke the keys sites trust (carry the file to each site):
+      bundle trust rotate --keys keys/new.pub --version 2 --sign-with keys/release.key
+          --sign-with keys/new.key -o trust-2.dsse.json
 
     Exit codes: 0 ok, 1 error, 2 usage, 4 verification failed, 130 interrupted (docs/EXIT_CODES.md).
     """

@@ -86,13 +86,59 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class VerbGroup(click.Group):
+    """A group whose verbs (one module each, see :func:`register_verbs`) are imported only when
+    needed: running one verb imports that verb's module alone, since start-up time is part of
+    every command's cost. Listing the verbs (``--help``, ``.commands``) imports them all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._package: ModuleType | None = None
+        self._wrap: Callable[[click.Command], None] | None = None
+        self._commands: dict[str, click.Command] = {}
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]
+    def commands(self) -> dict[str, click.Command]:
+        for name in self._modules():
+            self._load(name)
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._commands = dict(value)
+
+    def _modules(self) -> list[str]:
+        return sorted(m.name for m in pkgutil.iter_modules(self._package.__path__)) if self._package else []
+
+    def _load(self, module_name: str) -> None:
+        assert self._package is not None
+        cmd = getattr(importlib.import_module(f"{self._package.__name__}.{module_name}"), "command", None)
+        if isinstance(cmd, click.Command) and cmd.name and cmd.name not in self._commands:
+            if self._wrap is not None:
+                self._wrap(cmd)
+            self._commands[cmd.name] = cmd
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = cmd_name.replace("-", "_")
+        if cmd_name not in self._commands and module_name in self._modules():
+            self._load(module_name)
+        return self._commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands)
+
+
 def register_verbs(group: click.Group, package: ModuleType,
                    wrap: Callable[[click.Command], None] | None = None) -> None:
-    """Add the ``command`` of every module in ``package`` (one module per verb) to ``group``.
+    """Add the ``command`` of every module in ``package`` (one module per verb) to ``group``;
+    a :class:`VerbGroup` imports each module when its verb is first used.
 
     ``wrap`` is called on each command before it is added, so a front end can hook every verb
     alike (the installer records each one in its audit log).
     """
+    if isinstance(group, VerbGroup):
+        group._package, group._wrap = package, wrap
+        return
     for name in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
         module = importlib.import_module(f"{package.__name__}.{name}")
         cmd = getattr(module, "command", None)

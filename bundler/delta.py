@@ -43,7 +43,16 @@ from typing import Any, BinaryIO, Protocol
 
 from bundler import compress, layout
 from bundler import mediatypes as mt
-from bundler.digest import CHUNK, HashingWriter, check, copy_verified, iter_chunks
+from bundler.digest import (
+    CHUNK,
+    DigestMismatchError,
+    HashingWriter,
+    check,
+    copy_verified,
+    hash_stream,
+    iter_chunks,
+    sha256_bytes,
+)
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.gguf import GGUFError
 from bundler.lockfile import platform_of
@@ -54,6 +63,7 @@ from bundler.patch import (
     ZPF_MAX,
     ContainerWriter,
     PatchError,
+    proving,
     apply_container,
     bsdiff_decode,
     encode_piece,
@@ -113,7 +123,12 @@ class Part:
 
 
 def _doc(source: BundleSource, digest: str, what: str) -> dict[str, Any]:
+    """A pinned JSON document of ``source``, hashed against its digest before it is parsed."""
     data = read_small(source, layout.blob_path(digest), layout.MAX_JSON_BYTES)
+    got = sha256_bytes(data)
+    if got != digest:
+        raise DigestMismatchError(f"{what}: {layout.blob_path(digest)} hashes to {got}",
+                                  hint="the bundle was altered or the media is corrupt; copy it again")
     doc = load_json_bounded(data, what)
     if not isinstance(doc, dict):
         raise DeltaError(f"{what} is not a JSON object")
@@ -177,8 +192,10 @@ class BaseInputs(Protocol):
 class BundleBase:
     """Base inputs read from a full base bundle (the builder's planning and ``bundle verify --base``).
 
-    ``tar+zstd`` model files are decompressed once into ``scratch`` (hash-checked) so patches
-    can seek in them.
+    The base is trusted through its signed root only (signature, parse, completeness): each
+    input is proven against its pin the first time it is used and nothing else is read, so a
+    delta's cost follows what changed, not the base's size. ``tar+zstd`` model files are
+    decompressed once into ``scratch`` (hash-checked) so patches can seek in them.
     """
 
     def __init__(self, source: BundleSource, root: Root, scratch: Path) -> None:
@@ -187,6 +204,16 @@ class BundleBase:
         self._files: dict[tuple[str, str, str, str], ModelFile] = {
             (m.kind, m.name, m.version, f.path): f for m in root.models for f in m.files}
         self._unpacked: dict[str, Path] = {}
+        self._proven: set[str] = set()
+
+    def _prove(self, f: ModelFile) -> None:
+        """Hash an ``identity`` model file's blob once before anything reads it in pieces."""
+        if f.blob in self._proven:
+            return
+        with self.source.open(layout.blob_path(f.blob)) as blob:
+            got, size = hash_stream(blob)
+        check(f"{self.description}: model file {f.path} ({layout.blob_path(f.blob)})", f.digest, f.size, got, size)
+        self._proven.add(f.blob)
 
     def _model_file(self, src: dict[str, Any]) -> ModelFile:
         n = src["at"]["nas"]
@@ -201,6 +228,7 @@ class BundleBase:
             return None
         f = self._model_file(src)
         if f.encoding == "identity" and isinstance(self.source, DirectorySource):
+            self._prove(f)
             return self.source.path / layout.blob_path(f.blob)
         if f.encoding != "identity" and f.digest not in self._unpacked:
             fd, tmp = tempfile.mkstemp(dir=self.scratch, prefix=".base-file-")
@@ -212,9 +240,10 @@ class BundleBase:
 
     @contextlib.contextmanager
     def open_input(self, src: dict[str, Any]) -> Iterator[BinaryIO]:
-        if "registry" in src["at"]:
+        if "registry" in src["at"]:  # an image blob, read whole: checked as it streams
             with self.source.open(layout.blob_path(src["digest"])) as f:
-                yield f
+                yield CheckedStream(iter_chunks(f), src["digest"], src["size"],  # type: ignore[misc]
+                                    f"{self.description}: {layout.blob_path(src['digest'])}")
             return
         f = self._model_file(src)
         path = self.local_path(src)
@@ -222,6 +251,7 @@ class BundleBase:
             with open(path, "rb") as fh:
                 yield fh
         else:
+            self._prove(f)
             with self.source.open(layout.blob_path(f.blob)) as fh:
                 yield fh
 
@@ -299,7 +329,7 @@ class _Null:
 
 # --- reconstruction -------------------------------------------------------------------------------
 
-class ReconstructedSource:
+class ReconstructedSource(BundleSource):
     """The full target bundle, presented from a delta's carried members plus base inputs.
 
     ``members()`` is the full target's member set; ``open(blob)`` yields the carried bytes or a
@@ -319,9 +349,8 @@ class ReconstructedSource:
     def members(self) -> dict[str, int]:
         have = self.delta.members()
         out = {name: size for name, (_, size) in self.root.member_pins(full=True).items()}
-        for name in (layout.ROOT, layout.SIGNATURES):
-            if name in have:
-                out[name] = have[name]
+        if layout.ROOT in have:
+            out[layout.ROOT] = have[layout.ROOT]
         return out
 
     @contextlib.contextmanager
@@ -408,6 +437,66 @@ class ReconstructedSource:
         path = Path(name)
         stack.callback(lambda: path.unlink(missing_ok=True))
         return path
+
+
+class _ZeroReader(io.RawIOBase):
+    """``size`` zero bytes, seekable: a stand-in base for proving that patches decode."""
+
+    def __init__(self, size: int) -> None:
+        self._size, self._pos = size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = max(0, min(self._size, {0: 0, 1: self._pos, 2: self._size}[whence] + pos))
+        return self._pos
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._size - self._pos)
+        b[:n] = bytes(n)
+        self._pos += n
+        return n
+
+
+class _ZeroBase:
+    """Base inputs of the right sizes, all zeros: decoding against them bounds a patch's output."""
+
+    description = "zeros (proving the patches decode within their signed sizes)"
+
+    @contextlib.contextmanager
+    def open_input(self, src: dict[str, Any]) -> Iterator[BinaryIO]:
+        yield _ZeroReader(src["size"])  # type: ignore[misc]
+
+    def local_path(self, src: dict[str, Any]) -> Path | None:
+        return None
+
+
+def prove_patches(delta: BundleSource, root: Root) -> None:
+    """Every carried patch decodes, within its signed output size, without the base (``installer verify``).
+
+    Patches are decoded against zeros of the base's signed sizes: the output is garbage, but a
+    patch that would expand past its signed size (a decompression bomb) or is malformed is refused
+    here, as verify refuses compressed model layers, instead of only when ``load`` rebuilds it.
+    """
+    if root.delta is None:
+        return
+    rebuilt = ReconstructedSource(delta, root, _ZeroBase(), Path(tempfile.gettempdir()))
+    for digest, e in sorted(root.delta["rebuild"].items()):
+        if "patch" not in e:
+            continue
+        out_size = e["file"]["size"] if e.get("file") else root.blobs[digest].size
+        what = f"patch {e['patch'][:19]} for {e.get('what', digest[:19])}"
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(proving())
+            produced = 0
+            for chunk in rebuilt._content(e, out_size, what, stack):
+                produced += len(chunk)
+                if produced > out_size:
+                    raise PatchError(f"{what} yields more than its signed {out_size} bytes")
 
 
 def _read_bounded(f: BinaryIO, n: int, what: str) -> bytes:
@@ -653,16 +742,19 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
                 log: Callable[[str], None] = lambda s: None, self_check: bool = True) -> DeltaResult:
     """Build the full target with ``builder`` (a :class:`bundler.build.Builder`), then the delta.
 
-    The base bundle at ``base_path`` must be a full bundle signed by one of ``keys``; it is
-    verified (content included) before anything is planned against it. With ``self_check``
-    every patched or re-encoded blob is rebuilt from base + delta and hashed before the delta
-    is written out.
+    The base bundle at ``base_path`` must be a full bundle signed by one of ``keys``; its signed
+    root is verified (signature, strict parse, completeness) before anything is planned against
+    it, and each base blob is proven against its pin when it is first read (:class:`BundleBase`).
+    The full target is assembled without the bytes the base already has: those blobs are pinned,
+    not fetched or copied, and model files are hashed in place (:class:`bundler.build.BlobStore`).
+    With ``self_check`` every patched blob is rebuilt from base + delta and hashed before the
+    delta is written out.
     """
-    from bundler.build import BlobStore, Builder, publish, tree_size
+    from bundler.build import BlobStore, Builder, publish
     from bundler.signing import TrustStore
     from bundler.sources import open_source
     from bundler.spec import model_files
-    from bundler.verify import Verifier
+    from bundler.verify import Policy, Verifier
 
     out = Path(out).resolve()
     if out.exists() and not force:
@@ -671,7 +763,7 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     trust = TrustStore([k.public_key() for k in keys])
     log(f"verifying base {base_path}")
     try:
-        base_vb = Verifier(trust).verify(base_source)
+        base_vb = Verifier(trust, Policy(allow_expired=True)).verify(base_source, content=False)  # only its bytes are used
     except VerificationError as e:
         raise DeltaError(f"base {base_path} does not verify with the signing key(s): {e.message}",
                          hint="pass the full bundle this site has installed, built with the same key") from None
@@ -688,7 +780,13 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     base = BundleBase(base_source, base_vb.root, scratch)
     try:
         log("building the full target")
-        target_root = builder.assemble(target_dir, BlobStore(target_dir), keys)
+        # What the delta rebuilds from the site, so the target needs no bytes of it: the base's
+        # image layers (pinned by its hashed manifests) and its model files.
+        elsewhere = {d: base_vb.root.blobs[d].size for d, p in image_parts(base_source, base_vb.root).items()
+                     if p.kind == "layer" and d in base_vb.root.blobs}
+        elsewhere.update({f.digest: f.size for m in base_vb.root.models for f in m.files})
+        target_store = BlobStore(target_dir, elsewhere=elsewhere, copy_files=False)
+        target_root = builder.assemble(target_dir, target_store, keys)
         target = DirectorySource(target_dir)
         files = {(m.name, m.version, rel): p for m in builder.spec.models for rel, p in model_files(m)}
         store = BlobStore(delta_dir)
@@ -700,7 +798,8 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
         plan = DeltaPlanner(base, target, target_root, files, put_patch, scratch, log).plan()
         for d, c in plan.carried.items():
             if c["kind"] == "blob":
-                _link_or_copy(target_dir / layout.blob_path(d), delta_dir / layout.blob_path(d))
+                copy = shutil.copyfile if d in target_store.external else _link_or_copy  # never link a user's file
+                copy(target_store.path(d), delta_dir / layout.blob_path(d))
         for name in (layout.OCI_LAYOUT, layout.INDEX):
             shutil.copyfile(target_dir / name, delta_dir / name)
         root = replace(target_root, base=BaseRef(base_vb.root.name, base_vb.root.version, base_vb.root_digest),
@@ -709,8 +808,12 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
         checked = 0
         if self_check:
             log("checking: rebuilding every patched blob from base + delta")
-            checked = check_reconstruction(ReconstructedSource(DirectorySource(delta_dir), root, base, scratch))
-        full_bytes = tree_size(target_dir)
+            # Patched blobs only: a re-encoded unchanged layer was just encoded by this very code.
+            patched = sorted(d for d, e in plan.rebuild.items() if e["method"] in PATCH_METHODS)
+            checked = check_reconstruction(ReconstructedSource(DirectorySource(delta_dir), root, base, scratch),
+                                           patched)
+        full_bytes = sum(size for _, size in target_root.member_pins(full=True).values()) + \
+            len(target_root.to_bytes())
         delta_bytes = publish(delta_dir, root, out)
         shutil.rmtree(target_dir, ignore_errors=True)
         return DeltaResult(root, out, full_bytes, delta_bytes, builder.input_bytes, checked)

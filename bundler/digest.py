@@ -1,13 +1,17 @@
 """Content digests (``sha256:<hex>``) computed while bytes stream past.
 
-Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once.
+Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once (a read-ahead
+hasher: at most ``AHEAD + 2`` chunks).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
+import stat
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -54,6 +58,55 @@ def hash_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None)
         size += len(data)
         if progress:
             progress(len(data))
+    return "sha256:" + h.hexdigest(), size
+
+
+class Cancelled(Exception):
+    """A hashing run was stopped because a sibling task already failed."""
+
+
+#: Chunks a read-ahead thread may hold beyond the one being hashed (memory: (AHEAD + 2) * CHUNK).
+AHEAD = 4
+
+
+def hash_stream_ahead(stream: BinaryIO, progress: Callable[[int], None] | None = None,
+                      stop: threading.Event | None = None) -> tuple[str, int]:
+    """:func:`hash_stream` with a reader thread a few chunks ahead, so waiting for cold media
+    overlaps hashing (both release the GIL); raises :class:`Cancelled` once ``stop`` is set."""
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
+    quit_reading = threading.Event()
+
+    def read() -> None:
+        try:
+            for data in iter_chunks(stream):
+                while not quit_reading.is_set():
+                    try:
+                        chunks.put(data, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if quit_reading.is_set():
+                    return
+            chunks.put(None)
+        except BaseException as e:  # handed to the hashing side, which raises it
+            chunks.put(e)
+
+    reader = threading.Thread(target=read, name="hash-read-ahead", daemon=True)
+    reader.start()
+    h, size = hashlib.sha256(), 0
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if stop is not None and stop.is_set():
+                raise Cancelled()
+            h.update(item)
+            size += len(item)
+            if progress:
+                progress(len(item))
+    finally:
+        quit_reading.set()
+        reader.join()
     return "sha256:" + h.hexdigest(), size
 
 
@@ -137,9 +190,36 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def open_regular_file(path: Path, what: str, error: type[EdgebundleError] = UsageError,
+                      follow: bool = True) -> BinaryIO:
+    """``path`` opened for reading, refused with ``error`` unless it is a regular file.
+
+    Opened non-blocking, then checked with ``fstat``: a FIFO or device put where a file belongs
+    (on media, say) is refused at once instead of blocking ``open`` or ``read`` forever.
+    ``follow=False`` also refuses a symbolic link. FileNotFoundError passes through.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise error(f"{what} {path} cannot be opened: {e.strerror or e}",
+                    hint="it must be a regular file; copy it again") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise error(f"{what} {path} is {kind}, not a regular file; refused before reading it",
+                    hint="replace it with the file from the original media")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_bounded(path: Path, limit: int, what: str, error: type[EdgebundleError] = UsageError) -> bytes:
-    """A small file (JSON, a passphrase) read whole, refused with ``error`` past ``limit`` bytes."""
-    with open(path, "rb") as f:
+    """A small regular file (JSON, a passphrase) read whole, refused with ``error`` past ``limit`` bytes."""
+    with open_regular_file(path, what, error) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise error(f"{what} {path} is over the {limit}-byte limit")

@@ -21,7 +21,12 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bundler.boundedyaml import load_bounded
+from bundler.digest import read_bounded
 from bundler.errors import UsageError
+
+#: Spec, lock and site files are small; a bigger one is not what its name says.
+MAX_DOCUMENT_BYTES = 1024 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -173,15 +178,19 @@ def validate_document(model: type[M], data: Any, *, what: str, where: Path | str
 
 
 def load_yaml_document(path: Path, what: str) -> tuple[Any, str]:
-    """Parse a YAML file (data, text); a missing file or bad YAML is a usage error naming the line."""
+    """Parse a small YAML file (data, text): read bounded (a FIFO or a huge file is refused), parsed
+    with alias, expansion and depth bounds; a missing file or bad YAML is a usage error naming the
+    line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = read_bounded(Path(path), MAX_DOCUMENT_BYTES, what)
     except FileNotFoundError:
         raise UsageError(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise UsageError(f"cannot read {what} {path}: {e}") from None
     try:
-        return yaml.safe_load(text), text
+        return load_bounded(raw, f"{what} {path}"), text
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"{path}:{mark.line + 1}" if mark is not None else str(path)

@@ -1,13 +1,13 @@
 """Every path inside a bundle, and the rules a member name must follow.
 
 A bundle is an OCI image layout (``oci-layout``, ``index.json``, ``blobs/sha256/<hex>``) plus the
-edgebundle trust files under ``edgebundle/``. The same tree is stored either as a directory or as
+signed root under ``edgebundle/`` (one DSSE envelope whose payload is the root document). The same tree is stored either as a directory or as
 one tar file. This module is the only place that spells those paths; readers and writers ask it.
 
 Invariants:
 - A member name is a relative POSIX path from :func:`is_member_name`'s closed set; nothing else
   may appear in a bundle (no other files, directories are implied).
-- In a tar bundle the trust files come first (:data:`TAR_HEAD`) so a reader can check the
+- In a tar bundle the signed root comes first (:data:`TAR_HEAD`) so a reader can check the
   signature before it reads a single blob byte.
 """
 
@@ -18,20 +18,31 @@ from pathlib import PurePosixPath
 
 OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
-ROOT = "edgebundle/root.json"
-SIGNATURES = "edgebundle/signatures.json"
+#: The signed root: a DSSE envelope (bundler/signing.py) whose payload is the root document.
+ROOT = "edgebundle/root.dsse.json"
+#: The pre-DSSE format's bare root and detached signatures; only named to refuse them clearly.
+LEGACY_TRUST_FILES = ("edgebundle/root.json", "edgebundle/signatures.json")
 BLOBS_DIR = "blobs/sha256"
 
 #: The content of ``oci-layout`` (OCI image-layout spec 1.0.0); fixed, so it is pinned by value.
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
 
 #: Tar members written first, in this order, ahead of index.json and the blobs.
-TAR_HEAD = (OCI_LAYOUT, ROOT, SIGNATURES)
+TAR_HEAD = (OCI_LAYOUT, ROOT)
 
-#: Upper bound for any JSON document read whole (root, index, manifests, configs, signatures).
+#: Upper bound for any JSON document read whole (root, index, manifests, configs).
 MAX_JSON_BYTES = 16 * 1024 * 1024
-#: Upper bound for the signatures document.
+#: Upper bound for the signatures of one envelope.
 MAX_SIGNATURES_BYTES = 256 * 1024
+
+
+def envelope_limit(payload_limit: int) -> int:
+    """The largest DSSE envelope that can carry a ``payload_limit``-byte payload and its signatures."""
+    return 4 * (payload_limit // 3 + 1) + MAX_SIGNATURES_BYTES
+
+
+#: Upper bound for the root envelope (a root of at most :data:`MAX_JSON_BYTES`, base64, signed).
+MAX_ROOT_ENVELOPE_BYTES = envelope_limit(MAX_JSON_BYTES)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -54,7 +65,7 @@ def digest_of_blob_path(name: str) -> str | None:
 
 def is_member_name(name: str) -> bool:
     """True when ``name`` may appear in a bundle at all (before checking the root lists it)."""
-    return name in (OCI_LAYOUT, INDEX, ROOT, SIGNATURES) or digest_of_blob_path(name) is not None
+    return name in (OCI_LAYOUT, INDEX, ROOT) or digest_of_blob_path(name) is not None
 
 
 def normalise_member_name(raw: str) -> str | None:
@@ -73,6 +84,6 @@ def normalise_member_name(raw: str) -> str | None:
 
 
 def tar_order(names: list[str]) -> list[str]:
-    """The order members are written to a tar bundle: trust files, index, then blobs as given."""
+    """The order members are written to a tar bundle: signed root, index, then blobs as given."""
     head = [n for n in (*TAR_HEAD, INDEX) if n in names]
     return head + [n for n in names if n not in head]

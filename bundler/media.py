@@ -1,7 +1,7 @@
 """Field media: put a bundle on a mounted stick, prove it from the device, make the stick self-sufficient.
 
-``bundle write-media BUNDLE DEST`` writes, in this order: the bundle (its parts, part index and
-index signature, or one tar), then an offline installer (``wheelhouse/`` with ``edgebundle`` and
+``bundle write-media BUNDLE DEST`` writes, in this order: the bundle (its parts and signed part
+index, or one tar), then an offline installer (``wheelhouse/`` with ``edgebundle`` and
 every dependency for the target platforms, and ``bootstrap.sh``), the runbook ``README.txt`` and
 ``SHA256SUMS``. docs/MEDIA.md is the user's guide.
 
@@ -32,24 +32,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler import layout
-from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks, read_bounded
+from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.parts import (
     FAT32_MAX,
     INDEX_SUFFIX,
-    SIG_SUFFIX,
     PartIndex,
     PartsSource,
     bundle_file_name,
     bundle_tar_size,
-    open_tar,
     write_bundle_tar,
 )
 from bundler.progress import Progress, human
 from bundler.root import Root, parse_root
-from bundler.signing import parse_signatures
-from bundler.sources import BundleSource, TarSource, open_source, read_small
+from bundler.verify import root_envelope
+from bundler.sources import BundleSource, TarSource, open_source
 
 README = "README.txt"
 BOOTSTRAP = "bootstrap.sh"
@@ -358,23 +355,20 @@ class BundleOnMedia:
 
 
 def bundle_items(bundle: Path) -> BundleOnMedia:
-    """Read the bundle's trust files and plan its files: parts + index + signature, or one tar."""
+    """Read the bundle's signed root and plan its files: parts + signed index, or one tar."""
     source: BundleSource = open_source(bundle)
-    root = parse_root(read_small(source, layout.ROOT, layout.MAX_JSON_BYTES))
-    signers = ([s.keyid for s in parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))]
-               if layout.SIGNATURES in source.members() else [])
+    envelope = root_envelope(source)
+    root, signers = parse_root(envelope.payload), envelope.signer_ids
     if isinstance(source, PartsSource):
         idx = source.index
         items = [Item(p.file, p.size, _copy_path(source.directory / p.file, p.size), p.digest)
                  for p in idx.parts]
-        sig = read_bounded(source.signature_path, layout.MAX_SIGNATURES_BYTES, "part index signature")
-        items += [Item(source.signature_path.name, len(sig), _bytes(sig)),
-                  Item(source.index_path.name, len(source.index_bytes), _bytes(source.index_bytes))]
+        items += [Item(source.index_path.name, len(source.index_bytes), _bytes(source.index_bytes))]
         return BundleOnMedia(root, signers, items, idx, idx.size)
     name = bundle_file_name(Path(bundle), source, root)
     size = bundle_tar_size(source, root)
     if isinstance(source, TarSource):
-        produce = _copy_from(lambda: open_tar(source), size)  # the tar as it is
+        produce = _copy_from(source.open_whole, size)  # the tar as it is
     else:
         produce = lambda out: write_bundle_tar(source, root, out)  # noqa: E731 (a directory, as its tar)
     return BundleOnMedia(root, signers, [Item(name, size, produce)], None, size)
@@ -604,8 +598,8 @@ def render_runbook(bom: BundleOnMedia, files: list[FileReport], *, wheels: list[
         add(f"      {r.digest}")
     if bom.parts:
         add(f"  The parts joined in order are the signed bundle tar {bom.parts.bundle_file}; the")
-        add(f"  installer reads them in place. {bom.parts.stem}{INDEX_SUFFIX} lists them and is signed")
-        add(f"  ({bom.parts.stem}{SIG_SUFFIX}) with the bundle's key.")
+        add(f"  installer reads them in place. {bom.parts.stem}{INDEX_SUFFIX} lists them, signed")
+        add("  (a DSSE envelope) with the bundle's key.")
     add("")
     add("ON SITE: THE EXACT COMMANDS")
     add(f"  MEDIA={mount_point}")

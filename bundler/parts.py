@@ -1,9 +1,9 @@
 """Split parts: a bundle tar cut into byte ranges that fit on FAT32 media, and read back joined.
 
 A split bundle is ``NAME.tar.part000``, ``NAME.tar.part001``, ... (byte ranges of the signed tar,
-in order) plus a part index ``NAME.parts.json`` listing each part's file name, offset, size and
-sha256, and ``NAME.parts.sig.json``, the index signed with the bundle's key(s) (the signatures
-document of :func:`bundler.signing.sign`). docs/MEDIA.md describes the layout.
+in order) plus a part index ``NAME.parts.json``: a DSSE envelope (:func:`bundler.signing.sign`,
+signed with the bundle's key(s)) whose payload lists each part's file name, offset, size and
+sha256. docs/MEDIA.md describes the layout.
 
 Invariants:
 - Joined in index order the parts are exactly the bundle tar; they are never concatenated to
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from bundler import layout, tarfmt
+from bundler import mediatypes as mt
 from bundler.digest import (
     CHUNK,
     HashingWriter,
@@ -40,6 +41,7 @@ from bundler.digest import (
     fsync_dir,
     hash_stream,
     is_digest,
+    open_regular_file,
     read_bounded,
     sha256_bytes,
 )
@@ -47,13 +49,15 @@ from bundler.diskspace import require_free
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.progress import Progress
 from bundler.root import Root, canonical_json, load_json_bounded, parse_root
-from bundler.signing import TrustStore, parse_signatures
-from bundler.sources import BundleSource, SizedReader, TarSource, open_source, read_small
+from bundler.signing import Envelope, TrustStore, parse_envelope, sign, verify
+from bundler.sources import BundleSource, SizedReader, TarSource, open_source
+from bundler.verify import read_root_envelope
 
 PARTS_TYPE = "edgebundle.parts"
 PARTS_SPEC_VERSION = 1
 INDEX_SUFFIX = ".parts.json"
-SIG_SUFFIX = ".parts.sig.json"
+#: The pre-DSSE detached index signature; only named to refuse it clearly.
+LEGACY_SIG_SUFFIX = ".parts.sig.json"
 #: The largest file FAT32 can hold: the default part size.
 FAT32_MAX = 4 * 1024**3 - 1
 DEFAULT_PART_SIZE = FAT32_MAX
@@ -61,6 +65,7 @@ MIN_PART_SIZE = 4096
 #: Three-digit part numbers: at most 1000 parts (4 TB at the default size).
 MAX_PARTS = 1000
 MAX_INDEX_BYTES = 1024 * 1024
+MAX_INDEX_ENVELOPE_BYTES = layout.envelope_limit(MAX_INDEX_BYTES)
 
 _PART_NAME = re.compile(r"(?P<file>.+\.tar)\.part(?P<num>\d{3})")
 _SIZE = re.compile(r"(?P<n>\d+)\s*(?P<unit>[kmgt]?)(?P<i>i?)(?P<b>b?)", re.IGNORECASE)
@@ -226,6 +231,14 @@ def parse_part_index(data: bytes) -> PartIndex:
                      bundle_file, size, digest, part_size, tuple(parts))
 
 
+def _index_envelope(data: bytes, name: str) -> Envelope:
+    """The part index's envelope (not yet verified), every failure a :class:`PartIndexError`."""
+    try:
+        return parse_envelope(data, f"part index {name}", mt.PAYLOAD_PARTS, MAX_INDEX_ENVELOPE_BYTES)
+    except VerificationError as e:
+        raise PartIndexError(e.message, hint=e.hint) from None
+
+
 # --- reading parts as one stream ---------------------------------------------------------
 
 class UnreadablePartError(PartError):
@@ -239,13 +252,13 @@ def _unreadable(part: Part, e: OSError) -> UnreadablePartError:
 
 def _open_part(directory: Path, part: Part) -> BinaryIO:
     try:
-        fd = os.open(directory / part.file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        return open_regular_file(directory / part.file, part.where(), UnreadablePartError, follow=False)
     except FileNotFoundError:
         raise MissingPartError(f"{part.where()} is missing from {directory}",
                                part=part.file, first_byte=part.offset, last_byte=part.last_byte) from None
-    except OSError as e:
-        raise _unreadable(part, e) from None
-    return os.fdopen(fd, "rb")
+    except UnreadablePartError as e:  # a link, FIFO, device or directory where the part belongs
+        raise UnreadablePartError(e.message, part=part.file, first_byte=part.offset,
+                                  last_byte=part.last_byte) from None
 
 
 class JoinedReader(SizedReader):
@@ -303,9 +316,10 @@ class PartsSource(TarSource):
     def __init__(self, index_path: Path) -> None:
         self.index_path = Path(index_path)
         self.directory = self.index_path.parent
-        data = read_bounded(self.index_path, MAX_INDEX_BYTES, "part index", PartIndexError)
-        self.index_bytes = data
-        self.index = parse_part_index(data)
+        data = read_bounded(self.index_path, MAX_INDEX_ENVELOPE_BYTES, "part index", PartIndexError)
+        self.index_bytes = data  # the envelope, exactly as on the media
+        self.envelope = _index_envelope(data, self.index_path.name)
+        self.index = parse_part_index(self.envelope.payload)
         if self.index_path.name != self.index.stem + INDEX_SUFFIX:
             raise PartIndexError(f"{self.index_path.name} describes {self.index.bundle_file}; "
                                  f"its index must be named {self.index.stem + INDEX_SUFFIX}")
@@ -313,10 +327,6 @@ class PartsSource(TarSource):
         super().__init__(self.joined, self.index.size,
                          f"{self.index.bundle_file} in {n} part(s) in {self.directory}")
         self._checked = False
-
-    @property
-    def signature_path(self) -> Path:
-        return self.directory / (self.index.stem + SIG_SUFFIX)
 
     def joined(self) -> BinaryIO:
         """A fresh joined reader over the parts (what :class:`TarSource` reads through)."""
@@ -337,14 +347,9 @@ class PartsSource(TarSource):
     def check_signature(self, trust: TrustStore) -> list[str]:
         """The index must be signed by the site's trusted keys, like the bundle root."""
         try:
-            sig = read_bounded(self.signature_path, layout.MAX_SIGNATURES_BYTES, "part index signature", PartIndexError)
-        except FileNotFoundError:
-            raise PartIndexError(f"{self.signature_path.name} is missing: the part index is unsigned",
-                                 hint="copy the media again; bundle split and write-media write it") from None
-        try:
-            return trust.check(self.index_bytes, parse_signatures(sig))
+            return trust.check(self.envelope, f"part index {self.index_path.name}")
         except VerificationError as e:
-            raise PartIndexError(f"part index {self.index_path.name}: {e.message}", hint=e.hint) from None
+            raise PartIndexError(e.message, hint=e.hint) from None
 
     def check_present(self) -> None:
         """Cheap: every part exists with exactly the size the index gives (stat only)."""
@@ -390,7 +395,8 @@ class PartsSource(TarSource):
         self.check_present()
         if content:
             self.check_hashes(progress)
-        root_bytes = read_small(self, layout.ROOT, layout.MAX_JSON_BYTES)
+        root_bytes = parse_envelope(read_root_envelope(self), layout.ROOT, mt.PAYLOAD_ROOT,
+                                    layout.MAX_ROOT_ENVELOPE_BYTES).payload
         if sha256_bytes(root_bytes) != self.index.root:
             raise PartIndexError(
                 f"the bundle in these parts has root {sha256_bytes(root_bytes)}, but the part index "
@@ -514,11 +520,6 @@ def tar_size(member_sizes: list[int]) -> int:
     return sum(tarfmt.BLOCK + s + (-s % tarfmt.BLOCK) for s in member_sizes) + len(tarfmt.END)
 
 
-def open_tar(source: TarSource) -> BinaryIO:
-    """The whole tar behind a tar source (a file, or parts joined), as one read-only stream."""
-    return source._opener()
-
-
 def write_bundle_tar(source: BundleSource, root: Root, out: Any) -> None:
     """Stream ``source`` as the bundle tar into ``out``, byte-identical to what ``bundle create`` writes.
 
@@ -526,7 +527,7 @@ def write_bundle_tar(source: BundleSource, root: Root, out: Any) -> None:
     and header fields, so ``create -o X.tar`` then ``split`` and ``create --split`` give the same parts.
     """
     if isinstance(source, TarSource):
-        with open_tar(source) as f:
+        with source.open_whole() as f:
             left = source.total
             while left:
                 data = f.read(min(CHUNK, left))
@@ -562,7 +563,6 @@ def bundle_tar_size(source: BundleSource, root: Root) -> int:
 class SplitResult:
     index: PartIndex
     index_path: Path
-    signature_path: Path
 
 
 def bundle_file_name(path: Path, source: BundleSource, root: Root) -> str:
@@ -584,16 +584,16 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
     makes the progress bar.
     """
     source = open_source(bundle)
-    root_bytes = read_small(source, layout.ROOT, layout.MAX_JSON_BYTES)
-    root = parse_root(root_bytes)
     if not keys:
         raise UsageError("bundle split needs the bundle's signing key", hint="pass --key KEY")
-    sigs = parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))
     try:
-        TrustStore([k.public_key() for k in keys], threshold=len(keys)).check(root_bytes, sigs)
+        root_bytes = verify(read_root_envelope(source), mt.PAYLOAD_ROOT,
+                            TrustStore([k.public_key() for k in keys], threshold=len(keys)), layout.ROOT,
+                            layout.MAX_ROOT_ENVELOPE_BYTES).payload
     except VerificationError as e:
         raise UsageError(f"{bundle} is not signed by the given key(s): {e.message}",
                          hint="sign the part index with the key(s) that signed the bundle") from None
+    root = parse_root(root_bytes)
     bundle_file = bundle_file or bundle_file_name(Path(bundle), source, root)
     total = bundle_tar_size(source, root)
     check_part_size(part_size, total)
@@ -601,7 +601,7 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
     require_free(out_dir, total - replaced, f"the parts of {bundle_file}")
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = stem_of(bundle_file)
-    index_path, sig_path = out_dir / (stem + INDEX_SUFFIX), out_dir / (stem + SIG_SUFFIX)
+    index_path = out_dir / (stem + INDEX_SUFFIX)
     if isinstance(source, PartsSource) and source.directory.resolve() == out_dir.resolve():
         raise UsageError("cannot re-split parts into the directory they are read from",
                          hint="give another --output directory")
@@ -626,15 +626,12 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
         raise EdgebundleError(f"wrote {whole.size} bytes of tar, expected {total}")
     index = PartIndex(root.name, root.version, sha256_bytes(root_bytes), bundle_file, total,
                       whole.digest, part_size, tuple(parts))
-    index_bytes = index.to_bytes()
-    from bundler.signing import sign
-
-    atomic_write(sig_path, sign(index_bytes, keys))
-    atomic_write(index_path, index_bytes)
+    (out_dir / (stem + LEGACY_SIG_SUFFIX)).unlink(missing_ok=True)
+    atomic_write(index_path, sign(index.to_bytes(), mt.PAYLOAD_PARTS, keys))
     for stale in iter_stale_parts(out_dir, bundle_file, len(parts)):
         stale.unlink()
     fsync_dir(out_dir)
-    return SplitResult(index, index_path, sig_path)
+    return SplitResult(index, index_path)
 
 
 def build_split(builder: Any, output: Path, keys: list[Any], part_size: int, *, force: bool = False,
@@ -671,5 +668,5 @@ def iter_stale_parts(directory: Path, bundle_file: str, count: int) -> Iterator[
 __all__ = ["CorruptPartError", "DEFAULT_PART_SIZE", "FAT32_MAX", "JoinedReader", "LongPartError",
            "MissingPartError", "Part", "PartError", "PartIndex", "PartIndexError", "PartWriter",
            "PartsSource", "ShortPartError", "SplitResult", "UnreadablePartError", "build_split",
-           "bundle_tar_size", "detect", "open_tar", "parse_part_index", "parse_size", "split_bundle",
+           "bundle_tar_size", "detect", "parse_part_index", "parse_size", "split_bundle",
            "write_bundle_tar"]

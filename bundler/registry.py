@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import http.client
 import ipaddress
 import json
 import os
@@ -44,6 +45,7 @@ import oras.auth
 import oras.auth.utils
 import oras.container
 import requests
+import urllib3
 
 from bundler.digest import CHUNK, is_digest, sha256_bytes
 from bundler.errors import RegistryError, UsageError, VerificationError
@@ -67,6 +69,8 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _MAX_SMALL_JSON = 4 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
 DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
+#: Slowest transfer accepted (bytes/s) before a body's deadline passes (see ``Registry.deadline_for``).
+DEFAULT_MIN_RATE = 64 * 1024
 #: Canonical name of Docker Hub in references, and the host its API is really served from.
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_API = "registry-1.docker.io"
@@ -92,6 +96,16 @@ _DOMAIN_RE = re.compile(
     r"|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
 )
 _MAX_NAME = 255
+
+
+def is_repository(name: str) -> bool:
+    """A repository name by the OCI distribution grammar (lower-case path components, <= 255)."""
+    return len(name) <= _MAX_NAME and _PATH_RE.fullmatch(name) is not None
+
+
+def is_tag(tag: str) -> bool:
+    """A tag by the OCI distribution grammar: ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``."""
+    return _TAG_RE.fullmatch(tag) is not None
 
 
 @dataclass(frozen=True)
@@ -375,9 +389,28 @@ def _root_causes(exc: BaseException) -> Iterator[BaseException]:
                 todo.append(nxt)
 
 
-def _describe_connection_error(exc: BaseException, timeout: tuple[float, float]) -> tuple[str, bool]:
-    """A short reason for a failed connection, and whether it was refused."""
+def _describe_connection_error(exc: BaseException, timeout: tuple[float, float],
+                               own: str | None = None) -> tuple[str, bool]:
+    """A short reason for a failed connection, and whether it was refused.
+
+    When the failed request went to a host other than ``own`` (the registry's ``host:port``),
+    because the registry redirected us or named a token realm there, the reason names that host.
+    """
+    reason, refused = _connection_reason(exc, timeout)
+    url = getattr(getattr(exc, "request", None), "url", None)
+    other = urlsplit(url).netloc if isinstance(url, str) else ""
+    if own and other and other != own:
+        reason += f" at {other} (where registry {own} sent us: a redirect or a token realm)"
+    return reason, refused
+
+
+def _connection_reason(exc: BaseException, timeout: tuple[float, float]) -> tuple[str, bool]:
     causes = list(_root_causes(exc))
+    if any(isinstance(c, http.client.LineTooLong) for c in causes):
+        return "it sent a header line longer than HTTP clients accept", False
+    if any(isinstance(c, http.client.BadStatusLine) and not isinstance(c, http.client.RemoteDisconnected)
+           for c in causes):
+        return "it does not answer in HTTP (bad status line)", False
     if any(isinstance(c, ConnectionRefusedError) for c in causes) or "Connection refused" in str(exc):
         return "connection refused", True
     if any(isinstance(c, socket.gaierror) for c in causes):
@@ -389,6 +422,69 @@ def _describe_connection_error(exc: BaseException, timeout: tuple[float, float])
     if any(isinstance(c, ConnectionResetError) for c in causes):
         return "connection reset", False
     return f"connection failed ({type(exc).__name__})", False
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:300]
+
+
+def _conflicting_length(resp: requests.Response) -> bool:
+    """Two Content-Length values that differ (requests would otherwise fail deep inside a read)."""
+    raw = getattr(resp.raw, "headers", None)
+    values = raw.getlist("Content-Length") if hasattr(raw, "getlist") else []
+    parts = {v.strip() for value in values for v in str(value).split(",")}
+    return len(parts) > 1
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    """The socket a streamed response reads from (urllib3 2.x / http.client internals)."""
+    for path in (("raw", "_connection", "sock"), ("raw", "_fp", "fp", "raw", "_sock")):
+        obj: Any = resp
+        for attr in path:
+            obj = getattr(obj, attr, None)
+        if isinstance(obj, socket.socket):
+            return obj
+    return None
+
+
+class _Deadline:
+    """A per-body deadline: when it passes, the response's socket is shut down.
+
+    A read timeout only bounds the gap between two bytes; a peer that sends one byte every few
+    seconds never trips it. Shutting the socket down makes the blocked read return at once, and
+    :meth:`check` turns that into a clear :class:`RegistryError` (not retried: a slow peer stays slow).
+    """
+
+    def __init__(self, resp: requests.Response, seconds: float) -> None:
+        self.seconds, self.expired, self.started = seconds, False, time.monotonic()
+        self._sock = _socket_of(resp)
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def __enter__(self) -> _Deadline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def check(self, registry: Registry, what: str, received: int) -> None:
+        if self.expired:
+            raise RegistryError(
+                f"registry {registry.host} is too slow: {what} took more than {self.seconds:.0f} s "
+                f"({received:,} bytes received; the minimum rate is {registry.min_rate:,.0f} bytes/s)",
+                hint="check the network path and the registry's load; the operation is safe to run again")
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,6 +517,7 @@ class Registry:
         max_backoff: float = 4.0,
         retry_budget: float = 15.0,
         chunk_size: int = DEFAULT_UPLOAD_CHUNK,
+        min_rate: float = DEFAULT_MIN_RATE,
     ) -> None:
         if not host or "/" in host or not _DOMAIN_RE.fullmatch(host):
             raise UsageError(f"invalid registry address {host!r}", hint="write it as HOST or HOST:PORT")
@@ -440,6 +537,7 @@ class Registry:
         self.max_backoff = max_backoff
         self.retry_budget = retry_budget
         self.chunk_size = chunk_size
+        self.min_rate = min_rate
         self.docker_config = docker_config
         self.stats = RegistryStats()
         self._session = _Session(self.timeout)
@@ -449,6 +547,10 @@ class Registry:
         self._auth_lock = threading.Lock()
         #: Authorization header per repository ("" for host-wide endpoints); "*" = Basic for all.
         self._auth_headers: dict[str, str] = {}
+
+    def deadline_for(self, size: int) -> float:
+        """Seconds a body of ``size`` bytes may take: one read timeout plus ``size`` at ``min_rate``."""
+        return self.timeout[1] + size / self.min_rate
 
     def __repr__(self) -> str:
         return f"Registry({self.base_url!r})"
@@ -581,8 +683,21 @@ class Registry:
                     "private CA, point REQUESTS_CA_BUNDLE at the CA certificate",
                 ) from e
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                reason, refused = _describe_connection_error(e, self.timeout)
+                reason, refused = _describe_connection_error(e, self.timeout, self._netloc)
                 raise _Transient(reason, refused=refused) from e
+            except (requests.RequestException, http.client.HTTPException, ValueError) as e:
+                if "Content-Length" in str(e):
+                    raise RegistryError(f"registry {self.host} sent conflicting Content-Length headers for {what}",
+                                        hint="a broken proxy or a hostile server is in between; fix the path to "
+                                             "the registry") from None
+                raise RegistryError(f"registry {self.host} sent an invalid response to {what}: {_first_line(e)}",
+                                    hint="it is not behaving as an OCI registry (or a proxy in between "
+                                         "garbles its answers); check what listens there") from None
+            if _conflicting_length(resp):
+                resp.close()
+                raise RegistryError(
+                    f"registry {self.host} sent conflicting Content-Length headers for {what}",
+                    hint="a broken proxy or a hostile server is in between; fix the path to the registry")
             if resp.status_code == 429 or resp.status_code >= 500:
                 retry_after = resp.headers.get("Retry-After", "")
                 resp.close()
@@ -608,6 +723,10 @@ class Registry:
 
     def _give_up(self, what: str, err: _Transient, attempts: int, elapsed: float) -> NoReturn:
         after = f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} in {elapsed:.1f} s"
+        if err.refused and " at " in err.reason:
+            raise RegistryError(f"cannot reach {err.reason} ({what}; {after})",
+                                hint="the registry points elsewhere; check its configuration (redirects, "
+                                     "token realm) or reach that host")
         if err.refused:
             raise RegistryError(
                 f"cannot reach registry {self.host}: connection refused — is the registry running / "
@@ -664,15 +783,19 @@ class Registry:
             resp.close()
             raise RegistryError(f"{what} is {length} bytes, more than the {limit}-byte limit")
         out = bytearray()
+        deadline = _Deadline(resp, self.deadline_for(int(length) if length and length.isdigit() else limit))
         try:
             for chunk in resp.iter_content(CHUNK):
                 out += chunk
                 if len(out) > limit:
                     raise RegistryError(f"{what} is more than the {limit}-byte limit")
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-            raise _Transient(_describe_connection_error(e, self.timeout)[0]) from e
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+            deadline.check(self, what, len(out))
+            raise _Transient(_describe_connection_error(e, self.timeout, self._netloc)[0]) from e
         finally:
+            deadline.cancel()
             resp.close()
+        deadline.check(self, what, len(out))
         self.stats.add(bytes_received=len(out))
         return bytes(out)
 
@@ -808,10 +931,14 @@ class Registry:
         held: bytes | None = None  # the newest chunk, released once the next arrives or verified
         backoff = _Backoff(self, f"download of {what}")
         while True:
+            deadline: _Deadline | None = None
             try:
                 headers = {"Range": f"bytes={received}-"} if received else {}
                 resp = self._send("GET", url, repo=repo, what=what, headers=headers)
-                with resp:
+                length = resp.headers.get("Content-Length", "")
+                deadline = _Deadline(resp, self.deadline_for(
+                    size - received if size is not None else int(length) if length.isdigit() else MAX_MANIFEST_BYTES))
+                with resp, deadline:
                     if resp.status_code not in (200, 206):
                         self._fail(resp, f"to serve {what}")
                     skip = received if resp.status_code == 200 else 0
@@ -838,8 +965,10 @@ class Registry:
                         held = chunk
                         backoff.reset()
                 break
-            except requests.exceptions.RequestException as e:
-                reason, refused = _describe_connection_error(e, self.timeout)
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+                if deadline is not None:
+                    deadline.check(self, what, received)
+                reason, refused = _describe_connection_error(e, self.timeout, self._netloc)
                 backoff.failed(_Transient(reason, refused=refused))
             except _Transient as err:
                 backoff.failed(err)

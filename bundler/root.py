@@ -1,12 +1,14 @@
-"""The signed root document (``edgebundle/root.json``).
+"""The signed root document (the payload of ``edgebundle/root.dsse.json``).
 
-The root is the one document the signatures cover. It pins, directly, the digest and size of
+The root is the one document the bundle's signatures cover. It pins, directly, the digest and size of
 every blob in the bundle and of ``oci-layout`` and ``index.json``; it also carries the semantic
 listing (images, models, manifests) that the installer acts on. docs/FORMAT.md specifies it.
 
 Invariants:
 - Serialisation is canonical (sorted keys, no whitespace, ASCII): the same content always gives
   the same bytes, so a bundle is reproducible and a signature is over a single byte string.
+- A root carries ``expires``: after it, a site refuses the bundle unless the operator overrides
+  (TUF's freeze attack: an old genuine release must not stay installable forever).
 - :func:`parse_root` accepts only documents of the current ``specVersion`` whose every field has
   the expected type, whose digests are well formed, and whose semantic entries only name blobs
   the root pins. It never trusts sizes it has not bounded.
@@ -14,16 +16,21 @@ Invariants:
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bundler.digest import is_digest, sha256_bytes
-from bundler.errors import VerificationError
+from bundler.errors import UsageError, VerificationError
 from bundler.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT
+from bundler.registry import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
+#: The one timestamp format of signed documents (UTC, whole seconds).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 SPEC_VERSION = 1
 MODEL_KINDS = ("llm", "embedding", "index")
 #: Model file encodings inside a bundle: the file itself, or a zstd tar holding just that file.
@@ -117,7 +124,7 @@ class BaseRef:
 
     name: str
     version: str
-    root: str  # digest of the base bundle's root.json
+    root: str  # root digest of the base bundle (sha256 of its root document)
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ class Root:
     base: BaseRef | None = None
     #: Delta only: how each blob missing from the bundle is rebuilt (see bundler/delta.py).
     delta: dict[str, Any] | None = None
+    #: After this time (TIME_FORMAT) sites refuse the bundle without an operator override.
+    expires: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -151,6 +160,11 @@ class Root:
     @property
     def digest(self) -> str:
         return sha256_bytes(self.to_bytes())
+
+    @property
+    def expires_at(self) -> float | None:
+        """``expires`` as seconds since the epoch."""
+        return None if self.expires is None else parse_time(self.expires, "root.expires")
 
     @property
     def is_delta(self) -> bool:
@@ -210,18 +224,63 @@ def load_json_bounded(data: bytes, what: str, limit: int = MAX_JSON_BYTES) -> An
         raise MalformedRootError(f"{what} is not valid JSON: {e}") from None
 
 
-_VERSION_PART = re.compile(r"(\d+)|([A-Za-z]+)")
+def parse_time(text: str, where: str) -> float:
+    """Seconds since the epoch of a :data:`TIME_FORMAT` timestamp; malformed is an error."""
+    try:
+        return float(calendar.timegm(time.strptime(text, TIME_FORMAT)))
+    except (TypeError, ValueError):
+        raise MalformedRootError(f"{where} {str(text)[:40]!r} is not a time like 2026-01-31T00:00:00Z") from None
 
 
-def version_key(version: str) -> tuple[Any, ...]:
-    """Order versions like ``1.2.10 > 1.2.9``; a pre-release (``1.0.0-rc1``) sorts before its release."""
-    main, _, pre = version.partition("-")
-    nums = tuple(int(p) if p.isdigit() else 0 for p in main.split("."))
-    nums = nums + (0,) * (4 - len(nums)) if len(nums) < 4 else nums
-    pre_key: tuple[Any, ...] = (1,) if not pre else (0, tuple(
-        (0, int(m[0]), "") if m[0] else (1, 0, m[1]) for m in _VERSION_PART.findall(pre)
-    ))
-    return nums + pre_key
+def format_time(t: float) -> str:
+    return time.strftime(TIME_FORMAT, time.gmtime(t))
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``24h``, ``180d`` -> seconds (a usage error otherwise)."""
+    m = _DURATION.match(text.strip())
+    if not m or float(m[1]) <= 0:
+        raise UsageError(f"duration {text!r} is not like 30m, 24h or 180d")
+    return float(m[1]) * _DURATION_UNITS[m[2]]
+
+
+
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
+                     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
+#: One identifier's sort key: numeric identifiers below alphanumeric ones, as SemVer 2.0 says.
+_Ident = tuple[int, int, str]
+
+
+def _ident(part: str) -> _Ident:
+    return (0, int(part), "") if part.isdigit() else (1, 0, part)
+
+
+def is_semver(version: str) -> bool:
+    return _SEMVER.fullmatch(version) is not None
+
+
+def version_key(version: str) -> tuple[tuple[_Ident, ...], int, tuple[_Ident, ...]]:
+    """The one version order rollback protection uses (docs/SECURITY.md, "Version order").
+
+    For SemVer 2.0 versions this is exactly SemVer precedence: build metadata (``+...``) is
+    ignored, a pre-release sorts below its release, pre-release identifiers compare numerically
+    when numeric, in ASCII order otherwise, numeric below alphanumeric, and a longer list wins a
+    tie. Any other string is ordered by the same rule generalised, so that the order is total and
+    never raises: drop ``+...``; split at the first ``-`` into release and pre-release; split
+    both at dots; a release part is numeric or compares as text above every number; trailing
+    zero release parts are ignored (``1.0`` = ``1.0.0`` = ``1.0.0.0.0``).
+    """
+    main, _, pre = version.partition("+")[0].partition("-")
+    release = [_ident(p) for p in main.split(".")]
+    while release and release[-1] == (0, 0, ""):
+        release.pop()
+    has_pre = "-" in version.partition("+")[0]
+    return (tuple(release), 0 if has_pre else 1, tuple(_ident(p) for p in pre.split(".")) if has_pre else ())
 
 
 # --- strict parsing -------------------------------------------------------------------------
@@ -253,12 +312,61 @@ def _size(d: dict[str, Any], where: str) -> int:
     return v
 
 
+#: Longest path component and whole path (bytes, UTF-8) a signed root may name (Linux NAME_MAX,
+#: and well under PATH_MAX once below a models root).
+MAX_COMPONENT_BYTES = 255
+MAX_PATH_BYTES = 1024
+#: Names below a model version the installer keeps for itself (its marker, temporary files).
+RESERVED_PREFIX = ".edgebundle"
+
+
 def _relpath(d: dict[str, Any], where: str) -> str:
+    """A relative path that is safe to create below a directory on any Linux file system."""
     p = _req(d, "path", str, where)
     parts = p.split("/")
+    shown = p[:80].encode("unicode_escape").decode()
     if not p or p.startswith("/") or "\\" in p or any(x in ("", ".", "..") for x in parts):
-        raise MalformedRootError(f"root: {where}.path {p!r} is not a safe relative path")
+        raise MalformedRootError(f"root: {where}.path {shown!r} is not a safe relative path")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in p):
+        raise MalformedRootError(f"root: {where}.path {shown!r} contains a NUL or control character")
+    if len(p.encode("utf-8", "surrogatepass")) > MAX_PATH_BYTES:
+        raise MalformedRootError(f"root: {where}.path is over {MAX_PATH_BYTES} bytes long")
+    if any(len(x.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES for x in parts):
+        raise MalformedRootError(f"root: {where}.path {shown!r}... has a component over "
+                                 f"{MAX_COMPONENT_BYTES} bytes")
+    if any(x.startswith(RESERVED_PREFIX) for x in parts):
+        raise MalformedRootError(f"root: {where}.path {shown!r} uses a name reserved by the installer "
+                                 f"({RESERVED_PREFIX}*)")
     return p
+
+
+def _check_tree(paths: list[str], where: str) -> None:
+    """No two files on one path, and no path that is both a file and a directory."""
+    seen: set[str] = set()
+    for p in paths:
+        if p in seen:
+            raise MalformedRootError(f"root: {where} lists {p[:200]!r} twice",
+                                     hint="two files would be written one over the other; rebuild the bundle")
+        seen.add(p)
+    dirs = {p[:i] for p in paths for i in range(len(p)) if p[i] == "/"}
+    clash = sorted(dirs & seen)
+    if clash:
+        raise MalformedRootError(f"root: {where} names {clash[0][:200]!r} both as a file and as a directory",
+                                 hint="rebuild the bundle from a model directory with distinct paths")
+
+
+def _check_image_names(im: ImageEntry, where: str) -> None:
+    """Repository and tag by the OCI distribution grammar, before anything is pushed."""
+    if not is_repository(im.repository):
+        raise MalformedRootError(f"root: {where}.repository {im.repository[:200]!r} is not a valid "
+                                 "repository name (lower-case path components, at most 255 characters)")
+    if im.tag is not None and not is_tag(im.tag):
+        raise MalformedRootError(f"root: {where}.tag {im.tag[:200]!r} is not a valid tag "
+                                 "([A-Za-z0-9_][A-Za-z0-9._-]{0,127})")
+    if im.refName != (f"{im.repository}:{im.tag}" if im.tag else im.repository) and \
+            im.refName != f"{im.repository}@{im.digest}":
+        raise MalformedRootError(f"root: {where}.refName {im.refName[:200]!r} does not name "
+                                 f"{im.repository}{':' + im.tag if im.tag else ''}")
 
 
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
@@ -276,7 +384,7 @@ def parse_root(data: bytes) -> Root:
             f"root.json has specVersion {doc.get('specVersion')!r}; this edgebundle reads {SPEC_VERSION}",
             hint="use the edgebundle release that built this bundle, or rebuild it with this one",
         )
-    known = {"_type", "specVersion", "name", "version", "compatible", "created", "files", "blobs",
+    known = {"_type", "specVersion", "name", "version", "compatible", "created", "expires", "files", "blobs",
              "images", "models", "manifests", "base", "delta"}
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -324,6 +432,7 @@ def parse_root(data: bytes) -> Root:
             digest=pinned(_digest(im, "digest", w), w), mediaType=_req(im, "mediaType", str, w),
             platforms=plats, size=_size(im, w),
         ))
+        _check_image_names(images[-1], w)
 
     models = []
     for i, m in enumerate(_req(doc, "models", list, "root")):
@@ -347,6 +456,9 @@ def parse_root(data: bytes) -> Root:
                 raise MalformedRootError(f"root: {fw}.encoding {enc!r} is unknown")
             mfiles.append(ModelFile(_relpath(f, fw), _digest(f, "digest", fw), _size(f, fw),
                                     pinned(_digest(f, "blob", fw), fw), enc))
+        _check_tree([f.path for f in mfiles], f"{w} ({mname} {mver}) files")
+        if (kind, mname, mver) in {(x.kind, x.name, x.version) for x in models}:
+            raise MalformedRootError(f"root: {w} lists {kind} {mname} {mver} a second time")
         models.append(ModelEntry(
             name=mname, kind=kind, version=mver, format=_req(m, "format", str, w),
             manifest=pinned(_digest(m, "manifest", w), w), files=mfiles,
@@ -363,6 +475,7 @@ def parse_root(data: bytes) -> Root:
             if not isinstance(f, dict):
                 raise MalformedRootError(f"root: {fw} is not an object")
             mf.append(ManifestFile(_relpath(f, fw), pinned(_digest(f, "digest", fw), fw), _size(f, fw)))
+        _check_tree([f.path for f in mf], "manifests.files")
         manifests = ManifestsEntry(pinned(_digest(mo, "manifest", "manifests"), "manifests"), mf)
 
     base = None
@@ -376,9 +489,12 @@ def parse_root(data: bytes) -> Root:
     if delta is not None:
         _check_delta(delta, blobs, models)
 
+    created, expires = _req(doc, "created", str, "root"), _req(doc, "expires", str, "root")
+    if parse_time(expires, "root.expires") <= parse_time(created, "root.created"):
+        raise MalformedRootError(f"root: expires {expires} is not after created {created}")
     return Root(name=name, version=version, compatible=_req(doc, "compatible", str, "root"),
-                created=_req(doc, "created", str, "root"), files=files, blobs=blobs, images=images,
-                models=models, manifests=manifests, base=base, delta=delta)
+                created=created, files=files, blobs=blobs, images=images,
+                models=models, manifests=manifests, base=base, delta=delta, expires=expires)
 
 
 # --- the delta section (docs/DELTA.md) ------------------------------------------------------

@@ -1,20 +1,31 @@
-"""Ed25519 keys, signatures over the exact root bytes, and the k-of-n trust store.
+"""Ed25519 keys, the one signature envelope (DSSE), and the k-of-n trust store.
+
+Everything edgebundle signs (the bundle root, the part index, approvals, staging validation
+records, trust updates) travels in a DSSE envelope (https://github.com/secure-systems-lab/dsse,
+the envelope in-toto, TUF and Sigstore use): ``{"payload": base64, "payloadType": ...,
+"signatures": [{"keyid", "sig"}]}``. :func:`sign` makes one, :func:`verify` checks one; nothing
+else signs or checks a signature.
 
 Invariants:
-- A signature covers the exact bytes of ``edgebundle/root.json``; nothing is re-serialised.
+- A signature covers PAE(payloadType, payload) (DSSE's pre-authentication encoding) over the exact
+  payload bytes; nothing is re-serialised, and a payload of one type never verifies as another.
 - A key is identified by ``keyid`` = sha256 of its raw 32-byte public key, so the same key always
   has the same id whatever file it came from.
 - :meth:`TrustStore.check` counts only distinct trusted keys with a valid signature; signatures
   by unknown keys are ignored, not errors, but never count toward the threshold.
+- Envelopes are parsed bounded and strictly; a pre-DSSE document (a bare ``_type`` document with a
+  detached or embedded signature) is refused as the old format, never guessed at.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -22,7 +33,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bundler.digest import read_bounded
 from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.layout import MAX_SIGNATURES_BYTES
 from bundler.root import canonical_json, load_json_bounded
 
 PASSPHRASE_ENV = "EDGEBUNDLE_KEY_PASSPHRASE"
@@ -99,28 +109,100 @@ class Signature:
     sig: bytes
 
 
-def sign(root_bytes: bytes, keys: list[Ed25519PrivateKey]) -> bytes:
-    """The signatures document for ``root_bytes`` by each key, canonical and deterministic."""
-    sigs = [{"keyid": keyid(k.public_key()), "sig": base64.b64encode(k.sign(root_bytes)).decode()}
-            for k in keys]
-    return canonical_json({"signatures": sorted(sigs, key=lambda s: s["keyid"])})
+class MalformedEnvelopeError(UnsignedError):
+    """A signed document is not a well-formed DSSE envelope."""
 
 
-def parse_signatures(data: bytes) -> list[Signature]:
-    """Parse the signatures document, bounded; malformed entries are an error, not skipped."""
-    doc = load_json_bounded(data, "signatures.json", MAX_SIGNATURES_BYTES)
-    if not isinstance(doc, dict) or not isinstance(doc.get("signatures"), list):
-        raise UnsignedError("signatures.json has no 'signatures' list")
-    out = []
+class LegacyFormatError(VerificationError):
+    """A document in the pre-DSSE format (nothing was released in it; it is not read)."""
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what each signature actually covers."""
+    t = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
+
+
+def sign(payload: bytes, payload_type: str, keys: list[Ed25519PrivateKey]) -> bytes:
+    """The DSSE envelope of ``payload`` signed by each key; canonical JSON, deterministic."""
+    if not keys:
+        raise UsageError("nothing to sign with: no signing key given", hint="pass --key KEY")
+    message = pae(payload_type, payload)
+    sigs = sorted(({"keyid": keyid(k.public_key()), "sig": base64.b64encode(k.sign(message)).decode()}
+                   for k in keys), key=lambda s: s["keyid"])
+    return _envelope(payload, payload_type, sigs)
+
+
+def unsigned(payload: bytes, payload_type: str) -> bytes:
+    """An envelope with no signature (an approval made without an operator key)."""
+    return _envelope(payload, payload_type, [])
+
+
+def _envelope(payload: bytes, payload_type: str, sigs: list[dict[str, str]]) -> bytes:
+    return canonical_json({"payload": base64.b64encode(payload).decode(), "payloadType": payload_type,
+                           "signatures": sigs})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A parsed (not yet verified) DSSE envelope."""
+
+    payload: bytes
+    payload_type: str
+    signatures: tuple[Signature, ...]
+
+    @property
+    def signer_ids(self) -> list[str]:
+        """The key ids the envelope *claims* (unverified; for display only)."""
+        return sorted({s.keyid for s in self.signatures})
+
+
+def _b64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise MalformedEnvelopeError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedEnvelopeError(f"{what} is not base64") from None
+
+
+def parse_envelope(data: bytes, what: str, payload_type: str, limit: int) -> Envelope:
+    """Parse ``data`` as a DSSE envelope of ``payload_type`` (bounded, strict); nothing is verified."""
+    doc = load_json_bounded(data, what, limit)
+    if isinstance(doc, dict) and "payloadType" not in doc and "_type" in doc:
+        raise LegacyFormatError(
+            f"{what} is a bare {str(doc['_type'])[:40]!r} document: the pre-DSSE format, which this "
+            "edgebundle no longer reads",
+            hint="make it again with this edgebundle (every signed document is now a DSSE envelope)")
+    if not isinstance(doc, dict) or set(doc) != {"payload", "payloadType", "signatures"}:
+        raise MalformedEnvelopeError(f"{what} is not a DSSE envelope (payload, payloadType, signatures)")
+    if doc["payloadType"] != payload_type:
+        raise MalformedEnvelopeError(
+            f"{what} carries payloadType {str(doc['payloadType'])[:80]!r}, expected {payload_type!r}",
+            hint="this is a different kind of signed document")
+    payload = _b64(doc["payload"], f"{what}: payload")
+    if not isinstance(doc["signatures"], list):
+        raise MalformedEnvelopeError(f"{what}: signatures is not a list")
+    sigs = []
     for i, s in enumerate(doc["signatures"]):
-        if not isinstance(s, dict) or not isinstance(s.get("keyid"), str) or not isinstance(s.get("sig"), str):
-            raise UnsignedError(f"signatures.json entry {i} is malformed")
-        try:
-            raw = base64.b64decode(s["sig"], validate=True)
-        except ValueError:
-            raise UnsignedError(f"signatures.json entry {i} is not base64") from None
-        out.append(Signature(s["keyid"], raw))
-    return out
+        if not isinstance(s, dict) or set(s) != {"keyid", "sig"} or not isinstance(s["keyid"], str):
+            raise MalformedEnvelopeError(f"{what}: signature {i} is not {{keyid, sig}}")
+        sigs.append(Signature(s["keyid"], _b64(s["sig"], f"{what}: signature {i}")))
+    return Envelope(payload, payload_type, tuple(sigs))
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A payload whose envelope met the trust threshold, and who signed it."""
+
+    payload: bytes
+    signers: list[str]
+
+
+def verify(data: bytes, payload_type: str, trust: "TrustStore", what: str, limit: int) -> Verified:
+    """The payload of the envelope ``data``, once ``trust``'s threshold of its keys signed it."""
+    env = parse_envelope(data, what, payload_type, limit)
+    return Verified(env.payload, trust.check(env, what))
 
 
 class TrustStore:
@@ -139,19 +221,20 @@ class TrustStore:
     def from_files(cls, paths: list[Path], threshold: int = 1) -> "TrustStore":
         return cls([load_public_key(p) for p in paths], threshold)
 
-    def check(self, root_bytes: bytes, signatures: list[Signature]) -> list[str]:
+    def check(self, envelope: Envelope, what: str = "the document") -> list[str]:
         """Return the keyids of trusted valid signers; raise unless the threshold is met."""
-        if not signatures:
-            raise UnsignedError("the bundle is not signed",
+        if not envelope.signatures:
+            raise UnsignedError(f"{what} is not signed",
                                 hint="sign it on the build host: bundle create ... --key KEY")
+        message = pae(envelope.payload_type, envelope.payload)
         good: set[str] = set()
         bad: list[str] = []
-        for s in signatures:
+        for s in envelope.signatures:
             key = self.keys.get(s.keyid)
-            if key is None:
+            if key is None or s.keyid in good:
                 continue
             try:
-                key.verify(s.sig, root_bytes)
+                key.verify(s.sig, message)
                 good.add(s.keyid)
             except InvalidSignature:
                 bad.append(s.keyid[:16])
@@ -159,18 +242,19 @@ class TrustStore:
             return sorted(good)
         if bad:
             raise UntrustedError(
-                f"signature by trusted key {', '.join(bad)} does not match the root document",
-                hint="the root or its signature was altered; do not install this bundle")
-        signers = ", ".join(s.keyid[:16] for s in signatures)
+                f"{what}: signature by trusted key {', '.join(bad)} does not match its payload",
+                hint="the document or its signature was altered; do not use it")
+        signers = ", ".join(s.keyid[:16] for s in envelope.signatures)
         raise UntrustedError(
-            f"{len(good)} valid signature(s) by trusted keys, {self.threshold} required "
+            f"{what}: {len(good)} valid signature(s) by trusted keys, {self.threshold} required "
             f"(signed by: {signers})",
-            hint="the bundle was signed by a key this site does not trust; add the builder's "
-                 "public key to the trust list only if you trust it")
+            hint="it was signed by a key this site does not trust; add the builder's public key "
+                 "to the trust list (or rotate trust) only if you trust it")
 
 
-__all__ = ["EdgebundleError", "TrustStore", "generate_keypair", "keyid", "load_private_key",
-           "load_public_key", "parse_signatures", "sign", "UnsignedError", "UntrustedError"]
+__all__ = ["EdgebundleError", "Envelope", "LegacyFormatError", "MalformedEnvelopeError", "TrustStore",
+           "UnsignedError", "UntrustedError", "Verified", "generate_keypair", "keyid",
+           "load_private_key", "load_public_key", "pae", "parse_envelope", "sign", "unsigned", "verify"]
 
 
 _MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is a few hundred bytes

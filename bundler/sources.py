@@ -17,10 +17,14 @@ import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from bundler import layout, tarfmt
+from bundler.digest import open_regular_file
 from bundler.errors import UsageError, VerificationError
+
+if TYPE_CHECKING:
+    from bundler.signing import TrustStore
 
 
 class SourceError(VerificationError):
@@ -28,9 +32,15 @@ class SourceError(VerificationError):
 
 
 class BundleSource(Protocol):
-    """What the verifier and installer read a bundle through."""
+    """What the verifier and installer read a bundle through.
+
+    Implementations subclass it explicitly and so inherit the defaults of the optional members.
+    """
 
     description: str
+    #: True for a source presenting a delta's full target (bundler/delta.py): the verifier holds
+    #: it to the full target's pins rather than to the delta's carried ones.
+    full_target: bool = False
 
     def members(self) -> dict[str, int]:
         """Member name -> size, for every member present."""
@@ -39,6 +49,16 @@ class BundleSource(Protocol):
     def open(self, name: str) -> "contextlib.AbstractContextManager[BinaryIO]":  # noqa: F821
         """A stream of exactly the member's bytes."""
         ...
+
+    def tar_order(self) -> list[str] | None:
+        """Member names in the order they are cheapest to read (a tar's file order); None: any."""
+        return None
+
+    def precheck(self, trust: "TrustStore", progress: Callable[[int], None] | None = None, *,
+                 content: bool = True) -> None:
+        """Container checks the verifier runs before it reads the root (split parts: the signed
+        part index, each part's presence, size and hash). None by default."""
+        return None
 
 
 def read_small(source: BundleSource, name: str, limit: int) -> bytes:
@@ -56,7 +76,7 @@ def read_small(source: BundleSource, name: str, limit: int) -> bytes:
     return data
 
 
-class DirectorySource:
+class DirectorySource(BundleSource):
     """A bundle laid out as a directory tree."""
 
     def __init__(self, path: Path) -> None:
@@ -95,12 +115,11 @@ class DirectorySource:
     @contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:
         size = self.members()[name]
-        fd = os.open(self.path / name, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as f:
+        with open_regular_file(self.path / name, f"{self.description}: member", SourceError, follow=False) as f:
             yield _Window(f, 0, size)  # type: ignore[misc]
 
 
-class TarSource:
+class TarSource(BundleSource):
     """A bundle stored as one tar, read in place through ``opener`` (a file or joined parts)."""
 
     def __init__(self, opener: Callable[[], BinaryIO], total: int, description: str) -> None:
@@ -112,7 +131,9 @@ class TarSource:
     @classmethod
     def from_path(cls, path: Path) -> "TarSource":
         path = Path(path)
-        return cls(lambda: open(path, "rb"), path.stat().st_size, f"tar {path}")
+        with open_regular_file(path, "bundle file", SourceError):
+            pass  # refuse a FIFO or device before anything blocks on it
+        return cls(lambda: open_regular_file(path, "bundle file", SourceError), path.stat().st_size, f"tar {path}")
 
     def entries(self) -> dict[str, tarfmt.TarEntry]:
         if self._entries is None:
@@ -129,6 +150,10 @@ class TarSource:
 
     def tar_order(self) -> list[str]:
         return list(self.entries())
+
+    def open_whole(self) -> BinaryIO:
+        """The whole tar (a file, or parts joined) as one read-only stream."""
+        return self._opener()
 
     @contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:

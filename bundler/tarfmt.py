@@ -33,6 +33,11 @@ class TarEntry:
     size: int
 
 
+#: Magic and version of a POSIX ustar header, and of a GNU tar header (docs/FORMAT.md, 1.1).
+USTAR_MAGIC = b"ustar\x0000"
+GNU_MAGIC = b"ustar  \x00"
+
+
 def _octal(value: int, width: int) -> bytes:
     return (b"%0*o" % (width - 1, value)) + b"\0"
 
@@ -101,6 +106,8 @@ def read_index(read_at: Callable[[int, int], bytes], total: int,
         hdr = read_at(pos, BLOCK)
         if len(hdr) < BLOCK:
             raise TarFormatError(f"tar truncated at byte {pos + len(hdr)}")
+        if pos == 0:
+            _refuse_compressed(hdr)
         if hdr == b"\0" * BLOCK:
             rest = pos + BLOCK
             if rest + BLOCK > total or read_at(rest, BLOCK) != b"\0" * BLOCK:
@@ -135,6 +142,18 @@ def read_index(read_at: Callable[[int, int], bytes], total: int,
         pos = data_at + size + pad
 
 
+#: Leading bytes of compressed files someone may hand us instead of the tar.
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\xfd7zXZ\x00": "xz", b"BZh": "bzip2"}
+
+
+def _refuse_compressed(first: bytes) -> None:
+    for magic, kind in _COMPRESSED.items():
+        if first.startswith(magic):
+            raise TarFormatError(f"the bundle file is not a tar: it is {kind}-compressed data",
+                                 hint=f"decompress it first (a bundle is an uncompressed tar), "
+                                      "or pass the bundle directory")
+
+
 def _parse_header(hdr: bytes, pos: int) -> tuple[str, bytes, int]:
     """(name, typeflag, size) of a checksummed ustar header block."""
     stored = _num(hdr[148:156], "checksum", pos)
@@ -142,10 +161,15 @@ def _parse_header(hdr: bytes, pos: int) -> tuple[str, bytes, int]:
     if stored != computed:
         raise TarFormatError(f"tar header at byte {pos} has a bad checksum (corrupt)",
                              hint="the bundle file is damaged; copy it again from the source")
-    if hdr[257:262] != b"ustar":
-        raise TarFormatError(f"tar header at byte {pos} is not ustar")
+    magic = hdr[257:265]
+    if magic == USTAR_MAGIC:
+        prefix = hdr[345:500].split(b"\0", 1)[0]
+    elif magic == GNU_MAGIC:
+        prefix = b""  # GNU keeps access/change times there, not a name prefix (as GNU tar and Go read it)
+    else:
+        raise TarFormatError(f"tar header at byte {pos} is neither POSIX ustar nor GNU tar "
+                             f"(magic {bytes(magic)!r})")
     raw_name = hdr[0:100].split(b"\0", 1)[0]
-    prefix = hdr[345:500].split(b"\0", 1)[0]
     try:
         raw = ((prefix + b"/" + raw_name) if prefix else raw_name).decode("utf-8")
     except UnicodeDecodeError:

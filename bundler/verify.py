@@ -3,19 +3,25 @@
 :meth:`Verifier.verify` enforces the order of trust, and each step only relies on what the steps
 before it established:
 
-0. container pre-check: a source with a ``precheck(trust, progress, content=...)`` method runs it
-   first (split parts: the signed part index, then each part's presence, size and, with content,
-   sha256, naming the part and byte range that is wrong; see bundler/parts.py);
+0. container pre-check: :meth:`BundleSource.precheck` runs first (split parts: the signed part
+   index, then each part's presence, size and, with content, sha256, naming the part and byte
+   range that is wrong; see bundler/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
-2. signatures: ``root.json`` (bounded) is signed by at least ``threshold`` trusted keys; nothing in
-   the root is looked at before this;
+2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
+   least ``threshold`` trusted keys; nothing in the root is looked at before this;
 3. root: the signed bytes parse strictly (types, digests, every entry names a pinned blob);
-4. policy: ``compatible`` equals the site's, the version is not older than the installed one
-   (unless a downgrade was allowed), a delta names the expected base;
+4. policy: not expired (unless the operator allowed it), ``compatible`` equals the site's, the
+   version is not older than the installed one (unless a downgrade was allowed), a delta names
+   the expected base;
 5. completeness: the members are exactly what the root pins, nothing missing, nothing extra;
 6. content: every member is streamed through sha256 and compared with its pin; a ``tar+zstd``
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
-   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage.
+   signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage;
+   a delta's carried patches are decoded (against zeros of the base's sizes) within their
+   signed output sizes, so a patch bomb is refused here, not only by ``load``; signed Kubernetes
+   manifests are parsed as YAML within bounds (bundler/boundedyaml.py), so an alias bomb or a
+   5,000-deep document is refused before anything is written. Blobs are independent: they are
+   hashed in parallel, one thread per core, largest first.
 
 Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -23,17 +29,28 @@ the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from bundler import layout
+from bundler import mediatypes as mt
+from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.compress import open_tar_zstd_member
-from bundler.digest import DigestMismatchError, check, hash_stream, sha256_bytes
+from bundler.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from bundler.errors import VerificationError
-from bundler.root import Root, parse_root, version_key
-from bundler.signing import TrustStore, UnsignedError, parse_signatures
+from bundler.registry import MAX_MANIFEST_BYTES
+from bundler.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
+from bundler.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
 from bundler.sources import BundleSource, read_small
 from bundler.tarfmt import TarFormatError
+
+
+#: Blobs hashed at once in step 6: one per core (hashlib and zstd release the GIL).
+WORKERS = max(1, min(8, os.cpu_count() or 1))
 
 
 class IncompatibleError(VerificationError):
@@ -56,14 +73,40 @@ class WrongBaseError(VerificationError):
     """A delta was built against a base this site does not have."""
 
 
+class ExpiredError(VerificationError):
+    """The bundle's signed ``expires`` has passed."""
+
+
+def root_envelope(source: BundleSource) -> Envelope:
+    """The bundle's root envelope, parsed but NOT verified (for display and early names only)."""
+    return parse_envelope(read_root_envelope(source), layout.ROOT, mt.PAYLOAD_ROOT,
+                          layout.MAX_ROOT_ENVELOPE_BYTES)
+
+
+def read_root_envelope(source: BundleSource) -> bytes:
+    """The bytes of the root envelope (bounded); an old-format bundle is named as such."""
+    members = source.members()
+    if layout.ROOT not in members:
+        legacy = [n for n in layout.LEGACY_TRUST_FILES if n in members]
+        if legacy:
+            raise LegacyFormatError(
+                f"{source.description} has {legacy[0]} but no {layout.ROOT}: it is a bundle of the "
+                "pre-DSSE format (detached signatures.json), which this edgebundle no longer reads",
+                hint="rebuild it with this edgebundle: bundle create SPEC --key KEY -o OUT")
+        raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
+                                 hint="this is not an edgebundle bundle, or it is incomplete")
+    return read_small(source, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+
+
 @dataclass(frozen=True)
 class VerifiedBundle:
     """A bundle that passed every check, with its parsed root."""
 
     root: Root
-    root_bytes: bytes
+    root_bytes: bytes  # the envelope's payload: what the signatures cover and root_digest names
     signers: list[str]
     source: BundleSource
+    envelope: bytes = b""  # the exact root envelope that was checked (kept by the installer)
 
     @property
     def root_digest(self) -> str:
@@ -72,12 +115,13 @@ class VerifiedBundle:
 
 @dataclass
 class Policy:
-    """Site-side expectations; the builder's own ``bundle verify`` leaves them unset."""
+    """Site-side expectations; the builder's own ``bundle verify`` only checks expiry."""
 
     compatible: str | None = None
     installed: tuple[str, str] | None = None  # (name, version) the site runs now
     allow_downgrade: bool = False
     base_root: str | None = None  # for a delta: the root digest of the base the site has
+    allow_expired: bool = False  # the operator accepted a bundle past its ``expires``
 
 
 class Verifier:
@@ -91,34 +135,35 @@ class Verifier:
 
     def verify(self, source: BundleSource, *, content: bool = True) -> VerifiedBundle:
         """Run the six steps; with ``content=False`` stop after completeness (cheap re-check)."""
-        precheck = getattr(source, "precheck", None)  # 0. container pre-check (split parts)
-        if precheck is not None:
-            precheck(self.trust, self.progress, content=content)
+        source.precheck(self.trust, self.progress, content=content)  # 0. container pre-check (split parts)
         members = source.members()  # 1. structure
-        root_bytes, signers = self._check_signatures(source, members)  # 2.
+        envelope, root_bytes, signers = self._check_signatures(source)  # 2.
         root = parse_root(root_bytes)  # 3.
         self._check_policy(root)  # 4.
-        # A source that rebuilds a delta's full target (bundler/delta.py) is held to the full pins.
-        pins = root.member_pins(full=bool(getattr(source, "full_target", False)))
+        pins = root.member_pins(full=source.full_target)
         self._check_completeness(source, members, pins)  # 5.
         if content:
-            self._check_content(source, pins)  # 6.
-            self._check_encoded(source, root, pins)
-        return VerifiedBundle(root, root_bytes, signers, source)
+            self._check_content(source, root, pins)  # 6.
+            self._check_manifests(source, root, pins)
+            if root.is_delta and not source.full_target:
+                from bundler.delta import prove_patches  # delta builds on this module
 
-    def _check_signatures(self, source: BundleSource, members: dict[str, int]) -> tuple[bytes, list[str]]:
-        if layout.ROOT not in members:
-            raise MissingMemberError(f"{source.description} has no {layout.ROOT}",
-                                     hint="this is not an edgebundle bundle, or it is incomplete")
-        if layout.SIGNATURES not in members:
-            raise UnsignedError(f"{source.description} has no {layout.SIGNATURES}: the bundle is unsigned",
-                                hint="sign it on the build host: bundle create ... --key KEY")
-        root_bytes = read_small(source, layout.ROOT, layout.MAX_JSON_BYTES)
-        sigs = parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))
-        return root_bytes, self.trust.check(root_bytes, sigs)
+                prove_patches(source, root)  # carried patches decode within their signed sizes
+        return VerifiedBundle(root, root_bytes, signers, source, envelope)
+
+    def _check_signatures(self, source: BundleSource) -> tuple[bytes, bytes, list[str]]:
+        data = read_root_envelope(source)
+        signed = verify(data, mt.PAYLOAD_ROOT, self.trust, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+        return data, signed.payload, signed.signers
 
     def _check_policy(self, root: Root) -> None:
         p = self.policy
+        now = time.time()
+        if not p.allow_expired and root.expires_at is not None and now >= root.expires_at:
+            raise ExpiredError(
+                f"bundle {root.name} {root.version} expired at {root.expires} (it is now {format_time(now)})",
+                hint="ask the build host for a fresh bundle; to install it anyway pass --allow-expired "
+                     "REASON (the reason is journaled and audited)")
         if p.compatible is not None and root.compatible != p.compatible:
             raise IncompatibleError(
                 f"bundle {root.name} {root.version} is for '{root.compatible}', this site is '{p.compatible}'",
@@ -137,7 +182,7 @@ class Verifier:
 
     def _check_completeness(self, source: BundleSource, members: dict[str, int],
                             pins: dict[str, tuple[str, int]]) -> None:
-        expected = set(pins) | {layout.ROOT, layout.SIGNATURES}
+        expected = set(pins) | {layout.ROOT}
         missing = sorted(expected - set(members))
         if missing:
             raise MissingMemberError(
@@ -156,27 +201,81 @@ class Verifier:
                     f"{name}: size is {members[name]} bytes, the signed root says {size}",
                     hint="the bundle is truncated or was altered; copy it again from the build host")
 
-    def _check_content(self, source: BundleSource, pins: dict[str, tuple[str, int]]) -> None:
-        order = getattr(source, "tar_order", None)
-        names = [n for n in (order() if order else sorted(pins)) if n in pins]
-        for name in names:
-            digest, size = pins[name]
-            with source.open(name) as f:
-                got, got_size = hash_stream(f, self.progress)
-            check(name, digest, size, got, got_size)
-
     @staticmethod
-    def _check_encoded(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
-        """Each carried ``tar+zstd`` file decodes to its signed file digest (at most its size is read)."""
+    def _check_manifests(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
+        """Signed Kubernetes manifests parse as YAML within bounds (aliases, expansion, depth)."""
+        for mf in root.manifests.files if root.manifests else []:
+            name = layout.blob_path(mf.digest)
+            if name not in pins:  # a delta that does not carry it: checked when rebuilt
+                continue
+            try:
+                load_all_bounded(read_small(source, name, MAX_MANIFEST_BYTES), f"manifest {mf.path}")
+            except YamlBoundError as e:
+                raise VerificationError(f"{e.message} (signed, but not safe to parse)", hint=e.hint) from None
+
+    def _check_content(self, source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
+        """Step 6 and its decode check as independent tasks, largest first, on every core.
+
+        hashlib and zstd release the GIL, so threads hash blobs in parallel; each task reads
+        ahead a few chunks (bounded memory: :func:`bundler.digest.hash_stream_ahead`). A bad
+        blob stops the tasks after it in tar order, so of several bad blobs the first in tar
+        order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
+        digest error, if it has one, is the better message).
+        """
+        names = [n for n in (source.tar_order() or sorted(pins)) if n in pins]
+        rank = {n: i for i, n in enumerate(names)}
+        progress = self.progress
+        if progress is not None:  # one counter fed by every thread
+            lock, feed = threading.Lock(), progress
+
+            def progress(n: int) -> None:
+                with lock:
+                    feed(n)
+        # (size, (decoded?, tar rank), task)
+        tasks: list[tuple[int, tuple[int, int], Callable[[threading.Event], None]]] = [
+            (pins[n][1], (0, rank[n]), lambda stop, n=n: _check_member(source, n, pins[n], progress, stop))
+            for n in names]
         for m in root.models:
             for f in m.files:
                 name = layout.blob_path(f.blob)
-                if f.encoding != "tar+zstd" or name not in pins:
-                    continue
-                what = f"model {m.name} {m.version}, file {f.path} (blob {f.blob[:19]})"
-                with source.open(name) as blob:
-                    try:
-                        got, got_size = hash_stream(open_tar_zstd_member(blob, f.size, what))  # type: ignore[arg-type]
-                    except TarFormatError as e:  # the inner tar's own message does not say which file
-                        raise TarFormatError(f"{what}: {e.message}", hint=e.hint) from None
-                check(f"{what} decoded", f.digest, f.size, got, got_size)
+                if f.encoding == "tar+zstd" and name in pins:
+                    tasks.append((f.size, (1, rank[name]),
+                                  lambda stop, m=m, f=f, name=name: _check_encoded(source, m, f, name, stop)))
+        tasks.sort(key=lambda t: -t[0])
+        stops = [threading.Event() for _ in tasks]  # a bad blob stops the tasks after it in tar order
+        failures: list[tuple[tuple[int, int], BaseException]] = []
+        with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+            futures = {pool.submit(fn, stop): at for (_, at, fn), stop in zip(tasks, stops)}
+            for fut in as_completed(futures):
+                e = fut.exception()
+                if e is not None and not isinstance(e, Cancelled):
+                    kind, at = futures[fut]
+                    failures.append(((kind, at), e))
+                    for (_, (_, other), _), stop in zip(tasks, stops):
+                        if kind == 0 and other > at:
+                            stop.set()
+        if failures:
+            raise min(failures, key=lambda f: f[0])[1]
+
+
+def _check_member(source: BundleSource, name: str, pin: tuple[str, int],
+                  progress: Callable[[int], None] | None, stop: threading.Event) -> None:
+    if stop.is_set():
+        raise Cancelled()
+    with source.open(name) as f:
+        got, got_size = hash_stream_ahead(f, progress, stop)
+    check(name, pin[0], pin[1], got, got_size)
+
+
+def _check_encoded(source: BundleSource, m: ModelEntry, f: ModelFile, name: str, stop: threading.Event) -> None:
+    """A carried ``tar+zstd`` file decodes to its signed file digest (at most its size is read)."""
+    if stop.is_set():
+        raise Cancelled()
+    what = f"model {m.name} {m.version}, file {f.path} (blob {f.blob[:19]})"
+    with source.open(name) as blob:
+        try:
+            decoded = open_tar_zstd_member(blob, f.size, what)
+            got, got_size = hash_stream_ahead(decoded, None, stop)  # type: ignore[arg-type]
+        except TarFormatError as e:  # the inner tar's own message does not say which file
+            raise TarFormatError(f"{what}: {e.message}", hint=e.hint) from None
+    check(f"{what} decoded", f.digest, f.size, got, got_size)

@@ -44,10 +44,10 @@ from typing import Any
 import click
 
 from bundler import clikit
-from bundler.digest import read_bounded
-from bundler.errors import VerificationError
+from bundler.errors import EdgebundleError, VerificationError
 from bundler.root import canonical_json
-from installer.state import atomic_write, now_iso, operator_name
+from installer.safefs import SafeRoot, open_regular
+from installer.state import StateDir, now_iso, operator_name
 
 LOG_NAME = "audit.log"
 HEAD_NAME = "audit.head"
@@ -147,6 +147,7 @@ class AuditLog:
         self.dir = Path(state_dir)
         self.path = self.dir / LOG_NAME
         self.head_path = self.dir / HEAD_NAME
+        self.safe = SafeRoot(self.dir, "the state directory")  # never through a planted symlink
 
     # -- writing ---------------------------------------------------------------------------
     def append(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -155,8 +156,7 @@ class AuditLog:
         Returns the record as written. Safe against concurrent installers (flock) and against
         a crash at any point (see the module invariants).
         """
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+        fd = self.safe.open_append([LOG_NAME], 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
@@ -198,25 +198,27 @@ class AuditLog:
                 "removed or edited")
 
     def _write_head(self, head: Head) -> None:
-        atomic_write(self.head_path, canonical_json(
+        self.safe.atomic_write([HEAD_NAME], canonical_json(
             {"count": head.count, "hash": head.hash, "size": head.size}) + b"\n")
 
     # -- reading ---------------------------------------------------------------------------
     def head(self) -> Head | None:
         try:
-            data = read_bounded(self.head_path, 4096, "audit head")
-            doc = json.loads(data)
-            return Head(int(doc["count"]), str(doc["hash"]), int(doc["size"]))
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError, TypeError):
+            doc = StateDir(self.dir).audit_head()
+        except EdgebundleError:
             return Head(-1, "unreadable", -1)
+        return None if doc is None else Head(doc["count"], doc["hash"], doc["size"])
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
         """(line number, raw bytes including the newline if any), bounded per line."""
-        if not self.path.exists():
-            return
-        with open(self.path, "rb") as f:
+        with self.safe.dir([]) as d:
+            if d is None:
+                return  # no state directory: no log
+            try:
+                fd = open_regular(d, LOG_NAME, self.path)
+            except FileNotFoundError:
+                return
+        with os.fdopen(fd, "rb") as f:
             n = 0
             while True:
                 raw = f.readline(MAX_LINE + 1)
@@ -270,6 +272,7 @@ class AuditLog:
             if problem is not None:
                 report.problems.append(problem)
         self._check_head(report, seen, by_hash)
+        self._check_state_anchor(report, seen)
         report.problems.sort(key=lambda p: (p.line == 0, p.line))
         return report
 
@@ -297,6 +300,29 @@ class AuditLog:
         return AuditProblem(i - 1, "edited", (
             f"line {i - 1} (seq {seen[i - 2].seq}) was edited: its hash no longer matches the "
             f"prev recorded by line {i}"))
+
+    def _check_state_anchor(self, report: AuditReport, seen: list[_Seen]) -> None:
+        """Log and head deleted together: ``installed.json`` and the journals remember the log existed."""
+        state = StateDir(self.dir)
+        try:
+            anchor = state.installed_document().audit
+        except EdgebundleError as e:
+            report.problems.append(AuditProblem(0, "anchor", f"cannot read the audit anchor: {e.message}"))
+            return
+        if anchor is not None and len(seen) < anchor.count:
+            report.problems.append(AuditProblem(0, "removed", (
+                f"installed.json records that {LOG_NAME} had at least {anchor.count} lines at the last install, "
+                f"but it has {len(seen)}: the log (and its head) were deleted or cut")))
+            return
+        if not seen and report.head is None:
+            try:
+                journals = [n for n in state.safe.listdir(["journal"]) if n.endswith(".jsonl")]
+            except EdgebundleError:
+                journals = []
+            if journals:
+                report.problems.append(AuditProblem(0, "removed", (
+                    f"{LOG_NAME} and {HEAD_NAME} are missing but the state directory holds "
+                    f"{len(journals)} bundle journal(s): the audit log was deleted")))
 
     def _check_head(self, report: AuditReport, seen: list[_Seen], by_hash: dict[str, int]) -> None:
         """Compare the end of the chain with ``audit.head``: the only proof nothing was cut off."""
@@ -541,15 +567,15 @@ def _state_dir(params: dict[str, Any], notes: dict[str, Any]) -> Path | None:
 
 
 def _claimed_root(bundle: Path) -> str | None:
-    """Digest of the root.json a bundle *carries*, verified or not (so refusals name the bundle).
+    """Digest of the root a bundle *carries*, verified or not (so refusals name the bundle).
 
-    Only the root member is read (bounded); any failure leaves the field empty.
+    Only the root envelope is read (bounded); any failure leaves the field empty.
     """
-    from bundler import layout
     from bundler.digest import sha256_bytes
-    from bundler.sources import open_source, read_small
+    from bundler.sources import open_source
+    from bundler.verify import root_envelope
 
     try:
-        return sha256_bytes(read_small(open_source(bundle), layout.ROOT, layout.MAX_JSON_BYTES))
+        return sha256_bytes(root_envelope(open_source(bundle)).payload)
     except Exception:  # noqa: BLE001 (a hostile or broken bundle simply has no claimed root)
         return None

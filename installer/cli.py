@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import click
 
-from bundler.clikit import register_verbs
+from bundler.clikit import VerbGroup, register_verbs
 from installer import commands
 from installer.audit import audited
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgebundle")
 def main() -> None:
     """Install edgebundle bundles at an offline edge site.
@@ -25,6 +25,7 @@ def main() -> None:
       installer status | history | rollback [--to N] --site site.yaml
       installer audit verify --site site.yaml        prove the audit log unedited
       installer prune --site site.yaml --operator NAME   delete what no recent deployment uses
+      installer trust update trust-2.dsse.json --site site.yaml   apply a signed key rotation
     BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part.
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed,

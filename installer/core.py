@@ -6,10 +6,17 @@ records the outcome. Everything site-specific lives in the destinations
 (``installer/destinations/``); everything about trust lives in :mod:`bundler.verify`.
 
 Invariants:
-- Nothing is pushed or written anywhere before :func:`open_verified` has verified the whole
-  bundle (signature, root, policy, completeness, every blob's digest, streamed in place).
-- Destinations re-check bytes while they write (the media may change after verification), and
-  record each finished item in the bundle's journal, so a killed run resumes where it stopped.
+- Nothing becomes visible at the site (a registry tag or manifest, a model version directory,
+  a cluster object) before its bytes are proven against the signed root.
+- Nothing is pushed or written anywhere before :func:`open_verified` has checked the signed
+  root: signatures, strict parse, policy and completeness. ``installer verify`` (``content=True``)
+  also hashes every blob; ``load``, ``stage`` and ``install`` (``content=False``) hash only what
+  they use, once, while they write it: each blob is hashed as it streams to the registry (which
+  checks the digest again before storing it) and each model file as it is written to its
+  temporary name, renamed only on a match; manifests and cluster documents are re-hashed when read.
+  A tag or manifest is pushed only after every blob it names is in the registry under its digest.
+- Destinations record each finished item in the bundle's journal, so a killed run resumes
+  where it stopped.
 - A bundle is recorded in ``installed.json`` only once both ``load`` and ``stage`` completed.
   Rollback protection compares with the *deployed* bundle (:func:`deployed_bundle`): the newest
   one that reached a healthy revision, so a bundle staged but never applied blocks nothing.
@@ -18,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +37,11 @@ from bundler.digest import DigestMismatchError
 from bundler.errors import EdgebundleError, UsageError, VerificationError
 from bundler.progress import Progress
 from bundler.root import version_key
-from bundler.signing import parse_signatures
-from bundler.sources import open_source, read_small
+from bundler.sources import open_source
 from bundler.verify import Policy, VerifiedBundle, Verifier
 from installer.faults import faultpoint
 from installer.site import Site
+from installer.trust import site_trust
 from installer.state import Journal, StateDir, now_iso, operator_name
 
 #: The steps that together make a bundle "installed".
@@ -80,19 +88,27 @@ class Destination(Protocol):
 
 
 def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = None,
-                  allow_downgrade: str | None = None, progress: bool | None = False) -> VerifiedBundle:
-    """Verify the bundle at ``bundle_path`` fully against ``site``; raise a VerificationError if not.
+                  allow_downgrade: str | None = None, allow_expired: str | None = None,
+                  progress: bool | None = False, content: bool = True) -> VerifiedBundle:
+    """Verify the bundle at ``bundle_path`` against ``site``; raise a VerificationError if not.
+
+    ``content=False`` stops before hashing every blob: for steps whose destinations prove each
+    blob they use while they write it (see the module invariants), so no byte is hashed twice.
+    A delta is always hashed whole: its carried patches feed decoders, and it is small.
 
     The rollback check needs the bundle's name, which is only trusted once the signature is: a
     cheap first pass (signature, root, compatibility, completeness) learns it, then the full
     pass runs with ``installed`` set from ``installed.json``. ``allow_downgrade`` is the
-    operator's reason for installing an older version; it is journaled when used.
-    The verified trust files are kept in the state directory.
+    operator's reason for installing an older version, ``allow_expired`` for installing a bundle
+    past its signed ``expires``; each is journaled (and audited) when used.
+    The verified root envelope is kept in the state directory.
     """
     state = state or StateDir(site.state_dir)
     source = open_source(Path(bundle_path))
-    trust = site.trust_store()
-    signed = Verifier(trust, Policy(compatible=site.compatible)).verify(source, content=False)
+    trust = site_trust(site, state)
+    expired_ok = bool(allow_expired and allow_expired.strip())
+    signed = Verifier(trust, Policy(compatible=site.compatible, allow_expired=expired_ok)).verify(
+        source, content=False)
     current = state.current(signed.root.name)
     running = deployed_bundle(site, state, signed.root.name)  # what rollback protection compares with
     policy = Policy(
@@ -101,10 +117,12 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
         allow_downgrade=bool(allow_downgrade),
         # A delta whose full target is already installed is a rerun, not a wrong base.
         base_root=None if current is None or current["root"] == full_root_digest(signed.root) else current["root"],
+        allow_expired=expired_ok,
     )
-    bar = Progress("verify", sum(source.members().values()), enabled=progress)
+    content = content or signed.root.is_delta  # a delta's carried members (small) are all proven first
+    bar = Progress("verify", sum(source.members().values()) if content else 0, enabled=progress if content else False)
     try:
-        vb = Verifier(trust, policy, progress=bar).verify(source)
+        vb = Verifier(trust, policy, progress=bar).verify(source, content=content)
     except DigestMismatchError as e:
         raise _name_blob(e, signed) from None
     finally:
@@ -112,19 +130,19 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     if vb.root.name != signed.root.name:
         raise VerificationError(f"{source.description} changed while it was being verified",
                                 hint="make sure nothing writes to the bundle, then run again")
-    # Keep exactly the signatures we checked (the media could change between reads).
-    sig_bytes = read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES)
-    trust.check(vb.root_bytes, parse_signatures(sig_bytes))
     from installer.delta_source import wrap_if_delta  # here: it imports destinations, which import us
 
     full = wrap_if_delta(vb, site, state)  # a delta: its base checked at the site, then its full target
-    state.remember_bundle(vb.root_digest, vb.root_bytes, sig_bytes)  # only once nothing refused it
+    state.remember_bundle(vb.root_digest, vb.root_bytes, vb.envelope)  # only once nothing refused it
     vb = full
     journal = state.journal(vb.root_digest)
     if running and version_key(vb.root.version) < version_key(running["version"]):
         journal.mark_item("verify", "downgrade", reason=allow_downgrade, installed=running["version"],
                           operator=operator_name())
-    journal.mark_step("verify", signers=vb.signers)
+    if vb.root.expires_at is not None and time.time() >= vb.root.expires_at:
+        journal.mark_item("verify", "expired", reason=allow_expired, expires=vb.root.expires,
+                          operator=operator_name())
+    journal.mark_step("verify", signers=vb.signers, content=content)
     faultpoint("verify.done")
     return vb
 

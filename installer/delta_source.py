@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler import layout
 from bundler.delta import (
     ZSTD_VERSION,
     CheckedStream,
@@ -39,11 +38,11 @@ from bundler.digest import hash_file
 from bundler.errors import VerificationError
 from bundler.registry import Registry
 from bundler.root import BaseRef, Root, parse_root
-from bundler.sources import BundleSource, read_small
+from bundler.sources import BundleSource
 from bundler.verify import VerifiedBundle
 from installer.destinations.nas import KIND_DIRS
 from installer.site import Site
-from installer.state import StateDir, atomic_write
+from installer.state import StateDir
 
 #: How many missing inputs an error message lists before summarising.
 SHOW_MISSING = 8
@@ -209,10 +208,9 @@ def wrap_if_delta(vb: VerifiedBundle, site: Site, state: StateDir, *, registry: 
     full = full_root(root)
     full_bytes = full.to_bytes()
     if state.bundle_root_bytes(full.digest) is None:  # keep the delta's signed root beside it
-        sigs = read_small(vb.source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES)
-        atomic_write(state.path / "bundles" / full.digest.split(":", 1)[1] / "delta-root.json", vb.root_bytes)
-        state.remember_bundle(full.digest, full_bytes, sigs)
-    return VerifiedBundle(full, full_bytes, vb.signers, source)
+        state.write_bytes(f"bundles/{full.digest.split(':', 1)[1]}/delta-root.json", vb.root_bytes)
+        state.remember_bundle(full.digest, full_bytes, vb.envelope)
+    return VerifiedBundle(full, full_bytes, vb.signers, source, vb.envelope)  # signed via the delta's root
 
 
 __all__ = ["BaseMissingError", "DeltaSource", "SiteBase", "find_base_record", "preflight",

@@ -50,7 +50,7 @@ FAULTPOINTS: dict[str, str] = {
     "stage.version.journaled": "a staged model version was recorded in the journal",
     # state (installer/state.py)
     "journal.appended": "one more journal record was appended and fsynced (any step: verify, load, stage)",
-    "verify.signatures.kept": "a verified bundle's signatures.json is kept in the state dir, root.json not yet",
+    "verify.signatures.kept": "a verified bundle's root envelope is kept in the state dir, root.json not yet",
     # apply (installer/revisions.py, installer/destinations/cluster.py)
     "apply.revision.pending": "the revision record was written as pending; the cluster is untouched",
     "apply.object.applied": "one more object was server-side applied (mid-sequence)",

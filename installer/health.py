@@ -53,7 +53,7 @@ class Reader(Protocol):
     def get(self, obj: dict[str, Any]) -> dict[str, Any] | None: ...
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
-             label_selector: str | None = None) -> list[dict[str, Any]]: ...
+             label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]: ...
 
 
 def _cond(status: dict[str, Any], ctype: str) -> dict[str, Any] | None:
@@ -169,9 +169,67 @@ def pod_reason(pod: dict[str, Any]) -> str:
     if sched and sched.get("status") == "False":
         return f"pod {name} unschedulable: {sched.get('message') or sched.get('reason', '')}"
     ready = _cond(st, "Ready")
-    if ready and ready.get("status") == "False" and (ready.get("message") or ready.get("reason")):
-        return f"pod {name} not ready: {ready.get('message') or ready.get('reason')}"
+    if ready and ready.get("status") == "False":
+        probe = _unready_probe(pod)
+        since = _since(ready.get("lastTransitionTime"))
+        if probe:
+            return f"pod {name} {probe} failing" + (f" for {since}" if since else "")
+        if ready.get("message") or ready.get("reason"):
+            return f"pod {name} not ready: {ready.get('message') or ready.get('reason')}" + \
+                (f" for {since}" if since else "")
     return ""
+
+
+def _unready_probe(pod: dict[str, Any]) -> str:
+    """``container C: readiness probe GET :PORT/PATH`` for a running container that is not ready."""
+    spec = pod.get("spec") or {}
+    statuses = {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
+    for c in spec.get("containers") or []:
+        cs = statuses.get(c.get("name")) or {}
+        probe = c.get("readinessProbe") or {}
+        if cs.get("ready") or not (cs.get("state") or {}).get("running") or not probe:
+            continue
+        if probe.get("httpGet"):
+            http = probe["httpGet"]
+            how = f"GET :{http.get('port', '')}{http.get('path', '/')}"
+        elif probe.get("tcpSocket"):
+            how = f"TCP :{probe['tcpSocket'].get('port', '')}"
+        elif probe.get("exec"):
+            how = "exec " + " ".join(map(str, (probe["exec"].get("command") or [])))[:60]
+        else:
+            how = "check"
+        return f"container {c.get('name')}: readiness probe {how}"
+    return ""
+
+
+def _since(stamp: Any) -> str:
+    """How long ago a Kubernetes timestamp was, as ``42 s`` ("" when unknown)."""
+    import datetime
+
+    if isinstance(stamp, str):
+        try:
+            stamp = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            return ""
+    if not isinstance(stamp, datetime.datetime):
+        return ""
+    secs = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
+    return f"{max(0, int(secs))} s"
+
+
+def _last_event(reader: "Reader", pod: dict[str, Any]) -> str:
+    """The newest Warning event about ``pod`` (a kubelet's probe failure, a pull error)."""
+    meta = pod.get("metadata") or {}
+    try:
+        events = reader.list("v1", "Event", meta.get("namespace"),
+                             field_selector=f"involvedObject.name={meta.get('name')}")
+    except Exception:  # noqa: BLE001 - events are a courtesy: the verdict stands without them
+        return ""
+    warnings = [e for e in events if e.get("type") == "Warning" and e.get("message")]
+    if not warnings:
+        return ""
+    newest = max(warnings, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    return str(newest["message"])[:200]
 
 
 def _selector(obj: dict[str, Any]) -> str | None:
@@ -213,6 +271,9 @@ def check(reader: Reader, obj: dict[str, Any]) -> Verdict:
         why = pod_reason(pod) if _current(pod, live) else ""
         if why:
             hopeless = any(r in why for r in HOPELESS)
+            event = _last_event(reader, pod)
+            if event and event not in why:
+                why = f"{why}: {event}"
             return Verdict("failed" if hopeless else "waiting", f"{why} ({verdict.reason})")
     return verdict
 

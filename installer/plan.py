@@ -1,36 +1,36 @@
 """Plans: exactly what applying a bundle (or rolling back) would change on one cluster.
 
-A plan is computed from the rendered objects, the live cluster and the revision history:
+A plan is computed from the rendered objects, the target and the revision history:
 
     create     the object does not exist
-    update     it exists and differs in the listed field paths
-    unchanged  it exists and every field the bundle sets has the bundle's value
+    update     it exists and applying changes the listed field paths
+    replace    the server refuses the change in place and the operator asked for delete + create
+               (``installer plan --replace KIND/NS/NAME`` or the object's annotation
+               ``edgebundle.dev/update-strategy: fallback-on-replace``)
+    unchanged  applying would change nothing
     delete     the previous revision owned it and this one drops it
 
+For a cluster, each object's action and changed fields come from a server-side-apply dry run
+of the exact body apply will send (:meth:`installer.destinations.cluster.KubeTarget.preview`),
+compared with the live object: the server's defaulting, list-map keys, quantities and omitted
+empty values, not a guess. Whatever the server would refuse (a kind or version it does not serve,
+an immutable or forbidden change, an unknown field) refuses the whole plan, naming each object,
+before anything can be approved. A k3s manifests directory cannot dry-run: there the plan is a
+subset diff of the fields the rendered object sets (:func:`installer.diff.diff_object`).
+
 The plan file (JSON) carries everything apply needs and nothing it must look up again: bundle,
-site, cluster identity, the rendered objects in apply order with their action and changed fields,
-the live ``resourceVersion`` (or, for a k3s directory, the file digest) each was computed against,
-image and model changes, and the revision it builds on. ``planHash`` is the sha256 of the
-canonical JSON of every other field; approvals name it.
+site, cluster identity, the rendered objects in apply order with their action, changed fields and
+fields taken over from other managers, each live object's uid (or, for a k3s directory, the file
+digest), image and model changes, and the revision it builds on. ``planHash`` is the sha256 of
+the canonical JSON of every other field; approvals name it.
 
-How the diff ignores what the server fills in: only fields the rendered object sets are compared
-(a subset comparison), so ``status``, ``metadata.managedFields/resourceVersion/uid/
-creationTimestamp/generation``, defaulted fields (``imagePullPolicy``, ``protocol``, ...) and
-annotations other controllers add never show up. Lists of objects are matched by their merge key
-(``name``, ``containerPort``, ``mountPath``...), other lists by position; quantities compare by
-value (``1Gi == 1073741824``). A field the previous revision set and this one drops is reported as
-``remove`` when it is still live (server-side apply will remove it). The ``edgebundle.dev/revision``
-annotation is not compared.
-
-Drift: apply re-reads the same objects; any token that changed (an object edited, created or
-deleted) or a revision applied since the plan means the plan is stale and must be re-made.
+Drift (:func:`check_drift`) is what would make the approved plan do something else at apply.
 
 Invariant: a plan never changes anything; :func:`installer.revisions.deploy` carries it out.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from bundler.documents import validate_document
 from bundler.errors import EdgebundleError, UsageError
 from bundler.layout import MAX_JSON_BYTES
 from bundler.root import MalformedRootError, canonical_json, load_json_bounded
-from installer.destinations.cluster import ClusterError, Target, ref
+from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
 from installer.records import PlanDocument
 from installer.render import MANAGED_BY, MANAGER, ObjectKey
 from installer.site import Site
@@ -53,10 +53,7 @@ if TYPE_CHECKING:
 
 PLAN_TYPE = "edgebundle.plan"
 PLAN_VERSION = 1
-ACTIONS = ("create", "update", "delete", "unchanged")
-_MERGE_KEYS = ("name", "containerPort", "mountPath", "devicePath", "port", "ip")
-_QUANTITY_HINTS = ("resources", "capacity", "sizeLimit", "storage", "allocatable")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ACTIONS = ("create", "update", "replace", "delete", "unchanged")
 
 
 class PlanError(EdgebundleError):
@@ -67,115 +64,8 @@ class DriftError(EdgebundleError):
     """The cluster changed since the plan was made."""
 
 
-# --- the field diff -----------------------------------------------------------------------------
-
-def _seg(path: str, key: str) -> str:
-    if not _IDENT.match(key):
-        return f'{path}["{key}"]'
-    return f"{path}.{key}" if path else key
-
-
-def _merge_key(items: list[Any]) -> str | None:
-    if not items or not all(isinstance(i, dict) for i in items):
-        return None
-    for k in _MERGE_KEYS:
-        vals = [i.get(k) for i in items]
-        if all(v is not None for v in vals) and len(set(map(str, vals))) == len(vals):
-            return k
-    return None
-
-
-def _index(items: Any, key: str) -> dict[str, Any]:
-    return {str(i[key]): i for i in items or [] if isinstance(i, dict) and key in i} if isinstance(items, list) else {}
-
-
-def _same(a: Any, b: Any, path: str) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if a == b:
-        return True
-    if any(h in path for h in _QUANTITY_HINTS) and isinstance(a, (str, int, float)) \
-            and isinstance(b, (str, int, float)):
-        from kubernetes.utils import parse_quantity  # here, not at import: the client costs ~0.3 s
-
-        try:
-            return bool(parse_quantity(a) == parse_quantity(b))
-        except ValueError:
-            return False
-    return False
-
-
-def _compare(desired: Any, live: Any, path: str, out: list[dict[str, str]]) -> None:
-    if isinstance(desired, dict):
-        if not isinstance(live, dict):
-            out.append({"path": path or ".", "op": "change"})
-            return
-        for k, v in desired.items():
-            if v is None or (not path and k == "status"):
-                continue
-            p = _seg(path, k)
-            if k not in live or live[k] is None:
-                out.append({"path": p, "op": "add"})
-            else:
-                _compare(v, live[k], p, out)
-    elif isinstance(desired, list):
-        if not isinstance(live, list):
-            out.append({"path": path, "op": "change"})
-            return
-        key = _merge_key(desired)
-        if key is None:
-            if len(desired) != len(live):
-                out.append({"path": path, "op": "change"})
-                return
-            for i, (d, lv) in enumerate(zip(desired, live)):
-                _compare(d, lv, f"{path}[{i}]", out)
-            return
-        live_by = _index(live, key)
-        for item in desired:
-            p = f"{path}[{key}={item[key]}]"
-            if str(item[key]) not in live_by:
-                out.append({"path": p, "op": "add"})
-            else:
-                _compare(item, live_by[str(item[key])], p, out)
-    elif not _same(desired, live, path):
-        out.append({"path": path, "op": "change"})
-
-
-def _removed(prev: Any, desired: Any, live: Any, path: str, out: list[dict[str, str]]) -> None:
-    if isinstance(prev, dict) and isinstance(desired, dict):
-        for k, v in prev.items():
-            if v is None or (not path and k == "status"):
-                continue
-            p = _seg(path, k)
-            live_v = live.get(k) if isinstance(live, dict) else None
-            if desired.get(k) is None:
-                if live_v is not None:
-                    out.append({"path": p, "op": "remove"})
-            else:
-                _removed(v, desired[k], live_v, p, out)
-    elif isinstance(prev, list) and isinstance(desired, list):
-        key = _merge_key(prev)
-        if key is None:
-            return  # positional lists: a shorter list already shows as a change
-        want, have = _index(desired, key), _index(live, key)
-        for item in prev:
-            k = str(item[key])
-            p = f"{path}[{key}={k}]"
-            if k not in want:
-                if k in have:
-                    out.append({"path": p, "op": "remove"})
-            else:
-                _removed(item, want[k], have.get(k), p, out)
-
-
-def diff_object(desired: dict[str, Any], live: dict[str, Any],
-                previous: dict[str, Any] | None = None) -> list[dict[str, str]]:
-    """Field paths where ``live`` differs from ``desired`` (see the module docstring)."""
-    out: list[dict[str, str]] = []
-    _compare(desired, live, "", out)
-    if previous is not None:
-        _removed(previous, desired, live, "", out)
-    return out
+class PlanRefused(EdgebundleError):
+    """The cluster would refuse part of the plan (a dry run said so), so it cannot be approved."""
 
 
 # --- the plan document --------------------------------------------------------------------------
@@ -226,6 +116,12 @@ class Plan:
     def changed_ids(self) -> set[str]:
         return {e["id"] for e in self.entries if e["action"] in ("create", "update")}
 
+    def replace_ids(self) -> frozenset[str]:
+        return frozenset(e["id"] for e in self.entries if e["action"] == "replace")
+
+    def created_refs(self) -> list[dict[str, Any]]:
+        return [e["ref"] for e in self.entries if e["action"] == "create"]
+
     def delete_refs(self) -> list[dict[str, Any]]:
         return [e["ref"] for e in self.entries if e["action"] == "delete"]
 
@@ -234,12 +130,14 @@ class Plan:
 
     def summary_text(self) -> str:
         s = self.summary()
-        return f"{s['create']} create, {s['update']} update, {s['delete']} delete, {s['unchanged']} unchanged"
+        return (f"{s['create']} create, {s['update']} update, "
+                + (f"{s['replace']} replace, " if s["replace"] else "")
+                + f"{s['delete']} delete, {s['unchanged']} unchanged")
 
     @property
     def changes_pending(self) -> bool:
         s = self.summary()
-        return bool(s["create"] or s["update"] or s["delete"] or self.doc.get("unsettled"))
+        return bool(s["create"] or s["update"] or s["replace"] or s["delete"] or self.doc.get("unsettled"))
 
     def to_bytes(self) -> bytes:
         import json
@@ -274,30 +172,82 @@ def load_plan(path: Path) -> Plan:
     return Plan(doc)
 
 
+def _owned(store: "RevisionStore") -> dict[str, dict[str, Any]]:
+    """What may be live from us: the objects of the current revision and of the last attempt."""
+    owned: dict[str, dict[str, Any]] = {}
+    for rec in (store.current(), store.latest()):
+        for o in (rec or {}).get("objects", []):
+            owned[ObjectKey.of(o).id] = o
+    return owned
+
+
+def _created_marker(obj: dict[str, Any]) -> str | None:
+    """What an object that does not exist yet brings into being for the objects after it: a
+    namespace name, or ``group/kind`` for a CustomResourceDefinition."""
+    if obj.get("kind") == "Namespace":
+        return str((obj.get("metadata") or {}).get("name", ""))
+    if obj.get("kind") == "CustomResourceDefinition":
+        spec = obj.get("spec") or {}
+        return f"{spec.get('group', '')}/{(spec.get('names') or {}).get('kind', '')}"
+    return None
+
+
+def preview_all(target: Target, objects: list[dict[str, Any]], live: dict[str, dict[str, Any] | None],
+                owned: dict[str, dict[str, Any]], revision: int,
+                replace: frozenset[str]) -> tuple[list[tuple[dict[str, Any], Preview]], list[ObjectRefused]]:
+    """Each object's :class:`Preview` in apply order, and every refusal (all of them, not the first)."""
+    created: set[str] = set()
+    out: list[tuple[dict[str, Any], Preview]] = []
+    refused: list[ObjectRefused] = []
+    for obj in objects:
+        key = ObjectKey.of(obj)
+        current = live.get(key.id)
+        try:
+            pv = target.preview(obj, current, owned.get(key.id), revision,
+                                replace=str(key) in replace, created_here=frozenset(created))
+        except ObjectRefused as e:
+            refused.append(e)
+            continue
+        marker = _created_marker(obj)
+        if marker and current is None:
+            created.add(marker)
+        out.append((obj, pv))
+    return out, refused
+
+
+def _refuse(refused: list[ObjectRefused]) -> None:
+    lines = [f"  {e.message}" + (f"\n    {e.hint}" if e.hint else "") for e in refused]
+    raise PlanRefused(f"the cluster would refuse {len(refused)} object(s); nothing can be approved:\n"
+                      + "\n".join(lines),
+                      hint="fix the manifests (bundle lint checks them on the build host) or, for an object "
+                           "that may be re-created, plan with --replace KIND/NAMESPACE/NAME")
+
+
 def build_plan(*, site: Site, target: Target, store: "RevisionStore", bundle: dict[str, str],
                objects: list[dict[str, Any]], images: dict[str, str], models: dict[str, Any],
                notes: list[str] | None = None, purpose: str = "apply", rollback_of: int | None = None,
-               validation: dict[str, Any] | None = None) -> Plan:
-    """Compare rendered ``objects`` with the live cluster and the revision history."""
+               validation: dict[str, Any] | None = None, replace: frozenset[str] = frozenset()) -> Plan:
+    """Preview every rendered object on the target, and list what the revision history owns
+    that this set drops. Refuses (:class:`PlanRefused`) when the cluster would refuse anything."""
     latest, current = store.latest(), store.current()
-    owned: dict[str, dict[str, Any]] = {}
-    for rec in (current, latest):  # what may be live from us: the current and the last attempt
-        for o in (rec or {}).get("objects", []):
-            owned[ObjectKey.of(o).id] = o
+    owned = _owned(store)
     wanted = {ObjectKey.of(o).id for o in objects}
     drops = [o for kid, o in owned.items() if kid not in wanted]
     obs = target.observe([ref(o) for o in objects] + [ref(o) for o in drops])
-    entries: list[dict[str, Any]] = []
-    for obj in objects:
-        kid = ObjectKey.of(obj).id
-        live = obs.live.get(kid)
-        if live is None:
-            action, changes = "create", []
-        else:
-            changes = diff_object(obj, live, owned.get(kid))
-            action = "update" if changes else "unchanged"
-        entries.append({"id": kid, "ref": ref(obj), "action": action, "changes": changes, "object": obj})
+    revision = (store.latest_number() or 0) + 1
+    previews, refused = preview_all(target, objects, obs.live, owned, revision, replace)
+    if refused:
+        _refuse(refused)
     notes = list(notes or [])
+    entries: list[dict[str, Any]] = []
+    for obj, pv in previews:
+        key = ObjectKey.of(obj)
+        entries.append({"id": key.id, "ref": ref(obj), "action": pv.action, "changes": pv.changes,
+                        "takeover": pv.takeover, "object": obj})
+        if pv.takeover:
+            notes.append(f"{key}: takes over {', '.join(pv.takeover)} (another manager set these fields)")
+        if pv.note:
+            notes.append(f"{key}: {pv.note}")
     for o in drops:
         kid = ObjectKey.of(o).id
         live = obs.live.get(kid)
@@ -306,7 +256,7 @@ def build_plan(*, site: Site, target: Target, store: "RevisionStore", bundle: di
         if ((live.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) != MANAGER:
             notes.append(f"not deleting {ObjectKey.of(o)}: it is no longer labelled as managed by edgebundle")
             continue
-        entries.append({"id": kid, "ref": ref(o), "action": "delete", "changes": [], "object": None})
+        entries.append({"id": kid, "ref": ref(o), "action": "delete", "changes": [], "takeover": [], "object": None})
     unsettled = _unsettled(latest, bundle, objects)
     if unsettled:
         notes.append(unsettled)
@@ -318,7 +268,7 @@ def build_plan(*, site: Site, target: Target, store: "RevisionStore", bundle: di
         "target": target.description, "bundle": dict(bundle),
         "previousRevision": store.latest_number(),
         "currentRevision": (current or {}).get("revision"),
-        "revision": (store.latest_number() or 0) + 1, "rollbackOf": rollback_of,
+        "revision": revision, "rollbackOf": rollback_of,
         "objects": entries, "observed": {k: v for k, v in obs.tokens.items()
                                           if k in {e["id"] for e in entries} or k.count("|") != 3},
         "images": _changes(prev_images, images, "repository"),
@@ -359,21 +309,48 @@ def check_target(plan: Plan, site: Site, target: Target) -> None:
 
 
 def check_drift(plan: Plan, target: Target, store: "RevisionStore") -> None:
-    """Refuse a plan the cluster or the revision history moved away from since it was made."""
+    """Refuse a plan the cluster or the revision history moved away from since it was made.
+
+    Drift is what would make the approved plan do something else now: a revision recorded since,
+    an object that appeared, disappeared or was re-created, a field edgebundle sets that another
+    manager took over (a server-side-apply conflict names it), or a dry run whose changes differ
+    from the plan's. Status and fields no one manages through edgebundle may change freely: pod
+    churn, scaling by others, annotations other controllers add.
+    """
     latest = store.latest_number()
     if latest != plan.previous_revision:
         raise DriftError(f"revision {latest} was recorded since this plan was made (it builds on "
                          f"revision {plan.previous_revision})", hint="re-plan: installer plan BUNDLE --site SITE")
-    now = target.observe([e["ref"] for e in plan.entries]).tokens
+    obs = target.observe([e["ref"] for e in plan.entries])
     before = plan.doc["observed"]
-    moved = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
-    if moved:
-        names = []
-        for k in moved[:5]:
-            what = ("appeared" if before.get(k) is None else "disappeared" if now.get(k) is None else "changed")
-            names.append(f"{ObjectKey.parse(k) if k.count('|') == 3 else k} {what}")
-        raise DriftError("the cluster drifted since the plan was made: " + ", ".join(names)
-                         + (f" (and {len(moved) - 5} more)" if len(moved) > 5 else ""),
+    problems = []
+    for k in sorted(set(obs.tokens) | set(before)):
+        if obs.tokens.get(k) == before.get(k):
+            continue
+        what = ("appeared" if before.get(k) is None else "disappeared" if obs.tokens.get(k) is None
+                else "was re-created" if k.count("|") == 3 else "changed")
+        problems.append(f"{ObjectKey.parse(k) if k.count('|') == 3 else k} {what}")
+    kept = [e for e in plan.entries if e["action"] != "delete"]
+    replace = frozenset(str(ObjectKey.parse(e["id"])) for e in kept if e["action"] == "replace")
+    previews, refused = preview_all(target, [e["object"] for e in kept], obs.live, _owned(store),
+                                    plan.revision, replace)
+    problems += [f"{e.key} would now be refused: {e.reason}" for e in refused]
+    now = {ObjectKey.of(obj).id: pv for obj, pv in previews}
+    for e in kept:
+        pv = now.get(e["id"])
+        if pv is None:
+            continue
+        key = ObjectKey.parse(e["id"])
+        taken = sorted(set(pv.takeover) - set(e.get("takeover") or []))
+        if taken:
+            problems.append(f"{key}: {', '.join(taken)} changed by another manager since the plan")
+        elif pv.action != e["action"] or pv.changes != e["changes"]:
+            was = {c["path"] for c in e["changes"]}
+            moved = sorted({c["path"] for c in pv.changes} ^ was) or [pv.action]
+            problems.append(f"{key} changed: {', '.join(moved[:3])}" + (" ..." if len(moved) > 3 else ""))
+    if problems:
+        raise DriftError("the cluster drifted since the plan was made: " + "; ".join(problems[:5])
+                         + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""),
                          hint="re-plan and approve the new plan")
 
 
@@ -431,7 +408,7 @@ def _short(v: Any) -> str:
 # --- planning a bundle --------------------------------------------------------------------------
 
 def plan_bundle(vb: "VerifiedBundle", site: Site, state: "StateDir", target: Target, *,
-                validation_file: Path | None = None) -> Plan:
+                validation_file: Path | None = None, replace: frozenset[str] = frozenset()) -> Plan:
     """Everything ``installer plan`` does after verification: refuse early, render, check, diff.
 
     Refuses a bundle whose images and models are not in place yet (load and stage must have completed), one a production site has no staging record for,
@@ -461,4 +438,4 @@ def plan_bundle(vb: "VerifiedBundle", site: Site, state: "StateDir", target: Tar
         notes = [f"capacity not checked: {why}"]
     return build_plan(site=site, target=target, store=RevisionStore(state), bundle=bundle,
                       objects=rendered.objects, images=rendered.images, models=rendered.models,
-                      notes=notes, validation=validation)
+                      notes=notes, validation=validation, replace=replace)

@@ -13,7 +13,7 @@ here when they add one to what they write.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -29,8 +29,10 @@ class BundleRef(Strict):
 class PlanEntry(Strict):
     id: str
     ref: dict[str, Any]
-    action: str
+    action: Literal["create", "update", "replace", "delete", "unchanged"]
     changes: list[dict[str, Any]]
+    #: fields another field manager set that applying takes over: ``field (manager)``
+    takeover: list[str] = []
     object: dict[str, Any] | None
 
 
@@ -60,11 +62,6 @@ class PlanDocument(Strict):
     planHash: str
 
 
-class ApprovalSignature(Strict):
-    keyid: str
-    sig: str
-
-
 class ApprovalDocument(Strict):
     type_: str = Field(alias="_type")
     planHash: str
@@ -76,7 +73,6 @@ class ApprovalDocument(Strict):
     cluster: dict[str, Any]
     revision: int
     summary: dict[str, int]
-    signature: ApprovalSignature | None = None
 
 
 class ValidationCheck(Strict):
@@ -86,14 +82,12 @@ class ValidationCheck(Strict):
     detail: str = ""
 
 
-class ValidationRecord(Strict):
-    type_: str = Field(alias="_type")
-    formatVersion: int
+class ValidationPredicate(Strict):
+    """The predicate of a staging validation record (an in-toto Statement, installer/validate.py)."""
+
     bundle: BundleRef
     site: str
     cluster: dict[str, Any]
     revision: int
     validatedAt: str
     checks: list[ValidationCheck]
-    keyid: str
-    signature: str

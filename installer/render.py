@@ -14,6 +14,9 @@ What rendering does, and nothing more (manifests/README.md is the contract with 
   ``/models/<llm|embeddings|indices>/<name>/<version>[/...]`` get the ``<version>`` this bundle
   stages, so a rollback is just the previous revision's objects (staging switches nothing);
 - namespaced objects without a namespace get the site's ``cluster.namespace``;
+- Service ports and container ports without ``protocol`` get ``TCP`` (the server's default): a
+  list keyed by (port, protocol) cannot be server-side applied with the key missing on servers
+  before 1.26 (HTTP 500 "element that omits key field protocol");
 - every top-level object gets the ownership labels (:data:`OWNERSHIP_LABELS`).
 
 Invariants:
@@ -31,9 +34,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
 
 from bundler import layout
+from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.digest import sha256_bytes
 from bundler.errors import EdgebundleError, VerificationError
 from bundler.registry import parse_reference
@@ -232,9 +235,9 @@ def parse_manifest(path: str, data: bytes) -> list[tuple[str, dict[str, Any]]]:
     """
     out: list[tuple[str, dict[str, Any]]] = []
     try:
-        docs = list(yaml.safe_load_all(data.decode("utf-8")))
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise RenderError(f"manifest {path} is not valid YAML: {e}") from None
+        docs = load_all_bounded(data, f"manifest {path}")
+    except YamlBoundError as e:
+        raise RenderError(e.message, hint=e.hint) from None
     for i, doc in enumerate(docs):
         if doc is None:
             continue
@@ -334,6 +337,21 @@ def _render_models(obj: dict[str, Any], spec: dict[str, Any], models: list[Model
             used[name] = {"kind": chosen.kind, "version": chosen.version}
 
 
+def _default_protocols(obj: dict[str, Any]) -> None:
+    """``protocol: TCP`` where a Service port or a container port omits it (a list-map key)."""
+    ports: list[Any] = []
+    spec = obj.get("spec")
+    if obj.get("kind") == "Service" and isinstance(spec, dict):
+        ports.extend(spec.get("ports") or [])
+    pspec = pod_spec(obj)
+    if pspec is not None:
+        for _, c in containers(pspec):
+            ports.extend(c.get("ports") or [])
+    for port in ports:
+        if isinstance(port, dict) and not port.get("protocol"):
+            port["protocol"] = "TCP"
+
+
 def render(root: Root, root_digest: str, docs: list[tuple[str, dict[str, Any]]], site: Site) -> Rendered:
     """Render parsed manifest documents for ``site`` (see the module docstring)."""
     scopes = _crd_scopes(docs)
@@ -359,6 +377,7 @@ def render(root: Root, root_digest: str, docs: list[tuple[str, dict[str, Any]]],
                        SITE_LABEL: label_value(site.name)})
         meta["labels"] = labels
         _render_nfs(obj, site, where)
+        _default_protocols(obj)
         spec = pod_spec(obj)
         if spec is not None:
             for _, c in containers(spec):

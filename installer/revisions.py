@@ -109,6 +109,25 @@ class RevisionStore:
         self.update(n, status="deployed", finishedAt=now_iso(), **fields)
 
 
+def _remove_created(plan: "Plan", target: Target, store: RevisionStore, log: Log) -> str:
+    """No healthy revision to go back to: undo this attempt's creations (reverse dependency
+    order) so that no half-installed stack is left, and say what was removed."""
+    created = plan.created_refs()
+    if not created:
+        return "there is no earlier healthy revision to roll back to, and this attempt created nothing"
+    log(f"no earlier healthy revision: removing the {len(created)} objects revision {plan.revision} created")
+    try:
+        left = target.remove(created, log)
+    except ClusterError as e:
+        left = [f"(could not finish: {e.message})"]
+    store.update(plan.revision, removedCreated=len(created) - len(left), stillPresent=left)
+    if left:
+        return (f"there is no earlier healthy revision; removing what this attempt created did not finish: "
+                f"{', '.join(left[:5])} still present")
+    return (f"there is no earlier healthy revision, so the {len(created)} objects this attempt created "
+            "were removed and are gone")
+
+
 @dataclass
 class DeployResult:
     revision: int
@@ -140,7 +159,7 @@ def deploy(plan: "Plan", site: Site, target: Target, store: RevisionStore, *, op
     faultpoint("apply.revision.pending")
     log(f"revision {n}: applying {plan.summary_text()} to {target.description}")
     try:
-        target.apply_revision(desired, plan.changed_ids(), plan.delete_refs(), n, log)
+        target.apply_revision(desired, plan.changed_ids(), plan.delete_refs(), n, log, replace=plan.replace_ids())
         faultpoint("apply.objects.applied")
         if target.watches_health:
             health.wait_healthy(target, desired, timeout=timeout, poll=poll, log=log)  # type: ignore[arg-type]
@@ -149,11 +168,13 @@ def deploy(plan: "Plan", site: Site, target: Target, store: RevisionStore, *, op
         store.update(n, status="failed", reason=e.message, failedObject=failed_object, finishedAt=now_iso())
         faultpoint("apply.revision.failed")
         good = store.last_good(before=n) if auto_rollback else None
+        if good is None and auto_rollback:
+            raise ApplyFailed(f"revision {n} failed: {e.message}; "
+                              + _remove_created(plan, target, store, log),
+                              hint=e.hint or "fix the cause, then plan and apply again") from None
         if good is None:
-            raise ApplyFailed(
-                f"revision {n} failed: {e.message}" + ("" if not auto_rollback else
-                                                      "; there is no earlier healthy revision to roll back to"),
-                hint="the objects are left in place for inspection; fix the cause and apply a new plan") from None
+            raise ApplyFailed(f"revision {n} failed: {e.message}",
+                              hint="the objects are left in place for inspection; fix the cause and apply a new plan") from None
         log(f"revision {n} failed: {e.message}")
         log(f"rolling back to revision {good['revision']} automatically")
         from installer.plan import build_plan

@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from bundler.documents import Strict, load_yaml_document, validate_document
 from bundler.errors import UsageError
-from bundler.signing import TrustStore
 
 DEFAULT_STATE_DIR = "/var/lib/edgebundle"
 DEFAULT_NAMESPACE = "rag-system"
@@ -27,6 +26,8 @@ class SiteMetadata(Strict):
 class SiteTrust(Strict):
     keys: list[str]
     threshold: int = 1
+    #: the trust version these keys stand for; stored trust updates above it apply on top
+    version: int = 1
 
 
 class SiteRegistry(Strict):
@@ -109,6 +110,10 @@ class Site:
     #: Size of each PATCH of a chunked blob upload (None: the client's default, 8 MiB). Lower it
     #: when a proxy in front of the registry limits request bodies.
     registry_chunk_size: int | None = None
+    #: The trust version ``spec.trust`` stands for (stored trust updates above it apply on top).
+    trust_version: int = 1
+    #: ``spec.approval.keys``: when given, only approvals signed by one of them count.
+    approval_keys: tuple[Path, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -116,9 +121,6 @@ class Site:
         """Does the site file name a cluster (``spec.cluster``)? Without one, nothing is ever applied,
         so a bundle counts as deployed once loaded and staged (docs/SITE.md)."""
         return bool((self.raw.get("spec") or {}).get("cluster"))
-
-    def trust_store(self) -> TrustStore:
-        return TrustStore.from_files(list(self.trust_keys), self.trust_threshold)
 
     def with_overrides(self, **changes: Any) -> "Site":
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -146,6 +148,8 @@ def load_site(path: Path) -> Site:
         raise UsageError(f"site file: spec.trust.threshold is {spec.trust.threshold}; it must be between 1 "
                          f"and the number of trusted keys ({len(spec.trust.keys)})")
     chunk = spec.registry.uploadChunkBytes
+    if spec.trust.version < 1:
+        raise UsageError("site file: spec.trust.version must be 1 or more")
     if chunk is not None and chunk < 64 * 1024:
         raise UsageError("site file: spec.registry.uploadChunkBytes must be at least 65536")
     cl = spec.cluster or SiteCluster()
@@ -168,5 +172,7 @@ def load_site(path: Path) -> Site:
                                                                if spec.requireValidation else ())),
         site_key=_path(base, spec.siteKey) if spec.siteKey else None,
         registry_chunk_size=chunk,
+        trust_version=spec.trust.version,
+        approval_keys=tuple(_path(base, k) for k in (spec.approval.keys if spec.approval else ())),
         raw=data,
     )

@@ -3,7 +3,8 @@
 Layout (all under ``stateDir``)::
 
     lock                         held (flock) by the one installer process allowed to run
-    bundles/<root-hex>/          the verified root.json + signatures.json of every bundle seen
+    bundles/<root-hex>/          the verified root.json + root.dsse.json (its envelope) of every bundle seen
+    trust/<version>.dsse.json    accepted trust updates (installer/trust.py)
     journal/<root-hex>.jsonl     step journal of that bundle: one JSON record per line
     installed.json               bundles whose load+stage completed, newest last
     revisions/<N>.json           applied cluster revisions (plan/apply)
@@ -16,6 +17,14 @@ Invariants:
   leaves either the old or the new document, never a mix.
 - The journal is append-only; a torn last line (power cut mid-write) is ignored on reading, so
   the step it described is simply redone.
+- The directory is not trusted to be clean: every path below it is opened by directory file
+  descriptor with ``O_NOFOLLOW`` (:mod:`installer.safefs`), so a planted symlink (``lock``,
+  ``audit.log``, ``journal/``, ``bundles/``, a journal file) is refused with its path, never
+  followed. Temporary names are random and created ``O_EXCL``.
+- Documents are read through strict schemas (:mod:`pydantic`); a corrupt, deep or wrong-typed
+  document is refused with a :class:`StateDocumentError` naming the file and how to repair it.
+- ``installed.json`` carries the audit log's head (``audit``: line count and last hash) as of the
+  last install, so deleting ``audit.log`` and ``audit.head`` together is detected.
 """
 
 from __future__ import annotations
@@ -29,14 +38,70 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
 from bundler.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
 from bundler.errors import EdgebundleError
 from bundler.layout import MAX_JSON_BYTES
+from bundler.root import load_json_bounded
 from installer.faults import faultpoint
+from installer.safefs import SafeRoot, open_regular
+
+#: Longest journal line we read (records are a few hundred bytes).
+_MAX_JOURNAL_LINE = 64 * 1024
+_DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 
 class StateLockedError(EdgebundleError):
     """Another installer process holds the state directory."""
+
+
+class StateDocumentError(EdgebundleError):
+    """A document in the state directory is corrupt: not JSON, too deep, or the wrong shape."""
+
+
+class InstalledBundle(BaseModel):
+    """One ``installed.json`` entry (core.record_installed writes it)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: StrictStr = Field(min_length=1, max_length=128)
+    version: StrictStr = Field(min_length=1, max_length=64)
+    root: StrictStr = Field(pattern=_DIGEST)
+    compatible: StrictStr | None = None
+    installedAt: StrictStr | None = None
+    operator: StrictStr | None = None
+    signers: list[StrictStr] = []
+    downgradeReason: StrictStr | None = None
+
+
+class AuditAnchor(BaseModel):
+    """As of the last install, the audit log had at least ``count`` lines (that install's own included)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    count: StrictInt = Field(ge=0)
+
+
+class InstalledDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    bundles: list[InstalledBundle] = []
+    audit: AuditAnchor | None = None
+
+
+def parse_document(data: bytes, path: Path, schema: type[BaseModel]) -> Any:
+    """``data`` (the file at ``path``) validated against ``schema``; a clear error, never a traceback."""
+    repair = (f"restore {path} from a backup, or move it away (the installer then treats the site as "
+              "fresh: rollback protection for what it recorded is lost until you reinstall)")
+    try:
+        doc = load_json_bounded(data, str(path), MAX_JSON_BYTES)
+    except EdgebundleError as e:
+        raise StateDocumentError(f"state document {e.message}", hint=repair) from None
+    try:
+        return schema.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        raise StateDocumentError(f"state document {path} is malformed at {where}: {first['msg']}",
+                                 hint=repair) from None
 
 
 def now_iso() -> str:
@@ -61,21 +126,33 @@ def operator_name() -> str:
 class Journal:
     """Which steps (and which items within a step) of one bundle are done."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, where: SafeRoot | Path, parts: tuple[str, ...] | None = None) -> None:
+        """``Journal(state.safe, ("journal", name))``, or ``Journal(path)`` (its directory as the root)."""
+        if isinstance(where, SafeRoot) and parts:
+            self.safe, self.parts = where, parts
+        else:
+            self.safe, self.parts = SafeRoot(Path(where).parent, "the journal directory"), (Path(where).name,)
+        self.path = self.safe.path.joinpath(*parts)
         self._records = self._read()
 
     def _read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
+        with self.safe.dir(self.parts[:-1]) as d:
+            if d is None:
+                return []
+            try:
+                fd = open_regular(d, self.parts[-1], self.path)
+            except FileNotFoundError:
+                return []
         out: list[dict[str, Any]] = []
-        with open(self.path, "rb") as f:
-            for line in f:
+        with os.fdopen(fd, "rb") as f:
+            while line := f.readline(_MAX_JOURNAL_LINE + 1):
                 if not line.endswith(b"\n"):
-                    break  # torn final line: that record never happened
+                    break  # torn final line (or an over-long one): that record never happened
                 try:
-                    rec = json.loads(line)
-                except ValueError:
+                    rec = load_json_bounded(line, str(self.path), _MAX_JOURNAL_LINE)
+                except EdgebundleError:
+                    break
+                if not isinstance(rec, dict):
                     break
                 if rec.get("reset"):  # a reset forgets everything recorded before it for its step
                     out = [r for r in out if r.get("step") != rec.get("step")]
@@ -85,10 +162,10 @@ class Journal:
     def _drop_torn_tail(self) -> None:
         """Cut a torn last line off before appending, or the next record would be glued to it."""
         try:
-            f = open(self.path, "r+b")
+            fd = self.safe.open_rw(self.parts)
         except FileNotFoundError:
             return
-        with f:
+        with os.fdopen(fd, "r+b") as f:
             pos = f.seek(0, os.SEEK_END)
             if pos == 0 or os.pread(f.fileno(), 1, pos - 1) == b"\n":
                 return
@@ -102,10 +179,9 @@ class Journal:
             f.truncate(0)
 
     def _append(self, record: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
         record = {"at": now_iso(), **record}
-        with open(self.path, "ab") as f:
+        with os.fdopen(self.safe.open_append(self.parts), "ab") as f:
             f.write(json.dumps(record, sort_keys=True).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
@@ -145,18 +221,19 @@ class Journal:
 class StateDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.safe = SafeRoot(self.path, "the state directory")
 
     @property
     def scratch(self) -> Path:
-        p = self.path / "scratch"
-        p.mkdir(parents=True, exist_ok=True)
-        return p
+        fd = self.safe.open_dir(["scratch"], create=True)
+        if fd is not None:
+            os.close(fd)
+        return self.path / "scratch"
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the state lock; a second installer fails at once with a clear message."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self.safe.open_rw(["lock"])
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -171,14 +248,25 @@ class StateDir:
             os.close(fd)
 
     # -- documents -------------------------------------------------------------------------
+    def read_bytes(self, rel: str, limit: int = MAX_JSON_BYTES) -> bytes | None:
+        """A small file below the state directory (None when missing), never through a link."""
+        return self.safe.read(rel.split("/"), limit)
+
     def read_json(self, rel: str) -> Any:
-        p = self.path / rel
-        if not p.exists():
+        data = self.read_bytes(rel)
+        if data is None:
             return None
-        return json.loads(read_bounded(p, MAX_JSON_BYTES, "state document"))
+        try:
+            return load_json_bounded(data, str(self.path / rel), MAX_JSON_BYTES)
+        except EdgebundleError as e:
+            raise StateDocumentError(f"state document {e.message}",
+                                     hint=f"restore {self.path / rel} from a backup, or move it away") from None
 
     def write_json(self, rel: str, obj: Any) -> None:
-        atomic_write(self.path / rel, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n")
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self.safe.atomic_write(rel.split("/"), data)
 
     # -- bundles ---------------------------------------------------------------------------
     @staticmethod
@@ -186,28 +274,54 @@ class StateDir:
         return root_digest.split(":", 1)[1]
 
     def journal(self, root_digest: str) -> Journal:
-        return Journal(self.path / "journal" / f"{self._hex(root_digest)}.jsonl")
+        return Journal(self.safe, ("journal", f"{self._hex(root_digest)}.jsonl"))
 
-    def remember_bundle(self, root_digest: str, root_bytes: bytes, signatures: bytes) -> None:
-        """Keep the verified trust files, so later deltas and renders can rely on them offline."""
-        d = self.path / "bundles" / self._hex(root_digest)
-        if not (d / "root.json").exists():
-            atomic_write(d / "signatures.json", signatures)
+    def remember_bundle(self, root_digest: str, root_bytes: bytes, envelope: bytes) -> None:
+        """Keep the verified root and its envelope, so later deltas and renders can rely on them offline."""
+        d = f"bundles/{self._hex(root_digest)}"
+        if not self.safe.exists([*d.split("/"), "root.json"]):
+            self.write_bytes(f"{d}/root.dsse.json", envelope)
             faultpoint("verify.signatures.kept")
-            atomic_write(d / "root.json", root_bytes)
+            self.write_bytes(f"{d}/root.json", root_bytes)
 
     def bundle_root_bytes(self, root_digest: str) -> bytes | None:
-        p = self.path / "bundles" / self._hex(root_digest) / "root.json"
-        return read_bounded(p, MAX_JSON_BYTES, "state document") if p.exists() else None
+        return self.read_bytes(f"bundles/{self._hex(root_digest)}/root.json")
+
+    def installed_document(self) -> InstalledDocument:
+        data = self.read_bytes("installed.json")
+        if data is None:
+            return InstalledDocument()
+        doc: InstalledDocument = parse_document(data, self.path / "installed.json", InstalledDocument)
+        return doc
 
     def installed(self) -> list[dict[str, Any]]:
-        return (self.read_json("installed.json") or {}).get("bundles", [])
+        return [b.model_dump(exclude_none=True) for b in self.installed_document().bundles]
+
+    def audit_head(self) -> dict[str, Any] | None:
+        """``audit.head`` as written by installer.audit (None when missing); raises when unreadable."""
+        data = self.read_bytes("audit.head", 4096)
+        if data is None:
+            return None
+        doc = load_json_bounded(data, str(self.path / "audit.head"), 4096)
+        if not (isinstance(doc, dict) and all(isinstance(doc.get(k), int) and not isinstance(doc.get(k), bool)
+                                              for k in ("count", "size")) and isinstance(doc.get("hash"), str)):
+            raise StateDocumentError(f"{self.path / 'audit.head'} is malformed")
+        return doc
 
     def record_installed(self, entry: dict[str, Any]) -> None:
-        """Append (or refresh) a bundle whose images and models are in place."""
-        bundles = [b for b in self.installed() if b["root"] != entry["root"]]
+        """Append (or refresh) a bundle whose images and models are in place; anchor the audit head."""
+        doc = self.installed_document()
+        bundles = [b.model_dump(exclude_none=True) for b in doc.bundles if b.root != entry["root"]]
         bundles.append(entry)
-        self.write_json("installed.json", {"bundles": bundles})
+        out: dict[str, Any] = {"bundles": bundles}
+        try:
+            head = self.audit_head()
+        except EdgebundleError:
+            head = None
+        # The running command appends its own line when it ends: the log will hold one more.
+        count = (head["count"] if head else 0) + 1
+        out["audit"] = {"count": max(count, doc.audit.count if doc.audit else 0)}  # never lowered
+        self.write_json("installed.json", out)
 
     def current(self, name: str | None = None) -> dict[str, Any] | None:
         """The most recently installed bundle (of ``name``, when given)."""

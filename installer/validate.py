@@ -4,9 +4,11 @@ On the staging site, :func:`run_checks` takes the current revision, waits for ev
 ready and calls each Service's health endpoints through the API server's service proxy (``/health``
 and ``/ready`` unless the Service's ``edgebundle.dev/health-paths`` annotation lists others, ``""``
 for none; the port is ``edgebundle.dev/health-port`` or the Service's first port). When all pass,
-:func:`make_record` writes a validation record: a small JSON document naming the bundle root
-digest, the staging site and cluster, the time and every check, signed Ed25519 with the staging
-site's key (``spec.siteKey``) over the canonical JSON of every other field.
+:func:`make_record` writes a validation record: an in-toto Statement v1 whose subject is the bundle
+root (its sha256) and whose predicate (:data:`PREDICATE_TYPE`) names the staging site and cluster,
+the revision, the time and every check, in a DSSE envelope (payloadType
+``application/vnd.in-toto+json``) signed with the staging site's key (``spec.siteKey``), so any
+in-toto/DSSE verifier can check it.
 
 The operator carries that file to production. A site with ``requireValidation: {keys: [...]}``
 refuses to plan or apply a bundle without a valid record signed by one of those keys
@@ -18,33 +20,36 @@ Invariant: a record is written only when every check passed; it covers exactly o
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from bundler import mediatypes as mt
 from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.documents import validate_document
-from bundler.root import MalformedRootError, canonical_json, load_json_bounded
-from bundler.signing import keyid, load_private_key, load_public_key
+from bundler.layout import envelope_limit
+from bundler.root import canonical_json, load_json_bounded
+from bundler.signing import LegacyFormatError, TrustStore, keyid, load_private_key, load_public_key, sign, verify
 from installer import health
 from installer.render import ObjectKey
-from installer.records import ValidationRecord
+from bundler.documents import validate_document
+from installer.records import ValidationPredicate
 from installer.site import Site
 from installer.state import StateDir, atomic_write, now_iso
 
 if TYPE_CHECKING:
     from installer.destinations.cluster import KubeTarget
 
-VALIDATION_TYPE = "edgebundle.validation"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+#: What our predicate means: every listed staging check passed for the subject bundle root.
+PREDICATE_TYPE = "https://edgebundle.dev/attestation/staging-validation/v1"
 HEALTH_PATHS_ANNOTATION = "edgebundle.dev/health-paths"
 HEALTH_PORT_ANNOTATION = "edgebundle.dev/health-port"
 DEFAULT_PATHS = ("/health", "/ready")
 MAX_RECORD_BYTES = 1024 * 1024
+MAX_ENVELOPE_BYTES = envelope_limit(MAX_RECORD_BYTES)
 
 
 class ValidationFailed(EdgebundleError):
@@ -105,25 +110,28 @@ def run_checks(target: "KubeTarget", revision: dict[str, Any], *, timeout: float
     return checks
 
 
-def signed_bytes(doc: dict[str, Any]) -> bytes:
-    return canonical_json({k: v for k, v in doc.items() if k != "signature"})
-
-
 def make_record(site: Site, identity: dict[str, str], revision: dict[str, Any], checks: list[Check],
-                key: Ed25519PrivateKey) -> dict[str, Any]:
-    """The signed validation record for the bundle of ``revision`` (every check must have passed)."""
+                key: Ed25519PrivateKey) -> bytes:
+    """The signed validation record (DSSE envelope of an in-toto Statement) for ``revision``'s bundle.
+
+    Refuses unless every check passed.
+    """
     failed = [c for c in checks if not c.ok]
     if failed:
         raise ValidationFailed(
             f"{len(failed)} staging check(s) failed: " + "; ".join(f"{c.object} {c.check}: {c.detail}" for c in failed[:3]),
             hint="fix the bundle or the staging cluster, apply again, and re-run installer validate")
-    doc: dict[str, Any] = {
-        "_type": VALIDATION_TYPE, "formatVersion": 1, "bundle": revision["bundle"], "site": site.name,
-        "cluster": identity, "revision": revision["revision"], "validatedAt": now_iso(),
-        "checks": [asdict(c) for c in checks], "keyid": keyid(key.public_key()),
+    bundle = revision["bundle"]
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": f"{bundle['name']}-{bundle['version']}",
+                     "digest": {"sha256": bundle["root"].split(":", 1)[1]}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {"bundle": bundle, "site": site.name, "cluster": identity,
+                      "revision": revision["revision"], "validatedAt": now_iso(),
+                      "checks": [asdict(c) for c in checks]},
     }
-    doc["signature"] = base64.b64encode(key.sign(signed_bytes(doc))).decode()
-    return doc
+    return sign(canonical_json(statement), mt.PAYLOAD_IN_TOTO, [key])
 
 
 def site_signing_key(site: Site) -> Ed25519PrivateKey:
@@ -137,41 +145,46 @@ def record_rel(root_digest: str) -> str:
     return f"validations/{root_digest.split(':', 1)[1]}.json"
 
 
-def verify_record(doc: Any, root_digest: str, keys: list[Ed25519PublicKey], where: str) -> dict[str, Any]:
-    """Check a record covers ``root_digest``, every check passed, and one of ``keys`` signed it."""
-    if not isinstance(doc, dict) or doc.get("_type") != VALIDATION_TYPE:
-        raise ValidationRequired(f"{where} is not an edgebundle validation record")
-    validate_document(ValidationRecord, doc, what="validation record", where=where)
-    bundle = doc.get("bundle") or {}
-    if bundle.get("root") != root_digest:
-        raise ValidationRequired(f"{where} validates bundle root {bundle.get('root')}, not {root_digest}",
-                                 hint="bring the record made for this exact bundle")
-    trusted = {keyid(k): k for k in keys}
-    key = trusted.get(str(doc.get("keyid")))
-    if key is None:
-        raise ValidationRequired(f"{where} is signed by key {str(doc.get('keyid'))[:16]}, which this site "
-                                 "does not accept for validation",
-                                 hint="requireValidation.keys must list the staging site's public key")
+def verify_record(data: bytes, root_digest: str, keys: list[Ed25519PublicKey],
+                  where: str) -> tuple[dict[str, Any], str]:
+    """The record's predicate and signer, once one of ``keys`` signed it, it names ``root_digest``
+    as its subject and every check passed."""
     try:
-        key.verify(base64.b64decode(str(doc.get("signature", "")), validate=True), signed_bytes(doc))
-    except (InvalidSignature, ValueError):
-        raise ValidationRequired(f"{where}: the signature does not match the record (forged or altered)",
-                                 hint="use the record exactly as installer validate wrote it") from None
-    bad = [c for c in doc.get("checks") or [] if not (isinstance(c, dict) and c.get("ok"))]
-    if bad or not doc.get("checks"):
+        signed = verify(data, mt.PAYLOAD_IN_TOTO, TrustStore(keys, 1), where, MAX_ENVELOPE_BYTES)
+        statement = load_json_bounded(signed.payload, where, MAX_RECORD_BYTES)
+    except LegacyFormatError as e:
+        raise ValidationRequired(e.message, hint="run installer validate again on the staging site") from None
+    except VerificationError as e:
+        raise ValidationRequired(
+            f"{e.message}: this site accepts validation records signed by one of "
+            f"{', '.join(keyid(k)[:16] for k in keys)} only",
+            hint="use the record exactly as installer validate wrote it; requireValidation.keys must "
+                 "list the staging site's public key") from None
+    if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE \
+            or statement.get("predicateType") != PREDICATE_TYPE or not isinstance(statement.get("predicate"), dict):
+        raise ValidationRequired(f"{where} is not an in-toto Statement with predicate {PREDICATE_TYPE}")
+    subjects = statement.get("subject")
+    want = root_digest.split(":", 1)[1]
+    named = [s.get("digest", {}).get("sha256") for s in subjects if isinstance(s, dict)] \
+        if isinstance(subjects, list) else []
+    if named != [want]:
+        raise ValidationRequired(f"{where} validates bundle root(s) {', '.join(map(str, named)) or 'none'}, "
+                                 f"not {root_digest}", hint="bring the record made for this exact bundle")
+    predicate = statement["predicate"]
+    validate_document(ValidationPredicate, predicate, what="validation record predicate", where=where)
+    checks = predicate.get("checks")
+    if not isinstance(checks, list) or not checks or \
+            not all(isinstance(c, dict) and c.get("ok") is True for c in checks):
         raise ValidationRequired(f"{where} records failed or no checks")
-    return doc
+    return predicate, signed.signers[0]
 
 
-def _read(path: Path) -> tuple[bytes, Any]:
+def _read(path: Path) -> bytes:
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_RECORD_BYTES + 1)
-        return data, load_json_bounded(data, f"validation record {path}", MAX_RECORD_BYTES)
+            return f.read(MAX_ENVELOPE_BYTES + 1)
     except OSError as e:
         raise UsageError(f"cannot read validation record {path}: {e.strerror}") from None
-    except MalformedRootError as e:
-        raise ValidationRequired(e.message) from None
 
 
 def require_validation(site: Site, state: StateDir, bundle: dict[str, str],
@@ -194,8 +207,8 @@ def require_validation(site: Site, state: StateDir, bundle: dict[str, str],
             f"{bundle['version']} (root {root}) signed by one of the keys {ids}; none was given",
             hint="apply the bundle on the staging site, run installer validate --site STAGING -o RECORD "
                  "there, and pass --validation RECORD here")
-    data, doc = _read(path)
-    verify_record(doc, root, keys, f"validation record {path}")
+    data = _read(path)
+    predicate, signer = verify_record(data, root, keys, f"validation record {path}")
     if validation_file and path.resolve() != kept.resolve():
         atomic_write(kept, data)
-    return {"site": doc.get("site"), "keyid": doc.get("keyid"), "validatedAt": doc.get("validatedAt")}
+    return {"site": predicate.get("site"), "keyid": signer, "validatedAt": predicate.get("validatedAt")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -15,9 +16,10 @@ from click.testing import CliRunner, Result
 from bundler import layout
 from bundler import mediatypes as mt
 from bundler.cli import main as bundle_main
-from bundler.digest import hash_file, sha256_bytes
+from bundler.digest import sha256_bytes
 from bundler.spec import load_spec, manifest_files
 from tests.fixtures.bundles import BundleWorld, add_member, flip_byte, read_root
+from tests.fixtures.digests import sha256_file, sha256_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -69,7 +71,7 @@ def test_skopeo_reads_both_layouts(built: dict[str, Path]) -> None:
         digests = []
         for ref in (f"oci-archive:{built['tar']}:{im.refName}", f"oci:{built['dir']}:{im.refName}"):
             raw = subprocess.run(["skopeo", "inspect", "--raw", ref], capture_output=True, check=True).stdout
-            assert sha256_bytes(raw) == im.digest
+            assert sha256_of(raw) == im.digest
             info = json.loads(subprocess.run(["skopeo", "inspect", ref], capture_output=True, check=True).stdout)
             digests.append(info["Digest"])
         assert digests[0] == digests[1]
@@ -78,7 +80,7 @@ def test_skopeo_reads_both_layouts(built: dict[str, Path]) -> None:
 def test_reproducible(built: dict[str, Path], tmp_path: Path) -> None:
     again = tmp_path / "again.tar"
     assert bundle("create", built["spec"], "--key", built["key"], "-o", again, "--locked").exit_code == 0
-    assert hash_file(again) == hash_file(built["tar"])
+    assert sha256_file(again) == sha256_file(built["tar"])
 
 
 def _tampered(built: dict[str, Path], tmp_path: Path, fmt: str) -> Path:
@@ -113,9 +115,17 @@ def test_verify_refuses_missing_extra_unsigned_untrusted(built: dict[str, Path],
         assert r.exit_code == 4 and "does not list: " + layout.blob_path(sha256_bytes(b"x")) in r.stderr
 
     b = _tampered(built, tmp_path / "unsigned", "dir")
-    (b / layout.SIGNATURES).unlink()
+    envelope = json.loads((b / layout.ROOT).read_bytes())
+    (b / layout.ROOT).write_text(json.dumps({**envelope, "signatures": []}))
     r = bundle("verify", b, "--pubkey", built["pub"])
-    assert r.exit_code == 4 and "the bundle is unsigned" in r.stderr
+    assert r.exit_code == 4 and "edgebundle/root.dsse.json is not signed" in r.stderr
+
+    b = _tampered(built, tmp_path / "old-format", "dir")  # the pre-DSSE layout: bare root + signatures.json
+    (b / "edgebundle" / "root.json").write_bytes(base64.b64decode(envelope["payload"]))
+    (b / "edgebundle" / "signatures.json").write_text('{"signatures":[]}')
+    (b / layout.ROOT).unlink()
+    r = bundle("verify", b, "--pubkey", built["pub"])
+    assert r.exit_code == 4 and "pre-DSSE format" in r.stderr and "rebuild it" in r.stderr
 
     _, other = bundle_world.key("stranger")
     r = bundle("verify", built["tar"], "--pubkey", other)
@@ -199,5 +209,5 @@ def test_real_smollm2_metadata(bundle_factory: Any, smollm2_gguf: Path) -> None:
     assert (m["format"], m["architecture"], m["quantization"], m["contextLength"]) == ("gguf", "llama", "Q4_1", 8192)
     assert m["paramCount"] and 100e6 < m["paramCount"] < 200e6
     (f,) = m["files"]
-    assert (f["path"], f["digest"], f["size"]) == (smollm2_gguf.name, *hash_file(smollm2_gguf))
+    assert (f["path"], f["digest"], f["size"]) == (smollm2_gguf.name, *sha256_file(smollm2_gguf))
     assert bundle("verify", b.path, "--pubkey", b.pub).exit_code == 0

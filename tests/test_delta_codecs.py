@@ -22,6 +22,8 @@ from bundler.patch import (CONTAINER_MAGIC, PIECE, ContainerWriter, PatchError, 
                            zstd_decode)
 from bundler.patch_gguf import write_gguf_patch
 from bundler.root import MalformedRootError, parse_root
+from tests.fixtures.digests import sha256_of
+from tests.fixtures.machine import missing_part
 from tests.fixtures.models import make_gguf, write_gguf  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -54,7 +56,7 @@ def test_zstd_patch_from_is_what_the_zstd_cli_reads(tmp_path: Path) -> None:
     assert b"".join(zstd_decode(io.BytesIO(patch), len(new), old, "t")) == new
     import shutil
     if shutil.which("zstd") is None:
-        pytest.skip("zstd CLI not installed")
+        missing_part("zstd CLI not installed (Debian package zstd)")
     (tmp_path / "old").write_bytes(old)
     (tmp_path / "p.zst").write_bytes(patch)
     subprocess.run(["zstd", "-q", "-d", "--patch-from", str(tmp_path / "old"), str(tmp_path / "p.zst"),
@@ -193,7 +195,7 @@ def _delta_root_doc() -> dict[str, Any]:
     layout_pin = {"digest": sha256_bytes(b"{}"), "size": 2}
     return {
         "_type": "edgebundle.root", "specVersion": 1, "name": "rag", "version": "1.1", "compatible": "c",
-        "created": "2024-01-01T00:00:00Z",
+        "created": "2024-01-01T00:00:00Z", "expires": "2024-06-29T00:00:00Z",
         "files": {"oci-layout": layout_pin, "index.json": layout_pin},
         "blobs": {blob_a: {"digest": blob_a, "size": 1, "mediaType": "x"},
                   blob_b: {"digest": blob_b, "size": 1, "mediaType": "x"}},
@@ -252,5 +254,5 @@ def test_full_root_of_a_delta_is_the_full_bundles_root() -> None:
     full = {k: v for k, v in doc.items() if k not in ("base", "delta", "manifests")}
     root = parse_root(_raw(doc))
     assert full_root(root).to_bytes() == _raw(full)
-    assert full_root_digest(root) == sha256_bytes(_raw(full))
+    assert full_root_digest(root) == sha256_of(_raw(full))
     assert hashlib.sha256(full_root(root).to_bytes()).hexdigest() == full_root_digest(root)[7:]

@@ -20,6 +20,7 @@ site (same registry, NAS, manifests file and revisions as the full bundle).
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import struct
@@ -545,3 +546,36 @@ def test_cli_create_inspect_and_verify_a_delta(releases: Releases, base_release:
     # Against the wrong base: refused, naming the base the delta needs.
     r = bundle_cli("verify", s2_delta.output, "--pubkey", releases.pub, "--base", out)
     assert r.returncode != 0 and "applies to base rag-edge 1.0.0" in r.stderr
+
+
+def test_delta_create_reads_only_the_base_blobs_it_patches(releases: Releases, base_release: Release,
+                                                           tmp_path: Path) -> None:
+    """The base is trusted through its signed root; a base blob is hashed only when a patch needs it.
+
+    A base whose LLM file and image layers are damaged (same size, signed root intact) still
+    yields a manifests-only delta, since nothing reads those blobs; a delta that patches the LLM
+    file is refused, naming the damaged base blob.
+    """
+    damaged = tmp_path / "damaged-base.tar"
+    shutil.copyfile(base_release.full, damaged)
+    llm = next(m for m in base_release.root.models if m.name == "tiny-llm").files[0]
+    assert llm.encoding == "identity"
+    layers = [d for d, p in base_release.root.blobs.items() if p.mediaType.startswith("application/vnd.oci.image.layer")]
+    for digest in [llm.blob, *layers]:
+        flip_byte(damaged, layout.blob_path(digest))
+    base = Release(base_release.spec, damaged, base_release.root, 0.0)
+
+    manifests = tmp_path / "manifests"
+    shutil.copytree(releases.world.manifests, manifests)
+    changed = sorted(manifests.rglob("*.yaml"))[-1]
+    changed.write_text(changed.read_text() + "\n# a changed manifest\n")
+    result, _ = releases.delta(releases.spec("reads-s2", "1.1.0", manifests=manifests), base)
+    carried = result.root.delta["carried"]  # type: ignore[index]
+    assert llm.blob not in carried and not set(layers) & set(carried)
+    assert result.delta_bytes < 256 * 1024
+
+    gguf = tmp_path / "tiny-v2.gguf"
+    edit_gguf_string(Path(releases.world.models["tiny-llm"]["path"]), gguf, "general.name", "tiny, build 2")
+    models = [{**releases.world.models["tiny-llm"], "path": str(gguf), "version": "1.1"}, *MODELS[1:]]
+    with pytest.raises(Exception, match=re.escape(layout.blob_path(llm.blob)) + ".*does not match the signed"):
+        releases.delta(releases.spec("reads-s3", "1.1.0", models=models), base)

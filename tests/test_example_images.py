@@ -20,11 +20,12 @@ from bundler.digest import hash_file, sha256_bytes
 from bundler.layout import blob_path
 from bundler.registry import Registry
 from examples.images import IMAGES, PseudoRandom, build_and_push, build_layout
+from tests.fixtures.machine import skip_unless_ci
 from tests.fixtures.registry import RegistryProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SKOPEO = shutil.which("skopeo")
-needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed")
+needs_skopeo = skip_unless_ci(SKOPEO is not None, "skopeo is not installed (Debian package skopeo)")
 
 
 def blob(root: Path, digest: str) -> bytes:

@@ -13,6 +13,13 @@ registry, a NAS directory and a k3s manifests directory. For every run we requir
   by design) and its ``lock`` file are the only exceptions, and the audit line must say refused;
 - for load/stage/install: no write request reached the registry and its storage is unchanged.
 
+One exception follows from "verify only what a step uses, once" (docs/SECURITY.md): a mutant whose
+only damage is inside a model layer's content (:data:`MODEL_CONTENT_ONLY`). ``load`` never reads
+model layers, so it pushes the bundle's genuine, proven images and succeeds; ``stage`` and
+``install`` meet the damage while writing and refuse it, and what they leave is hidden and
+resumable (the journal, the remembered root, a dot-named partial directory on the NAS): no model
+version directory, no file outside a hidden directory, no cluster object, no ``installed.json``.
+
 Counts per family (tried / refused / written outside) are printed and written to
 ``<pytest basetemp>/security-figures/hostile.json``; docs/SECURITY.md quotes them.
 """
@@ -31,6 +38,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from bundler import layout
 from bundler.build import Builder
 from bundler.commands.common import registry_factory as source_registries
 from bundler.delta import build_delta
@@ -41,19 +49,27 @@ from installer.cli import main
 from installer.state import StateDir
 from tests.fixtures.bundles import DEFAULT_MODELS, BundleWorld, nas_snapshot, registry_snapshot, write_site
 from tests.fixtures.registry import RegistryProcess
-from tests.hostile.corpus import FAMILIES, Genuine, Mutant, build_corpus
+from tests.hostile.corpus import FAMILIES, Genuine, Mutant, Tar, build_corpus, parse_root
 
 pytestmark = pytest.mark.timeout(300)
 
 WRITES = ("PUT", "POST", "PATCH", "DELETE")
 #: What a refused run may change in the state directory: its scratch space, the lock, the audit log.
 ALLOWED_STATE = ("scratch/", "lock", "audit.log", "audit.head")
+#: Mutants whose only damage is inside a model layer's content (see the module docstring).
+MODEL_CONTENT_ONLY = ("bombs/zstd declares its signed size, decodes endlessly, re-signed",)
+#: What a step that refuses mid-write may leave in the state directory: its resumable journal.
+HIDDEN_STATE = ("state/journal/", "state/bundles/")
 #: Mutants (by id) that also go through load, stage and install, beyond the first of each family.
 DEEP = ("bombs/zstd declares its signed size, decodes endlessly, re-signed",
         "tar-unsafe/a symbolic link outside as edgebundle/trust.pub",
         "tar-unsafe/directory bundle: symlink blob to /etc/passwd",
         "trust/rollback below installed 2.0.0", "trust/delta for another base",
-        "threshold/2-of-2, signed by one")
+        "threshold/2-of-2, signed by one",
+        "signed-hostile/tag climbing into the registry's storage, re-signed",
+        "signed-hostile/manifest YAML alias bomb (billion laughs), re-signed",
+        "signed-hostile/two model files on one path, re-signed",
+        "signed-hostile/a model file that is also a directory, re-signed")
 
 
 # --- genuine inputs and the corpus ------------------------------------------------------------
@@ -149,8 +165,9 @@ class Arena:
     def run(self, verb: str, *extra: str) -> Result:
         return CliRunner().invoke(main, [verb, str(self.bundle), "--site", str(self.site), *extra])
 
-    def check(self, verb: str, r: Result) -> tuple[bool, bool, str]:
-        """(refused as planned, wrote outside scratch, why not) for one run."""
+    def check(self, verb: str, r: Result, proven: Any = None) -> tuple[bool, bool, str]:
+        """(refused as planned, wrote outside scratch, why not) for one run; with ``proven`` (a
+        genuine root) hidden, resumable state and model versions proven against it are allowed."""
         why = []
         refused = r.exit_code == self.m.exit_code and re.search(self.m.expect, r.stderr) is not None
         if not refused:
@@ -159,6 +176,10 @@ class Arena:
         changed = sorted({k for part in after for k in set(after[part]) ^ set(self.before[part])}
                          | {k for part in after for k in after[part].keys() & self.before[part].keys()
                             if after[part][k] != self.before[part][k]})
+        if proven is not None:
+            ok = proven_versions(self.site_dir / "nas", proven)
+            keys = {k: k.removeprefix("nas/") for k in changed}
+            changed = [k for k, rel in keys.items() if visible(rel) and not rel.startswith(ok)]
         audit = self.site_dir / "state" / "audit.log"
         if audit.exists():
             last = json.loads(audit.read_text().splitlines()[-1])
@@ -170,6 +191,33 @@ class Arena:
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def proven_versions(nas: Path, root: Any) -> tuple[str, ...]:
+    """NAS version directories (``kind/name/version/``) whose every file hashes to the pin the
+    genuine ``root`` signs for it (the marker aside): those a step may make visible."""
+    have = nas_snapshot(nas)
+    out = []
+    for m in root.models:
+        kind_dir = {"llm": "llm", "embedding": "embeddings", "index": "indices"}[m.kind]
+        prefix = f"{kind_dir}/{m.name}/{m.version}/"
+        files = {k[len(prefix):]: v for k, v in have.items() if k.startswith(prefix) and not k.endswith("/")}
+        files.pop(".edgebundle.json", None)
+        if files and files == {f.path: f.digest for f in m.files}:
+            out.append(prefix)
+    return tuple(out)
+
+
+def visible(key: str) -> bool:
+    """Whether a changed snapshot entry is something the site can see: any file outside a
+    dot-named directory, a directory as deep as a model version (kind/name/version, relative to
+    the NAS root), or state other than the journal and remembered roots."""
+    if not key or key.startswith(HIDDEN_STATE):  # "": the NAS root itself (its mtime)
+        return False
+    parts = key.rstrip("/").split("/")
+    if any(p.startswith(".") for p in parts):
+        return False
+    return not key.endswith("/") or len(parts) >= 3
 
 
 @pytest.fixture
@@ -217,39 +265,55 @@ def deep_subset(corpus: list[Mutant]) -> list[Mutant]:
     return [m for m in corpus if m in firsts.values() or m.id in DEEP]
 
 
+def run_deep(arena: Arena, verbs: tuple[str, ...], c: dict[str, int], proven: Any = None) -> list[str]:
+    """Run ``verbs`` on one mutant, count them in the family's tally ``c``; the failures."""
+    failures = []
+    for verb in verbs:
+        extra = ("--yes", "--operator", "mallory") if verb == "install" else ()
+        refused, wrote, why = arena.check(verb, arena.run(verb, *extra), proven=proven)
+        c["deepRuns"] += 1
+        c["deepRefused"] += refused
+        c["deepWrittenOutside"] += wrote
+        if why:
+            failures.append(f"{verb} {arena.m.id}: {why}")
+    return failures
+
+
 def test_load_stage_and_install_refuse_a_subset(corpus: list[Mutant], genuine: Genuine, sandbox: Path,
                                                 registry: RegistryProcess,
                                                 tally: dict[str, dict[str, int]]) -> None:
     subset = deep_subset(corpus)
     assert {m.family for m in subset} == set(FAMILIES) and len(subset) >= len(FAMILIES) + len(DEEP) - 1
+    assert {m.id for m in subset} >= set(MODEL_CONTENT_ONLY)
     before = registry_snapshot(registry)
     failures = []
-    for m in subset:
+    for m in [m for m in subset if m.id not in MODEL_CONTENT_ONLY]:
         arena = Arena(m, genuine, sandbox, registry.host, k3s=True)
-        for verb, extra in (("load", ()), ("stage", ()), ("install", ("--yes", "--operator", "mallory"))):
-            refused, wrote, why = arena.check(verb, arena.run(verb, *extra))
-            c = tally[m.family]
-            c["deepRuns"] += 1
-            c["deepRefused"] += refused
-            c["deepWrittenOutside"] += wrote
-            if why:
-                failures.append(f"{verb} {m.id}: {why}")
+        failures += run_deep(arena, ("load", "stage", "install"), tally[m.family])
         assert not list((arena.site_dir / "k3s").iterdir())
         assert not (arena.site_dir / "state" / "installed.json").exists() or m.installed
         arena.remove()
     assert not [e for e in registry.requests() if e.method in WRITES], "nothing may be pushed"
     assert registry_snapshot(registry) == before
+    genuine_root = parse_root(Tar(genuine.good).read(layout.ROOT))
+    for m in [m for m in subset if m.id in MODEL_CONTENT_ONLY]:
+        arena = Arena(m, genuine, sandbox, registry.host, k3s=True)
+        r = arena.run("load")
+        assert r.exit_code == 0, (m.id, r.output)  # the images are genuine and proven as pushed
+        failures += run_deep(arena, ("stage", "install"), tally[m.family], proven=genuine_root)
+        assert not list((arena.site_dir / "k3s").iterdir())
+        assert not (arena.site_dir / "state" / "installed.json").exists()
+        arena.remove()
     assert not failures, "\n".join(failures)
 
 
 def test_controls_pass_so_refusals_are_the_mutations_doing(genuine: Genuine, sandbox: Path) -> None:
     """The genuine bundle, and the genuine root merely re-signed the corpus's way, both verify (exit 0)."""
-    from bundler import layout
     from tests.hostile.corpus import Resigner, Tar, parse_root
 
     t = Tar(genuine.good)
-    resigned = Resigner(t, parse_root(t.read(layout.ROOT)), genuine.keys["release"][0])
-    for name, build in (("genuine", t.unchanged()), ("re-signed", resigned.with_root_bytes(t.read(layout.ROOT)))):
+    resigned = Resigner(t, parse_root(t.root_bytes()), genuine.keys["release"][0])
+    for name, build in (("genuine", t.unchanged()), ("re-signed", resigned.with_root_bytes(t.root_bytes()))):
         arena = Arena(Mutant("control", name, build, ""), genuine, sandbox, "127.0.0.1:9")
         r = arena.run("verify")
         assert r.exit_code == 0 and r.stdout.startswith("OK: rag-edge 1.0.0"), (name, r.output)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,15 +22,16 @@ from typing import Any
 import pytest
 
 from installer.destinations.nas import KIND_DIRS, MARKER
+from installer.diff import VOLATILE_ANNOTATIONS
 from installer.faults import FAULTPOINTS
-from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION
+from installer.render import MANAGED_BY, MANAGER
 from installer.revisions import RevisionStore
 from installer.state import Journal, StateDir
-from tests.fixtures.bundles import INSTALLER, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
-from tests.fixtures.kube import running_cluster
+from tests.fixtures.bundles import (INSTALLER, BuiltBundle, frozen_installer, nas_snapshot, registry_snapshot,
+                                    resume, run_installer)
+from tests.fixtures.kube import DEFAULT_NODES, Cluster, Failure, control_plane, kube_cluster, kube_nodes  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
-from tests.kubeapi import KubeAPIServer
-from tests.test_plan_apply import NS, RagBundles, _loads_llm_v11, _static_pv_binding, rag  # noqa: F401
+from tests.test_plan_apply import NS, RagBundles, _loads_llm_v11, rag  # noqa: F401
 from tests.test_plan_apply import write_site as write_rag_site
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -139,30 +139,25 @@ def assert_no_partial_model_visible(nas: Path, b: BuiltBundle) -> int:
 
 @pytest.fixture(scope="module")
 def stage_reference(bundle_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[BuiltBundle, dict[str, str]]:
-    """An uninterrupted stage, watched while it runs: no partial version is ever visible."""
+    """An uninterrupted stage, looked at mid-way: no partial version is ever visible.
+
+    The installer stops itself (SIGSTOP) once the second model is complete in its hidden partial
+    dir, not yet renamed; the look happens here, in the test's own thread, and must find the
+    staging window open (the first model visible and whole, the second one's files hidden).
+    """
     b = bundle_factory(**STAGE_BUNDLE)
     d = tmp_path_factory.mktemp("stage-reference")
     site = b.site(d, "127.0.0.1:9")
     nas = d / "nas"
-    seen: list[int] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                seen.append(assert_no_partial_model_visible(nas, b))
-            except FileNotFoundError:  # a directory vanished between listing and stat: a rename
-                pass
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    proc = frozen_installer("stage", b.path, "--site", site, at="stage.marker.written@2")
     try:
-        r = run_installer("stage", b.path, "--site", site)
+        visible = assert_no_partial_model_visible(nas, b)
+        hidden = [p for p in nas.rglob("*") if p.is_file() and ".partial-" in p.parent.as_posix()]
     finally:
-        stop.set()
-        watcher.join()
-    assert r.returncode == 0, r.stderr
-    assert len(seen) > 10 and seen[-1] == len(b.root.models)
+        returncode, output, _ = resume(proc)
+    assert returncode == 0, output
+    assert visible == 1 and len(hidden) >= 2, f"not inside the staging window: {visible} visible, hidden {hidden}"
+    assert assert_no_partial_model_visible(nas, b) == len(b.root.models)
     return b, nas_snapshot(nas)
 
 
@@ -233,7 +228,7 @@ def test_torn_journal_line_is_ignored(bundle_factory: Any, tmp_path: Path) -> No
 
 # -- apply ---------------------------------------------------------------------------------------
 # ``installer install --yes`` (verify, load, stage, plan, approve, apply, health) in a subprocess
-# against the in-process test API server over HTTP; the rerun is the same command. History is
+# against the real kube-apiserver (tests/cluster); the rerun is the same command. History is
 # append-only, so a killed revision stays in it (as failed, "interrupted"): what must match an
 # uninterrupted run is the cluster's objects and the revision the cluster runs.
 
@@ -242,20 +237,23 @@ def test_torn_journal_line_is_ignored(bundle_factory: Any, tmp_path: Path) -> No
 SCENARIOS = {"fresh": 0, "rollback": 1}
 
 
-def cluster_snapshot(server: KubeAPIServer) -> dict[str, Any]:
+def cluster_snapshot(cluster: Cluster) -> dict[str, Any]:
     """Every object the installer manages, without what the server or a revision number stamps."""
     out: dict[str, Any] = {}
-    for obj in server.objects():
+    for obj in cluster.managed_objects():
         meta = obj.get("metadata") or {}
         if (meta.get("labels") or {}).get(MANAGED_BY) != MANAGER or meta.get("ownerReferences"):
             continue
         obj = {k: v for k, v in obj.items() if k != "status"}
-        if obj["kind"] == "PersistentVolumeClaim":  # the test controllers may bind a volume of their own
-            obj["spec"] = {k: v for k, v in obj["spec"].items() if k != "volumeName"}
+        if obj["kind"] == "Service":  # allocated anew each time the Service is created
+            obj["spec"] = {k: v for k, v in obj["spec"].items() if k not in ("clusterIP", "clusterIPs")}
+        if obj["kind"] == "PersistentVolume" and obj["spec"].get("claimRef"):
+            obj["spec"] = {**obj["spec"], "claimRef": {k: v for k, v in obj["spec"]["claimRef"].items()
+                                                       if k not in ("uid", "resourceVersion")}}
         obj["metadata"] = {k: v for k, v in meta.items() if k not in (
             "resourceVersion", "uid", "creationTimestamp", "managedFields", "generation", "annotations")}
         obj["metadata"]["annotations"] = {k: v for k, v in (meta.get("annotations") or {}).items()
-                                          if k != REVISION_ANNOTATION}
+                                          if k not in VOLATILE_ANNOTATIONS}
         out[f"{obj['kind']}/{meta.get('namespace', '')}/{meta['name']}"] = obj
     return out
 
@@ -282,14 +280,17 @@ class ApplyCase:
 
     site: Path
     state: Path
-    server: KubeAPIServer
+    server: Cluster
     last: BuiltBundle
     timeout: float  # for the install a case interrupts: short when its health is meant to fail
 
 
 @contextmanager
-def apply_case(scenario: str, rag: RagBundles, tmp: Path, **spec: Any) -> Iterator[ApplyCase]:
-    with running_cluster(tmp) as server:
+def apply_case(scenario: str, rag: RagBundles, tmp: Path, cluster: Cluster, **spec: Any) -> Iterator[ApplyCase]:
+    cluster.reset(list(DEFAULT_NODES))
+    cluster.plane.write_kubeconfig(tmp / "kubeconfig")
+    server = cluster
+    try:
         site = write_rag_site(tmp, rag, **spec)
         last, timeout = rag.v1, 30.0
         if scenario == "rollback":
@@ -298,15 +299,25 @@ def apply_case(scenario: str, rag: RagBundles, tmp: Path, **spec: Any) -> Iterat
             server.fail_when(_loads_llm_v11)
             last, timeout = rag.v2, 2.0
         yield ApplyCase(site, tmp / "state", server, last, timeout)
+    finally:
+        cluster.heal()
 
 
 @pytest.fixture(scope="module")
-def apply_reference(rag: RagBundles, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Any]]:
+def module_cluster(control_plane: Any) -> Iterator[Cluster]:
+    cluster = Cluster(*control_plane)
+    yield cluster
+    cluster.api.close()
+
+
+@pytest.fixture(scope="module")
+def apply_reference(rag: RagBundles, tmp_path_factory: pytest.TempPathFactory,
+                    module_cluster: Cluster) -> dict[str, tuple[Any, Any]]:
     """scenario -> (cluster snapshot, running revision) of an uninterrupted install."""
     out = {}
     for scenario, code in SCENARIOS.items():
         tmp = tmp_path_factory.mktemp(f"apply-reference-{scenario}")
-        with apply_case(scenario, rag, tmp) as case:
+        with apply_case(scenario, rag, tmp, module_cluster) as case:
             r = install(case.site, case.last, timeout=case.timeout)
             assert r.returncode == code, r.stdout + r.stderr
             out[scenario] = (cluster_snapshot(case.server), running_revision(case.state))
@@ -334,9 +345,9 @@ APPLY_POINTS = [
 
 @pytest.mark.parametrize(("scenario", "point"), APPLY_POINTS)
 def test_kill_mid_apply_then_rerun(scenario: str, point: str, rag: RagBundles, apply_reference: Any,
-                                   tmp_path: Path) -> None:
+                                   tmp_path: Path, module_cluster: Cluster) -> None:
     assert point.split("@")[0] in FAULTPOINTS
-    with apply_case(scenario, rag, tmp_path) as case:
+    with apply_case(scenario, rag, tmp_path, module_cluster) as case:
         killed = install(case.site, case.last, faultpoint=point, timeout=case.timeout)
         assert killed.returncode == -signal.SIGKILL, f"{point} never fired: {killed.stdout}{killed.stderr}"
         r = install(case.site, case.last, timeout=case.timeout)
@@ -344,10 +355,11 @@ def test_kill_mid_apply_then_rerun(scenario: str, point: str, rag: RagBundles, a
         assert (cluster_snapshot(case.server), running_revision(case.state)) == apply_reference[scenario]
 
 
-def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path: Path) -> None:
+def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path: Path,
+                                module_cluster: Cluster) -> None:
     """kill -9 from outside while apply waits for a workload that is not ready yet."""
-    with apply_case("fresh", rag, tmp_path) as case:
-        case.server.fail_workload(NS, "chat-ui", "ContainerCreating")
+    with apply_case("fresh", rag, tmp_path, module_cluster) as case:
+        slow = case.server.fail_pods(NS, "chat-ui-", Failure("ContainerCreating"))
         proc = subprocess.Popen([INSTALLER, "install", str(case.last.path), "--site", str(case.site), "--yes",
                                  "--operator", "ci", "--poll-interval", "0.05", "--timeout", "60"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -363,7 +375,7 @@ def test_kill_during_health_wait(rag: RagBundles, apply_reference: Any, tmp_path
             proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
         assert [r["status"] for r in RevisionStore(StateDir(case.state)).all()] == ["pending"]
-        case.server.heal_workload(NS, "chat-ui")
+        case.server.heal(slow)
         r = install(case.site, case.last)
         assert r.returncode == 0, r.stdout + r.stderr
         assert (cluster_snapshot(case.server), running_revision(case.state)) == apply_reference["fresh"]

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bundler.digest import hash_file
 from installer.cli import main
 from installer.destinations.nas import KIND_DIRS, MARKER
 from tests.fixtures.bundles import BuiltBundle, nas_snapshot
+from tests.fixtures.digests import sha256_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,7 +27,7 @@ def assert_staged(nas: Path, b: BuiltBundle) -> None:
     for m in b.root.models:
         vdir = nas / KIND_DIRS[m.kind] / m.name / m.version
         for f in m.files:
-            assert hash_file(vdir / f.path) == (f.digest, f.size), f"{vdir / f.path}"
+            assert sha256_file(vdir / f.path) == (f.digest, f.size), f"{vdir / f.path}"
         marker = json.loads((vdir / MARKER).read_text())
         assert marker["files"] == sorted(({"path": f.path, "digest": f.digest, "size": f.size}
                                           for f in m.files), key=lambda x: x["path"])
@@ -125,4 +125,4 @@ def test_stage_real_smollm2(bundle_factory: Any, smollm2_gguf: Path, tmp_path: P
     r = invoke("stage", b.path, "--site", b.site(tmp_path, "127.0.0.1:9"))
     assert r.exit_code == 0, r.output
     staged = tmp_path / "nas" / "llm" / "smollm2-135m-instruct" / "q4_1" / smollm2_gguf.name
-    assert hash_file(staged) == hash_file(smollm2_gguf)
+    assert sha256_file(staged) == sha256_file(smollm2_gguf)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import signal
 from pathlib import Path
@@ -50,7 +52,7 @@ def test_status_reports_bundles_images_models_and_progress(bundle_factory: Any, 
     assert all(v["bundle"]["root"] == b1.root_digest for v in doc["models"]["versions"])
 
     text = invoke("status", "--site", site).stdout
-    assert "rag-edge             1.0.0" in text and "by carol" in text
+    assert re.search(r"^\s*rag-edge +1\.0\.0\b", text, re.M) and "by carol" in text
     assert "load in progress (2 items)" in text
     assert "rag/vector-db:1.0" in text and "tiny-llm" in text
 

@@ -74,7 +74,7 @@ def test_write_media_proves_each_part_and_writes_a_runbook(parts_dir: Any, tmp_p
     idx = PartsSource(parts / "rag-edge-1.0.0.parts.json").index
     files = {f["name"]: f for f in doc["files"]}
     assert list(files) == [p.file for p in idx.parts] + [
-        "rag-edge-1.0.0.parts.sig.json", "rag-edge-1.0.0.parts.json", "README.txt", "SHA256SUMS"]
+        "rag-edge-1.0.0.parts.json", "README.txt", "SHA256SUMS"]
     for p in idx.parts:
         f = files[p.file]
         assert (f["status"], f["size"], f["digest"]) == ("ok", p.size, p.digest)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
@@ -17,6 +18,7 @@ from bundler.errors import UsageError
 from bundler.parts import (FAT32_MAX, CorruptPartError, JoinedReader, PartIndexError, PartsSource, detect,
                            parse_part_index, parse_size)
 from bundler.root import canonical_json
+from bundler.mediatypes import PAYLOAD_PARTS
 from bundler.signing import TrustStore, load_private_key, load_public_key, sign
 from bundler.sources import TarSource, open_source
 from installer.cli import main as installer_main
@@ -122,7 +124,7 @@ def test_split_is_reproducible_from_tar_directory_and_create(bundle_factory: Any
     doc = json.loads(r.stdout)
     assert doc["root"] == b.root_digest and doc["split"]["digest"] == from_tar.digest
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
-        [p.file for p in from_tar.parts] + ["rag-edge-1.0.0.parts.json", "rag-edge-1.0.0.parts.sig.json"]
+        [p.file for p in from_tar.parts] + ["rag-edge-1.0.0.parts.json"]
     ), "create --split leaves only the parts and their signed index (no tar, no work directory)"
     created = open_source(out.parent)
     assert isinstance(created, PartsSource) and created.index == from_tar
@@ -235,25 +237,30 @@ def test_corrupt_tar_header_is_blamed_on_its_part_even_without_verify(media: Any
 def test_part_index_must_be_signed_by_a_trusted_key(media: Any, bundle_world: Any, tmp_path: Path) -> None:
     b, m, site = media
     index_path = m / "rag-edge-1.0.0.parts.json"
-    sig_path = m / "rag-edge-1.0.0.parts.sig.json"
-    good_index, good_sig = index_path.read_bytes(), sig_path.read_bytes()
+    good_index = index_path.read_bytes()
+    envelope = json.loads(good_index)
 
     # an index edited to match a replaced part: its signature no longer matches
-    doc = json.loads(good_index)
+    doc = json.loads(base64.b64decode(envelope["payload"]))
     doc["parts"][1]["digest"] = "sha256:" + "0" * 64
-    index_path.write_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    edited = base64.b64encode(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).decode()
+    index_path.write_text(json.dumps({**envelope, "payload": edited}))
     r = installer("verify", m, "--site", site, "--json")
     assert r.exit_code == 4 and json.loads(r.stdout)["kind"] == "PartIndexError"
-    assert "part index rag-edge-1.0.0.parts.json" in json.loads(r.stdout)["error"]
+    assert "part index rag-edge-1.0.0.parts.json: signature by trusted key" in json.loads(r.stdout)["error"]
 
     # an unsigned index
-    index_path.write_bytes(good_index)
-    sig_path.unlink()
+    index_path.write_text(json.dumps({**envelope, "signatures": []}))
     r = installer("verify", m, "--site", site, "--json")
-    assert r.exit_code == 4 and "unsigned" in json.loads(r.stdout)["error"]
+    assert r.exit_code == 4 and "is not signed" in json.loads(r.stdout)["error"]
+
+    # the pre-DSSE index (bare document beside a detached .parts.sig.json) is refused as such
+    index_path.write_bytes(base64.b64decode(envelope["payload"]))
+    r = installer("verify", m, "--site", site, "--json")
+    assert r.exit_code == 4 and "pre-DSSE format" in json.loads(r.stdout)["error"]
 
     # signed, but by a key the site does not trust
-    sig_path.write_bytes(good_sig)
+    index_path.write_bytes(good_index)
     _, other_pub = bundle_world.key("stranger")
     r = installer("verify", m, "--site", b.site(tmp_path / "s2", "127.0.0.1:9", trust=[other_pub]), "--json")
     assert r.exit_code == 4 and json.loads(r.stdout)["kind"] == "PartIndexError"
@@ -265,11 +272,9 @@ def test_index_naming_another_root_is_refused(bundle_factory: Any, tmp_path: Pat
     m = tmp_path / "m"
     split(b2, m)
     index_path = m / "rag-edge-1.1.0.parts.json"
-    doc = json.loads(index_path.read_bytes())
+    doc = json.loads(base64.b64decode(json.loads(index_path.read_bytes())["payload"]))
     doc["bundle"]["root"] = b1.root_digest
-    data = canonical_json(doc)
-    index_path.write_bytes(data)
-    (m / "rag-edge-1.1.0.parts.sig.json").write_bytes(sign(data, [load_private_key(b2.key)]))
+    index_path.write_bytes(sign(canonical_json(doc), PAYLOAD_PARTS, [load_private_key(b2.key)]))
     src = open_source(m)
     assert isinstance(src, PartsSource)
     with pytest.raises(PartIndexError, match="different bundles are mixed|names root"):
@@ -298,7 +303,7 @@ def test_detect(bundle_factory: Any, tmp_path: Path) -> None:
 
 def test_part_index_parser_is_strict(media: Any) -> None:
     _, m, _ = media
-    good = json.loads((m / "rag-edge-1.0.0.parts.json").read_bytes())
+    good = json.loads(base64.b64decode(json.loads((m / "rag-edge-1.0.0.parts.json").read_bytes())["payload"]))
     parse_part_index(json.dumps(good).encode())
 
     def broken(change: Any) -> bytes:

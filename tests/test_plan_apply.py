@@ -1,8 +1,9 @@
-"""End to end: plan -> approve -> apply -> health -> revisions, against the test API server.
+"""End to end: plan -> approve -> apply -> health -> revisions, against a real kube-apiserver.
 
-Bundles are real (the real builder, the shipped manifests/), installed for real (images pushed to a
-real registry, models staged on a NAS directory) and applied through the real ``installer`` verbs,
-which reach the in-process API server with the official client via a kubeconfig.
+Bundles are real (the real builder, the shipped manifests/ in the variant a 1.20 server serves),
+installed for real (images pushed to a real registry, models staged on a NAS directory) and applied
+through the real ``installer`` verbs, which reach kube-apiserver v1.20.2 (with its controller
+manager and scheduler, tests/cluster) with the official client via a kubeconfig.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from installer.revisions import RevisionStore
 from installer.site import load_site
 from installer.state import StateDir
 from tests.fixtures.bundles import BuiltBundle, BundleWorld, bundle_factory, bundle_world  # noqa: F401
-from tests.fixtures.kube import kube_nodes, kube_server  # noqa: F401
+from tests.fixtures.kube import Cluster, Failure, control_plane, kube_cluster, kube_nodes  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
-from tests.kubeapi import Failure, KubeAPIServer
+from tests.fixtures.dsse import dsse_verify, forge, load_key, load_pub
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,33 +40,6 @@ NS = "rag-system"
 IMAGES_V1 = (("rag/llm-service:1.0", ("linux/amd64",)), "rag/vector-db:1.0", "rag/orchestrator:1.0",
              "rag/chat-ui:1.0", "rag/data-connector:1.0")
 IMAGES_V2 = (("rag/llm-service:1.1", ("linux/amd64",)),) + IMAGES_V1[1:]
-
-
-@pytest.fixture(autouse=True)
-def _static_pv_binding(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bind a claim that names its volume (``spec.volumeName``) to that volume, as Kubernetes does.
-
-    The test controllers provision a new volume for every unbound claim and overwrite
-    ``volumeName``; the shipped manifests bind ``rag-models`` statically to ``rag-edge-models``.
-    Remove once tests/kubeapi/controllers.py honours ``volumeName`` itself.
-    """
-    from tests.kubeapi.controllers import Controllers
-
-    provision = getattr(Controllers, "_bind_claim", None)
-    if provision is None:
-        return
-
-    def bind(self: Any, pvc: dict[str, Any]) -> None:
-        spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
-        if not spec.get("volumeName"):
-            provision(self, pvc)
-        elif status.get("phase") != "Bound":
-            self.store.put_status(self.rt["persistentvolumeclaims"], pvc["metadata"]["namespace"],
-                                  pvc["metadata"]["name"], {
-                                      "phase": "Bound", "accessModes": spec.get("accessModes") or [],
-                                      "capacity": (spec.get("resources") or {}).get("requests") or {}})
-
-    monkeypatch.setattr(Controllers, "_bind_claim", bind)
 
 
 @dataclass(frozen=True)
@@ -81,6 +55,22 @@ def _models(world: BundleWorld, llm_version: str) -> list[dict[str, Any]]:
     return [{"name": "smollm2-135m", "kind": "llm", "version": llm_version, "path": world.models["tiny-llm"]["path"]},
             {"name": "all-minilm-l6-v2", "kind": "embedding", "version": "v1.0",
              "path": world.models["embedder"]["path"]}]
+
+
+#: What the shipped manifests use that a 1.20 server serves only in an older version.
+APIS_1_20 = {"apiVersion: batch/v1\nkind: CronJob": "apiVersion: batch/v1beta1\nkind: CronJob",
+             "apiVersion: policy/v1\nkind: PodDisruptionBudget": "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget"}
+
+
+def manifests_variant(src: Path, dst: Path, *edits: tuple[str, str]) -> Path:
+    """A copy of the manifests in ``src`` for a 1.20 server, with further text ``edits``."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.glob("*.yaml")):
+        text = f.read_text()
+        for old, new in (*APIS_1_20.items(), *edits):
+            text = text.replace(old, new)
+        (dst / f.name).write_text(text)
+    return dst
 
 
 def build_with_manifests(world: BundleWorld, manifests: Path, **options: Any) -> BuiltBundle:
@@ -100,11 +90,11 @@ def rag(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> 
     from tests.fixtures.bundles import BULK_LAYER_BYTES
 
     build_and_push(bundle_world.source.host, version="1.1", layer_bytes=BULK_LAYER_BYTES)
-    v1 = bundle_world.build(version="1.0.0", images=IMAGES_V1, models=_models(bundle_world, "v1.0"))
-    manifests = tmp_path_factory.mktemp("manifests-1.1")
-    for f in sorted(bundle_world.manifests.glob("*.yaml")):
-        text = f.read_text()
-        (manifests / f.name).write_text(text.replace("rag/llm-service:1.0", "rag/llm-service:1.1"))
+    v1 = build_with_manifests(bundle_world, manifests_variant(bundle_world.manifests,
+                                                              tmp_path_factory.mktemp("manifests-1.0")),
+                              version="1.0.0", images=IMAGES_V1, models=_models(bundle_world, "v1.0"))
+    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("manifests-1.1"),
+                                  ("rag/llm-service:1.0", "rag/llm-service:1.1"))
     v2 = build_with_manifests(bundle_world, manifests, version="1.1.0", images=IMAGES_V2,
                               models=_models(bundle_world, "v1.1"))
     work = tmp_path_factory.mktemp("site-registry")
@@ -118,11 +108,12 @@ def rag(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def write_site(tmp_path: Path, rag: RagBundles, **spec: Any) -> Path:
     """A site file for the test cluster: NFS for the PV, the kubeconfig the kube fixture wrote."""
+    nfs = spec.pop("nfs", {"server": "10.0.0.5", "path": "/export/models"})
     doc: dict[str, Any] = {
         "apiVersion": "edgebundle/v1", "kind": "Site", "metadata": {"name": spec.pop("name", "plant-7")},
         "spec": {"compatible": "rag-edge/x86_64", "trust": {"keys": [str(rag.v1.pub)]},
                  "registry": {"address": rag.registry.host, "plainHTTP": True},
-                 "models": {"root": str(rag.nas), "nfs": {"server": "10.0.0.5", "path": "/export/models"}},
+                 "models": {"root": str(rag.nas), "nfs": nfs},
                  "stateDir": str(tmp_path / "state"),
                  "cluster": {"kubeconfig": str(tmp_path / "kubeconfig"), "context": "edge", "namespace": NS},
                  **spec},
@@ -150,7 +141,7 @@ class World:
 
     tmp: Path
     site: Path
-    kube: KubeAPIServer
+    kube: Cluster
     rag: RagBundles
 
     @property
@@ -177,10 +168,10 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, kube_server: KubeAPIServer, rag: RagBundles) -> World:
+def world(tmp_path: Path, kube_cluster: Cluster, rag: RagBundles) -> World:
     site = write_site(tmp_path, rag)
     install_bundle(site, rag.v1)
-    return World(tmp_path, site, kube_server, rag)
+    return World(tmp_path, site, kube_cluster, rag)
 
 
 def container(dep: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +196,7 @@ def test_plan_approve_apply_on_empty_cluster(world: World) -> None:
     res, plan_path = world.plan(world.rag.v1)
     assert res.exit_code == 3, res.output  # changes pending
     plan = load_plan(plan_path)
-    assert plan.summary() == {"create": 14, "update": 0, "delete": 0, "unchanged": 0}
+    assert plan.summary() == {"create": 14, "update": 0, "replace": 0, "delete": 0, "unchanged": 0}
     assert "Deployment" in res.output and "create" in res.output
     assert world.kube.get("Deployment", NS, "llm-service") is None  # planning changed nothing
 
@@ -265,10 +256,30 @@ def test_upgrade_plan_shows_only_what_changes(world: World) -> None:
     assert [(r["revision"], r["status"]) for r in world.revisions()] == [(1, "superseded"), (2, "deployed")]
 
 
-def _loads_llm_v11(obj: dict[str, Any]) -> Failure | None:
+def test_upgrade_of_one_image_and_one_model_plans_exactly_those_two_objects(
+        world: World, bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """chat-ui's image moves to 1.1 and the LLM to model v1.1: the server's dry run changes exactly
+    the two Deployments that use them, and exactly those fields."""
+    deploy_v1(world)
+    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("manifests-ui"),
+                                  ("rag/chat-ui:1.0", "rag/chat-ui:1.1"))
+    images = tuple("rag/chat-ui:1.1" if i == "rag/chat-ui:1.0" else i for i in IMAGES_V1)
+    upgrade = build_with_manifests(bundle_world, manifests, version="1.0.4", images=images,
+                                   models=_models(bundle_world, "v1.1"))
+    install_bundle(world.site, upgrade)
+    res, plan_path = world.plan(upgrade, "ui.json", "--json")
+    assert res.exit_code == 3, res.output
+    changed = {o["id"]: {c["path"] for c in o["changes"]} for o in json.loads(res.output)["objects"]
+               if o["action"] != "unchanged"}
+    assert changed == {
+        "apps|Deployment|rag-system|chat-ui": {"spec.template.spec.containers[name=chat-ui].image"},
+        "apps|Deployment|rag-system|llm-service": {
+            "spec.template.spec.containers[name=llm-server].env[name=LLM_MODEL_PATH].value"}}
+
+
+def _loads_llm_v11(pod: dict[str, Any]) -> Failure | None:
     """The new model version never loads: its pods crash."""
-    spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
-    for c in spec.get("containers") or []:
+    for c in (pod.get("spec") or {}).get("containers") or []:
         for e in c.get("env") or []:
             if e.get("name") == "LLM_MODEL_PATH" and "/v1.1/" in str(e.get("value")):
                 return Failure("CrashLoopBackOff", "model failed to load: out of memory", exit_code=137)
@@ -300,15 +311,22 @@ def test_failed_health_rolls_back_automatically(world: World) -> None:
     assert "auto-rollback" in res.output and "failed" in res.output
 
 
-def test_deadline_exceeded_fails_fast_and_first_revision_has_nothing_to_roll_back_to(world: World) -> None:
-    world.kube.fail_workload(NS, "chat-ui", "ImagePullBackOff", deadline_exceeded=True)
+def test_failed_first_revision_removes_what_it_created(world: World) -> None:
+    world.kube.fail_pods(NS, "chat-ui-", Failure("InvalidImageName", "couldn't parse image reference"))
     res, plan_path = world.plan(world.rag.v1)
     assert world.approve(plan_path).exit_code == 0
     res = world.apply(plan_path, "--timeout", "60")
     assert res.exit_code == 1, res.output
-    assert "Deployment/rag-system/chat-ui is not healthy: ProgressDeadlineExceeded" in res.output
-    assert "no earlier healthy revision" in res.output
-    assert [(r["revision"], r["status"]) for r in world.revisions()] == [(1, "failed")]
+    assert "Deployment/rag-system/chat-ui is not healthy" in res.output
+    assert "container chat-ui: InvalidImageName" in res.output and "pod chat-ui-" in res.output
+    assert "the 14 objects this attempt created were removed and are gone" in res.output
+    assert world.kube.get("Namespace", None, "rag-system") is None
+    assert world.kube.get("PersistentVolume", None, "rag-edge-models") is None
+    [rev] = world.revisions()
+    assert (rev["revision"], rev["status"], rev["removedCreated"], rev["stillPresent"]) == (1, "failed", 14, [])
+    world.kube.heal()
+    res, plan_path = world.plan(world.rag.v1, "again.json")  # nothing half-installed stands in the way
+    assert res.exit_code == 3 and load_plan(plan_path).summary()["create"] == 14
 
 
 def test_manual_rollback_and_history(world: World) -> None:
@@ -377,16 +395,37 @@ def test_apply_refuses_after_drift(world: World) -> None:
     cm = world.kube.get("ConfigMap", NS, "data-connector-sources")
     assert cm is not None
     cm["data"]["sources.yaml"] = "sources: [{name: manuals}]\n"
-    world.kube.put(cm)  # someone edits the cluster after the plan
+    world.kube.put(cm)  # someone edits a field edgebundle set, after the plan
     res = world.apply(plan_path)
     assert res.exit_code == 1, res.output
-    assert "drifted" in res.output and "ConfigMap/rag-system/data-connector-sources changed" in res.output
+    assert "drifted" in res.output
+    assert "ConfigMap/rag-system/data-connector-sources: data.sources.yaml (kubectl-edit) changed by another " \
+           "manager since the plan" in res.output
     assert env(world.deployment("llm-service"), "LLM_MODEL_PATH").startswith("/models/llm/smollm2-135m/v1.0/")
-    # a re-plan shows the drifted field, to be put back
+    # a re-plan shows the drifted field, to be put back, and whose it was
     res, plan_path = world.plan(world.rag.v2, "v2b.json", "--json")
-    changes = {o["id"]: o["changes"] for o in json.loads(res.output)["objects"]}
-    assert changes["|ConfigMap|rag-system|data-connector-sources"] == [
-        {"path": 'data["sources.yaml"]', "op": "change"}]
+    objects = {o["id"]: o for o in json.loads(res.output)["objects"]}
+    cm_entry = objects["|ConfigMap|rag-system|data-connector-sources"]
+    assert cm_entry["changes"] == [{"path": 'data["sources.yaml"]', "op": "change"}]
+    assert cm_entry["takeover"] == ["data.sources.yaml (kubectl-edit)"]
+
+
+def test_approval_survives_pod_churn_and_unmanaged_changes(world: World) -> None:
+    """Status writes and fields no one manages through edgebundle are not drift."""
+    deploy_v1(world)
+    install_bundle(world.site, world.rag.v2)
+    _, plan_path = world.plan(world.rag.v2, "v2.json")
+    assert world.approve(plan_path).exit_code == 0
+    [pod] = world.kube.list("Pod", NS, label_selector="app.kubernetes.io/name=chat-ui")
+    world.kube.delete("Pod", NS, pod["metadata"]["name"])  # a node drain replaces it
+    world.kube.wait_for("a replacement chat-ui pod, ready", lambda: any(
+        p["metadata"]["name"] != pod["metadata"]["name"] and (p.get("status") or {}).get("phase") == "Running"
+        for p in world.kube.list("Pod", NS, label_selector="app.kubernetes.io/name=chat-ui")))
+    world.kube.patch("Deployment", NS, "chat-ui", {"metadata": {"annotations": {"team.example/owner": "ops"}}})
+    res = world.apply(plan_path)
+    assert res.exit_code == 0, res.output
+    assert env(world.deployment("llm-service"), "LLM_MODEL_PATH").startswith("/models/llm/smollm2-135m/v1.1/")
+    assert world.deployment("chat-ui")["metadata"]["annotations"]["team.example/owner"] == "ops"  # not ours
 
 
 def test_apply_refuses_when_a_revision_was_applied_since(world: World) -> None:
@@ -399,15 +438,15 @@ def test_apply_refuses_when_a_revision_was_applied_since(world: World) -> None:
     assert res.exit_code == 1 and "revision 1 was recorded since this plan was made" in res.output
 
 
-def test_plan_refuses_bundle_not_installed(tmp_path: Path, kube_server: KubeAPIServer, rag: RagBundles) -> None:
+def test_plan_refuses_bundle_not_installed(tmp_path: Path, kube_cluster: Cluster, rag: RagBundles) -> None:
     site = write_site(tmp_path, rag)
     res = cli("plan", rag.v1.path, "--site", site, "-o", tmp_path / "p.json")
     assert res.exit_code == 1 and "is not installed at site plant-7" in res.output
 
 
 @pytest.mark.parametrize("kube_nodes", [[]], indirect=False)
-def test_capacity_refusal_names_the_workload(tmp_path: Path, kube_server: KubeAPIServer, rag: RagBundles) -> None:
-    kube_server.add_node("small", memory="4Gi", gpus=0)
+def test_capacity_refusal_names_the_workload(tmp_path: Path, kube_cluster: Cluster, rag: RagBundles) -> None:
+    kube_cluster.add_node("small", memory="4Gi", gpus=0)
     site = write_site(tmp_path, rag)
     install_bundle(site, rag.v1)
     res = cli("plan", rag.v1.path, "--site", site, "-o", tmp_path / "p.json")
@@ -461,23 +500,32 @@ def test_signed_approvals_when_the_site_requires_them(tmp_path: Path, rag: RagBu
     install_bundle(site, rag.v1)
     plan = tmp_path / "plan.json"
     assert cli("plan", rag.v1.path, "--site", site, "-o", plan).exit_code == 3
-    for key, why in ((None, "is not signed"), (other_key, "not an approver key of this site")):
+    for key, why in ((None, "is not signed"), (other_key, "not signed by an approver key of this site")):
         assert cli("approve", plan, "--operator", "frank", "--yes", *(["--key", key] if key else [])).exit_code == 0
         res = cli("apply", plan, "--site", site)
         assert res.exit_code == 1 and why in res.output, res.output
         assert not list((tmp_path / "k3s").iterdir())
     assert cli("approve", plan, "--operator", "frank", "--yes", "--key", ops_key).exit_code == 0
+    approval = next((tmp_path / "state" / "approvals").glob("*.json"))
+    signed = approval.read_bytes()
+    doc = dsse_verify(signed, load_pub(ops_pub), "application/vnd.edgebundle.approval.v1+json")
+    assert doc["operator"] == "frank" and doc["_type"] == "edgebundle.approval"
+    # a forged signature under the approver's key id (signed by another key) is refused
+    approval.write_bytes(forge(signed, load_key(other_key), load_pub(ops_pub)))
+    res = cli("apply", plan, "--site", site)
+    assert res.exit_code == 1 and "does not match its payload" in res.output, res.output
+    approval.write_bytes(signed)
     res = cli("apply", plan, "--site", site)
     assert res.exit_code == 0, res.output
 
 
-def test_install_one_command(tmp_path: Path, kube_server: KubeAPIServer, rag: RagBundles) -> None:
+def test_install_one_command(tmp_path: Path, kube_cluster: Cluster, rag: RagBundles) -> None:
     from tests.fixtures.bundles import run_installer
 
     site = write_site(tmp_path, rag)
     res = cli("install", rag.v1.path, "--site", site, "--operator", "gina", input="n\n")
     assert res.exit_code == 1 and "was not approved by gina" in res.output
-    assert kube_server.get("Deployment", NS, "llm-service") is None
+    assert kube_cluster.get("Deployment", NS, "llm-service") is None
     assert (rag.nas / "llm" / "smollm2-135m" / "v1.0" / "tiny-llm.Q8_0.gguf").is_file()  # staged all the same
     res = run_installer("install", rag.v1.path, "--site", site, "--operator", "gina", "--yes",
                         "--poll-interval", "0.05")
@@ -487,3 +535,97 @@ def test_install_one_command(tmp_path: Path, kube_server: KubeAPIServer, rag: Ra
     assert rev["status"] == "deployed" and rev["operator"] == "gina"
     res = run_installer("install", rag.v1.path, "--site", site, "--yes", "--operator", "gina")
     assert res.returncode == 0 and "Nothing to change" in res.stdout
+
+
+# --- what the server would refuse is refused at plan, before approval --------------------------
+
+def test_shipped_stack_is_refused_by_a_1_20_server_at_plan(world: World, bundle_world: BundleWorld) -> None:
+    """The shipped manifests need Kubernetes 1.25 (batch/v1 CronJob, policy/v1 PDB): a 1.20 server
+    does not serve those, and the plan says so before anything can be approved."""
+    shipped = build_with_manifests(bundle_world, bundle_world.manifests, version="1.0.5", images=IMAGES_V1,
+                                   models=_models(bundle_world, "v1.0"))
+    install_bundle(world.site, shipped)
+    res, plan_path = world.plan(shipped, "shipped.json")
+    assert res.exit_code == 1, res.output
+    assert "the cluster would refuse 2 object(s)" in res.output
+    assert "CronJob/rag-system/data-connector: this cluster does not serve batch/v1 CronJob " \
+           "(it serves CronJob as batch/v1beta1)" in res.output
+    assert "PodDisruptionBudget/rag-system/llm-service: this cluster does not serve policy/v1 " \
+           "PodDisruptionBudget (it serves PodDisruptionBudget as policy/v1beta1)" in res.output
+    assert not plan_path.exists() and world.kube.get("Namespace", None, NS) is None
+
+
+@pytest.fixture(scope="module")
+def rag_broken(bundle_world: BundleWorld, rag: RagBundles, tmp_path_factory: pytest.TempPathFactory) -> BuiltBundle:
+    """1.0.1: the vector DB's volume claim template grows (forbidden on a live StatefulSet) and the
+    chat UI carries a misspelt field."""
+    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("manifests-broken"),
+                                  ("storage: 20Gi", "storage: 30Gi"),
+                                  ("image: 127.0.0.1:5000/rag/chat-ui:1.0\n          imagePullPolicy: IfNotPresent",
+                                   "image: 127.0.0.1:5000/rag/chat-ui:1.0\n          imagePullPolicyy: IfNotPresent"))
+    return build_with_manifests(bundle_world, manifests, version="1.0.1", images=IMAGES_V1,
+                                models=_models(bundle_world, "v1.0"))
+
+
+def test_forbidden_immutable_and_unknown_fields_refused_at_plan(world: World, rag_broken: BuiltBundle) -> None:
+    deploy_v1(world)
+    # the PV's NFS source is immutable: a site whose NAS moved cannot change it in place
+    moved = write_site(world.tmp, world.rag, nfs={"server": "10.0.0.6", "path": "/export/models"})
+    res = cli("plan", world.rag.v1.path, "--site", moved, "-o", world.tmp / "moved.json")
+    assert res.exit_code == 1, res.output
+    assert "PersistentVolume/rag-edge-models: the server refuses it" in res.output and "immutable" in res.output
+    assert world.kube.get("PersistentVolume", None, "rag-edge-models")["spec"]["nfs"]["server"] == "10.0.0.5"
+    write_site(world.tmp, world.rag)  # the NAS is back where it was
+    install_bundle(world.site, rag_broken)
+    res, plan_path = world.plan(rag_broken, "broken.json")
+    assert res.exit_code == 1, res.output
+    assert "StatefulSet/rag-system/vector-db: the server refuses it" in res.output
+    assert "updates to statefulset spec for fields other than" in res.output
+    assert "plan with --replace StatefulSet/rag-system/vector-db" in res.output
+    assert "Deployment/rag-system/chat-ui: unknown field spec.template.spec.containers[name=chat-ui]" \
+           ".imagePullPolicyy" in res.output
+    assert not plan_path.exists()
+
+
+def test_replace_when_asked_recreates_the_object(world: World, bundle_world: BundleWorld,
+                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    deploy_v1(world)
+    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("manifests-vct"),
+                                  ("storage: 20Gi", "storage: 30Gi"))
+    grown = build_with_manifests(bundle_world, manifests, version="1.0.2", images=IMAGES_V1,
+                                 models=_models(bundle_world, "v1.0"))
+    install_bundle(world.site, grown)
+    before = world.kube.get("StatefulSet", NS, "vector-db")["metadata"]["uid"]
+    res, plan_path = world.plan(grown, "grow.json", "--replace", "StatefulSet/rag-system/vector-db")
+    assert res.exit_code == 3, res.output
+    actions = {e["id"]: e["action"] for e in load_plan(plan_path).entries}
+    assert actions.pop("apps|StatefulSet|rag-system|vector-db") == "replace"
+    assert set(actions.values()) == {"unchanged"}
+    assert "1 replace" in res.output
+    assert world.approve(plan_path).exit_code == 0
+    res = world.apply(plan_path)
+    assert res.exit_code == 0, res.output
+    sts = world.kube.get("StatefulSet", NS, "vector-db")
+    assert sts["metadata"]["uid"] != before
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "30Gi"
+
+
+def test_health_names_the_new_pod_and_its_failing_probe(world: World) -> None:
+    deploy_v1(world)
+    install_bundle(world.site, world.rag.v2)
+
+    def new_llm_unready(pod: dict[str, Any]) -> Failure | None:
+        return Failure("Readiness", "HTTP probe failed with statuscode: 503") \
+            if any("/v1.1/" in str(e.get("value")) for c in pod["spec"]["containers"] for e in c.get("env") or []) \
+            else None
+
+    world.kube.fail_when(new_llm_unready)
+    _, plan_path = world.plan(world.rag.v2, "v2.json")
+    assert world.approve(plan_path).exit_code == 0
+    res = world.apply(plan_path, "--timeout", "4")
+    assert res.exit_code == 1, res.output
+    assert "Deployment/rag-system/llm-service is not healthy" in res.output
+    assert "pod llm-service-" in res.output and "readiness probe GET :8000/ready" in res.output
+    assert "Readiness probe failed: HTTP probe failed with statuscode: 503" in res.output
+    assert "old replicas pending termination" not in res.output
+    assert "rolled back to revision 1" in res.output

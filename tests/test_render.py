@@ -15,7 +15,7 @@ from bundler.errors import VerificationError
 from bundler.root import FilePin, ImageEntry, ModelEntry, Root
 from bundler.sources import open_source
 from installer import health
-from installer.plan import diff_object
+from installer.diff import diff_object
 from installer.policy import Node, PolicyError, check_all, check_capacity, check_images, check_models, pod_requests
 from installer.render import (BUNDLE_LABEL, MANAGED_BY, ObjectKey, RenderError, containers, pod_spec,
                               read_manifest_docs, render, resolve_image)

@@ -13,18 +13,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from installer.faults import ENV
-from tests.fixtures.bundles import INSTALLER, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
+from tests.fixtures.bundles import (BuiltBundle, frozen_installer, nas_snapshot, registry_snapshot, resume,
+                                    run_installer)
 from tests.fixtures.registry import RegistryProcess
 from tests.test_installer_crash import (  # noqa: F401
     STAGE_BUNDLE,
@@ -39,35 +36,6 @@ pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 #: What a dead registry may cost at most: the client's retry budget (15 s) plus slack.
 GIVE_UP_WITHIN = 30.0
-
-
-def frozen_installer(*args: str | Path, at: str) -> subprocess.Popen[str]:
-    """Start the installer and return once it has stopped itself (SIGSTOP) at fault point ``at``."""
-    env = {**os.environ, ENV: f"{at}:stop"}
-    proc = subprocess.Popen([INSTALLER, *map(str, args)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            break
-        if fields[0] == "T":
-            return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.01)
-    proc.kill()
-    out, err = proc.communicate()
-    pytest.fail(f"the installer never reached {at}: {out}{err}")
-
-
-def resume(proc: subprocess.Popen[str]) -> tuple[int, str, float]:
-    """SIGCONT the frozen installer; (exit code, output, seconds it took from here)."""
-    started = time.monotonic()
-    os.kill(proc.pid, signal.SIGCONT)
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out + err, time.monotonic() - started
 
 
 @pytest.mark.parametrize("point", ["load.blob.chunk@2", "load.blob.journaled@2"])  # mid-blob, between blobs

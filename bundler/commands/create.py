@@ -24,6 +24,7 @@ from bundler.lint import check_deployable
 from bundler.lockfile import ensure_lock
 from bundler.parts import build_split, parse_size
 from bundler.progress import Progress, human, percent
+from bundler.root import parse_duration
 from bundler.signing import load_private_key, read_passphrase
 from bundler.spec import load_spec
 
@@ -89,15 +90,19 @@ def input_total(spec: Any, lock: dict[str, Any], registries: Callable[[str], Any
               help="Build a delta against this full bundle (what the sites installed): it carries "
                    "only what they lack, plus patches (docs/DELTA.md).")
 @lockfile_option
+@click.option("--expires-in", "expires_in", metavar="DURATION", default="180d", show_default=True,
+              help="How long sites accept the bundle, counted from the lock's creation time (e.g. 90d, "
+                   "365d); after that they refuse it unless the operator passes --allow-expired REASON.")
 @plain_http_option
 @json_option
 @handle_errors
 def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool, force: bool,
             passphrase_file: Path | None, split_text: str | None, base_path: Path | None,
-            lockfile: Path | None, plain_http: tuple[str, ...], as_json: bool) -> None:
+            lockfile: Path | None, expires_in: str, plain_http: tuple[str, ...], as_json: bool) -> None:
     """Build a signed bundle from SPEC (an OCI image layout, as a directory or OUT.tar)."""
     t0 = time.monotonic()
     part_size = parse_size(split_text) if split_text else None
+    lifetime = parse_duration(expires_in)
     passphrase = read_passphrase(passphrase_file)
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     spec = load_spec(spec_path)
@@ -114,7 +119,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
         else:
             say(line)
 
-    builder = Builder(spec, lock, registries, log=log)
+    builder = Builder(spec, lock, registries, log=log, expires_in=lifetime)
     models_bytes = sum(f["size"] for m in lock["models"] for f in m["files"])
     # A lower bound (images come on top): the models in the work directory, and again in OUT.tar.
     require_free(output.parent, models_bytes * (2 if output.suffix == ".tar" and not part_size else 1),
@@ -138,7 +143,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     summary = {"ok": True, "output": str(output), "name": spec.name, "version": spec.version,
-               "root": result.root.digest, "inputBytes": result.input_bytes, "bundleBytes": out_size,
+               "root": result.root.digest, "expires": result.root.expires, "inputBytes": result.input_bytes, "bundleBytes": out_size,
                "seconds": round(elapsed, 2), "peakRssBytes": rss}
     if split:
         summary["split"] = split_summary(split)
@@ -151,7 +156,7 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     else:
         click.echo(f"built {output}: {spec.name} {spec.version}, {human(out_size)} from "
                    f"{human(result.input_bytes)} of inputs in {elapsed:.1f}s (peak RSS {human(rss)})")
-        click.echo(f"root {result.root.digest}")
+        click.echo(f"root {result.root.digest}; expires {result.root.expires}")
         if delta:
             click.echo(f"delta against {base_path}: {human(delta.delta_bytes)} instead of "
                        f"{human(delta.full_bytes)} ({percent(delta.delta_bytes, delta.full_bytes)}); "

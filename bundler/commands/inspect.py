@@ -7,13 +7,12 @@ from typing import Any
 
 import click
 
-from bundler import layout
 from bundler.clikit import emit_json, handle_errors, json_option
 from bundler.delta import describe_delta
 from bundler.progress import human
 from bundler.root import Root, parse_root
-from bundler.signing import parse_signatures
-from bundler.sources import open_source, read_small
+from bundler.verify import root_envelope
+from bundler.sources import open_source
 
 
 def describe(root: Root, signers: list[str], bundle_bytes: int) -> dict[str, Any]:
@@ -56,9 +55,8 @@ def command(bundle: Path, as_json: bool) -> None:
     Inspect does not check signatures or content: run 'bundle verify' for that.
     """
     source = open_source(bundle)
-    root = parse_root(read_small(source, layout.ROOT, layout.MAX_JSON_BYTES))
-    signers = [s.keyid for s in parse_signatures(read_small(source, layout.SIGNATURES, layout.MAX_SIGNATURES_BYTES))] \
-        if layout.SIGNATURES in source.members() else []
+    envelope = root_envelope(source)
+    root, signers = parse_root(envelope.payload), envelope.signer_ids
     doc = describe(root, signers, sum(source.members().values()))
     if as_json:
         emit_json(doc)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
+from bundler.errors import UsageError
 from bundler.signing import generate_keypair, keyid, load_public_key, read_passphrase
 
 
@@ -20,6 +22,9 @@ from bundler.signing import generate_keypair, keyid, load_public_key, read_passp
 @handle_errors
 def command(name: str, out_dir: Path, passphrase_file: Path | None, as_json: bool) -> None:
     """Write NAME.key (private, mode 0600) and NAME.pub (give this to sites)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+        raise UsageError(f"key name {name[:80]!r} must be letters, digits, '.', '_' or '-' (no path)",
+                         hint="choose where the files go with --out DIR")
     passphrase = read_passphrase(passphrase_file)
     key, pub = generate_keypair(name, out_dir, passphrase)
     kid = keyid(load_public_key(pub))

@@ -27,7 +27,7 @@ def progress_factory(as_json: bool) -> Callable[[str, int], Progress]:
 def summary(result: SplitResult) -> dict[str, Any]:
     """The JSON description of a split (also nested in ``bundle create --split --json``)."""
     idx = result.index
-    return {"index": str(result.index_path), "signature": str(result.signature_path),
+    return {"index": str(result.index_path),
             "name": idx.name, "version": idx.version, "root": idx.root, "bundleFile": idx.bundle_file,
             "size": idx.size, "digest": idx.digest, "partSize": idx.part_size,
             "parts": [{"file": p.file, "offset": p.offset, "size": p.size, "digest": p.digest}
@@ -41,7 +41,7 @@ def report(result: SplitResult, seconds: float) -> None:
                f"{human(idx.part_size)} in {result.index_path.parent} ({seconds:.1f}s)")
     for p in idx.parts:
         click.echo(f"  {p.file:<40} bytes {p.offset}\u2013{p.last_byte}  {p.digest}")
-    click.echo(f"part index {result.index_path.name}, signed in {result.signature_path.name}")
+    click.echo(f"part index {result.index_path.name} (signed)")
 
 
 @click.command("split")

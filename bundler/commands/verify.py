@@ -15,7 +15,7 @@ from bundler.errors import UsageError
 from bundler.progress import Progress, human
 from bundler.signing import TrustStore
 from bundler.sources import open_source
-from bundler.verify import VerifiedBundle, Verifier, WrongBaseError
+from bundler.verify import Policy, VerifiedBundle, Verifier, WrongBaseError
 
 
 @click.command("verify")
@@ -25,15 +25,17 @@ from bundler.verify import VerifiedBundle, Verifier, WrongBaseError
 @click.option("--base", "base_path", type=click.Path(exists=True, path_type=Path),
               help="BUNDLE is a delta: also rebuild every blob of its full target from this base "
                    "bundle and check it against the signed digests.")
+@click.option("--allow-expired", is_flag=True,
+              help="Check a bundle past its signed expiry anyway (sites need --allow-expired REASON).")
 @json_option
 @handle_errors
 def command(bundle: Path, pubkeys: tuple[Path, ...], threshold: int, base_path: Path | None,
-            as_json: bool) -> None:
-    """Verify BUNDLE (tar, directory or media) against trusted public keys."""
+            allow_expired: bool, as_json: bool) -> None:
+    """Verify BUNDLE (tar, directory or media) against trusted public keys; an expired one is refused."""
     source = open_source(bundle)
     progress = Progress("verify", sum(source.members().values()), enabled=None if not as_json else False)
     trust = trust_store(pubkeys, threshold)
-    vb = Verifier(trust, progress=progress).verify(source)
+    vb = Verifier(trust, Policy(allow_expired=allow_expired), progress=progress).verify(source)
     progress.done()
     r = vb.root
     rebuilt = verify_delta(vb, trust, base_path, as_json) if base_path or r.is_delta else None
@@ -65,7 +67,7 @@ def verify_delta(vb: VerifiedBundle, trust: TrustStore, base_path: Path | None,
                             "fullRoot": full_root_digest(r), "rebuiltBytes": None}
     if base_path is None:
         return info
-    base_vb = Verifier(trust).verify(open_source(base_path))
+    base_vb = Verifier(trust, Policy(allow_expired=True)).verify(open_source(base_path))  # only its bytes matter
     if base_vb.root_digest != r.base.root:
         raise WrongBaseError(
             f"delta {r.name} {r.version} applies to base {r.base.name} {r.base.version} (root "
@@ -76,7 +78,7 @@ def verify_delta(vb: VerifiedBundle, trust: TrustStore, base_path: Path | None,
         try:
             rebuilt = ReconstructedSource(vb.source, r, base, Path(tmp))
             progress = Progress("rebuild", r.total_size(), enabled=None if not as_json else False)
-            Verifier(trust, progress=progress).verify(rebuilt)
+            Verifier(trust, Policy(allow_expired=True), progress=progress).verify(rebuilt)  # checked above
             progress.done()
         finally:
             base.close()

@@ -29,9 +29,9 @@ def confirm_and_record(plan: Plan, state: StateDir, operator: str, *, yes: bool,
     if not yes and not click.confirm(f"Apply these changes as {operator}?", default=False, err=True):
         raise NotApproved(f"plan {plan.hash[:19]}... was not approved by {operator}")
     key = load_private_key(key_path) if key_path else None
-    doc = make_approval(plan, operator, ttl=ttl, key=key)
-    record_approval(state, doc)
-    return doc
+    doc = make_approval(plan, operator, ttl=ttl)
+    record_approval(state, doc, key)
+    return {**doc, "signed": key is not None}
 
 
 @click.command("approve")
@@ -61,4 +61,4 @@ def command(plan_path: Path, operator: str, site_path: Path | None, yes: bool, t
         emit_json({"ok": True, "approval": doc})
     else:
         click.echo(f"Approved plan {plan.hash} by {doc['operator']} until {doc['expiresAt']}"
-                   + (" (signed)" if "signature" in doc else ""))
+                   + (" (signed)" if doc["signed"] else ""))

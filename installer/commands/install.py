@@ -15,6 +15,7 @@ from installer.commands.common import operator_option, site_options
 from installer.commands.install_common import (
     bundle_argument,
     downgrade_option,
+    expired_option,
     progress_enabled,
     step_line,
     verdict_line,
@@ -38,12 +39,14 @@ from installer.state import StateDir
 @click.option("--yes", is_flag=True, help="Approve without asking (the plan is still shown and recorded).")
 @validation_option
 @downgrade_option
+@expired_option
 @timeout_option
 @poll_option
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file: Path | None,
-            allow_downgrade: str | None, timeout: float, poll: float, as_json: bool) -> None:
+            allow_downgrade: str | None, allow_expired: str | None, timeout: float, poll: float,
+            as_json: bool) -> None:
     """Verify BUNDLE, load its images, stage its models, then plan, ask y/N and apply.
 
     Each step is the one the separate verbs run (verify, load, stage, plan, approve, apply);
@@ -54,10 +57,11 @@ def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file:
     log = stderr_log()
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
-                           progress=progress_enabled(as_json))
+                           allow_expired=allow_expired,
+                           progress=progress_enabled(as_json), content=False)
         audit.note(bundle=vb.root_digest)
         if not as_json:
-            click.echo(verdict_line(vb), err=True)
+            click.echo(verdict_line(vb, content=False), err=True)
         steps = install(vb, [RegistryDestination.for_site(site), NasDestination(site.models_root)], state,
                         progress_factory(progress_enabled(as_json)))
         for r in steps if not as_json else ():
@@ -65,7 +69,7 @@ def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file:
         target = open_target(site, state.scratch)
         store = RevisionStore(state)
         plan = plan_bundle(vb, site, state, target, validation_file=validation_file)
-        plan.write(state.path / "plans" / f"{plan.hash.split(':', 1)[1]}.json")
+        state.write_bytes(f"plans/{plan.hash.split(':', 1)[1]}.json", plan.to_bytes())  # no planted links
         audit.note(plan=plan.hash)
         rec = None
         if plan.changes_pending:

@@ -1,8 +1,9 @@
 """What ``installer verify``, ``load`` and ``stage`` share: options, the verified run, the summary.
 
-Every verb that acts on a bundle goes through :func:`run_steps`: take the state lock, verify the
-whole bundle (:func:`installer.core.open_verified`), and only then build the destinations and
-hand the bundle to :func:`installer.core.install`.
+Every verb that acts on a bundle goes through :func:`run_steps`: take the state lock, check the
+signed root (:func:`installer.core.open_verified` without the content pass: the destinations
+hash each blob they use while they write it), and only then build the destinations and hand the
+bundle to :func:`installer.core.install`.
 """
 
 from __future__ import annotations
@@ -26,13 +27,18 @@ downgrade_option = click.option(
     "--allow-downgrade", "allow_downgrade", metavar="REASON",
     help="Accept a bundle older than the installed one (rollback); REASON is recorded.")
 
+expired_option = click.option(
+    "--allow-expired", "allow_expired", metavar="REASON",
+    help="Accept a bundle past its signed expiry date; REASON is journaled and audited.")
+
 
 def bundle_verb(name: str) -> Callable[[Callable[..., Any]], click.Command]:
-    """A verb over one bundle at one site: ``fn(bundle, site, allow_downgrade, as_json)``."""
+    """A verb over one bundle at one site: ``fn(bundle, site, allow_downgrade, allow_expired, as_json)``."""
     from installer.commands.common import site_options  # common imports nothing of ours; no cycle
 
     def make(fn: Callable[..., Any]) -> click.Command:
-        for decorate in (handle_errors, json_option, downgrade_option, site_options, bundle_argument):
+        for decorate in (handle_errors, json_option, expired_option, downgrade_option, site_options,
+                         bundle_argument):
             fn = decorate(fn)
         return click.command(name)(fn)
 
@@ -51,22 +57,25 @@ def verified_summary(vb: VerifiedBundle) -> dict[str, Any]:
             "images": len(r.images), "models": len(r.models)}
 
 
-def verdict_line(vb: VerifiedBundle) -> str:
+def verdict_line(vb: VerifiedBundle, content: bool = True) -> str:
+    """The one-line verdict; without the content pass it says blobs are checked as they are written."""
     r = vb.root
-    return (f"OK: {r.name} {r.version} for {r.compatible}, signed by "
+    head, checked = ("OK", "verified") if content else ("Signed", "each hashed as it is written")
+    return (f"{head}: {r.name} {r.version} for {r.compatible}, signed by "
             f"{', '.join(s[:16] for s in vb.signers)}; {len(r.blobs)} blobs ({human(r.total_size())}) "
-            f"verified; root {vb.root_digest}")
+            f"{checked}; root {vb.root_digest}")
 
 
 def run_steps(bundle: Path, site: Site, make: Callable[[Site], Sequence[Destination]],
-              allow_downgrade: str | None, as_json: bool) -> None:
+              allow_downgrade: str | None, as_json: bool, allow_expired: str | None = None) -> None:
     """Verify ``bundle`` against ``site``, then apply the destinations ``make(site)`` builds."""
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
-                           progress=progress_enabled(as_json))
+                           allow_expired=allow_expired,
+                           progress=progress_enabled(as_json), content=False)
         if not as_json:
-            click.echo(verdict_line(vb), err=True)
+            click.echo(verdict_line(vb, content=False), err=True)
         results = install(vb, make(site), state, progress_factory(progress_enabled(as_json)))
         installed = is_installed(state, vb.root_digest)
     if as_json:
@@ -86,5 +95,5 @@ def step_line(r: StepResult) -> str:
     return line + "".join(f"\n  note: {n}" for n in notes)
 
 
-__all__ = ["bundle_argument", "downgrade_option", "run_steps", "step_line", "verdict_line",
+__all__ = ["bundle_argument", "downgrade_option", "expired_option", "run_steps", "step_line", "verdict_line",
            "verified_summary"]

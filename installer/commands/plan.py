@@ -14,7 +14,12 @@ import click
 from bundler.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.commands.common import site_options
-from installer.commands.install_common import bundle_argument, downgrade_option, progress_enabled
+from installer.commands.install_common import (
+    bundle_argument,
+    downgrade_option,
+    expired_option,
+    progress_enabled,
+)
 from installer.core import open_verified
 from installer.destinations.cluster import open_target
 from installer.plan import Plan, format_table, plan_bundle
@@ -32,7 +37,8 @@ def plan_json(plan: Plan, path: Path | None) -> dict[str, Any]:
         "ok": True, "plan": str(path) if path else None, "planHash": plan.hash,
         "changesPending": plan.changes_pending, "bundle": plan.bundle, "site": plan.doc["site"],
         "revision": plan.revision, "summary": plan.summary(),
-        "objects": [{"id": e["id"], "action": e["action"], "changes": e["changes"]} for e in plan.entries],
+        "objects": [{"id": e["id"], "action": e["action"], "changes": e["changes"],
+                     "takeover": e.get("takeover", [])} for e in plan.entries],
         "images": plan.doc["images"], "models": plan.doc["models"], "notes": plan.doc["notes"],
     }
 
@@ -50,22 +56,31 @@ def exit_pending(plan: Plan) -> None:
               show_default=True, help="Where to write the plan file.")
 @validation_option
 @downgrade_option
+@expired_option
 @click.option("--all", "show_all", is_flag=True, help="List unchanged objects too.")
+@click.option("--replace", "replace", multiple=True, metavar="KIND/NAMESPACE/NAME",
+              help="Delete and re-create this object if the server refuses to change it in place "
+                   "(immutable fields); repeatable. Cluster-scoped objects: KIND/NAME.")
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
-            allow_downgrade: str | None, show_all: bool, as_json: bool) -> None:
-    """Verify BUNDLE, render its manifests for the site, check policy, diff against the cluster.
+            allow_downgrade: str | None, allow_expired: str | None, show_all: bool, replace: tuple[str, ...],
+            as_json: bool) -> None:
+    """Verify BUNDLE, render its manifests for the site, check policy, dry-run every object on the
+    cluster (server-side apply, dryRun=All) and compare with what is live.
 
-    Writes the plan file (with its hash) for `installer approve` and `installer apply`.
-    Nothing on the cluster changes. Exit 0: nothing would change; 3: changes pending.
+    Writes the plan file (with its hash) for `installer approve` and `installer apply`. Refuses,
+    naming each object, what the cluster would refuse. Nothing on the cluster changes.
+    Exit 0: nothing would change; 3: changes pending.
     """
     state = StateDir(site.state_dir)
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
+                           allow_expired=allow_expired,
                            progress=progress_enabled(as_json))
         audit.note(bundle=vb.root_digest)
-        plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file)
+        plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file,
+                           replace=frozenset(replace))
     plan.write(out)
     audit.note(plan=plan.hash)
     if as_json:

@@ -7,12 +7,12 @@ from typing import Any
 import click
 
 from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import EdgebundleError
+from bundler.errors import EdgebundleError, VerificationError
 from bundler.progress import human
 from bundler.root import parse_root
 from installer.commands.common import site_options
 from installer.core import INSTALL_STEPS, deployed_bundle
-from installer.destinations.nas import list_staged
+from installer.destinations.nas import file_pins, list_staged, verify_staged
 from installer.destinations.registry import RegistryDestination, list_images
 from installer.site import Site
 from installer.state import StateDir
@@ -32,16 +32,13 @@ def running_revision(site: Site, state: StateDir) -> dict[str, Any] | None:
     """The revision the cluster runs, with who applied it and who approved its plan."""
     if not site.has_cluster_target:
         return None
-    from installer.approval import approval_rel
+    from installer.approval import approval_on_file
     from installer.revisions import RevisionStore
 
     rec = RevisionStore(state).current()
     if rec is None:
         return None
-    try:
-        approval = state.read_json(approval_rel(str(rec.get("planHash")))) or {}
-    except (EdgebundleError, IndexError):
-        approval = {}
+    approval = approval_on_file(state, str(rec.get("planHash"))) or {}
     return {"revision": rec.get("revision"), "bundle": rec.get("bundle"), "appliedBy": rec.get("operator"),
             "appliedAt": rec.get("finishedAt") or rec.get("startedAt"),
             "approvedBy": approval.get("operator") if isinstance(approval, dict) else None}
@@ -54,8 +51,8 @@ def bundle_progress(state: StateDir, deployed: set[str] | None = None) -> list[d
     installed = {b["root"] for b in state.installed()}
     deployed = installed if deployed is None else deployed
     out = []
-    for path in sorted((state.path / "journal").glob("*.jsonl")):
-        root_digest = "sha256:" + path.stem
+    for name in [n for n in state.safe.listdir(["journal"]) if n.endswith(".jsonl")]:
+        root_digest = "sha256:" + name[: -len(".jsonl")]
         raw = state.bundle_root_bytes(root_digest)
         try:
             root = parse_root(raw) if raw else None
@@ -96,7 +93,38 @@ def reached(b: dict[str, Any]) -> str:
     return ", ".join(words) or ("verified" if steps.get("verify", {}).get("done") else "seen")
 
 
-def collect(site: Site) -> dict[str, Any]:
+def _signed_pins(state: StateDir, entry: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The file pins of a staged version from the signed root its marker names, if the state kept it."""
+    bundle = entry.get("bundle")
+    root_digest = bundle.get("root") if isinstance(bundle, dict) else None
+    try:
+        raw = state.bundle_root_bytes(root_digest) if isinstance(root_digest, str) and ":" in root_digest else None
+        root = parse_root(raw) if raw else None
+    except EdgebundleError:
+        return None
+    for m in root.models if root else []:
+        if (m.kind, m.name, m.version) == (entry["kind"], entry["name"], entry["version"]):
+            return file_pins(m)
+    return None
+
+
+def staged_models(site: Site, state: StateDir, verify: bool) -> list[dict[str, Any]]:
+    """The versions on the NAS; with ``verify``, each complete one hashed again (``verified``/``problem``)."""
+    out = []
+    for entry in list_staged(site.models_root):
+        if verify and not entry["partial"]:
+            pins = _signed_pins(state, entry)
+            problem = verify_staged(site.models_root, entry, pins)
+            entry["verified"] = problem is None
+            entry["against"] = "signed root" if pins is not None else "unsigned marker"
+            if problem:
+                entry["problem"] = problem
+        entry.pop("_marker", None)
+        out.append(entry)
+    return out
+
+
+def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     state = StateDir(site.state_dir)
     doc: dict[str, Any] = {
         "site": {"name": site.name, "compatible": site.compatible, "stateDir": str(site.state_dir),
@@ -117,7 +145,10 @@ def collect(site: Site) -> dict[str, Any]:
     except EdgebundleError as e:
         doc["registry"] = {"address": site.registry_address, "error": e.message}
     if site.models_root.is_dir():
-        doc["models"] = {"root": str(site.models_root), "versions": list_staged(site.models_root)}
+        try:
+            doc["models"] = {"root": str(site.models_root), "versions": staged_models(site, state, verify)}
+        except EdgebundleError as e:
+            doc["models"] = {"root": str(site.models_root), "error": e.message}
     else:
         doc["models"] = {"root": str(site.models_root), "error": "models root does not exist (NAS not mounted?)"}
     return doc
@@ -161,21 +192,33 @@ def _print(doc: dict[str, Any]) -> None:
     for m in models["versions"]:
         flag = "  (partial, hidden)" if m["partial"] else ""
         src = f"  from {m['bundle']['name']} {m['bundle']['version']}" if m.get("bundle") else ""
+        check = "" if "verified" not in m else ("  verified" if m["verified"] else f"  TAMPERED: {m['problem']}")
         click.echo(f"  {m['kind']:<10} {m['name']:<24} {m['version']:<10} {m['files']:>3} file(s) "
-                   f"{human(m['size']):>10}{src}{flag}")
+                   f"{human(m['size']):>10}{src}{flag}{check}")
     if not models["versions"]:
         click.echo("  (no models)")
 
 
 @click.command("status")
 @site_options
+@click.option("--verify", "verify", is_flag=True,
+              help="Hash every staged model version again against the signed root the state kept "
+                   "(or its marker); exit 4 when any differs.")
 @json_option
 @handle_errors
-def command(site: Site, as_json: bool) -> None:
+def command(site: Site, verify: bool, as_json: bool) -> None:
     """Show installed bundles, images in the site registry, model versions on the NAS, and how
     far each bundle got (from the journals)."""
-    doc = collect(site)
+    doc = collect(site, verify)
+    bad = [m for m in doc["models"].get("versions", []) if m.get("verified") is False]
     if as_json:
-        emit_json({"ok": True, **doc})
-    else:
-        _print(doc)
+        emit_json({"ok": not bad, **doc})
+        if bad:
+            raise SystemExit(VerificationError.exit_code)
+        return
+    _print(doc)
+    if bad:
+        raise VerificationError(
+            f"{len(bad)} staged model version(s) differ from what was signed: "
+            + "; ".join(f"{m['path']}: {m['problem']}" for m in bad[:3]),
+            hint="move the tampered version(s) away and run installer stage again to restore them")

@@ -51,14 +51,13 @@ def command(site: Site, out: Path | None, timeout: float, poll: float,
         if not as_json:
             for c in checks:
                 click.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.object} {c.check} {c.detail}".rstrip())
-        record = make_record(site, target.identity(), rev, checks, key)  # refuses unless all passed
-        data = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-        atomic_write(state.path / record_rel(rev["bundle"]["root"]), data)
+        data = make_record(site, target.identity(), rev, checks, key)  # refuses unless all passed
+        state.write_bytes(record_rel(rev["bundle"]["root"]), data)  # never through a planted link
         b = rev["bundle"]
         dest = out or Path(f"validation-{b['name']}-{b['version']}.json")
         atomic_write(dest.resolve(), data)
     if as_json:
-        emit_json({"ok": True, "record": str(dest), "validation": record})
+        emit_json({"ok": True, "record": str(dest), "validation": json.loads(data)})
     else:
         click.echo(f"Validated {b['name']} {b['version']} (root {b['root']}) on {site.name}, revision "
                    f"{rev['revision']}: {len(checks)} checks passed. Record: {dest}")

@@ -13,13 +13,15 @@ from installer.site import Site
 
 
 @bundle_verb("verify")
-def command(bundle: Path, site: Site, allow_downgrade: str | None, as_json: bool) -> None:
-    """Verify BUNDLE: trusted signature, compatible, not a rollback, complete, every blob's digest.
+def command(bundle: Path, site: Site, allow_downgrade: str | None, allow_expired: str | None,
+            as_json: bool) -> None:
+    """Verify BUNDLE: trusted signature, not expired, compatible, not a rollback, complete, every blob's digest.
 
     Nothing is written except the bundle's trust files in the state directory.
     Exit code 4 names what failed.
     """
-    vb = open_verified(bundle, site, allow_downgrade=allow_downgrade, progress=progress_enabled(as_json))
+    vb = open_verified(bundle, site, allow_downgrade=allow_downgrade, allow_expired=allow_expired,
+                       progress=progress_enabled(as_json))
     if as_json:
         emit_json({"ok": True, **verified_summary(vb)})
     else:

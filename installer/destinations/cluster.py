@@ -5,9 +5,13 @@ planning, drift detection and rollback are one code path.
 
 :class:`KubeTarget` talks to the API server with the official ``kubernetes`` client: generic
 kinds through ``DynamicClient`` discovery, writes by server-side apply with the single field
-manager ``edgebundle`` (forcing conflicts: the approved plan is authoritative for the fields it
-sets). Cluster identity is the API server URL plus the uid of the ``kube-system`` namespace, so a
-plan made against one cluster cannot be applied to another that happens to share a URL.
+manager ``edgebundle``. Its :meth:`~KubeTarget.preview` is a server-side-apply dry run of the
+exact body apply will send: the server answers what the object would become (defaulting, list-map
+keys, quantities, omitted empty values are its own), what it refuses (kinds it does not serve,
+immutable or forbidden changes, unknown fields), and which fields another manager holds (a
+conflict, which the plan shows as a takeover and apply then forces). Cluster identity is the API
+server URL plus the uid of the ``kube-system`` namespace, so a plan made against one cluster
+cannot be applied to another that happens to share a URL.
 
 :class:`K3sDirTarget` writes one file, ``edgebundle-<site>.yaml``, atomically into the k3s
 server's manifests directory; k3s applies it. Nothing can be watched from there: live state is
@@ -17,6 +21,7 @@ Invariants:
 - Objects are written in the order given (the plan's dependency order); deletions run in reverse.
 - Only objects labelled ``app.kubernetes.io/managed-by: edgebundle`` are ever deleted.
 - Every API failure becomes a :class:`ClusterError` naming the object and the server's reason.
+- A preview never changes the cluster (``dryRun=All``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ import yaml
 from bundler.digest import fsync_dir, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError
 from bundler.layout import MAX_JSON_BYTES
+from installer.diff import diff_object, diff_result, dropped_fields
 from installer.faults import faultpoint
 from installer.policy import Node
 from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value, order_rank
@@ -51,6 +58,31 @@ K3S_WRITE_PIECE = 4096
 
 class ClusterError(EdgebundleError):
     """The cluster (or manifests directory) could not be read or refused a change."""
+
+
+class ObjectRefused(ClusterError):
+    """The server would refuse this object (a dry run said so): nothing may be approved."""
+
+    def __init__(self, key: ObjectKey, reason: str, hint: str | None = None, *, replaceable: bool = False) -> None:
+        super().__init__(f"{key}: {reason}", hint=hint)
+        self.key, self.reason, self.replaceable = key, reason, replaceable
+
+
+#: Annotation (on an object in the manifests) asking for delete-and-create when the server refuses
+#: an in-place update (kapp's ``fallback-on-replace``); ``installer plan --replace`` does the same.
+UPDATE_STRATEGY_ANNOTATION = "edgebundle.dev/update-strategy"
+FALLBACK_ON_REPLACE = "fallback-on-replace"
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What applying one object would do: ``create``, ``update``, ``unchanged`` or ``replace``,
+    the changed field paths, and fields taken over from other managers (``field (manager)``)."""
+
+    action: str
+    changes: list[dict[str, str]]
+    takeover: list[str] = field(default_factory=list)
+    note: str = ""
 
 
 @dataclass
@@ -95,9 +127,22 @@ class Target(Protocol):
     def observe(self, refs: list[dict[str, Any]]) -> Observation:
         ...
 
+    def preview(self, obj: dict[str, Any], live: dict[str, Any] | None, previous: dict[str, Any] | None,
+                revision: int, *, replace: bool = False, created_here: frozenset[str] = frozenset()) -> Preview:
+        """What applying ``obj`` as ``revision`` would do, or :class:`ObjectRefused`. ``created_here``
+        holds the namespaces and ``group/kind`` names that objects earlier in the same plan create."""
+        ...
+
+    def remove(self, refs: list[dict[str, Any]], log: Log, timeout: float = 120.0) -> list[str]:
+        """Delete these objects (ours only) in reverse dependency order and wait until they are
+        gone; the ones still present at the timeout are returned."""
+        ...
+
     def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
-                       deletes: list[dict[str, Any]], revision: int, log: Log) -> None:
-        """Make ``desired`` live: write the ``changed`` ones (key ids), remove ``deletes``."""
+                       deletes: list[dict[str, Any]], revision: int, log: Log,
+                       replace: frozenset[str] = frozenset()) -> None:
+        """Make ``desired`` live: write the ``changed`` ones (key ids), delete and re-create the
+        ``replace`` ones, remove ``deletes``."""
         ...
 
     def nodes(self) -> list[Node] | None:
@@ -119,6 +164,24 @@ def _api_reason(e: Exception) -> str:
             pass
     status = getattr(e, "status", None)
     return f"HTTP {status} {getattr(e, 'reason', '')}".strip() if status else str(e)
+
+
+def _conflicts(e: Exception) -> list[str]:
+    """``field (manager)`` for each field a server-side-apply conflict names."""
+    out = []
+    try:
+        doc = json.loads(getattr(e, "body", None) or "{}")
+    except (ValueError, TypeError):
+        doc = {}
+    for cause in ((doc.get("details") or {}).get("causes") or []) if isinstance(doc, dict) else []:
+        m = re.search(r'conflict with "([^"]+)"', str(cause.get("message", "")))
+        out.append(f"{str(cause.get('field', '?')).lstrip('.')} ({m[1] if m else 'another manager'})")
+    return sorted(out) or [_api_reason(e)]
+
+
+def _fallback_on_replace(obj: dict[str, Any]) -> bool:
+    ann = (obj.get("metadata") or {}).get("annotations") or {}
+    return ann.get(UPDATE_STRATEGY_ANNOTATION) == FALLBACK_ON_REPLACE
 
 
 class KubeTarget:
@@ -146,6 +209,7 @@ class KubeTarget:
         with self._calls("discover the API"):
             self.dyn = DynamicClient(self.api, cache_file=str(cache))
         self._identity: dict[str, str] | None = None
+        self._minor: int | None = None
 
     @contextmanager
     def _calls(self, what: str) -> Iterator[None]:
@@ -198,26 +262,151 @@ class KubeTarget:
             return dict(got.to_dict())
 
     def list(self, api_version: str, kind: str, namespace: str | None = None,
-             label_selector: str | None = None) -> list[dict[str, Any]]:
+             label_selector: str | None = None, field_selector: str | None = None) -> list[dict[str, Any]]:
         with self._calls(f"list {kind}"):
             res = self.dyn.resources.get(api_version=api_version, kind=kind)
             got = res.get(namespace=namespace if res.namespaced else None, label_selector=label_selector,
-                          _request_timeout=REQUEST_TIMEOUT)
+                          field_selector=field_selector, _request_timeout=REQUEST_TIMEOUT)
             return [dict(i) for i in got.to_dict().get("items", [])]
 
     def observe(self, refs: list[dict[str, Any]]) -> Observation:
+        """Live objects; the token is the uid (an object deleted and re-created is another object).
+
+        Not the ``resourceVersion``: every status write changes it, and a plan must survive pod
+        churn. What a plan's objects would become is compared through :meth:`preview` instead.
+        """
         obs = Observation()
         for r in refs:
             kid = ObjectKey.of(r).id
             live = self.get(r)
             obs.live[kid] = live
-            obs.tokens[kid] = str((live.get("metadata") or {}).get("resourceVersion")) if live else None
+            obs.tokens[kid] = str((live.get("metadata") or {}).get("uid")) if live else None
         return obs
 
+    def server_minor(self) -> int:
+        """The API server's minor version (20 for v1.20.2); 0 when it does not say."""
+        if self._minor is None:
+            from kubernetes import client
+
+            with self._calls("read the server version"):
+                info = client.VersionApi(self.api).get_code(_request_timeout=REQUEST_TIMEOUT)
+            digits = "".join(ch for ch in str(info.minor) if ch.isdigit())
+            self._minor = int(digits) if digits else 0
+        return self._minor
+
+    def _served(self, obj: dict[str, Any]) -> Any:
+        """The API resource for ``obj``'s apiVersion and kind, or :class:`ObjectRefused` naming
+        the versions the cluster serves for that kind instead."""
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        key = ObjectKey.of(obj)
+        try:
+            with self._calls(f"discover {key.kind}"):
+                return self._resource(obj)
+        except ResourceNotFoundError:
+            pass
+        except ClusterError as e:
+            if "does not serve" not in e.message:
+                raise
+        try:
+            others = sorted({f"{r.group_version}" for r in self.dyn.resources.search(kind=key.kind)
+                             if getattr(r, "group_version", None)})
+        except Exception:  # noqa: BLE001 - discovery trouble: the first answer stands
+            others = []
+        instead = f" (it serves {key.kind} as {', '.join(others)})" if others else ""
+        raise ObjectRefused(key, f"this cluster does not serve {obj['apiVersion']} {key.kind}{instead}",
+                            hint="build the bundle for this cluster's Kubernetes version "
+                                 "(docs/OPERATIONS.md lists what the shipped manifests need)")
+
+    def _dry_apply(self, res: Any, body: dict[str, Any], namespace: str | None, force: bool) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.server_minor() >= 25:  # strict field validation: unknown fields are an error
+            params["query_params"] = [("fieldValidation", "Strict")]
+        got = res.server_side_apply(body=body, name=body["metadata"]["name"], namespace=namespace,
+                                    field_manager=MANAGER, force_conflicts=force, dry_run="All",
+                                    _request_timeout=REQUEST_TIMEOUT, **params)
+        return dict(got.to_dict())
+
+    def preview(self, obj: dict[str, Any], live: dict[str, Any] | None, previous: dict[str, Any] | None,
+                revision: int, *, replace: bool = False, created_here: frozenset[str] = frozenset()) -> Preview:
+        from kubernetes.client.exceptions import ApiException
+
+        key = ObjectKey.of(obj)
+        if f"{key.group}/{key.kind}" in created_here:  # a kind a CRD of this plan defines
+            return Preview("create" if live is None else "update", [] if live is None else diff_object(obj, live, previous),
+                           note=f"{key.kind} is defined by this plan's CustomResourceDefinition: "
+                                "the server checks it at apply")
+        res = self._served(obj)
+        body = annotate_revision(obj, revision)
+        namespace = self._namespace(res, obj)
+        note = ""
+        if namespace and namespace in created_here:
+            # The namespace does not exist yet (this plan creates it): a dry run there is refused,
+            # so the object is checked by a dry run of its creation in "default".
+            body["metadata"]["namespace"], namespace = "default", "default"
+            note = f"checked by a dry run in namespace default: {key.namespace} is created by this plan"
+        takeover: list[str] = []
+        try:
+            try:
+                result = self._dry_apply(res, body, namespace, force=False)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                takeover = _conflicts(e)
+                result = self._dry_apply(res, body, namespace, force=True)
+        except ApiException as e:
+            reason = _api_reason(e)
+            unknown = re.search(r'(\.\S+): field not declared in schema', reason)
+            if unknown:
+                path = re.sub(r'\[(\w+)="([^"]*)"\]', r"[\1=\2]", unknown[1].lstrip("."))
+                raise ObjectRefused(key, f"unknown field {path} (the server's schema has no such field)",
+                                    hint="fix the spelling in the manifest and rebuild the bundle") from None
+            immutable = e.status == 422 and any(w in reason for w in ("immutable", "Forbidden"))
+            if immutable and live is not None and (replace or _fallback_on_replace(obj)):
+                return Preview("replace", diff_object(obj, live, previous),
+                               note="the server refuses this change in place: the object is deleted and re-created")
+            hint = None
+            if immutable and live is not None:
+                hint = (f"if re-creating {key} is acceptable, plan with --replace {key} or annotate it "
+                        f"{UPDATE_STRATEGY_ANNOTATION}: {FALLBACK_ON_REPLACE}")
+            raise ObjectRefused(key, f"the server refuses it: {reason}", hint=hint, replaceable=immutable) from None
+        except ClusterError as e:
+            raise ObjectRefused(key, e.message, hint=e.hint) from None
+        if self.server_minor() < 25:
+            unknown = dropped_fields(body, result)
+            if unknown:
+                raise ObjectRefused(key, "unknown field" + ("s " if len(unknown) > 1 else " ")
+                                    + ", ".join(unknown[:5]) + " (the server's schema has no such field and would "
+                                    "drop it)", hint="fix the spelling in the manifest and rebuild the bundle")
+        if live is None:
+            return Preview("create", [], takeover, note)
+        changes = diff_result(live, result)
+        return Preview("update" if changes else "unchanged", changes, takeover, note)
+
+    def remove(self, refs: list[dict[str, Any]], log: Log, timeout: float = 120.0) -> list[str]:
+        import time
+
+        for r in delete_order(refs):
+            if self.delete_one(r):
+                log(f"deleted {ObjectKey.of(r)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [str(ObjectKey.of(r)) for r in refs if self.get(r) is not None]
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.5)
+
     def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
-                       deletes: list[dict[str, Any]], revision: int, log: Log) -> None:
+                       deletes: list[dict[str, Any]], revision: int, log: Log,
+                       replace: frozenset[str] = frozenset()) -> None:
         for obj in desired:
-            if ObjectKey.of(obj).id in changed:
+            kid = ObjectKey.of(obj).id
+            if kid in replace:
+                left = self.remove([ref(obj)], log)
+                if left:
+                    raise ClusterError(f"replace {ObjectKey.of(obj)}: it is still being deleted",
+                                       hint="wait for its finalizers, then apply again")
+            if kid in changed or kid in replace:
                 self.apply_one(annotate_revision(obj, revision))
                 faultpoint("apply.object.applied")
                 log(f"applied {ObjectKey.of(obj)}")
@@ -320,8 +509,21 @@ class K3sDirTarget:
         obs.tokens[f"file:{self.file.name}"] = sha256_bytes(data) if data is not None else None
         return obs
 
+    def preview(self, obj: dict[str, Any], live: dict[str, Any] | None, previous: dict[str, Any] | None,
+                revision: int, *, replace: bool = False, created_here: frozenset[str] = frozenset()) -> Preview:
+        """A file diff: nothing here can dry-run, so only the fields the object sets are compared."""
+        if live is None:
+            return Preview("create", [])
+        changes = diff_object(obj, live, previous)
+        return Preview("update" if changes else "unchanged", changes)
+
+    def remove(self, refs: list[dict[str, Any]], log: Log, timeout: float = 120.0) -> list[str]:
+        """k3s removes what the file drops; a failed first write left nothing to remove."""
+        return []
+
     def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
-                       deletes: list[dict[str, Any]], revision: int, log: Log) -> None:
+                       deletes: list[dict[str, Any]], revision: int, log: Log,
+                       replace: frozenset[str] = frozenset()) -> None:
         if not self.dir.is_dir():
             raise ClusterError(f"k3s manifests directory {self.dir} does not exist",
                                hint="run on the k3s server, or fix spec.cluster.manifestsDir")

@@ -7,19 +7,34 @@ Layout under the models root (the NAS mount)::
     <root>/indices/<name>/<version>/<files>       kind index
     <root>/<kind-dir>/<name>/<version>/.edgebundle.json   marker: the staged files and digests
 
-A version is assembled in a hidden sibling ``.<version>.partial-<root>`` and renamed into place
-only when every file in it is verified, so consumers never see a partial model under its final
-name. Each file is written to a temporary name, hashed as it is written (against the signed
-digest: the media may have changed since verification), fsynced, read back and hashed again
-("what landed"), then renamed. ``tar+zstd`` files are decoded on the fly (bounded).
+The models root is not trusted to be clean (anyone on the NAS share may have planted links):
+everything below it is walked by directory file descriptor with ``O_NOFOLLOW``
+(:mod:`installer.safefs`); a symbolic link, FIFO or file where we need a directory is refused
+with its path, never followed. Files are created ``O_EXCL`` under names from :mod:`secrets`.
+
+How a bundle's versions appear together or not at all:
+
+1. *Prove*: every version to stage is assembled in a hidden sibling
+   ``.<version>.partial-<random>`` (its name journaled, so a rerun resumes it). Each file is
+   written to a random temporary name, hashed as it is written against the signed digest (the
+   media may have changed since verification), fsynced, re-read from the same descriptor and
+   renamed only on a match. Files a killed run left there are hashed again before reuse.
+2. *Commit*: only when every version of the bundle is complete does stage journal ``commit``
+   and rename each partial dir into place (``renameat2(RENAME_NOREPLACE)``, a few metadata
+   operations, no data). When a rename is refused (a version appeared meanwhile), the versions
+   already renamed in this commit are renamed back, so a refused stage leaves no new visible
+   version. A kill inside the commit (between two renames) is rolled *forward* by the next run,
+   which finds the journaled commit and renames the rest before anything else; no kill before
+   the commit leaves anything visible.
 
 Invariants:
-- An existing version is never modified: same content (by its marker, or by hashing a version
-  without one) is skipped; different content is refused, before anything at all is written.
+- An existing version is never modified: same content is skipped; different content is
+  refused, before anything at all is written.
+- A version already on the NAS is trusted only after its bytes are hashed again against the
+  signed root (the marker is unsigned and the NAS may have been edited). The fast path that
+  trusts a matching marker plus file sizes is off by default
+  (``EDGEBUNDLE_TRUST_NAS_MARKERS=1``, docs/SECURITY.md).
 - Older versions are left alone, so rollback needs no copy.
-- Resumable: files finished in the partial dir are journaled; a rerun reuses them and redoes
-  at most the file in flight. The partial dir's name carries the bundle's root digest, so two
-  bundles never share one.
 """
 
 from __future__ import annotations
@@ -27,25 +42,32 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from bundler import layout
 from bundler.compress import open_tar_zstd_member
-from bundler.digest import CHUNK, check, copy_verified, fsync_dir, hash_file, read_bounded
+from bundler.digest import CHUNK, check, copy_verified, hash_stream
 from bundler.errors import EdgebundleError, UsageError
-from bundler.root import ModelEntry, canonical_json, load_json_bounded
+from bundler.root import ModelEntry, ModelFile, canonical_json, load_json_bounded
 from bundler.verify import VerifiedBundle
 from installer.core import ProgressFactory, StepResult
 from installer.faults import faultpoint
+from installer.safefs import (SafeRoot, UnsafePathError, lstat_at, open_below, open_regular, os_error,
+                              rename_noreplace, temp_name)
 from installer.state import Journal
 
 KIND_DIRS = {"llm": "llm", "embedding": "embeddings", "index": "indices"}
 MARKER = ".edgebundle.json"
 MARKER_TYPE = "edgebundle.staged"
 _TMP_PREFIX = ".edgebundle-tmp-"
+_PARTIAL = ".partial-"
 _MAX_MARKER_BYTES = 4 * 1024 * 1024
+#: Set to 1 to trust a staged version whose marker and file sizes match, without hashing it.
+TRUST_MARKERS_ENV = "EDGEBUNDLE_TRUST_NAS_MARKERS"
 
 
 class StageConflictError(EdgebundleError):
@@ -79,8 +101,12 @@ class ModelPlan:
         return self.model.size
 
 
+def model_parts(model: ModelEntry) -> tuple[str, str, str]:
+    return KIND_DIRS[model.kind], model.name, model.version
+
+
 def model_dir(root: Path, model: ModelEntry) -> Path:
-    return root / KIND_DIRS[model.kind] / model.name / model.version
+    return root.joinpath(*model_parts(model))
 
 
 def file_pins(model: ModelEntry) -> list[dict[str, Any]]:
@@ -98,60 +124,111 @@ def marker_bytes(vb: VerifiedBundle, model: ModelEntry) -> bytes:
     }) + b"\n"
 
 
-def read_marker(version_dir: Path) -> dict[str, Any] | None:
+def _trust_markers() -> bool:
+    return os.environ.get(TRUST_MARKERS_ENV, "") == "1"
+
+
+# --- walking a version directory by descriptor --------------------------------------------
+
+def walk(dir_fd: int, base: Path, rel: str = "") -> Iterator[tuple[str, int, str, os.stat_result]]:
+    """Every non-directory entry below ``dir_fd``: (relative path, parent fd, name, lstat).
+
+    Directories are entered with ``O_NOFOLLOW``; a symlink is yielded as an entry (never
+    entered), so callers see it and refuse it. The parent fd is valid only during the yield.
+    """
+    for name in sorted(os.listdir(dir_fd)):
+        st = lstat_at(dir_fd, name)
+        if st is None:
+            continue
+        path = f"{rel}{name}"
+        if stat.S_ISDIR(st.st_mode):
+            sub = open_below(dir_fd, [name], base / rel, "a model version")
+            if sub is None:
+                continue
+            try:
+                yield from walk(sub, base, path + "/")
+            finally:
+                os.close(sub)
+        else:
+            yield path, dir_fd, name, st
+
+
+def _hash_at(dir_fd: int, name: str, where: Path) -> tuple[str, int]:
+    fd = open_regular(dir_fd, name, where)
+    with os.fdopen(fd, "rb") as f:
+        return hash_stream(f)
+
+
+def read_marker_at(dir_fd: int, where: Path) -> dict[str, Any] | None:
     """The marker of a staged version, or None when it has none (or an unreadable one)."""
-    path = version_dir / MARKER
-    if not path.is_file() or path.stat().st_size > _MAX_MARKER_BYTES:
-        return None
     try:
-        doc = load_json_bounded(read_bounded(path, _MAX_MARKER_BYTES, "version marker"), str(path), _MAX_MARKER_BYTES)
+        fd = open_regular(dir_fd, MARKER, where / MARKER)
+    except (FileNotFoundError, EdgebundleError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(_MAX_MARKER_BYTES + 1)
+    try:
+        doc = load_json_bounded(data, str(where / MARKER), _MAX_MARKER_BYTES)
     except EdgebundleError:
         return None
     return doc if isinstance(doc, dict) and doc.get("_type") == MARKER_TYPE else None
 
 
-def _tree(version_dir: Path) -> dict[str, Path]:
-    """Every regular file below ``version_dir`` (relative POSIX path -> path), marker excluded."""
-    out = {}
-    for dirpath, _, filenames in os.walk(version_dir):
-        for fn in filenames:
-            p = Path(dirpath) / fn
-            rel = p.relative_to(version_dir).as_posix()
-            if rel != MARKER:
-                out[rel] = p
-    return out
+def compare(dir_fd: int, where: Path, pins: list[dict[str, Any]], trust_marker: bool = False) -> str | None:
+    """Why the version dir at ``dir_fd`` differs from ``pins`` (None when it holds the same bytes).
 
-
-def difference(version_dir: Path, model: ModelEntry) -> str | None:
-    """Why the existing ``version_dir`` differs from ``model`` (None when it holds the same files).
-
-    With a marker whose file list matches, sizes are checked (cheap); without one, every file
-    is hashed.
+    Every file is hashed again unless ``trust_marker`` and the marker records exactly ``pins``
+    (then only sizes are compared: the documented, off-by-default fast path).
     """
-    if version_dir.is_symlink() or not version_dir.is_dir():
-        return f"{version_dir} exists and is not a directory"
-    want = {f["path"]: f for f in file_pins(model)}
-    have = _tree(version_dir)
+    want = {f["path"]: f for f in pins}
+    have: dict[str, os.stat_result] = {}
+    odd = []
+    for rel, _, _, st in walk(dir_fd, where):
+        if rel == MARKER:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            odd.append(rel)
+        have[rel] = st
+    if odd:
+        return f"{', '.join(odd[:3])} is not a regular file (a link or special file was planted)"
     extra, missing = sorted(set(have) - set(want)), sorted(set(want) - set(have))
     if extra or missing:
         return "it holds " + ", ".join(filter(None, [
             f"extra file(s) {', '.join(extra[:3])}" if extra else "",
             f"lacks {', '.join(missing[:3])}" if missing else ""]))
-    marker = read_marker(version_dir)
-    if marker is not None:
-        if marker.get("files") != list(want.values()):
-            mine = {f.get("path"): f.get("digest") for f in marker.get("files", []) if isinstance(f, dict)}
-            changed = sorted(p for p in want if mine.get(p) != want[p]["digest"])
-            return f"its marker records different content for {', '.join(changed[:3]) or 'its files'}"
-        for rel, f in want.items():
-            if have[rel].stat().st_size != f["size"]:
-                return f"{rel} is {have[rel].stat().st_size} bytes, expected {f['size']}"
-        return None
     for rel, f in want.items():
-        digest, size = hash_file(have[rel])
-        if (digest, size) != (f["digest"], f["size"]):
-            return f"{rel} has digest {digest}, the bundle's is {f['digest']}"
+        if have[rel].st_size != f["size"]:
+            return f"{rel} is {have[rel].st_size} bytes, expected {f['size']}"
+    marker = read_marker_at(dir_fd, where)
+    if trust_marker and marker is not None and marker.get("files") == pins:
+        return None
+    for rel, parent, name, _ in walk(dir_fd, where):
+        if rel in want:
+            digest, size = _hash_at(parent, name, where / rel)
+            if (digest, size) != (want[rel]["digest"], want[rel]["size"]):
+                return f"{rel} has digest {digest}, the bundle's is {want[rel]['digest']}"
     return None
+
+
+def difference(root: Path, model: ModelEntry, trust_marker: bool = False) -> str | None:
+    """Why the existing version of ``model`` under ``root`` differs from it (None: same bytes)."""
+    kind, name, version = model_parts(model)
+    safe = SafeRoot(root, "the models root")
+    with safe.dir([kind, name]) as d:
+        if d is None:
+            return "it does not exist"
+        st = lstat_at(d, version)
+        where = root / kind / name / version
+        if st is None:
+            return "it does not exist"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{where} exists and is not a directory"
+        vfd = open_below(d, [version], root / kind / name, "a model version")
+        assert vfd is not None
+        try:
+            return compare(vfd, where, file_pins(model), trust_marker)
+        finally:
+            os.close(vfd)
 
 
 class _Tap:
@@ -168,159 +245,311 @@ class _Tap:
         return data
 
 
+def _reserved(path: str) -> bool:
+    return path == MARKER or path.rsplit("/", 1)[-1].startswith(_TMP_PREFIX)
+
+
 class NasDestination:
     """Stages models under one models root (see the module docstring)."""
 
     step = "stage"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, trust_markers: bool | None = None) -> None:
         self.root = Path(root)
         self.target = str(self.root)
+        self.safe = SafeRoot(self.root, "the models root")
+        self.trust_markers = _trust_markers() if trust_markers is None else trust_markers
 
     def plan(self, vb: VerifiedBundle) -> list[ModelPlan]:
         """Decide per model: stage it, or skip it (same content present); refuse conflicts, all at once."""
         plans, conflicts = [], []
         for m in vb.root.models:
-            if any(f.path == MARKER or f.path.rsplit("/", 1)[-1].startswith(_TMP_PREFIX) for f in m.files):
+            if any(_reserved(f.path) for f in m.files):
                 raise UsageError(f"model {m.name} {m.version} has a file name reserved by the installer")
             target = model_dir(self.root, m)
-            why = difference(target, m) if os.path.lexists(target) else None
-            if why is not None:
-                conflicts.append(f"{m.kind} {m.name} {m.version} at {target}: {why}")
-            plans.append(ModelPlan(m, target, os.path.lexists(target)))
+            why = None
+            with self.safe.dir(model_parts(m)[:2]) as d:
+                exists = d is not None and lstat_at(d, m.version) is not None
+            if exists:
+                why = difference(self.root, m, self.trust_markers)
+                conflicts += [f"{m.kind} {m.name} {m.version} at {target}: {why}"] if why else []
+            plans.append(ModelPlan(m, target, exists))
         if conflicts:
             raise StageConflictError(
                 "refusing to overwrite existing model version(s) with different content: "
                 + "; ".join(conflicts),
                 hint="a model version is immutable: give the changed model a new version in the "
-                     "bundle spec (older versions stay for rollback)")
+                     "bundle spec (older versions stay for rollback); if the NAS copy was tampered "
+                     "with, move it away and stage again")
         return plans
 
     def apply(self, vb: VerifiedBundle, journal: Journal, progress: ProgressFactory) -> StepResult:
-        if not self.root.is_dir():
+        try:
+            os.close(self.safe.open_root())
+        except EdgebundleError:
             raise UsageError(f"models root {self.root} does not exist or is not a directory",
-                             hint="mount the NAS (or fix spec.models.root / --models-root)")
+                             hint="mount the NAS (or fix spec.models.root / --models-root)") from None
+        self._roll_forward(vb, journal)
         plans = self.plan(vb)
         result = StepResult(self.step, self.target)
-        bar = progress(f"stage {self.root}", sum(p.size for p in plans if not p.present))
-        for plan in plans:
-            if plan.present:
-                result.skipped += 1
-                result.details.append({"model": f"{plan.model.name} {plan.model.version}",
-                                       "path": str(plan.target), "action": "present"})
-                continue
+        todo = [p for p in plans if not p.present]
+        bar = progress(f"stage {self.root}", sum(p.size for p in todo))
+        partials: list[tuple[ModelPlan, str]] = []
+        for plan in todo:  # 1. prove: every version complete in its hidden partial dir
             try:
-                result.bytes += self._stage(vb, plan, journal, bar)
+                partial, written = self._stage(vb, plan, journal, bar)
             except OSError as e:
-                if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-                    raise
-                raise _full(self.root, plan.model, e) from None
-            result.done += 1
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise _full(self.root, plan.model, e) from None
+                raise os_error(e, plan.target, "staging a model") from None
+            partials.append((plan, partial))
+            result.bytes += written
+        self._commit(partials, journal)  # 2. commit: all renamed into place, or none
+        for plan in plans:
             result.details.append({"model": f"{plan.model.name} {plan.model.version}",
-                                   "path": str(plan.target), "action": "staged"})
+                                   "path": str(plan.target), "action": "present" if plan.present else "staged"})
+        result.skipped = sum(p.present for p in plans)
+        result.done = len(todo)
         bar.done()
         return result
 
-    def _stage(self, vb: VerifiedBundle, plan: ModelPlan, journal: Journal, bar: Any) -> int:
-        """Assemble the version in its partial dir, then rename it into place; bytes written."""
-        m, target = plan.model, plan.target
-        partial = target.with_name(f".{target.name}.partial-{vb.root_digest.split(':')[1][:16]}")
-        partial.mkdir(parents=True, exist_ok=True)
+    # -- 1. prove ----------------------------------------------------------------------------
+    def _partial_name(self, journal: Journal, plan: ModelPlan) -> str:
+        """The journaled partial dir of this version, or a new unpredictable one."""
+        for rec in reversed(journal.items(self.step)):
+            if rec.get("item") == f"partial {plan.target}" and isinstance(rec.get("dir"), str):
+                name = rec["dir"]
+                if name.startswith(f".{plan.model.version}{_PARTIAL}") and "/" not in name:
+                    return name
+        name = temp_name(f".{plan.model.version}{_PARTIAL}")
+        journal.mark_item(self.step, f"partial {plan.target}", dir=name)
+        return name
+
+    def _stage(self, vb: VerifiedBundle, plan: ModelPlan, journal: Journal, bar: Any) -> tuple[str, int]:
+        """Assemble the version in its partial dir (resuming a killed run); its name and bytes written."""
+        m = plan.model
+        kind, name, _ = model_parts(m)
+        partial = self._partial_name(journal, plan)
+        ppath = self.root / kind / name / partial
         written = 0
-        for f in m.files:
-            dest = partial / f.path
-            item = f"file {target}/{f.path}"
-            if journal.item_done(self.step, item) and dest.is_file() and dest.stat().st_size == f.size:
-                bar(f.size)
-                continue
-            self._write_file(vb, f, dest, bar)
-            faultpoint("stage.file.renamed")
-            journal.mark_item(self.step, item, digest=f.digest)
-            faultpoint("stage.file.journaled")
-            written += f.size
-        _sweep(partial, {f.path for f in m.files})
-        marker = partial / MARKER
-        with open(marker, "wb") as out:
-            out.write(marker_bytes(vb, m))
-            out.flush()
-            os.fsync(out.fileno())
-        for d in sorted({(partial / f.path).parent for f in m.files} | {partial}):
-            fsync_dir(d)
+        with self.safe.dir([kind, name, partial], create=True) as pfd:
+            assert pfd is not None
+            _sweep(pfd, ppath, {f.path for f in m.files})
+            for f in m.files:
+                *dirs, fname = f.path.split("/")
+                dfd = open_below(pfd, dirs, ppath, "a partial model dir", create=True)
+                assert dfd is not None
+                try:
+                    item = f"file {plan.target}/{f.path}"
+                    st = lstat_at(dfd, fname)
+                    if (journal.item_done(self.step, item) and st is not None and stat.S_ISREG(st.st_mode)
+                            and st.st_size == f.size and _hash_at(dfd, fname, ppath / f.path) == (f.digest, f.size)):
+                        bar(f.size)  # finished by a killed run, and its bytes are still right
+                        continue
+                    _write_file(vb, m, f, dfd, fname, ppath / f.path, bar)
+                    faultpoint("stage.file.renamed")
+                    journal.mark_item(self.step, item, digest=f.digest)
+                    faultpoint("stage.file.journaled")
+                    written += f.size
+                finally:
+                    os.close(dfd)
+            _write_new(pfd, MARKER, marker_bytes(vb, m))
+            os.fsync(pfd)
         faultpoint("stage.marker.written")
-        try:
-            os.rename(partial, target)  # a directory rename: the version appears whole, or not at all
-        except OSError as e:
-            raise StageConflictError(f"cannot move {m.name} {m.version} into place at {target}: {e}",
-                                     hint="something else created that version meanwhile; run stage "
-                                          "again to compare it") from None
-        fsync_dir(target.parent)
-        faultpoint("stage.version.renamed")
-        journal.mark_item(self.step, f"model {target}", name=m.name, version=m.version)
-        faultpoint("stage.version.journaled")
-        return written
+        return partial, written
 
-    @staticmethod
-    def _write_file(vb: VerifiedBundle, f: Any, dest: Path, bar: Any) -> None:
-        """Temp name beside ``dest``; hash while writing; fsync; hash what landed; rename."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(_TMP_PREFIX + dest.name)
-        what = f"model file {f.path} (blob {f.blob[:19]})"
-        with vb.source.open(layout.blob_path(f.blob)) as blob:
-            stream: BinaryIO = (open_tar_zstd_member(blob, f.size, what) if f.encoding == "tar+zstd"
-                                else blob)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # -- 2. commit ---------------------------------------------------------------------------
+    def _commit(self, partials: list[tuple[ModelPlan, str]], journal: Journal) -> None:
+        """Rename every proven partial dir into place; on a refusal, undo this commit's renames."""
+        if not partials:
+            return
+        journal.mark_item(self.step, "commit", versions=[[str(p.target), d] for p, d in partials])
+        done: list[tuple[ModelPlan, str]] = []
+        for plan, partial in partials:
             try:
-                with os.fdopen(fd, "wb") as out:
-                    copy_verified(_Tap(stream, bar), out, what, f.digest, f.size)  # type: ignore[arg-type]
-                    out.flush()
-                    os.fsync(out.fileno())
-            except BaseException:
-                tmp.unlink(missing_ok=True)  # a full disk or bad bytes: leave no temp file behind
+                self._rename(plan.model, partial, plan.model.version)
+            except EdgebundleError:
+                for back, bpartial in reversed(done):
+                    self._rename(back.model, back.model.version, bpartial)
                 raise
-        check(f"{what} as written to {dest.parent}", f.digest, f.size, *hash_file(tmp))
-        faultpoint("stage.file.written")
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+            done.append((plan, partial))
+            faultpoint("stage.version.renamed")
+            journal.mark_item(self.step, f"model {plan.target}", name=plan.model.name, version=plan.model.version)
+            faultpoint("stage.version.journaled")
+
+    def _rename(self, m: ModelEntry, src: str, dst: str) -> None:
+        kind, name, _ = model_parts(m)
+        with self.safe.dir([kind, name]) as d:
+            assert d is not None
+            try:
+                rename_noreplace(src, dst, d, d)
+                os.fsync(d)
+            except OSError as e:
+                if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise StageConflictError(
+                        f"cannot move {m.name} {m.version} into place at {self.root / kind / name / dst}: "
+                        "something else created it meanwhile",
+                        hint="run stage again to compare it; no version of this bundle was made visible") from None
+                raise os_error(e, self.root / kind / name / dst, "moving a model version into place") from None
+
+    def _roll_forward(self, vb: VerifiedBundle, journal: Journal) -> None:
+        """Finish a commit a killed run started: rename its remaining proven partial dirs into place."""
+        commits = [r for r in journal.items(self.step) if r.get("item") == "commit"]
+        if not commits or not isinstance(commits[-1].get("versions"), list):
+            return
+        by_target = {str(model_dir(self.root, m)): m for m in vb.root.models}
+        for entry in commits[-1]["versions"]:
+            if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in by_target
+                    and isinstance(entry[1], str) and "/" not in entry[1]):
+                continue
+            m = by_target[entry[0]]
+            kind, name, _ = model_parts(m)
+            with self.safe.dir([kind, name]) as d:
+                if d is None or lstat_at(d, entry[1]) is None or lstat_at(d, m.version) is not None:
+                    continue
+                pfd = open_below(d, [entry[1]], self.root / kind / name, "a partial model dir")
+                assert pfd is not None
+                try:
+                    proven = compare(pfd, self.root / kind / name / entry[1], file_pins(m)) is None
+                finally:
+                    os.close(pfd)
+            if proven:
+                self._rename(m, entry[1], m.version)
+                journal.mark_item(self.step, f"model {entry[0]}", name=m.name, version=m.version)
 
 
-def _sweep(partial: Path, keep: set[str]) -> None:
-    """Remove leftovers of killed runs (temp files) so the version dir holds exactly its files."""
-    for dirpath, dirnames, filenames in os.walk(partial, topdown=False):
-        for fn in filenames:
-            p = Path(dirpath) / fn
-            if p.relative_to(partial).as_posix() not in keep:
-                p.unlink()
-        for dn in dirnames:
-            d = Path(dirpath) / dn
-            if d.is_symlink():
-                d.unlink()
-            elif not any(d.iterdir()):
-                d.rmdir()
+def _write_file(vb: VerifiedBundle, m: ModelEntry, f: ModelFile, dir_fd: int, name: str, where: Path,
+                bar: Any) -> None:
+    """Random temp name, O_EXCL; hash while writing; fsync; hash what landed; rename onto ``name``."""
+    tmp = temp_name(_TMP_PREFIX)
+    what = f"model {m.name} {m.version}, file {f.path} ({layout.blob_path(f.blob)})"
+    with vb.source.open(layout.blob_path(f.blob)) as blob:
+        stream: BinaryIO = (open_tar_zstd_member(blob, f.size, what) if f.encoding == "tar+zstd" else blob)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w+b") as out:
+                copy_verified(_Tap(stream, bar), out, what, f.digest, f.size)  # type: ignore[arg-type]
+                out.flush()
+                os.fsync(out.fileno())
+                out.seek(0)
+                check(f"{what} as written to {where.parent}", f.digest, f.size, *hash_stream(out))
+            faultpoint("stage.file.written")
+            st = lstat_at(dir_fd, name)
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise UnsafePathError(f"{where} is a directory, expected a model file",
+                                      hint="remove it from the hidden partial dir, then run stage again")
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)  # a full disk or bad bytes: leave no temp file behind
+            except OSError:
+                pass
+            raise
+    os.fsync(dir_fd)
+
+
+def _write_new(dir_fd: int, name: str, data: bytes) -> None:
+    """Write a small file under ``name`` in ``dir_fd`` through a random O_EXCL temp name."""
+    tmp = temp_name(_TMP_PREFIX)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def _sweep(dir_fd: int, base: Path, keep: set[str], rel: str = "") -> None:
+    """Remove what killed runs (or anyone) left in a partial dir, so it holds exactly its files.
+
+    Links and special files are unlinked (never followed); directories nothing needs are removed.
+    """
+    needed_dirs = {"/".join(p.split("/")[:i]) + "/" for p in keep for i in range(1, p.count("/") + 1)}
+    for name in os.listdir(dir_fd):
+        path = f"{rel}{name}"
+        st = lstat_at(dir_fd, name)
+        if st is None:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            sub = open_below(dir_fd, [name], base / rel, "a partial model dir")
+            assert sub is not None
+            try:
+                _sweep(sub, base, keep, path + "/")
+            finally:
+                os.close(sub)
+            if path + "/" not in needed_dirs:
+                os.rmdir(name, dir_fd=dir_fd)
+        elif path not in keep or not stat.S_ISREG(st.st_mode):
+            os.unlink(name, dir_fd=dir_fd)
 
 
 def list_staged(root: Path) -> list[dict[str, Any]]:
-    """Model versions under ``root`` (for ``installer status``), with partial dirs flagged."""
+    """Model versions under ``root`` (for ``installer status``), with partial dirs flagged.
+
+    Links planted below the root are listed as such (``unsafe``), never followed.
+    """
+    safe = SafeRoot(root, "the models root")
     out: list[dict[str, Any]] = []
     for kind, kdir in KIND_DIRS.items():
-        base = Path(root) / kdir
-        if not base.is_dir():
+        try:
+            names = [n for n in safe.listdir([kdir]) if not n.startswith(".")]
+        except EdgebundleError:
             continue
-        for name_dir in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for vdir in sorted(name_dir.iterdir()):
-                if not vdir.is_dir():
-                    continue
-                partial = vdir.name.startswith(".")
-                marker = None if partial else read_marker(vdir)
-                files = _tree(vdir)
-                out.append({
-                    "kind": kind, "name": name_dir.name,
-                    "version": vdir.name.split(".partial-")[0].lstrip(".") if partial else vdir.name,
-                    "path": str(vdir), "partial": partial, "files": len(files),
-                    "size": sum(p.stat().st_size for p in files.values()),
-                    "bundle": (marker or {}).get("bundle"),
-                })
+        for name in names:
+            try:
+                versions = safe.listdir([kdir, name])
+            except EdgebundleError:
+                continue
+            for version in versions:
+                with safe.dir([kdir, name]) as d:
+                    assert d is not None
+                    st = lstat_at(d, version)
+                    if st is None or not stat.S_ISDIR(st.st_mode):
+                        continue
+                    vfd = open_below(d, [version], root / kdir / name, "a model version")
+                    assert vfd is not None
+                try:
+                    out.append(_describe(vfd, root / kdir / name / version, kind, name, version))
+                finally:
+                    os.close(vfd)
     return out
 
 
+def _describe(vfd: int, where: Path, kind: str, name: str, version: str) -> dict[str, Any]:
+    partial = version.startswith(".")
+    files = [(rel, st) for rel, _, _, st in walk(vfd, where) if rel != MARKER]
+    marker = None if partial else read_marker_at(vfd, where)
+    return {
+        "kind": kind, "name": name,
+        "version": version.split(_PARTIAL)[0].lstrip(".") if partial else version,
+        "path": str(where), "partial": partial, "files": len(files),
+        "size": sum(st.st_size for _, st in files if stat.S_ISREG(st.st_mode)),
+        "bundle": (marker or {}).get("bundle"),
+        "_marker": marker,
+    }
+
+
+def verify_staged(root: Path, entry: dict[str, Any], signed_pins: list[dict[str, Any]] | None) -> str | None:
+    """``installer status --verify``: hash a staged version again; None when its bytes are right.
+
+    The pins come from the signed root the state directory kept (``signed_pins``); without one,
+    from the version's own marker, which is then reported as unsigned.
+    """
+    marker = entry.get("_marker")
+    pins = signed_pins if signed_pins is not None else (marker or {}).get("files")
+    if not isinstance(pins, list) or not all(isinstance(p, dict) and isinstance(p.get("path"), str)
+                                             and isinstance(p.get("size"), int) for p in pins):
+        return "no marker and no signed root to compare against"
+    where = Path(entry["path"])
+    safe = SafeRoot(where.parent, "the models root")
+    with safe.dir([where.name]) as vfd:
+        if vfd is None:
+            return "it vanished"
+        try:
+            return compare(vfd, where, sorted(pins, key=lambda p: p["path"]))
+        except EdgebundleError as e:
+            return e.message
+
+
 __all__ = ["KIND_DIRS", "MARKER", "ModelPlan", "NasDestination", "NasFullError", "StageConflictError",
-           "difference", "list_staged", "model_dir"]
+           "difference", "list_staged", "model_dir", "verify_staged"]

@@ -9,7 +9,10 @@ Afterwards every manifest digest is confirmed from the registry.
 Invariants:
 - Exact bytes: manifests and indexes are pushed as the bundle's signed bytes (the client
   refuses bytes that do not hash to the digest they are pushed under); blobs are streamed from
-  the bundle in 1 MiB pieces and the registry checks their digest on the final ``PUT``.
+  the bundle in 1 MiB pieces, hashed as they go (a mismatch cancels the upload), and the
+  registry checks their digest again on the final ``PUT``. This is the only content check a
+  blob gets before ``load`` (installer/core.py): a tag or manifest is pushed only after every
+  blob it names is in the registry under its digest.
 - Every structural fact used here (children of an index, config and layers of a manifest) comes
   from a document whose digest the signed root pins, and every blob it names must be pinned too.
 - Resumable: each pushed blob, manifest and tag is journaled; a rerun skips journaled items and
@@ -179,7 +182,7 @@ class RegistryDestination:
         for plan in plans:
             repo = plan.image.repository
             for pin in plan.blobs:
-                self._blob(vb, journal, repo, pin, known, bar, result, trust_journal)
+                self._blob(vb, journal, repo, plan.image.refName, pin, known, bar, result, trust_journal)
             if plan.is_index:
                 for child in plan.children:
                     self._manifest(journal, repo, child.digest, child, result, trust_journal)
@@ -193,8 +196,8 @@ class RegistryDestination:
         result.bytes = self.registry.stats.bytes_sent - sent_before
         return result
 
-    def _blob(self, vb: VerifiedBundle, journal: Journal, repo: str, pin: BlobPin, known: dict[str, str],
-              bar: Any, result: StepResult, trust_journal: bool) -> None:
+    def _blob(self, vb: VerifiedBundle, journal: Journal, repo: str, ref: str, pin: BlobPin,
+              known: dict[str, str], bar: Any, result: StepResult, trust_journal: bool) -> None:
         item = f"blob {self.target}/{repo}@{pin.digest}"
         if trust_journal and journal.item_done(self.step, item):
             known.setdefault(pin.digest, repo)
@@ -209,8 +212,15 @@ class RegistryDestination:
             readers.append(_MemberReader(vb.source, layout.blob_path(pin.digest), bar))
             return readers[-1]
 
-        added = self.registry.push_blob(repo, pin.digest, pin.size, opener,
-                                        mount_from=mount if mount != repo else None)
+        try:
+            added = self.registry.push_blob(repo, pin.digest, pin.size, opener,
+                                            mount_from=mount if mount != repo else None)
+        except VerificationError as e:  # the bytes on the media are not the signed ones
+            raise DigestMismatchError(
+                f"{layout.blob_path(pin.digest)}: content digest as streamed to the registry does not "
+                f"match the signed {pin.digest} (part of image {ref}): {e.message}",
+                hint="the bundle was altered or the media is corrupt; copy it again from the build "
+                     "host (nothing was stored under that digest, no tag names it)") from None
         faultpoint("load.blob.pushed")
         bar(max(0, pin.size - sum(r.read_bytes for r in readers)))  # skipped or mounted bytes
         known.setdefault(pin.digest, repo)

@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import json
 import dataclasses
 import os
 import re
@@ -36,19 +37,24 @@ from typing import Any
 from bundler import layout, tarfmt
 from bundler.digest import CHUNK, sha256_bytes
 from bundler.root import BlobPin, ModelFile, Root, canonical_json, parse_root
+from bundler.mediatypes import PAYLOAD_APPROVAL, PAYLOAD_PARTS, PAYLOAD_ROOT
 from bundler.signing import load_private_key, sign
 from bundler.sources import TarSource
+from tests.fixtures.dsse import pae
 
-FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold")
+FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold",
+            "signed-hostile", "dialect")  # the last two: tests/hostile/signed.py
 
 #: The message every refused byte-level mutant may end with when the damage lands in a blob.
 DIGEST = r"(content digest sha256:[0-9a-f]{64} does not match the signed|size is \d+ bytes, the signed root says)"
 TAR_HEADER = r"tar header at byte {at} (has a bad checksum|: checksum is not a number)"
 TRUNCATED = r"truncated"
-ROOT_SIG = r"signature by trusted key [0-9a-f]{16} does not match the root document"
-SIGNATURES = (r"(signatures\.json (entry \d+ is malformed|entry \d+ is not base64|has no 'signatures' list"
-              r"|is not valid JSON|nests deeper)|" + ROOT_SIG
-              + r"|0 valid signature\(s\) by trusted keys, 1 required)")
+ROOT_SIG = r"edgebundle/root\.dsse\.json: signature by trusted key [0-9a-f]{16} does not match its payload"
+#: What a byte changed anywhere in the root envelope may be refused with.
+ENVELOPE = (r"edgebundle/root\.dsse\.json(:? is not valid JSON|:? is not a DSSE envelope|: payload is not base64"
+            r"|: signature \d+ is not base64|: signature \d+ is not \{keyid, sig\}|:? carries payloadType"
+            r"|: signature by trusted key [0-9a-f]{16} does not match its payload"
+            r"|: 0 valid signature\(s\) by trusted keys, 1 required)")
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,10 @@ class Tar:
         m = self.by_name[name]
         return read_range(self.path, m.data, m.size)
 
+    def root_bytes(self) -> bytes:
+        """The root document: the payload of the root envelope (read here, not by the product)."""
+        return base64.b64decode(json.loads(self.read(layout.ROOT))["payload"])
+
     def splice(self, start: int, stop: int, new: bytes) -> Callable[[Path], Path]:
         """Replace bytes ``[start, stop)`` with ``new``."""
         return lambda d: assemble(self.path, d / "bundle.tar", [(0, start), new, (stop, self.total - stop)])
@@ -244,11 +254,10 @@ def flips(t: Tar, root: Root) -> Iterator[Mutant]:
     for off in (0, tarfmt.BLOCK + 100):
         yield Mutant("flip", f"end marker +{off}", t.flip(t.end + off),
                      rf"tar header at byte {t.end + off - off % tarfmt.BLOCK}|data after the end|end marker")
-    for at in _offsets(t.by_name[layout.ROOT].size) + [7, 100]:
-        yield Mutant("flip", f"root.json @{at}", t.flip(t.by_name[layout.ROOT].data + at), ROOT_SIG)
-    sig = t.by_name[layout.SIGNATURES]
-    for at in sorted({0, 2, 15, 30, sig.size // 2, sig.size - 8, sig.size - 2, sig.size - 1}):
-        yield Mutant("flip", f"signatures.json @{at}", t.flip(sig.data + at), SIGNATURES)
+    env = t.by_name[layout.ROOT]
+    sig_at = t.read(layout.ROOT).index(b'"sig":"') + len(b'"sig":"')
+    for at in sorted({*_offsets(env.size), 2, 7, 15, 30, 100, sig_at + 10, env.size - 8, env.size - 2}):
+        yield Mutant("flip", f"root envelope @{at}", t.flip(env.data + at), ENVELOPE)
     for name in (layout.OCI_LAYOUT, layout.INDEX):
         for at in _offsets(t.by_name[name].size):
             yield Mutant("flip", f"{name} @{at}", t.flip(t.by_name[name].data + at),
@@ -273,13 +282,18 @@ def copy_of(path: Path) -> Callable[[Path], Path]:
     return lambda d: assemble(path, d / path.name, [(0, path.stat().st_size)])
 
 
-def sig_doc(entries: Sequence[tuple[Path | str, bytes]]) -> bytes:
-    """A signatures document with exactly these (public key file or keyid, signature) entries, in order."""
+def envelope(payload: bytes, entries: Sequence[tuple[Path | str, bytes]], payload_type: str = PAYLOAD_ROOT) -> bytes:
+    """A DSSE envelope of ``payload`` with exactly these (public key file or keyid, signature) entries."""
     from bundler.signing import keyid, load_public_key
 
     sigs = [{"keyid": k if isinstance(k, str) else keyid(load_public_key(k)), "sig": base64.b64encode(s).decode()}
             for k, s in entries]
-    return canonical_json({"signatures": sigs})
+    return canonical_json({"payload": base64.b64encode(payload).decode(), "payloadType": payload_type,
+                           "signatures": sigs})
+
+
+def signatures_of(env: bytes) -> list[tuple[str, bytes]]:
+    return [(s["keyid"], base64.b64decode(s["sig"])) for s in json.loads(env)["signatures"]]
 
 
 def _other_blob(t: Tar, other: Tar) -> Member:
@@ -290,7 +304,11 @@ def _other_blob(t: Tar, other: Tar) -> Member:
 
 def members(t: Tar, root: Root, junk: bytes) -> Iterator[Mutant]:
     """Members missing, added after signing, or present twice."""
-    yield Mutant("members", "missing root.json", t.drop(layout.ROOT), "has no edgebundle/root.json")
+    yield Mutant("members", "missing root envelope", t.drop(layout.ROOT), "has no edgebundle/root.dsse.json")
+    legacy_root, legacy_sigs = layout.LEGACY_TRUST_FILES
+    yield Mutant("members", "pre-DSSE root.json + signatures.json",
+                 t.replace({layout.ROOT: None}, [(legacy_root, t.root_bytes()), (legacy_sigs, b'{"signatures":[]}')]),
+                 r"has edgebundle/root\.json but no edgebundle/root\.dsse\.json: it is a bundle of the pre-DSSE format")
     for name in (layout.OCI_LAYOUT, layout.INDEX, *(layout.blob_path(d) for d in sorted(set(
             _blob_kinds(root).values())))):
         yield Mutant("members", f"missing {name}", t.drop(name),
@@ -434,8 +452,7 @@ class Resigner:
 
     def with_root_bytes(self, root_bytes: bytes, changes: Mapping[str, bytes | None] | None = None,
                         add: Sequence[tuple[str, bytes]] = ()) -> Callable[[Path], Path]:
-        sigs = sign(root_bytes, [self.key])
-        return self.t.replace({layout.ROOT: root_bytes, layout.SIGNATURES: sigs, **(changes or {})}, add)
+        return self.t.replace({layout.ROOT: sign(root_bytes, PAYLOAD_ROOT, [self.key]), **(changes or {})}, add)
 
     def swap_file_blob(self, f: ModelFile, blob: bytes) -> Callable[[Path], Path]:
         """The model file ``f`` carried by ``blob`` instead (root pins updated and re-signed)."""
@@ -473,20 +490,20 @@ def bombs(t: Tar, root: Root, release_key: Path) -> Iterator[Mutant]:
         yield Mutant("bombs", f"zstd {label}, re-signed", rs.swap_file_blob(zfile, frame),
                      f"{what} .*({expect})")
     size = t.by_name[layout.ROOT].size
-    big_root = t.read(layout.ROOT)[:-1] + b" " * (layout.MAX_JSON_BYTES + 1 - size) + b"}"
-    yield Mutant("bombs", "root.json over 16 MiB", t.replace({layout.ROOT: big_root}),
-                 rf"edgebundle/root.json in .* is {layout.MAX_JSON_BYTES + 1} bytes, over the")
-    yield Mutant("bombs", "signatures.json over 256 KiB",
-                 t.replace({layout.SIGNATURES: b'{"signatures":[' + b" " * layout.MAX_SIGNATURES_BYTES + b"]}"}),
-                 r"signatures.json in .* bytes, over the 262144-byte limit")
+    big_env = t.read(layout.ROOT)[:-1] + b" " * (layout.MAX_ROOT_ENVELOPE_BYTES + 1 - size) + b"}"
+    yield Mutant("bombs", "root envelope over its bound", t.replace({layout.ROOT: big_env}),
+                 rf"edgebundle/root.dsse.json in .* is {layout.MAX_ROOT_ENVELOPE_BYTES + 1} bytes, over the")
+    big_root = t.root_bytes()[:-1] + b" " * (layout.MAX_JSON_BYTES + 1 - len(t.root_bytes())) + b"}"
+    yield Mutant("bombs", "root payload over 16 MiB, re-signed", rs.with_root_bytes(big_root),
+                 rf"root.json is {layout.MAX_JSON_BYTES + 1} bytes, over the")
     for depth in (65, 1000, 100_000):
-        yield Mutant("bombs", f"signatures.json nested {depth} deep",
-                     t.replace({layout.SIGNATURES: b"[" * depth + b"]" * depth}), r"signatures.json nests deeper")
+        yield Mutant("bombs", f"root envelope nested {depth} deep",
+                     t.replace({layout.ROOT: b"[" * depth + b"]" * depth}), r"root.dsse.json nests deeper")
         nested = b'{"a":' * depth + b"1" + b"}" * depth
         yield Mutant("bombs", f"root.json nested {depth} deep, re-signed", rs.with_root_bytes(nested),
                      r"root\.json nests deeper than 64 levels")
-    many = b'{"signatures":[' + b",".join([b'{"keyid":"x","sig":""}'] * 10_000) + b"]}"
-    yield Mutant("bombs", "10000 empty signatures", t.replace({layout.SIGNATURES: many}),
+    many = envelope(t.root_bytes(), [("x", b"")] * 10_000)
+    yield Mutant("bombs", "10000 empty signatures", t.replace({layout.ROOT: many}),
                  r"0 valid signature\(s\) by trusted keys, 1 required")
     huge_int = root.to_bytes().replace(b'"specVersion":1', b'"specVersion":1' + b"0" * 100_000)
     yield Mutant("bombs", "root.json with a 100000-digit number, re-signed", rs.with_root_bytes(huge_int),
@@ -500,31 +517,41 @@ def bombs(t: Tar, root: Root, release_key: Path) -> Iterator[Mutant]:
 
 def trust(t: Tar, root: Root, g: Genuine, other: Tar) -> Iterator[Mutant]:
     """Who signed it, over what, and whether this site may install it."""
-    root_bytes = t.read(layout.ROOT)
+    root_bytes = t.root_bytes()
     key = {name: load_private_key(k) for name, (k, _) in g.keys.items()}
-    yield Mutant("trust", "signatures.json removed", t.drop(layout.SIGNATURES),
-                 r"has no edgebundle/signatures.json: the bundle is unsigned")
-    for label, doc, expect in (("empty list", b'{"signatures":[]}', r"the bundle is not signed"),
-                               ("empty object", b"{}", r"has no 'signatures' list"),
-                               ("empty file", b"", r"signatures.json is not valid JSON"),
-                               ("null", b"null", r"has no 'signatures' list")):
-        yield Mutant("trust", f"signatures.json {label}", t.replace({layout.SIGNATURES: doc}), expect)
+    ours = signatures_of(t.read(layout.ROOT))
+    for label, doc, expect in (("no signatures", envelope(root_bytes, []), r"root\.dsse\.json is not signed"),
+                               ("empty object", b"{}", r"is not a DSSE envelope"),
+                               ("empty file", b"", r"root\.dsse\.json is not valid JSON"),
+                               ("null", b"null", r"is not a DSSE envelope"),
+                               ("signature without keyid", canonical_json({**json.loads(t.read(layout.ROOT)),
+                                "signatures": [{"sig": base64.b64encode(ours[0][1]).decode()}]}),
+                                r"signature 0 is not \{keyid, sig\}"),
+                               ("a part index's payloadType", envelope(root_bytes, ours, PAYLOAD_PARTS),
+                                r"carries payloadType 'application/vnd\.edgebundle\.parts\.v1\+json'")):
+        yield Mutant("trust", f"root envelope: {label}", t.replace({layout.ROOT: doc}), expect)
     untrusted = r"0 valid signature\(s\) by trusted keys, 1 required \(signed by: [0-9a-f]{16}"
-    yield Mutant("trust", "signed by an untrusted key", t.replace({layout.SIGNATURES: sign(root_bytes, [key["intruder"]])}),
-                 untrusted)
+    yield Mutant("trust", "signed by an untrusted key",
+                 t.replace({layout.ROOT: sign(root_bytes, PAYLOAD_ROOT, [key["intruder"]])}), untrusted)
     yield Mutant("trust", "signed by two untrusted keys",
-                 t.replace({layout.SIGNATURES: sign(root_bytes, [key["intruder"], key["third"]])}), untrusted)
-    spoofed = sig_doc([(g.pub("release"), key["intruder"].sign(root_bytes))])
-    yield Mutant("trust", "untrusted signature under the trusted keyid", t.replace({layout.SIGNATURES: spoofed}),
-                 ROOT_SIG)
+                 t.replace({layout.ROOT: sign(root_bytes, PAYLOAD_ROOT, [key["intruder"], key["third"]])}), untrusted)
+    spoofed = envelope(root_bytes, [(g.pub("release"), key["intruder"].sign(pae(PAYLOAD_ROOT, root_bytes)))])
+    yield Mutant("trust", "untrusted signature under the trusted keyid", t.replace({layout.ROOT: spoofed}), ROOT_SIG)
+    as_approval = envelope(root_bytes, [(g.pub("release"), key["release"].sign(pae(PAYLOAD_APPROVAL, root_bytes)))])
+    yield Mutant("trust", "trusted key's signature of these bytes as another document type",
+                 t.replace({layout.ROOT: as_approval}), ROOT_SIG)
     yield Mutant("trust", "trusted key, the signature of the other release",
-                 t.replace({layout.SIGNATURES: other.read(layout.SIGNATURES)}), ROOT_SIG)
-    yield Mutant("trust", "root and signatures of the other release",
-                 t.replace({layout.ROOT: other.read(layout.ROOT), layout.SIGNATURES: other.read(layout.SIGNATURES)}),
+                 t.replace({layout.ROOT: envelope(root_bytes, signatures_of(other.read(layout.ROOT)))}), ROOT_SIG)
+    yield Mutant("trust", "root envelope of the other release",
+                 t.replace({layout.ROOT: other.read(layout.ROOT)}),
                  r"lacks \d+ member\(s\) the signed root lists")
     yield Mutant("trust", "trusted key signing an edited root (version bumped)",
-                 t.replace({layout.ROOT: root_bytes.replace(b'"version":"1.0.0"', b'"version":"9.0.0"')}),
-                 ROOT_SIG)
+                 t.replace({layout.ROOT: envelope(root_bytes.replace(b'"version":"1.0.0"', b'"version":"9.0.0"'),
+                                                  ours)}), ROOT_SIG)
+    stale = root_bytes.replace(f'"created":"{root.created}"'.encode(), b'"created":"2020-01-01T00:00:00Z"')
+    stale = stale.replace(f'"expires":"{root.expires}"'.encode(), b'"expires":"2020-06-29T00:00:00Z"')
+    yield Mutant("trust", "expired (re-signed by the trusted key)", Resigner(t, root, g.keys["release"][0])
+                 .with_root_bytes(stale), r"bundle rag-edge 1\.0\.0 expired at 2020-06-29T00:00:00Z")
     extra = _other_blob(t, other)
     theirs = read_range(other.path, extra.header, extra.end - extra.header)
     yield Mutant("trust", "blob of the other release added", t.insert(t.end, theirs),
@@ -554,38 +581,41 @@ def trust(t: Tar, root: Root, g: Genuine, other: Tar) -> Iterator[Mutant]:
 
 def thresholds(t: Tar, g: Genuine) -> Iterator[Mutant]:
     """A k-of-n trust store: fewer distinct valid trusted signatures than k is refused."""
-    root_bytes = t.read(layout.ROOT)
+    root_bytes = t.root_bytes()
     key = {name: load_private_key(k) for name, (k, _) in g.keys.items()}
     keep = t.unchanged()
     yield Mutant("threshold", "2-of-2, signed by one", keep, r"1 valid signature\(s\) by trusted keys, 2 required",
                  trust=("release", "second"), threshold=2)
     yield Mutant("threshold", "3-of-3, signed by one", keep, r"1 valid signature\(s\) by trusted keys, 3 required",
                  trust=("release", "second", "third"), threshold=3)
-    both = sign(root_bytes, [key["release"], key["second"]])
-    yield Mutant("threshold", "3-of-3, signed by two", t.replace({layout.SIGNATURES: both}),
+    both = sign(root_bytes, PAYLOAD_ROOT, [key["release"], key["second"]])
+    yield Mutant("threshold", "3-of-3, signed by two", t.replace({layout.ROOT: both}),
                  r"2 valid signature\(s\) by trusted keys, 3 required", trust=("release", "second", "third"),
                  threshold=3)
-    dup = sig_doc([(g.pub("release"), key["release"].sign(root_bytes))] * 2)
-    yield Mutant("threshold", "2-of-2, the same signature twice", t.replace({layout.SIGNATURES: dup}),
+    ours = signatures_of(t.read(layout.ROOT))
+    yield Mutant("threshold", "2-of-2, the same signature twice", t.replace({layout.ROOT: envelope(root_bytes, ours * 2)}),
                  r"1 valid signature\(s\) by trusted keys, 2 required", trust=("release", "second"), threshold=2)
-    plus_intruder = sign(root_bytes, [key["release"], key["intruder"]])
+    plus_intruder = sign(root_bytes, PAYLOAD_ROOT, [key["release"], key["intruder"]])
     yield Mutant("threshold", "2-of-2, second signature by an untrusted key",
-                 t.replace({layout.SIGNATURES: plus_intruder}), r"1 valid signature\(s\) by trusted keys, 2 required",
+                 t.replace({layout.ROOT: plus_intruder}), r"1 valid signature\(s\) by trusted keys, 2 required",
                  trust=("release", "second"), threshold=2)
-    mixed = sig_doc([(g.pub("release"), key["release"].sign(root_bytes)),
-                     (g.pub("second"), key["second"].sign(root_bytes.replace(b"1.0.0", b"1.0.9")))])
-    yield Mutant("threshold", "2-of-2, second key signed another root", t.replace({layout.SIGNATURES: mixed}),
+    mixed = envelope(root_bytes, [*ours, (g.pub("second"), key["second"].sign(
+        pae(PAYLOAD_ROOT, root_bytes.replace(b"1.0.0", b"1.0.9"))))])
+    yield Mutant("threshold", "2-of-2, second key signed another root", t.replace({layout.ROOT: mixed}),
                  ROOT_SIG, trust=("release", "second"), threshold=2)
 
 
 def build_corpus(g: Genuine) -> list[Mutant]:
     """Every mutant, in family order."""
     t, other = Tar(g.good), Tar(g.other)
-    root = parse_root(t.read(layout.ROOT))
+    root = parse_root(t.root_bytes())
     junk = b"added after signing\n"
     corpus = [*flips(t, root), *truncations(t), *members(t, root, junk),
               *unsafe_tar(t, g.good_dir, b"root::0:0:owned:/root:/bin/sh\n"),
               *bombs(t, root, g.keys["release"][0]), *trust(t, root, g, other), *thresholds(t, g)]
+    from tests.hostile.signed import build_signed_corpus  # it builds on this module
+
+    corpus += build_signed_corpus(g)
     ids = [m.id for m in corpus]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     return corpus

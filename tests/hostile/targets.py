@@ -39,7 +39,8 @@ from bundler.gguf import read_gguf_header
 from bundler.parts import Part, PartIndex, parse_part_index
 from bundler.root import (BaseRef, BlobPin, FilePin, ImageEntry, ManifestFile, ManifestsEntry,
                           ModelEntry, ModelFile, Root, canonical_json, parse_root)
-from bundler.signing import TrustStore, parse_signatures, sign
+from bundler.mediatypes import PAYLOAD_ROOT
+from bundler.signing import TrustStore, parse_envelope, sign
 
 FUZZ_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"edgebundle fuzz key").digest())
 TRUST = TrustStore([FUZZ_KEY.public_key()])
@@ -68,6 +69,7 @@ def sample_root(delta: bool = False) -> Root:
              for i, d in enumerate(_d(t) for t in ("img", "cfg", "layer", "model", "w1", "w2", "man", "k8s"))}
     root = Root(
         name="rag-edge", version="1.2.0", compatible="rag-edge/x86_64", created="2024-05-01T00:00:00Z",
+        expires="2024-10-28T00:00:00Z",
         files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), 30),
                layout.INDEX: FilePin(_d("index"), 512)},
         blobs=blobs,
@@ -132,7 +134,8 @@ def target_root(data: bytes) -> None:
 
 
 def target_signatures(data: bytes) -> None:
-    TRUST.check(ROOT_BYTES, parse_signatures(data))
+    """The signed envelope (DSSE): strict parse, then the k-of-n check over PAE(type, payload)."""
+    TRUST.check(parse_envelope(data, "envelope", PAYLOAD_ROOT, layout.MAX_ROOT_ENVELOPE_BYTES))
 
 
 def target_tar(data: bytes) -> None:
@@ -184,12 +187,13 @@ def _seeds(name: str) -> list[bytes]:
         return [root.to_bytes(), delta.to_bytes()]
     if name == "signatures":
         other = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
-        return [sign(ROOT_BYTES, [FUZZ_KEY]), sign(ROOT_BYTES, [FUZZ_KEY, other]), sign(b"x", [other])]
+        return [sign(ROOT_BYTES, PAYLOAD_ROOT, [FUZZ_KEY]), sign(ROOT_BYTES, PAYLOAD_ROOT, [FUZZ_KEY, other]),
+                sign(b"x", PAYLOAD_ROOT, [other])]
     if name == "tar":
-        return [_tar([(layout.OCI_LAYOUT, layout.OCI_LAYOUT_BYTES), (layout.ROOT, ROOT_BYTES[:600]),
-                      (layout.SIGNATURES, sign(ROOT_BYTES, [FUZZ_KEY])),
+        return [_tar([(layout.OCI_LAYOUT, layout.OCI_LAYOUT_BYTES),
+                      (layout.ROOT, sign(ROOT_BYTES[:600], PAYLOAD_ROOT, [FUZZ_KEY])),
                       (layout.blob_path(_d("x")), b"blob" * 40)]),
-                _tar([("edgebundle/root.json", b"{}")])]
+                _tar([(layout.ROOT, b"{}")])]
     if name == "zstd":
         payload = b"tokenizer " * 300
         return [len(payload).to_bytes(3, "big") + _zstd_layer("tok/tokenizer.json", payload),
@@ -272,16 +276,19 @@ def root_inputs() -> st.SearchStrategy[bytes]:
 
 
 def signature_inputs() -> st.SearchStrategy[bytes]:
+    """DSSE envelopes: hostile payloads, payload types, key ids and signatures."""
     trusted = bundler.signing.keyid(FUZZ_KEY.public_key())
-    entry = st.fixed_dictionaries({
-        "keyid": st.text(max_size=70) | st.just(trusted),
-        "sig": st.text(max_size=100) | st.binary(max_size=70).map(lambda b: base64.b64encode(b).decode())})
-    docs = st.fixed_dictionaries({"signatures": st.lists(entry | json_values, max_size=5)})
-    return (docs.map(canonical_json) | mutated_json({"signatures": [{"keyid": trusted, "sig": "AAAA"}]})
-            | st.binary(max_size=100))
+    b64 = st.binary(max_size=70).map(lambda b: base64.b64encode(b).decode())
+    entry = st.fixed_dictionaries({"keyid": st.text(max_size=70) | st.just(trusted), "sig": st.text(max_size=100) | b64})
+    docs = st.fixed_dictionaries({
+        "payload": st.just(base64.b64encode(ROOT_BYTES).decode()) | b64 | st.text(max_size=40),
+        "payloadType": st.just(PAYLOAD_ROOT) | st.text(max_size=40),
+        "signatures": st.lists(entry | json_values, max_size=5)})
+    seed = json.loads(sign(ROOT_BYTES, PAYLOAD_ROOT, [FUZZ_KEY]))
+    return docs.map(canonical_json) | mutated_json(seed) | st.binary(max_size=100)
 
 
-_NAMES = [layout.OCI_LAYOUT, layout.ROOT, layout.SIGNATURES, layout.INDEX, layout.blob_path(_d("x")),
+_NAMES = [layout.OCI_LAYOUT, layout.ROOT, *layout.LEGACY_TRUST_FILES, layout.INDEX, layout.blob_path(_d("x")),
           "/etc/passwd", "../evil", "blobs/../../x", "blobs", "blobs/sha256", "edgebundle", "a\\b",
           "./index.json", "blobs/sha256/", "x" * 100, "\u00e9t\u00e9"]
 

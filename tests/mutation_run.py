@@ -1,0 +1,137 @@
+"""``make mutation``: mutmut over the trust core, one group of modules at a time, then the report.
+
+Each group is a module (or two) that decides trust or safety, the functions in it that make those
+decisions (mutmut name globs), and the fast test files (with a ``-k`` filter) that exercise them:
+mutmut then runs, per mutant, only the selected tests that reach the mutated function, so a
+surviving mutant costs seconds, not the whole suite. A group runs in its own copy of the tree
+under ``mutants/<group>/`` (mutmut reads its configuration from the working directory's
+pyproject.toml; the copy's ``[tool.mutmut]`` names the group's files and tests). The report
+(tests/mutation_report.py) is written to ``mutants/REPORT.md``; docs/MUTATION.md explains the
+method and every survivor.
+
+Usage (from the repository root): python -m tests.mutation_run [--children N] [GROUP ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "mutants"
+COPY = ("bundler", "installer", "tests", "examples", "manifests", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Group:
+    files: tuple[str, ...]
+    scope: tuple[str, ...]  # mutmut mutant-name globs: the functions that decide
+    tests: tuple[str, ...]  # pytest arguments selecting the fast tests
+
+
+GROUPS: dict[str, Group] = {
+    "parsing": Group(
+        ("bundler/root.py", "bundler/layout.py"),
+        ("bundler.root.x_version_key_*", "bundler.root.x_parse_root_*", "bundler.root.x__*",
+         "bundler.root.x_load_json_bounded_*", "bundler.root.xǁRootǁmember_pins_*", "bundler.layout.*"),
+        ("tests/test_trust_parsing.py", "tests/test_trust_rules.py", "-k", "not apply and not stage")),
+    "signatures": Group(
+        ("bundler/signing.py", "bundler/verify.py"),
+        ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_parse_signatures_*",
+         "bundler.signing.xǁTrustStoreǁ*", "bundler.verify.*"),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k",
+         "bundle or signature or signed or two or threshold or damaged or platform")),
+    "parts": Group(
+        ("bundler/parts.py",),
+        ("bundler.parts.x_parse_part_index_*", "bundler.parts.x__field_*", "bundler.parts.xǁPartsSourceǁ*"),
+        ("tests/test_trust_core.py", "-k", "part")),
+    "approvals": Group(
+        ("installer/approval.py", "installer/plan.py"),
+        ("installer.approval.x_check_approval_*", "installer.approval.x__check_signature_*",
+         "installer.approval.x_make_approval_*", "installer.approval.x_signed_bytes_*",
+         "installer.approval.x_approval_rel_*", "installer.approval.x__hex_*",
+         "installer.plan.x_check_drift_*", "installer.plan.x_check_target_*", "installer.plan.x_load_plan_*",
+         "installer.plan.x_plan_hash_*"),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "approval or apply")),
+    "delta": Group(
+        ("installer/delta_source.py",),
+        ("installer.delta_source.*",),
+        ("tests/test_trust_core.py", "-k", "delta")),
+    "staging": Group(
+        ("installer/destinations/nas.py",),
+        ("installer.destinations.nas.x_difference_*", "installer.destinations.nas.x_read_marker_*",
+         "installer.destinations.nas.x__tree_*", "installer.destinations.nas.x__sweep_*",
+         "installer.destinations.nas.x_model_dir_*", "installer.destinations.nas.x_file_pins_*",
+         "installer.destinations.nas.xǁNasDestinationǁ*", "installer.destinations.nas.xǁ_Tapǁ*"),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "staging or stage")),
+}
+
+
+def _toml_list(items: tuple[str, ...]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(name: str, group: Group) -> Path:
+    """A fresh copy of the tree whose ``[tool.mutmut]`` names this group's files and tests."""
+    d = WORK / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for item in COPY:
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(src, d / item)
+    toml = (d / "pyproject.toml").read_text()
+    toml, n1 = re.subn(r"(?m)^only_mutate = .*$", f"only_mutate = {_toml_list(group.files)}", toml)
+    toml, n2 = re.subn(r"(?m)^pytest_add_cli_args_test_selection = .*$",
+                       f"pytest_add_cli_args_test_selection = {_toml_list(group.tests)}", toml)
+    assert n1 == n2 == 1, "pyproject.toml [tool.mutmut] needs one-line only_mutate and test selection"
+    (d / "pyproject.toml").write_text(toml)
+    return d
+
+
+def run(name: str, group: Group, children: int) -> float:
+    d = prepare(name, group)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    t0 = time.monotonic()
+    with open(d / "mutmut.log", "wb") as log:
+        r = subprocess.run([str(mutmut), "run", "--max-children", str(children), *group.scope], cwd=d,
+                           stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.monotonic() - t0
+    if r.returncode != 0:
+        print((d / "mutmut.log").read_text(errors="replace")[-3000:])
+        raise SystemExit(f"mutmut failed for group {name} (exit {r.returncode}); log: {d / 'mutmut.log'}")
+    print(f"group {name}: {seconds / 60:.1f} min", flush=True)
+    return seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
+    ap.add_argument("groups", nargs="*", help=f"default: all of {', '.join(GROUPS)}")
+    args = ap.parse_args()
+    names = args.groups or list(GROUPS)
+    if unknown := sorted(set(names) - set(GROUPS)):
+        ap.error(f"unknown group(s) {', '.join(unknown)}; groups: {', '.join(GROUPS)}")
+    times_path = WORK / "times.json"
+    for name in names:
+        seconds = run(name, GROUPS[name], args.children)
+        times = json.loads(times_path.read_text()) if times_path.exists() else {}  # other runs may have added
+        times[name] = seconds
+        times_path.write_text(json.dumps(times, indent=2))
+    from tests.mutation_report import write_report
+
+    write_report(WORK, {n: GROUPS[n].scope for n in GROUPS}, times, WORK / "REPORT.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
