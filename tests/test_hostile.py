@@ -295,7 +295,7 @@ def test_load_stage_and_install_refuse_a_subset(corpus: list[Mutant], genuine: G
         arena.remove()
     assert not [e for e in registry.requests() if e.method in WRITES], "nothing may be pushed"
     assert registry_snapshot(registry) == before
-    genuine_root = parse_root(Tar(genuine.good).read(layout.ROOT))
+    genuine_root = parse_root(Tar(genuine.good).root_bytes())
     for m in [m for m in subset if m.id in MODEL_CONTENT_ONLY]:
         arena = Arena(m, genuine, sandbox, registry.host, k3s=True)
         r = arena.run("load")
