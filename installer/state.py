@@ -132,7 +132,7 @@ class Journal:
             self.safe, self.parts = where, parts
         else:
             self.safe, self.parts = SafeRoot(Path(where).parent, "the journal directory"), (Path(where).name,)
-        self.path = self.safe.path.joinpath(*parts)
+        self.path = self.safe.path.joinpath(*self.parts)
         self._records = self._read()
 
     def _read(self) -> list[dict[str, Any]]:

@@ -43,6 +43,11 @@ DEEP_MAPPING = ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: deepmap}\n"
                 + "".join("  " * i + f"k{i}:\n" for i in range(200)) + "  " * 200 + "v: 1\n").encode()
 
 
+def root_bytes_of(t: Tar) -> bytes:
+    """The signed root document of ``t`` (a DSSE corpus reads it from the root envelope's payload)."""
+    return t.root_bytes() if hasattr(t, "root_bytes") else t.read(layout.ROOT)
+
+
 def _resign_dict(rs: Resigner, edit: Callable[[dict[str, Any]], None],
                  changes: dict[str, bytes | None] | None = None,
                  add: list[tuple[str, bytes]] | None = None) -> Callable[[Path], Path]:
@@ -189,7 +194,7 @@ def delta_bombs(g: Genuine) -> Iterator[Mutant]:
     t = Tar(g.delta)
     from bundler.root import parse_root
 
-    root = parse_root(t.root_bytes())
+    root = parse_root(root_bytes_of(t))
     assert root.delta is not None
     rebuild = root.delta["rebuild"]
     victim = next(d for d, e in sorted(rebuild.items()) if e["method"] == "whole" and "model" in e.get("what", "")
@@ -247,7 +252,7 @@ def build_signed_corpus(g: Genuine) -> list[Mutant]:
     from bundler.root import parse_root
 
     t = Tar(g.good)
-    root = parse_root(t.root_bytes())
+    root = parse_root(root_bytes_of(t))
     return [*signed_hostile(t, root, g), *dialect(t)]
 
 
