@@ -189,7 +189,7 @@ def delta_bombs(g: Genuine) -> Iterator[Mutant]:
     t = Tar(g.delta)
     from bundler.root import parse_root
 
-    root = parse_root(t.read(layout.ROOT))
+    root = parse_root(t.root_bytes())
     assert root.delta is not None
     rebuild = root.delta["rebuild"]
     victim = next(d for d, e in sorted(rebuild.items()) if e["method"] == "whole" and "model" in e.get("what", "")
@@ -247,7 +247,7 @@ def build_signed_corpus(g: Genuine) -> list[Mutant]:
     from bundler.root import parse_root
 
     t = Tar(g.good)
-    root = parse_root(t.read(layout.ROOT))
+    root = parse_root(t.root_bytes())
     return [*signed_hostile(t, root, g), *dialect(t)]
 
 
