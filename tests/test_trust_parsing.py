@@ -333,8 +333,8 @@ def test_root_json_bounds() -> None:
         with pytest.raises(MalformedRootError):
             parse_root(data)
     nested_in_string = json.loads(good)
-    nested_in_string["created"] = "[" * 100 + "\\\"" + "{" * 100
-    assert parse_root(canonical(nested_in_string)).created.startswith("[[[")
+    nested_in_string["compatible"] = "[" * 100 + "\\\"" + "{" * 100
+    assert parse_root(canonical(nested_in_string)).compatible.startswith("[[[")
 
 
 # --- version order: SemVer's precedence list, and mixed forms -------------------------------------
@@ -440,7 +440,6 @@ def test_blob_paths_and_digests_round_trip() -> None:
             layout.blob_path(bad)
     assert layout.digest_of_blob_path("index.json") is None
     assert layout.digest_of_blob_path("blobs/sha256/" + "0" * 64 + "0") is None
-    assert layout.tar_order(["blobs/sha256/" + "0" * 64, "index.json", "edgebundle/signatures.json", "oci-layout",
-                             "edgebundle/root.json"]) == ["oci-layout", "edgebundle/root.json",
-                                                          "edgebundle/signatures.json", "index.json",
-                                                          "blobs/sha256/" + "0" * 64]
+    assert layout.tar_order(["blobs/sha256/" + "0" * 64, "index.json", "oci-layout",
+                             "edgebundle/root.dsse.json"]) == ["oci-layout", "edgebundle/root.dsse.json",
+                                                               "index.json", "blobs/sha256/" + "0" * 64]
