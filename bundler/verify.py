@@ -142,9 +142,11 @@ class Verifier:
         self._check_policy(root)  # 4.
         pins = root.member_pins(full=source.full_target)
         self._check_completeness(source, members, pins)  # 5.
+        # Signed manifests are small and every step's later parse depends on them: proven and
+        # parsed within bounds on every pass, so no step writes anything before a bomb is refused.
+        self._check_manifests(source, root, pins)
         if content:
             self._check_content(source, root, pins)  # 6.
-            self._check_manifests(source, root, pins)
             if root.is_delta and not source.full_target:
                 from bundler.delta import prove_patches  # delta builds on this module
 
@@ -203,13 +205,16 @@ class Verifier:
 
     @staticmethod
     def _check_manifests(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
-        """Signed Kubernetes manifests parse as YAML within bounds (aliases, expansion, depth)."""
+        """Signed Kubernetes manifests match their pins and parse as YAML within bounds (aliases,
+        expansion, depth)."""
         for mf in root.manifests.files if root.manifests else []:
             name = layout.blob_path(mf.digest)
             if name not in pins:  # a delta that does not carry it: checked when rebuilt
                 continue
+            data = read_small(source, name, MAX_MANIFEST_BYTES)
+            check(name, pins[name][0], pins[name][1], sha256_bytes(data), len(data))
             try:
-                load_all_bounded(read_small(source, name, MAX_MANIFEST_BYTES), f"manifest {mf.path}")
+                load_all_bounded(data, f"manifest {mf.path}")
             except YamlBoundError as e:
                 raise VerificationError(f"{e.message} (signed, but not safe to parse)", hint=e.hint) from None
 
