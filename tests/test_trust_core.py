@@ -203,7 +203,11 @@ def test_a_bundle_signed_by_the_trusted_key_is_accepted(bundles: Bundles, tmp_pa
     w = bundles.world
     r = bundle("verify", bundles.v100, "--pubkey", w.keys["release"].pub, "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["signers"] == [w.keys["release"].id]
+    doc = json.loads(r.stdout)
+    assert doc["signers"] == [w.keys["release"].id]
+    # every pinned member was read and hashed: the bytes checked are all but the two trust files
+    pinned = sum(p.stat().st_size for p in bundles.v100.rglob("*") if p.is_file() and p.parent.name != "edgebundle")
+    assert doc["bytes"] == pinned
     r = installer("verify", bundles.v100, "--site", w.site(tmp_path / "s"), "--json")
     assert r.exit_code == 0, r.output
 
@@ -690,6 +694,19 @@ def _delta_case(bundles: Bundles) -> DeltaCase:
     r = bundle("verify", doctored, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == 0, "the doctored delta must pass as signed and intact: " + r.output
     return DeltaCase(base, good, doctored)
+
+
+def test_a_delta_for_another_base_is_refused(bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
+    """A site that runs another 1.x of the bundle than the delta's base: refused before anything changes."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    other = w.build(_tok_spec(w, "evil", "1.1.5"), "tok-other-base", "release")
+    assert installer("stage", other, "--site", site).exit_code == 0
+    before = tree(tmp_path / "s" / "nas")
+    r = installer("verify", delta_case.delta, "--site", site)
+    assert r.exit_code == EXIT_VERIFY and "applies to base" in r.stderr, r.output
+    assert installer("stage", delta_case.delta, "--site", site).exit_code == EXIT_VERIFY
+    assert tree(tmp_path / "s" / "nas") == before
 
 
 def test_a_delta_whose_patch_rebuilds_other_bytes_is_refused_at_install(
