@@ -47,7 +47,7 @@ GROUPS: dict[str, Group] = {
         ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_parse_signatures_*",
          "bundler.signing.xǁTrustStoreǁ*", "bundler.verify.*"),
         ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py", "-k",
-         "bundle or signature or signed or two or threshold or damaged or platform or version or another_base")),
+         "bundle or signature or signed or two or threshold or damaged or platform or version or base or part")),
     "parts": Group(
         ("bundler/parts.py",),
         ("bundler.parts.x_parse_part_index_*", "bundler.parts.x__field_*", "bundler.parts.xǁPartsSourceǁ*"),

@@ -368,6 +368,27 @@ def test_a_part_swapped_in_from_another_bundle_is_refused(bundles: Bundles, tmp_
     assert first in r.stderr or "parts of different bundles are mixed" in r.stderr, r.stderr
 
 
+def test_a_corrupt_part_is_named_with_its_byte_range(bundles: Bundles, tmp_path: Path) -> None:
+    """Damage inside a part is reported as that part (file and bytes), before any member is trusted."""
+    w = bundles.world
+    parts = split(bundles, bundles.v100, tmp_path / "parts", "release")
+    r = bundle("verify", parts, "--pubkey", w.keys["release"].pub, "--json")
+    assert r.exit_code == 0, r.output
+    files = sorted(p for p in parts.iterdir() if ".part" in p.name and not p.name.endswith(".json"))
+    total = sum(p.stat().st_size for p in files)
+    pinned = sum(p.stat().st_size for p in bundles.v100.rglob("*") if p.is_file() and p.parent.name != "edgebundle")
+    assert json.loads(r.stdout)["bytes"] == total + pinned  # every part hashed, then every member
+    victim = files[-2]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    offset = sum(p.stat().st_size for p in files[:-2])
+    for r in (bundle("verify", parts, "--pubkey", w.keys["release"].pub),
+              installer("verify", parts, "--site", w.site(tmp_path / "s"))):
+        assert r.exit_code == EXIT_VERIFY, r.output
+        assert victim.name in r.stderr and "corrupt" in r.stderr and str(offset) in r.stderr.replace(",", ""), r.stderr
+
+
 # --- approvals --------------------------------------------------------------------------------------
 
 def approvals(site_dir: Path) -> dict[Path, bytes]:
@@ -730,6 +751,8 @@ def test_a_delta_whose_patch_rebuilds_other_bytes_is_refused_at_install(
     assert json.loads((state / "installed.json").read_text()) == installed
 
     # The control: the intact delta rebuilds the edited tokenizer, byte for byte.
+    r = bundle("verify", delta_case.delta, "--pubkey", w.keys["release"].pub, "--base", delta_case.base)
+    assert r.exit_code == 0 and "rebuilt and checked" in r.stdout, r.output
     r = installer("stage", delta_case.delta, "--site", site)
     assert r.exit_code == 0, r.output
     staged = nas / "embeddings/tok/1.2/tokenizer.json"
