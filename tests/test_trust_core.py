@@ -721,7 +721,9 @@ def test_a_delta_for_another_base_is_refused(bundles: Bundles, delta_case: Delta
     """A site that runs another 1.x of the bundle than the delta's base: refused before anything changes."""
     w = bundles.world
     site = w.site(tmp_path / "s")
-    other = w.build(_tok_spec(w, "evil", "1.1.5"), "tok-other-base", "release")
+    if "other_base" not in _BUILT:
+        _BUILT["other_base"] = w.build(_tok_spec(w, "evil", "1.1.5"), "tok-other-base", "release")
+    other = _BUILT["other_base"]
     assert installer("stage", other, "--site", site).exit_code == 0
     before = tree(tmp_path / "s" / "nas")
     r = installer("verify", delta_case.delta, "--site", site)
