@@ -165,9 +165,16 @@ def test_stage_refuses_to_overwrite_a_version_with_other_content(bundles: Bundle
     r = installer("stage", bundles.v101, "--site", site, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["steps"][0]["skipped"] == 1, r.output
     assert not (vdir / ".edgebundle.json").exists(), "an existing version is never modified"
+    # a file of that name that is not an edgebundle marker is no marker: the files are hashed (same: skipped)
+    (vdir / ".edgebundle.json").write_text(json.dumps({"_type": "someone.else", "files": []}))
+    r = installer("stage", bundles.v101, "--site", site, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["steps"][0]["skipped"] == 1, r.output
+    (vdir / ".edgebundle.json").unlink()
 
-    for change, why in (("flip", "index.bin has digest"), ("extra", "extra file"), ("missing", "lacks meta.json"),
-                        ("marker", "marker records different content"), ("grown", "index.bin is")):
+    for change, why in (("flip", "index.bin has digest"), ("extra", "it holds extra file(s) notes.txt"),
+                        ("missing", "it holds lacks meta.json"),
+                        ("marker", "its marker records different content for index.bin, meta.json"),
+                        ("grown", "index.bin is")):
         case = tmp_path / change
         shutil.copytree(nas, case / "nas")
         cdir = case / "nas" / "indices" / "idx" / "1.0"
