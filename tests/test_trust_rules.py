@@ -32,6 +32,10 @@ def test_apply_refuses_a_plan_the_cluster_drifted_from(bundles: Bundles, tmp_pat
     first, second = tmp_path / "1.json", tmp_path / "2.json"
     install_and_plan(site, bundles.v100, first)
     assert installer("approve", first, "--operator", "ops", "--yes").exit_code == 0
+    (d / "k3s" / "edgebundle-plant-1.yaml").write_text("# written by hand after the plan\n")
+    r = installer("apply", first, "--site", site)
+    assert r.exit_code == EXIT_ERROR and "file:edgebundle-plant-1.yaml appeared" in r.output, r.output
+    (d / "k3s" / "edgebundle-plant-1.yaml").unlink()
     assert installer("apply", first, "--site", site).exit_code == 0
     applied = _k3s_file(d).read_bytes()
 
@@ -39,10 +43,10 @@ def test_apply_refuses_a_plan_the_cluster_drifted_from(bundles: Bundles, tmp_pat
     assert installer("approve", second, "--operator", "ops", "--yes").exit_code == 0
     _k3s_file(d).write_bytes(applied + b"\n# edited by hand\n")
     r = installer("apply", second, "--site", site)
-    assert r.exit_code == EXIT_ERROR and "drifted" in r.output and "changed" in r.output, r.output
+    assert r.exit_code == EXIT_ERROR and "drifted" in r.output and "file:edgebundle-plant-1.yaml changed" in r.output, r.output
     _k3s_file(d).unlink()
     r = installer("apply", second, "--site", site)
-    assert r.exit_code == EXIT_ERROR and "drifted" in r.output and "disappeared" in r.output, r.output
+    assert r.exit_code == EXIT_ERROR and "file:edgebundle-plant-1.yaml disappeared" in r.output, r.output
     (d / "k3s" / "edgebundle-plant-1.yaml").write_bytes(applied)  # put back exactly: no drift any more
     r = installer("apply", second, "--site", site)
     assert r.exit_code == 0, r.output
