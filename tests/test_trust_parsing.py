@@ -284,11 +284,99 @@ DELTA_LOCATIONS = {
     "rebuild-what-not-a-string": "root: delta.rebuild[sha256:…].what",
     "whole-but-not-carried": "root: delta.rebuild[sha256:…]",
     "whole-with-a-patch": "root: delta.rebuild[sha256:…]",
+    "carried-lacks-kind": "root: delta.carried[sha256:…]",
+    "carried-lacks-size": "root: delta.carried[sha256:…]",
+    "carried-not-an-object": "root: delta.carried",
+    "file-identity-but-other-digest": "root: delta.rebuild[sha256:…].file",
+    "file-not-an-object": "root: delta.rebuild[sha256:…].file",
+    "file-of-a-blob-that-is-no-model-file": "root: delta.rebuild[sha256:…].file",
+    "file-other-digest": "root: delta.rebuild[sha256:…].file",
+    "file-other-encoding": "root: delta.rebuild[sha256:…].file",
+    "file-other-path": "root: delta.rebuild[sha256:…].file",
+    "file-other-size": "root: delta.rebuild[sha256:…].file",
+    "file-unknown-key": "root: delta.rebuild[sha256:…].file",
+    "from-lacks-at": "root: delta.rebuild[sha256:…].from",
+    "from-nas-kind-not-a-string": "root: delta.rebuild[sha256:…].from.at.nas.kind",
+    "from-nas-not-an-object": "root: delta.rebuild[sha256:…].from.at.nas",
+    "from-nas-version-not-a-string": "root: delta.rebuild[sha256:…].from.at.nas.version",
+    "from-registry-endpoint-missing": "root: delta.rebuild[sha256:…].from.at.registry",
+    "from-registry-not-an-object": "root: delta.rebuild[sha256:…].from.at.registry",
+    "from-registry-repository-not-a-string": "root: delta.rebuild[sha256:…].from.at.registry.repository",
+    "from-registry-repository-too-long": "root: delta.rebuild[sha256:…].from.at.registry.repository",
+    "rebuild-lacks-method": "root: delta.rebuild[sha256:…]",
+    "rebuild-lacks-size": "root: delta.rebuild[sha256:…]",
+    "rebuild-not-a-dict": "root: delta.rebuild",
+    "rebuild-pieces-not-an-object": "root: delta.rebuild[sha256:…].pieces",
+    "rebuild-reason-not-a-string": "root: delta.rebuild[sha256:…].reason",
+    "rebuild-zstd-not-a-string": "root: delta.rebuild[sha256:…].zstd",
+    "whole-with-a-file": "root: delta.rebuild[sha256:…]",
+    "whole-with-a-source": "root: delta.rebuild[sha256:…]",
 }
 
 
 def location(message: str) -> str:
     return " ".join(re.sub(r"sha256:[0-9a-f]{64}", "sha256:…", message).split(" ")[:2])
+
+
+def _file_rebuild(doc: dict[str, Any], which: int = 1) -> dict[str, Any]:
+    """Turn the carried blob of model file ``which`` into one rebuilt from a NAS file with a patch."""
+    f = doc["models"][0]["files"][which]
+    blob = f["blob"]
+    patch = _rebuild(doc, "bsdiff4")["patch"]
+    del doc["delta"]["carried"][blob]
+    entry = {"method": "zstd-patch-from", "size": doc["blobs"][blob]["size"], "patch": patch,
+             "from": {"digest": D, "size": 1999,
+                      "at": {"nas": {"kind": "llm", "name": "Smollm2", "version": "0.9", "path": f["path"]}}},
+             "file": {k: f[k] for k in ("path", "digest", "size", "encoding")}}
+    doc["delta"]["rebuild"][blob] = entry
+    return entry
+
+
+def _registry_from(doc: dict[str, Any]) -> dict[str, Any]:
+    return _rebuild(doc, "bsdiff4")["from"]["at"]["registry"]  # type: ignore[no-any-return]
+
+
+HOSTILE_DELTAS.update({
+    "from-lacks-at": _fn(lambda d: _rebuild(d, "bsdiff4")["from"].pop("at")),
+    "from-registry-not-an-object": _fn(lambda d: _rebuild(d, "bsdiff4")["from"].update(at={"registry": 1})),
+    "from-registry-repository-not-a-string": _fn(lambda d: _registry_from(d).update(repository=5)),
+    "from-registry-repository-too-long": _fn(lambda d: _registry_from(d).update(repository="a" * 256)),
+    "from-registry-endpoint-missing": _fn(lambda d: _registry_from(d).pop("endpoint")),
+    "from-nas-not-an-object": _fn(lambda d: _rebuild(d, "bsdiff4")["from"].update(at={"nas": 1})),
+    "from-nas-kind-not-a-string": _fn(lambda d: _file_rebuild(d)["from"]["at"]["nas"].update(kind=5)),
+    "from-nas-version-not-a-string": _fn(lambda d: _file_rebuild(d)["from"]["at"]["nas"].update(version=1)),
+    "carried-not-an-object": _set(("delta", "carried"), []),
+    "carried-lacks-size": _fn(lambda d: d["delta"]["carried"][_rebuild(d, "bsdiff4")["patch"]].pop("size")),
+    "carried-lacks-kind": _fn(lambda d: d["delta"]["carried"][_rebuild(d, "bsdiff4")["patch"]].pop("kind")),
+    "rebuild-not-a-dict": _set(("delta", "rebuild"), []),
+    "rebuild-lacks-method": _fn(lambda d: _rebuild(d, "bsdiff4").pop("method")),
+    "rebuild-lacks-size": _fn(lambda d: _rebuild(d, "bsdiff4").pop("size")),
+    "rebuild-reason-not-a-string": _fn(lambda d: _rebuild(d, "bsdiff4").update(reason=1)),
+    "rebuild-zstd-not-a-string": _fn(lambda d: _rebuild(d, "bsdiff4").update(zstd=1)),
+    "rebuild-pieces-not-an-object": _fn(lambda d: _rebuild(d, "bsdiff4").update(pieces=[])),
+    "whole-with-a-source": _fn(lambda d: _rebuild(d, "whole").update(**{"from": _rebuild(d, "bsdiff4")["from"]})),
+    "whole-with-a-file": _fn(lambda d: _rebuild(d, "whole").update(file={})),
+    "file-not-an-object": _fn(lambda d: _file_rebuild(d).update(file=[])),
+    "file-unknown-key": _fn(lambda d: _file_rebuild(d)["file"].update(x=1)),
+    "file-other-path": _fn(lambda d: _file_rebuild(d)["file"].update(path="tok/other.json")),
+    "file-other-digest": _fn(lambda d: _file_rebuild(d)["file"].update(digest=D)),
+    "file-other-size": _fn(lambda d: _file_rebuild(d)["file"].update(size=1)),
+    "file-other-encoding": _fn(lambda d: _file_rebuild(d)["file"].update(encoding="identity")),
+    "file-identity-but-other-digest": _fn(lambda d: _file_rebuild(d, which=0)),
+    "file-of-a-blob-that-is-no-model-file": _fn(lambda d: _rebuild(d, "bsdiff4").update(
+        file={k: d["models"][0]["files"][1][k] for k in ("path", "digest", "size", "encoding")})),
+})
+
+
+def test_delta_forms_that_are_allowed() -> None:
+    """Controls for the delta table: a model file rebuilt from the NAS (a mixed-case model name), a
+    manifests endpoint, a 255-character repository."""
+    doc = _doc(delta=True)
+    entry = _file_rebuild(doc)
+    root = parse_root(canonical(doc))
+    assert root.delta is not None and root.delta["rebuild"][doc["models"][0]["files"][1]["blob"]] == entry
+    _registry_from(doc).update(endpoint="manifests", repository="a" * 255)
+    parse_root(canonical(doc))
 
 
 @pytest.mark.parametrize("edit", sorted(HOSTILE_ROOTS), ids=str)
@@ -369,6 +457,9 @@ def test_an_older_version_is_refused_as_a_rollback(bundles: Bundles, older: str,
 def test_version_order_mixed_forms(bundles: Bundles) -> None:
     """Short forms equal their zero-padded ones; a longer release is newer; another bundle name is not compared."""
     _verify_against(bundles, "1.9.0", installed="1.9")
+    _verify_against(bundles, "1.0.0", installed="1.x")  # a non-numeric release part counts as 0
+    with pytest.raises(RollbackError):
+        _verify_against(bundles, "1.0.0", installed="1.x.1")
     _verify_against(bundles, "1.10.0", installed="1.9.9.9")
     with pytest.raises(RollbackError):
         _verify_against(bundles, "1.9.0", installed="1.9.0.1")
