@@ -9,7 +9,8 @@ pyproject.toml; the copy's ``[tool.mutmut]`` names the group's files and tests).
 (tests/mutation_report.py) is written to ``mutants/REPORT.md``; docs/MUTATION.md explains the
 method and every survivor.
 
-Usage (from the repository root): python -m tests.mutation_run [--children N] [GROUP ...]
+Usage (from the repository root): python -m tests.mutation_run [--children N] [--survivors] [GROUP ...]
+(``--survivors``: after writing tests for a group's survivors, re-test just those.)
 """
 
 from __future__ import annotations
@@ -113,9 +114,39 @@ def run(name: str, group: Group, children: int) -> float:
     return seconds
 
 
+def survivors(name: str) -> list[str]:
+    """The group's mutants in scope that no test killed (from mutmut's result files)."""
+    from tests.mutation_report import KILLED, load_results
+
+    results = load_results(WORK / name, GROUPS[name].scope)
+    return sorted(m for codes in results.values() for m, c in codes.items() if c not in KILLED)
+
+
+def rerun_survivors(name: str, group: Group, children: int) -> float:
+    """Refresh the group's copy of tests/ and re-test only its survivors (after new tests were written)."""
+    d = WORK / name
+    for target in (d / "tests", d / "mutants" / "tests"):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(REPO / "tests", target, ignore=shutil.ignore_patterns("__pycache__"))
+    names = survivors(name)
+    if not names:
+        return 0.0
+    mutmut = Path(sys.executable).with_name("mutmut")
+    t0 = time.monotonic()
+    with open(d / "mutmut-rerun.log", "wb") as log:
+        subprocess.run([str(mutmut), "run", "--max-children", str(children), *names], cwd=d,
+                       stdout=log, stderr=subprocess.STDOUT, check=False)
+    seconds = time.monotonic() - t0
+    print(f"group {name}: {len(names)} survivors re-tested in {seconds / 60:.1f} min, "
+          f"{len(survivors(name))} still survive", flush=True)
+    return seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
+    ap.add_argument("--survivors", action="store_true",
+                    help="only re-test each group's survivors against the current tests (after writing new ones)")
     ap.add_argument("groups", nargs="*", help=f"default: all of {', '.join(GROUPS)}")
     args = ap.parse_args()
     names = args.groups or list(GROUPS)
@@ -123,9 +154,9 @@ def main() -> int:
         ap.error(f"unknown group(s) {', '.join(unknown)}; groups: {', '.join(GROUPS)}")
     times_path = WORK / "times.json"
     for name in names:
-        seconds = run(name, GROUPS[name], args.children)
+        seconds = (rerun_survivors if args.survivors else run)(name, GROUPS[name], args.children)
         times = json.loads(times_path.read_text()) if times_path.exists() else {}  # other runs may have added
-        times[name] = seconds
+        times[name] = times.get(name, 0) + seconds if args.survivors else seconds
         times_path.write_text(json.dumps(times, indent=2))
     from tests.mutation_report import write_report
 
