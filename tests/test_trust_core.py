@@ -745,6 +745,31 @@ def test_a_delta_for_another_base_is_refused(bundles: Bundles, delta_case: Delta
     assert tree(tmp_path / "s" / "nas") == before
 
 
+def test_a_delta_whose_base_input_changed_at_the_site_is_refused(bundles: Bundles, delta_case: DeltaCase,
+                                                                 tmp_path: Path) -> None:
+    """The delta rebuilds from the base's tokenizer on the NAS: changed or gone, nothing is staged."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    for verb in ("load", "stage"):  # installed: both steps done
+        assert installer(verb, delta_case.base, "--site", site).exit_code == 0
+    nas = tmp_path / "s" / "nas"
+    tok = nas / "embeddings/tok/1.1/tokenizer.json"
+    original = tok.read_bytes()
+    for damage in (b"x" + original[1:], original[:-1], None):
+        if damage is None:
+            tok.unlink()
+        else:
+            tok.write_bytes(damage)
+        before = tree(nas)
+        r = installer("stage", delta_case.delta, "--site", site)
+        assert r.exit_code == EXIT_VERIFY, r.output
+        assert "lacks 1 of its inputs" in r.stderr and str(tok) in r.stderr and "tiny 1.1.0" in r.stderr, r.stderr
+        assert tree(nas) == before
+    tok.write_bytes(original)
+    r = installer("stage", delta_case.delta, "--site", site)
+    assert r.exit_code == 0, r.output
+
+
 def test_a_delta_whose_patch_rebuilds_other_bytes_is_refused_at_install(
         bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
     w = bundles.world
