@@ -52,7 +52,7 @@ GROUPS: dict[str, Group] = {
     "parts": Group(
         ("bundler/parts.py",),
         ("bundler.parts.x_parse_part_index_*", "bundler.parts.x__field_*", "bundler.parts.xǁPartsSourceǁ*"),
-        ("tests/test_trust_core.py", "-k", "part")),
+        ("tests/test_trust_core.py", "tests/test_trust_parsing.py", "-k", "part")),
     "approvals": Group(
         ("installer/approval.py", "installer/plan.py"),
         ("installer.approval.x_check_approval_*", "installer.approval.x__check_signature_*",
@@ -90,13 +90,18 @@ def prepare(name: str, group: Group) -> Path:
             shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copyfile(src, d / item)
-    toml = (d / "pyproject.toml").read_text()
+    configure(d, group)
+    return d
+
+
+def configure(d: Path, group: Group) -> None:
+    """Point the copy's ``[tool.mutmut]`` at the group's files and tests."""
+    toml = (REPO / "pyproject.toml").read_text()
     toml, n1 = re.subn(r"(?m)^only_mutate = .*$", f"only_mutate = {_toml_list(group.files)}", toml)
     toml, n2 = re.subn(r"(?m)^pytest_add_cli_args_test_selection = .*$",
                        f"pytest_add_cli_args_test_selection = {_toml_list(group.tests)}", toml)
     assert n1 == n2 == 1, "pyproject.toml [tool.mutmut] needs one-line only_mutate and test selection"
     (d / "pyproject.toml").write_text(toml)
-    return d
 
 
 def run(name: str, group: Group, children: int) -> float:
@@ -125,6 +130,7 @@ def survivors(name: str) -> list[str]:
 def rerun_survivors(name: str, group: Group, children: int) -> float:
     """Refresh the group's copy of tests/ and re-test only its survivors (after new tests were written)."""
     d = WORK / name
+    configure(d, group)
     for target in (d / "tests", d / "mutants" / "tests"):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(REPO / "tests", target, ignore=shutil.ignore_patterns("__pycache__"))

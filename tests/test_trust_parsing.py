@@ -535,3 +535,63 @@ def test_blob_paths_and_digests_round_trip() -> None:
                              "edgebundle/root.json"]) == ["oci-layout", "edgebundle/root.json",
                                                           "edgebundle/signatures.json", "index.json",
                                                           "blobs/sha256/" + "0" * 64]
+
+
+# --- the part index: signed, but not trusted to be well-formed --------------------------------------
+
+def _index_doc(n: int = 3) -> dict[str, Any]:
+    from tests.hostile.targets import sample_part_index
+
+    return json.loads(sample_part_index(n).to_bytes())
+
+
+HOSTILE_INDEXES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "not-an-index": _set(("_type",), "edgebundle.root"),
+    "future-spec": _set(("specVersion",), 99),
+    "bundle-not-an-object": _set(("bundle",), []),
+    "bundle-file-traversal": _set(("bundle", "file"), "../rag-edge-1.2.0.tar"),
+    "bundle-file-not-tar": _set(("bundle", "file"), "rag-edge-1.2.0.zip"),
+    "bundle-file-missing": _del(("bundle", "file")),
+    "bundle-root-not-a-digest": _set(("bundle", "root"), "sha256:1"),
+    "digest-not-a-digest": _set(("digest",), "md5:1"),
+    "size-string": _set(("size",), "10000"),
+    "size-bool": _set(("partSize",), True),
+    "no-parts": _set(("parts",), []),
+    "parts-not-a-list": _set(("parts",), {}),
+    "part-not-an-object": _set(("parts", 0), "x"),
+    "part-renamed": _fn(lambda d: d["parts"][1].update(file=d["parts"][2]["file"])),
+    "part-traversal": _set(("parts", 0, "file"), "../rag-edge-1.2.0.tar.part000"),
+    "part-offset-gap": _fn(lambda d: d["parts"][1].update(offset=d["parts"][1]["offset"] + 1)),
+    "part-size-zero": _set(("parts", 0, "size"), 0),
+    "part-larger-than-part-size": _fn(lambda d: d["parts"][0].update(size=d["partSize"] + 1)),
+    "part-digest-bad": _set(("parts", 0, "digest"), "sha256:zz"),
+    "part-lacks-offset": _del(("parts", 0, "offset")),
+    "sizes-do-not-add-up": _fn(lambda d: d.update(size=d["size"] + 1)),
+    "bundle-name-not-a-string": _set(("bundle", "name"), 5),
+    "bundle-version-missing": _del(("bundle", "version")),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(HOSTILE_INDEXES), ids=str)
+def test_a_hostile_part_index_is_refused(edit: str) -> None:
+    from bundler.parts import PartIndexError, parse_part_index
+
+    doc = _index_doc()
+    HOSTILE_INDEXES[edit](doc)
+    with pytest.raises(PartIndexError) as e:
+        parse_part_index(canonical(doc))
+    assert e.value.message.startswith("part index"), e.value.message
+
+
+def test_a_part_index_parses_with_what_it_says() -> None:
+    """The control: one part or several, the last one shorter, exactly as written."""
+    from bundler.parts import parse_part_index
+
+    for n in (1, 3):
+        doc = _index_doc(n)
+        idx = parse_part_index(canonical(doc))
+        assert [(p.file, p.offset, p.size, p.digest) for p in idx.parts] == \
+            [(p["file"], p["offset"], p["size"], p["digest"]) for p in doc["parts"]]
+        assert (idx.name, idx.version, idx.root, idx.bundle_file, idx.size, idx.part_size) == (
+            doc["bundle"]["name"], doc["bundle"]["version"], doc["bundle"]["root"], doc["bundle"]["file"],
+            doc["size"], doc["partSize"])
