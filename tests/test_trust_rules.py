@@ -95,6 +95,10 @@ def test_apply_refuses_an_edited_plan_and_an_expired_approval(bundles: Bundles, 
     plan.write_text(json.dumps(doc))
     r = installer("apply", plan, "--site", site)
     assert r.exit_code == EXIT_ERROR and "modified after it was made" in r.output, r.output
+    for junk, why in (("[]", "is not an edgebundle plan"), ("{", f"plan {plan} is not valid JSON")):
+        plan.write_text(junk)
+        r = installer("apply", plan, "--site", site)
+        assert r.exit_code == EXIT_ERROR and why in r.output and "Traceback" not in r.output, r.output
     plan.write_text(original)
     time.sleep(1.1)
     r = installer("apply", plan, "--site", site)
