@@ -120,7 +120,7 @@ def run(name: str, group: Group, children: int) -> float:
 
 
 def survivors(name: str) -> list[str]:
-    """The group's mutants in scope that no test killed (from mutmut's result files)."""
+    """The group's mutants in scope that no test killed, or that were not run (mutmut's result files)."""
     from tests.mutation_report import KILLED, load_results
 
     results = load_results(WORK / name, GROUPS[name].scope)
