@@ -9,7 +9,8 @@ pyproject.toml; the copy's ``[tool.mutmut]`` names the group's files and tests).
 (tests/mutation_report.py) is written to ``mutants/REPORT.md``; docs/MUTATION.md explains the
 method and every survivor.
 
-Usage (from the repository root): python -m tests.mutation_run [--children N] [GROUP ...]
+Usage (from the repository root): python -m tests.mutation_run [--children N] [--survivors] [GROUP ...]
+(``--survivors``: after writing tests for a group's survivors, re-test just those.)
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ GROUPS: dict[str, Group] = {
         ("bundler/signing.py", "bundler/verify.py"),
         ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_parse_signatures_*",
          "bundler.signing.xǁTrustStoreǁ*", "bundler.verify.*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k",
-         "bundle or signature or signed or two or threshold or damaged or platform")),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py", "-k",
+         "bundle or signature or signed or two or threshold or damaged or platform or version or base or part")),
     "parts": Group(
         ("bundler/parts.py",),
         ("bundler.parts.x_parse_part_index_*", "bundler.parts.x__field_*", "bundler.parts.xǁPartsSourceǁ*"),
-        ("tests/test_trust_core.py", "-k", "part")),
+        ("tests/test_trust_core.py", "tests/test_trust_parsing.py", "-k", "part")),
     "approvals": Group(
         ("installer/approval.py", "installer/plan.py"),
         ("installer.approval.x_check_approval_*", "installer.approval.x__check_signature_*",
@@ -89,13 +90,18 @@ def prepare(name: str, group: Group) -> Path:
             shutil.copytree(src, d / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copyfile(src, d / item)
-    toml = (d / "pyproject.toml").read_text()
+    configure(d, group)
+    return d
+
+
+def configure(d: Path, group: Group) -> None:
+    """Point the copy's ``[tool.mutmut]`` at the group's files and tests."""
+    toml = (REPO / "pyproject.toml").read_text()
     toml, n1 = re.subn(r"(?m)^only_mutate = .*$", f"only_mutate = {_toml_list(group.files)}", toml)
     toml, n2 = re.subn(r"(?m)^pytest_add_cli_args_test_selection = .*$",
                        f"pytest_add_cli_args_test_selection = {_toml_list(group.tests)}", toml)
     assert n1 == n2 == 1, "pyproject.toml [tool.mutmut] needs one-line only_mutate and test selection"
     (d / "pyproject.toml").write_text(toml)
-    return d
 
 
 def run(name: str, group: Group, children: int) -> float:
@@ -113,9 +119,40 @@ def run(name: str, group: Group, children: int) -> float:
     return seconds
 
 
+def survivors(name: str) -> list[str]:
+    """The group's mutants in scope that no test killed, or that were not run (mutmut's result files)."""
+    from tests.mutation_report import KILLED, load_results
+
+    results = load_results(WORK / name, GROUPS[name].scope)
+    return sorted(m for codes in results.values() for m, c in codes.items() if c not in KILLED)
+
+
+def rerun_survivors(name: str, group: Group, children: int) -> float:
+    """Refresh the group's copy of tests/ and re-test only its survivors (after new tests were written)."""
+    d = WORK / name
+    configure(d, group)
+    for target in (d / "tests", d / "mutants" / "tests"):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(REPO / "tests", target, ignore=shutil.ignore_patterns("__pycache__"))
+    names = survivors(name)
+    if not names:
+        return 0.0
+    mutmut = Path(sys.executable).with_name("mutmut")
+    t0 = time.monotonic()
+    with open(d / "mutmut-rerun.log", "wb") as log:
+        subprocess.run([str(mutmut), "run", "--max-children", str(children), *names], cwd=d,
+                       stdout=log, stderr=subprocess.STDOUT, check=False)
+    seconds = time.monotonic() - t0
+    print(f"group {name}: {len(names)} survivors re-tested in {seconds / 60:.1f} min, "
+          f"{len(survivors(name))} still survive", flush=True)
+    return seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
+    ap.add_argument("--survivors", action="store_true",
+                    help="only re-test each group's survivors against the current tests (after writing new ones)")
     ap.add_argument("groups", nargs="*", help=f"default: all of {', '.join(GROUPS)}")
     args = ap.parse_args()
     names = args.groups or list(GROUPS)
@@ -123,9 +160,9 @@ def main() -> int:
         ap.error(f"unknown group(s) {', '.join(unknown)}; groups: {', '.join(GROUPS)}")
     times_path = WORK / "times.json"
     for name in names:
-        seconds = run(name, GROUPS[name], args.children)
+        seconds = (rerun_survivors if args.survivors else run)(name, GROUPS[name], args.children)
         times = json.loads(times_path.read_text()) if times_path.exists() else {}  # other runs may have added
-        times[name] = seconds
+        times[name] = times.get(name, 0) + seconds if args.survivors else seconds
         times_path.write_text(json.dumps(times, indent=2))
     from tests.mutation_report import write_report
 

@@ -206,7 +206,11 @@ def test_a_bundle_signed_by_the_trusted_key_is_accepted(bundles: Bundles, tmp_pa
     w = bundles.world
     r = bundle("verify", bundles.v100, "--pubkey", w.keys["release"].pub, "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["signers"] == [w.keys["release"].id]
+    doc = json.loads(r.stdout)
+    assert doc["signers"] == [w.keys["release"].id]
+    # every pinned member was read and hashed: the bytes checked are all but the two trust files
+    pinned = sum(p.stat().st_size for p in bundles.v100.rglob("*") if p.is_file() and p.parent.name != "edgebundle")
+    assert doc["bytes"] == pinned
     r = installer("verify", bundles.v100, "--site", w.site(tmp_path / "s"), "--json")
     assert r.exit_code == 0, r.output
 
@@ -367,6 +371,27 @@ def test_a_part_swapped_in_from_another_bundle_is_refused(bundles: Bundles, tmp_
     assert first in r.stderr or "parts of different bundles are mixed" in r.stderr, r.stderr
 
 
+def test_a_corrupt_part_is_named_with_its_byte_range(bundles: Bundles, tmp_path: Path) -> None:
+    """Damage inside a part is reported as that part (file and bytes), before any member is trusted."""
+    w = bundles.world
+    parts = split(bundles, bundles.v100, tmp_path / "parts", "release")
+    r = bundle("verify", parts, "--pubkey", w.keys["release"].pub, "--json")
+    assert r.exit_code == 0, r.output
+    files = sorted(p for p in parts.iterdir() if ".part" in p.name and not p.name.endswith(".json"))
+    total = sum(p.stat().st_size for p in files)
+    pinned = sum(p.stat().st_size for p in bundles.v100.rglob("*") if p.is_file() and p.parent.name != "edgebundle")
+    assert json.loads(r.stdout)["bytes"] == total + pinned  # every part hashed, then every member
+    victim = files[-2]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 1
+    victim.write_bytes(bytes(data))
+    offset = sum(p.stat().st_size for p in files[:-2])
+    for r in (bundle("verify", parts, "--pubkey", w.keys["release"].pub),
+              installer("verify", parts, "--site", w.site(tmp_path / "s"))):
+        assert r.exit_code == EXIT_VERIFY, r.output
+        assert victim.name in r.stderr and "corrupt" in r.stderr and str(offset) in r.stderr.replace(",", ""), r.stderr
+
+
 # --- approvals --------------------------------------------------------------------------------------
 
 def approvals(site_dir: Path) -> dict[Path, bytes]:
@@ -407,6 +432,19 @@ def test_an_approval_with_a_forged_signature_under_the_approver_key_id_is_refuse
 
     genuine = approve(d, plan, w.keys["approver"].key)
     assert genuine == forged  # one approval per plan: the genuine one replaced the forgery
+    signed = genuine.read_text()
+    doc = json.loads(signed)
+    # edited after signing (valid a year longer): the signature must cover every field
+    genuine.write_text(json.dumps({**doc, "expiresAt": doc["expiresAt"].replace("20", "21", 1)}))
+    r = installer("apply", plan, "--site", site)
+    assert r.exit_code == EXIT_ERROR and "altered after signing" in r.output, r.output
+    # the signature with a stray character: not base64, so not a signature (never "cleaned up")
+    sig = doc["signature"]["sig"]
+    genuine.write_text(json.dumps({**doc, "signature": {**doc["signature"], "sig": sig[:8] + "*" + sig[8:]}}))
+    r = installer("apply", plan, "--site", site)
+    assert r.exit_code == EXIT_ERROR and "does not match" in r.output, r.output
+    assert tree(d / "k3s") == {}
+    genuine.write_text(signed)
     r = installer("apply", plan, "--site", site)
     assert r.exit_code == 0, r.output
     assert list(tree(d / "k3s")) == ["edgebundle-plant-1.yaml"]
@@ -695,6 +733,46 @@ def _delta_case(bundles: Bundles) -> DeltaCase:
     return DeltaCase(base, good, doctored)
 
 
+def test_a_delta_for_another_base_is_refused(bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
+    """A site that runs another 1.x of the bundle than the delta's base: refused before anything changes."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    if "other_base" not in _BUILT:
+        _BUILT["other_base"] = w.build(_tok_spec(w, "evil", "1.1.5"), "tok-other-base", "release")
+    other = _BUILT["other_base"]
+    assert installer("stage", other, "--site", site).exit_code == 0
+    before = tree(tmp_path / "s" / "nas")
+    r = installer("verify", delta_case.delta, "--site", site)
+    assert r.exit_code == EXIT_VERIFY and "applies to base" in r.stderr, r.output
+    assert installer("stage", delta_case.delta, "--site", site).exit_code == EXIT_VERIFY
+    assert tree(tmp_path / "s" / "nas") == before
+
+
+def test_a_delta_whose_base_input_changed_at_the_site_is_refused(bundles: Bundles, delta_case: DeltaCase,
+                                                                 tmp_path: Path) -> None:
+    """The delta rebuilds from the base's tokenizer on the NAS: changed or gone, nothing is staged."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    for verb in ("load", "stage"):  # installed: both steps done
+        assert installer(verb, delta_case.base, "--site", site).exit_code == 0
+    nas = tmp_path / "s" / "nas"
+    tok = nas / "embeddings/tok/1.1/tokenizer.json"
+    original = tok.read_bytes()
+    for damage in (b"x" + original[1:], original[:-1], None):
+        if damage is None:
+            tok.unlink()
+        else:
+            tok.write_bytes(damage)
+        before = tree(nas)
+        r = installer("stage", delta_case.delta, "--site", site)
+        assert r.exit_code == EXIT_VERIFY, r.output
+        assert "lacks 1 of its inputs" in r.stderr and str(tok) in r.stderr and "tiny 1.1.0" in r.stderr, r.stderr
+        assert tree(nas) == before
+    tok.write_bytes(original)
+    r = installer("stage", delta_case.delta, "--site", site)
+    assert r.exit_code == 0, r.output
+
+
 def test_a_delta_whose_patch_rebuilds_other_bytes_is_refused_at_install(
         bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
     w = bundles.world
@@ -716,6 +794,8 @@ def test_a_delta_whose_patch_rebuilds_other_bytes_is_refused_at_install(
     assert json.loads((state / "installed.json").read_text()) == installed
 
     # The control: the intact delta rebuilds the edited tokenizer, byte for byte.
+    r = bundle("verify", delta_case.delta, "--pubkey", w.keys["release"].pub, "--base", delta_case.base)
+    assert r.exit_code == 0 and "rebuilt and checked" in r.stdout, r.output
     r = installer("stage", delta_case.delta, "--site", site)
     assert r.exit_code == 0, r.output
     staged = nas / "embeddings/tok/1.2/tokenizer.json"

@@ -284,11 +284,99 @@ DELTA_LOCATIONS = {
     "rebuild-what-not-a-string": "root: delta.rebuild[sha256:…].what",
     "whole-but-not-carried": "root: delta.rebuild[sha256:…]",
     "whole-with-a-patch": "root: delta.rebuild[sha256:…]",
+    "carried-lacks-kind": "root: delta.carried[sha256:…]",
+    "carried-lacks-size": "root: delta.carried[sha256:…]",
+    "carried-not-an-object": "root: delta.carried",
+    "file-identity-but-other-digest": "root: delta.rebuild[sha256:…].file",
+    "file-not-an-object": "root: delta.rebuild[sha256:…].file",
+    "file-of-a-blob-that-is-no-model-file": "root: delta.rebuild[sha256:…].file",
+    "file-other-digest": "root: delta.rebuild[sha256:…].file",
+    "file-other-encoding": "root: delta.rebuild[sha256:…].file",
+    "file-other-path": "root: delta.rebuild[sha256:…].file",
+    "file-other-size": "root: delta.rebuild[sha256:…].file",
+    "file-unknown-key": "root: delta.rebuild[sha256:…].file",
+    "from-lacks-at": "root: delta.rebuild[sha256:…].from",
+    "from-nas-kind-not-a-string": "root: delta.rebuild[sha256:…].from.at.nas.kind",
+    "from-nas-not-an-object": "root: delta.rebuild[sha256:…].from.at.nas",
+    "from-nas-version-not-a-string": "root: delta.rebuild[sha256:…].from.at.nas.version",
+    "from-registry-endpoint-missing": "root: delta.rebuild[sha256:…].from.at.registry",
+    "from-registry-not-an-object": "root: delta.rebuild[sha256:…].from.at.registry",
+    "from-registry-repository-not-a-string": "root: delta.rebuild[sha256:…].from.at.registry.repository",
+    "from-registry-repository-too-long": "root: delta.rebuild[sha256:…].from.at.registry.repository",
+    "rebuild-lacks-method": "root: delta.rebuild[sha256:…]",
+    "rebuild-lacks-size": "root: delta.rebuild[sha256:…]",
+    "rebuild-not-a-dict": "root: delta.rebuild",
+    "rebuild-pieces-not-an-object": "root: delta.rebuild[sha256:…].pieces",
+    "rebuild-reason-not-a-string": "root: delta.rebuild[sha256:…].reason",
+    "rebuild-zstd-not-a-string": "root: delta.rebuild[sha256:…].zstd",
+    "whole-with-a-file": "root: delta.rebuild[sha256:…]",
+    "whole-with-a-source": "root: delta.rebuild[sha256:…]",
 }
 
 
 def location(message: str) -> str:
     return " ".join(re.sub(r"sha256:[0-9a-f]{64}", "sha256:…", message).split(" ")[:2])
+
+
+def _file_rebuild(doc: dict[str, Any], which: int = 1) -> dict[str, Any]:
+    """Turn the carried blob of model file ``which`` into one rebuilt from a NAS file with a patch."""
+    f = doc["models"][0]["files"][which]
+    blob = f["blob"]
+    patch = _rebuild(doc, "bsdiff4")["patch"]
+    del doc["delta"]["carried"][blob]
+    entry = {"method": "zstd-patch-from", "size": doc["blobs"][blob]["size"], "patch": patch,
+             "from": {"digest": D, "size": 1999,
+                      "at": {"nas": {"kind": "llm", "name": "Smollm2", "version": "0.9", "path": f["path"]}}},
+             "file": {k: f[k] for k in ("path", "digest", "size", "encoding")}}
+    doc["delta"]["rebuild"][blob] = entry
+    return entry
+
+
+def _registry_from(doc: dict[str, Any]) -> dict[str, Any]:
+    return _rebuild(doc, "bsdiff4")["from"]["at"]["registry"]  # type: ignore[no-any-return]
+
+
+HOSTILE_DELTAS.update({
+    "from-lacks-at": _fn(lambda d: _rebuild(d, "bsdiff4")["from"].pop("at")),
+    "from-registry-not-an-object": _fn(lambda d: _rebuild(d, "bsdiff4")["from"].update(at={"registry": 1})),
+    "from-registry-repository-not-a-string": _fn(lambda d: _registry_from(d).update(repository=5)),
+    "from-registry-repository-too-long": _fn(lambda d: _registry_from(d).update(repository="a" * 256)),
+    "from-registry-endpoint-missing": _fn(lambda d: _registry_from(d).pop("endpoint")),
+    "from-nas-not-an-object": _fn(lambda d: _rebuild(d, "bsdiff4")["from"].update(at={"nas": 1})),
+    "from-nas-kind-not-a-string": _fn(lambda d: _file_rebuild(d)["from"]["at"]["nas"].update(kind=5)),
+    "from-nas-version-not-a-string": _fn(lambda d: _file_rebuild(d)["from"]["at"]["nas"].update(version=1)),
+    "carried-not-an-object": _set(("delta", "carried"), []),
+    "carried-lacks-size": _fn(lambda d: d["delta"]["carried"][_rebuild(d, "bsdiff4")["patch"]].pop("size")),
+    "carried-lacks-kind": _fn(lambda d: d["delta"]["carried"][_rebuild(d, "bsdiff4")["patch"]].pop("kind")),
+    "rebuild-not-a-dict": _set(("delta", "rebuild"), []),
+    "rebuild-lacks-method": _fn(lambda d: _rebuild(d, "bsdiff4").pop("method")),
+    "rebuild-lacks-size": _fn(lambda d: _rebuild(d, "bsdiff4").pop("size")),
+    "rebuild-reason-not-a-string": _fn(lambda d: _rebuild(d, "bsdiff4").update(reason=1)),
+    "rebuild-zstd-not-a-string": _fn(lambda d: _rebuild(d, "bsdiff4").update(zstd=1)),
+    "rebuild-pieces-not-an-object": _fn(lambda d: _rebuild(d, "bsdiff4").update(pieces=[])),
+    "whole-with-a-source": _fn(lambda d: _rebuild(d, "whole").update(**{"from": _rebuild(d, "bsdiff4")["from"]})),
+    "whole-with-a-file": _fn(lambda d: _rebuild(d, "whole").update(file={})),
+    "file-not-an-object": _fn(lambda d: _file_rebuild(d).update(file=[])),
+    "file-unknown-key": _fn(lambda d: _file_rebuild(d)["file"].update(x=1)),
+    "file-other-path": _fn(lambda d: _file_rebuild(d)["file"].update(path="tok/other.json")),
+    "file-other-digest": _fn(lambda d: _file_rebuild(d)["file"].update(digest=D)),
+    "file-other-size": _fn(lambda d: _file_rebuild(d)["file"].update(size=1)),
+    "file-other-encoding": _fn(lambda d: _file_rebuild(d)["file"].update(encoding="identity")),
+    "file-identity-but-other-digest": _fn(lambda d: _file_rebuild(d, which=0)),
+    "file-of-a-blob-that-is-no-model-file": _fn(lambda d: _rebuild(d, "bsdiff4").update(
+        file={k: d["models"][0]["files"][1][k] for k in ("path", "digest", "size", "encoding")})),
+})
+
+
+def test_delta_forms_that_are_allowed() -> None:
+    """Controls for the delta table: a model file rebuilt from the NAS (a mixed-case model name), a
+    manifests endpoint, a 255-character repository."""
+    doc = _doc(delta=True)
+    entry = _file_rebuild(doc)
+    root = parse_root(canonical(doc))
+    assert root.delta is not None and root.delta["rebuild"][doc["models"][0]["files"][1]["blob"]] == entry
+    _registry_from(doc).update(endpoint="manifests", repository="a" * 255)
+    parse_root(canonical(doc))
 
 
 @pytest.mark.parametrize("edit", sorted(HOSTILE_ROOTS), ids=str)
@@ -369,6 +457,9 @@ def test_an_older_version_is_refused_as_a_rollback(bundles: Bundles, older: str,
 def test_version_order_mixed_forms(bundles: Bundles) -> None:
     """Short forms equal their zero-padded ones; a longer release is newer; another bundle name is not compared."""
     _verify_against(bundles, "1.9.0", installed="1.9")
+    _verify_against(bundles, "1.0.0", installed="1.x")  # a non-numeric release part counts as 0
+    with pytest.raises(RollbackError):
+        _verify_against(bundles, "1.0.0", installed="1.x.1")
     _verify_against(bundles, "1.10.0", installed="1.9.9.9")
     with pytest.raises(RollbackError):
         _verify_against(bundles, "1.9.0", installed="1.9.0.1")
@@ -443,3 +534,64 @@ def test_blob_paths_and_digests_round_trip() -> None:
     assert layout.tar_order(["blobs/sha256/" + "0" * 64, "index.json", "oci-layout",
                              "edgebundle/root.dsse.json"]) == ["oci-layout", "edgebundle/root.dsse.json",
                                                                "index.json", "blobs/sha256/" + "0" * 64]
+
+
+
+# --- the part index: signed, but not trusted to be well-formed --------------------------------------
+
+def _index_doc(n: int = 3) -> dict[str, Any]:
+    from tests.hostile.targets import sample_part_index
+
+    return json.loads(sample_part_index(n).to_bytes())
+
+
+HOSTILE_INDEXES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "not-an-index": _set(("_type",), "edgebundle.root"),
+    "future-spec": _set(("specVersion",), 99),
+    "bundle-not-an-object": _set(("bundle",), []),
+    "bundle-file-traversal": _set(("bundle", "file"), "../rag-edge-1.2.0.tar"),
+    "bundle-file-not-tar": _set(("bundle", "file"), "rag-edge-1.2.0.zip"),
+    "bundle-file-missing": _del(("bundle", "file")),
+    "bundle-root-not-a-digest": _set(("bundle", "root"), "sha256:1"),
+    "digest-not-a-digest": _set(("digest",), "md5:1"),
+    "size-string": _set(("size",), "10000"),
+    "size-bool": _set(("partSize",), True),
+    "no-parts": _set(("parts",), []),
+    "parts-not-a-list": _set(("parts",), {}),
+    "part-not-an-object": _set(("parts", 0), "x"),
+    "part-renamed": _fn(lambda d: d["parts"][1].update(file=d["parts"][2]["file"])),
+    "part-traversal": _set(("parts", 0, "file"), "../rag-edge-1.2.0.tar.part000"),
+    "part-offset-gap": _fn(lambda d: d["parts"][1].update(offset=d["parts"][1]["offset"] + 1)),
+    "part-size-zero": _set(("parts", 0, "size"), 0),
+    "part-larger-than-part-size": _fn(lambda d: d["parts"][0].update(size=d["partSize"] + 1)),
+    "part-digest-bad": _set(("parts", 0, "digest"), "sha256:zz"),
+    "part-lacks-offset": _del(("parts", 0, "offset")),
+    "sizes-do-not-add-up": _fn(lambda d: d.update(size=d["size"] + 1)),
+    "bundle-name-not-a-string": _set(("bundle", "name"), 5),
+    "bundle-version-missing": _del(("bundle", "version")),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(HOSTILE_INDEXES), ids=str)
+def test_a_hostile_part_index_is_refused(edit: str) -> None:
+    from bundler.parts import PartIndexError, parse_part_index
+
+    doc = _index_doc()
+    HOSTILE_INDEXES[edit](doc)
+    with pytest.raises(PartIndexError) as e:
+        parse_part_index(canonical(doc))
+    assert e.value.message.startswith("part index"), e.value.message
+
+
+def test_a_part_index_parses_with_what_it_says() -> None:
+    """The control: one part or several, the last one shorter, exactly as written."""
+    from bundler.parts import parse_part_index
+
+    for n in (1, 3):
+        doc = _index_doc(n)
+        idx = parse_part_index(canonical(doc))
+        assert [(p.file, p.offset, p.size, p.digest) for p in idx.parts] == \
+            [(p["file"], p["offset"], p["size"], p["digest"]) for p in doc["parts"]]
+        assert (idx.name, idx.version, idx.root, idx.bundle_file, idx.size, idx.part_size) == (
+            doc["bundle"]["name"], doc["bundle"]["version"], doc["bundle"]["root"], doc["bundle"]["file"],
+            doc["size"], doc["partSize"])

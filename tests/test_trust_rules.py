@@ -32,6 +32,10 @@ def test_apply_refuses_a_plan_the_cluster_drifted_from(bundles: Bundles, tmp_pat
     first, second = tmp_path / "1.json", tmp_path / "2.json"
     install_and_plan(site, bundles.v100, first)
     assert installer("approve", first, "--operator", "ops", "--yes").exit_code == 0
+    (d / "k3s" / "edgebundle-plant-1.yaml").write_text("# written by hand after the plan\n")
+    r = installer("apply", first, "--site", site)
+    assert r.exit_code == EXIT_ERROR and "file:edgebundle-plant-1.yaml appeared" in r.output, r.output
+    (d / "k3s" / "edgebundle-plant-1.yaml").unlink()
     assert installer("apply", first, "--site", site).exit_code == 0
     applied = _k3s_file(d).read_bytes()
 
@@ -39,10 +43,10 @@ def test_apply_refuses_a_plan_the_cluster_drifted_from(bundles: Bundles, tmp_pat
     assert installer("approve", second, "--operator", "ops", "--yes").exit_code == 0
     _k3s_file(d).write_bytes(applied + b"\n# edited by hand\n")
     r = installer("apply", second, "--site", site)
-    assert r.exit_code == EXIT_ERROR and "drifted" in r.output and "changed" in r.output, r.output
+    assert r.exit_code == EXIT_ERROR and "drifted" in r.output and "file:edgebundle-plant-1.yaml changed" in r.output, r.output
     _k3s_file(d).unlink()
     r = installer("apply", second, "--site", site)
-    assert r.exit_code == EXIT_ERROR and "drifted" in r.output and "disappeared" in r.output, r.output
+    assert r.exit_code == EXIT_ERROR and "file:edgebundle-plant-1.yaml disappeared" in r.output, r.output
     (d / "k3s" / "edgebundle-plant-1.yaml").write_bytes(applied)  # put back exactly: no drift any more
     r = installer("apply", second, "--site", site)
     assert r.exit_code == 0, r.output
@@ -91,6 +95,10 @@ def test_apply_refuses_an_edited_plan_and_an_expired_approval(bundles: Bundles, 
     plan.write_text(json.dumps(doc))
     r = installer("apply", plan, "--site", site)
     assert r.exit_code == EXIT_ERROR and "modified after it was made" in r.output, r.output
+    for junk, why in (("[]", "is not an edgebundle plan"), ("{", f"plan {plan} is not valid JSON")):
+        plan.write_text(junk)
+        r = installer("apply", plan, "--site", site)
+        assert r.exit_code == EXIT_ERROR and why in r.output and "Traceback" not in r.output, r.output
     plan.write_text(original)
     time.sleep(1.1)
     r = installer("apply", plan, "--site", site)
@@ -165,9 +173,16 @@ def test_stage_refuses_to_overwrite_a_version_with_other_content(bundles: Bundle
     r = installer("stage", bundles.v101, "--site", site, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["steps"][0]["skipped"] == 1, r.output
     assert not (vdir / ".edgebundle.json").exists(), "an existing version is never modified"
+    # a file of that name that is not an edgebundle marker is no marker: the files are hashed (same: skipped)
+    (vdir / ".edgebundle.json").write_text(json.dumps({"_type": "someone.else", "files": []}))
+    r = installer("stage", bundles.v101, "--site", site, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["steps"][0]["skipped"] == 1, r.output
+    (vdir / ".edgebundle.json").unlink()
 
-    for change, why in (("flip", "index.bin has digest"), ("extra", "extra file"), ("missing", "lacks meta.json"),
-                        ("marker", "marker records different content"), ("grown", "index.bin is")):
+    for change, why in (("flip", "index.bin has digest"), ("extra", "it holds extra file(s) notes.txt"),
+                        ("missing", "it holds lacks meta.json"),
+                        ("marker", "its marker records different content for index.bin, meta.json"),
+                        ("grown", "index.bin is")):
         case = tmp_path / change
         shutil.copytree(nas, case / "nas")
         cdir = case / "nas" / "indices" / "idx" / "1.0"
