@@ -176,13 +176,25 @@ def test_plan_document_is_checked_before_its_hash(tmp_path: Path, change: dict[s
 
 
 def test_validation_record_with_an_unknown_key_is_refused() -> None:
-    from installer.validate import VALIDATION_TYPE, verify_record
+    """A signed in-toto record whose predicate carries a misspelt key is refused, naming it."""
+    import json
 
-    doc = {"_type": VALIDATION_TYPE, "formatVersion": 1, "bundle": {"name": "b", "version": "1", "root": "r"},
-           "site": "s", "cluster": {}, "revision": 1, "validatedAt": "t", "checks": [], "keyid": "k",
-           "signature": "", "signatur": ""}
-    with pytest.raises(UsageError, match=r"signatur: unknown key \(did you mean `signature`\?\)"):
-        verify_record(doc, "r", [], "record.json")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bundler import mediatypes as mt
+    from bundler.signing import sign
+    from installer.validate import PREDICATE_TYPE, STATEMENT_TYPE, verify_record
+
+    key = Ed25519PrivateKey.generate()
+    root = "sha256:" + "ab" * 32
+    statement = {"_type": STATEMENT_TYPE, "subject": [{"name": "b-1", "digest": {"sha256": "ab" * 32}}],
+                 "predicateType": PREDICATE_TYPE,
+                 "predicate": {"bundle": {"name": "b", "version": "1", "root": root}, "site": "s", "cluster": {},
+                               "revision": 1, "validatedAt": "t", "checks": [{"object": "o", "check": "c", "ok": True}],
+                               "chekcs": []}}
+    data = sign(json.dumps(statement).encode(), mt.PAYLOAD_IN_TOTO, [key])
+    with pytest.raises(UsageError, match=r"chekcs: unknown key \(did you mean `checks`\?\)"):
+        verify_record(data, root, [key.public_key()], "record.json")
 
 
 def test_approval_schema_names_the_typo() -> None:

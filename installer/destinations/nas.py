@@ -346,7 +346,7 @@ class NasDestination:
                             and st.st_size == f.size and _hash_at(dfd, fname, ppath / f.path) == (f.digest, f.size)):
                         bar(f.size)  # finished by a killed run, and its bytes are still right
                         continue
-                    _write_file(vb, f, dfd, fname, ppath / f.path, bar)
+                    _write_file(vb, m, f, dfd, fname, ppath / f.path, bar)
                     faultpoint("stage.file.renamed")
                     journal.mark_item(self.step, item, digest=f.digest)
                     faultpoint("stage.file.journaled")
@@ -418,10 +418,11 @@ class NasDestination:
                 journal.mark_item(self.step, f"model {entry[0]}", name=m.name, version=m.version)
 
 
-def _write_file(vb: VerifiedBundle, f: ModelFile, dir_fd: int, name: str, where: Path, bar: Any) -> None:
+def _write_file(vb: VerifiedBundle, m: ModelEntry, f: ModelFile, dir_fd: int, name: str, where: Path,
+                bar: Any) -> None:
     """Random temp name, O_EXCL; hash while writing; fsync; hash what landed; rename onto ``name``."""
     tmp = temp_name(_TMP_PREFIX)
-    what = f"model file {f.path} (blob {f.blob[:19]})"
+    what = f"model {m.name} {m.version}, file {f.path} ({layout.blob_path(f.blob)})"
     with vb.source.open(layout.blob_path(f.blob)) as blob:
         stream: BinaryIO = (open_tar_zstd_member(blob, f.size, what) if f.encoding == "tar+zstd" else blob)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)

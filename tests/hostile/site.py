@@ -311,8 +311,16 @@ def media_attacks() -> list[SiteAttack]:
     def part(n: int) -> Callable[[Path], Path]:
         return lambda media: next(media.glob(f"*.tar.part{n:03d}"))
 
-    def sig(media: Path) -> Path:
-        return next(media.glob("*.parts.sig.json"))
+    def index(media: Path) -> Path:
+        return next(media.glob("*.parts.json"))
+
+    def named_index(edit: Callable[[Scene, Path], None]) -> Callable[[Scene, Path], None]:
+        """Damage the part index, and name it (not the media directory) as the bundle."""
+        def then_name(s: Scene, media: Path) -> None:
+            path = index(media)
+            edit(s, media)
+            s.bundle = path
+        return then_name
 
     def swap(where: Callable[[Path], Path], how: str) -> Callable[[Scene, Path], None]:
         def edit(s: Scene, media: Path) -> None:
@@ -334,10 +342,10 @@ def media_attacks() -> list[SiteAttack]:
                           ("link", "is not a regular file; refused"), ("device", "is not a regular file; refused")):
             media.append(SiteAttack("media", f"{label} is a {how}", parts(swap(where, how)), verify,
                                     rf"{pattern}.*{kind}", exit_code=4))
-    for how, expect in (("fifo", r"parts\.sig\.json is a FIFO, not a regular file"),
-                        ("dir", r"parts\.sig\.json is a directory, not a regular file"),
-                        ("device", r"parts\.sig\.json is a device, not a regular file")):
-        media.append(SiteAttack("media", f"the part index signature is a {how}", parts(swap(sig, how)), verify,
+    for how, expect in (("fifo", r"parts\.json is a FIFO, not a regular file"),
+                        ("dir", r"parts\.json has no edgebundle/root\.dsse\.json"),
+                        ("device", r"parts\.json is a device, not a regular file")):
+        media.append(SiteAttack("media", f"the part index is a {how}", parts(named_index(swap(index, how))), verify,
                                 expect, exit_code=4))
     return [
         *media,
