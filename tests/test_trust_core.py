@@ -15,13 +15,15 @@ also what ``make mutation`` runs against the trust-core modules (docs/MUTATION.m
   signed full-target digest is refused when installed, and nothing reaches the NAS.
 
 Expected values are computed independently (``hashlib``, ``cryptography``), never with the
-product's own digest or key-id helpers. Tampering is done on the documents as files (a key id
-string replaced, a whole signature file swapped), so it does not depend on their inner format.
+product's own digest or key-id helpers. Tampering is done on the signed documents (DSSE envelopes)
+as files: a key id string replaced, or another envelope's genuine signatures spliced over a payload;
+re-signing uses the independent DSSE signer in tests/fixtures/dsse.py, not the product's.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import hashlib
 import json
 import os
@@ -40,6 +42,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
 from installer import faults
+from tests.fixtures import dsse
 from tests.fixtures.digests import sha256_file
 from bundler.cli import main as bundle_main
 from installer.cli import main as installer_main
@@ -196,7 +199,19 @@ def private_copy(src: Path, tmp_path: Path, name: str = "copy") -> Path:
     return dst
 
 
-SIGNATURES = "edgebundle/signatures.json"
+ROOT = "edgebundle/root.dsse.json"  # the signed root: a DSSE envelope (docs/SECURITY.md)
+
+
+def splice_signatures(dst: Path, src: Path) -> None:
+    """``dst``'s envelope keeps its payload but carries ``src``'s (genuine) signatures."""
+    env = json.loads(dst.read_text())
+    env["signatures"] = json.loads(src.read_text())["signatures"]
+    dst.write_text(json.dumps(env))
+
+
+def envelope_payload(path: Path) -> dict[str, Any]:
+    """The JSON payload of a DSSE envelope, decoded here (not with the product's parser)."""
+    return json.loads(base64.b64decode(json.loads(path.read_text())["payload"]))  # type: ignore[no-any-return]
 
 
 # --- bundle roots: forged signatures and k-of-n ---------------------------------------------------
@@ -219,7 +234,7 @@ def test_a_forged_signature_under_the_trusted_key_id_is_refused(bundles: Bundles
     """Signed by the attacker, relabelled with the trusted key's id: the signature must be checked."""
     w = bundles.world
     forged = private_copy(bundles.v100_attacker, tmp_path)
-    replace_in_file(forged / SIGNATURES, w.keys["attacker"].id, w.keys["release"].id)
+    replace_in_file(forged / ROOT, w.keys["attacker"].id, w.keys["release"].id)
     r = bundle("verify", forged, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY, r.output
     assert "does not match" in r.stderr and w.keys["release"].id[:16] in r.stderr
@@ -232,10 +247,10 @@ def test_a_forged_signature_under_the_trusted_key_id_is_refused(bundles: Bundles
 
 
 def test_a_genuine_signature_over_another_root_is_refused(bundles: Bundles, tmp_path: Path) -> None:
-    """The trusted key really signed 1.0.1; its signature file under 1.0.0 proves nothing."""
+    """The trusted key really signed 1.0.1; its signature spliced over 1.0.0's root proves nothing."""
     w = bundles.world
     swapped = private_copy(bundles.v100, tmp_path)
-    shutil.copyfile(bundles.v101 / SIGNATURES, swapped / SIGNATURES)
+    splice_signatures(swapped / ROOT, bundles.v101 / ROOT)
     r = bundle("verify", swapped, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY and "does not match" in r.stderr, r.output
     r = installer("verify", swapped, "--site", w.site(tmp_path / "s"))
@@ -246,10 +261,14 @@ def test_an_unsigned_or_untrusted_bundle_is_refused(bundles: Bundles, tmp_path: 
     w = bundles.world
     r = bundle("verify", bundles.v100_attacker, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY and "0 valid signature(s) by trusted keys, 1 required" in r.stderr, r.output
-    unsigned = private_copy(bundles.v100, tmp_path)
-    (unsigned / SIGNATURES).unlink()
+    unsigned = private_copy(bundles.v100, tmp_path)  # the envelope with its signature list emptied
+    env = json.loads((unsigned / ROOT).read_text())
+    env["signatures"] = []
+    (unsigned / ROOT).write_text(json.dumps(env))
     r = bundle("verify", unsigned, "--pubkey", w.keys["release"].pub)
-    assert r.exit_code == EXIT_VERIFY and "unsigned" in r.stderr, r.output
+    assert r.exit_code == EXIT_VERIFY and "not signed" in r.stderr, r.output
+    r = installer("verify", unsigned, "--site", w.site(tmp_path / "s"))
+    assert r.exit_code == EXIT_VERIFY and "not signed" in r.stderr, r.output
 
 
 def duplicate_signature_entries(path: Path) -> None:
@@ -276,18 +295,18 @@ def test_two_of_two_needs_two_distinct_trusted_signers(bundles: Bundles, tmp_pat
     assert installer("verify", bundles.v100, "--site", site).exit_code == EXIT_VERIFY
 
     twice = private_copy(bundles.v100, tmp_path, "twice")  # the one valid signature, listed twice
-    duplicate_signature_entries(twice / SIGNATURES)
+    duplicate_signature_entries(twice / ROOT)
     r = bundle("verify", twice, *pubs)
     assert r.exit_code == EXIT_VERIFY and "2 required" in r.stderr, r.output
 
     # release's genuine signature plus the attacker's relabelled as second's: still one valid
     mixed = private_copy(bundles.v100_both, tmp_path, "mixed")
-    other = json.loads((bundles.v100_attacker / SIGNATURES).read_text())
-    doc = json.loads((mixed / SIGNATURES).read_text())
+    other = json.loads((bundles.v100_attacker / ROOT).read_text())
+    doc = json.loads((mixed / ROOT).read_text())
     assert len(doc["signatures"]) == 2 and len(other["signatures"]) == 1
     doc["signatures"] = [s for s in doc["signatures"] if s["keyid"] != w.keys["second"].id] + \
         [{**other["signatures"][0], "keyid": w.keys["second"].id}]
-    (mixed / SIGNATURES).write_text(json.dumps(doc))
+    (mixed / ROOT).write_text(json.dumps(doc))
     r = bundle("verify", mixed, *pubs)
     assert r.exit_code == EXIT_VERIFY and "does not match" in r.stderr, r.output
 
@@ -316,7 +335,8 @@ def split(bundles: Bundles, src: Path, out: Path, *signers: str) -> Path:
 
 
 def index_signature(parts: Path) -> Path:
-    [sig] = parts.glob("*.parts.sig.json")
+    """The signed part index (a DSSE envelope: the index and its signatures in one file)."""
+    [sig] = parts.glob("*.parts.json")
     return sig
 
 
@@ -335,7 +355,7 @@ def test_part_index_signature_forged_under_the_trusted_key_id_is_refused(bundles
 
     # The genuine index signature of another bundle's parts proves nothing about these parts.
     other = split(bundles, bundles.v101, tmp_path / "other", "release")
-    shutil.copyfile(index_signature(other), index_signature(forged))
+    splice_signatures(index_signature(forged), index_signature(other))
     r = installer("verify", forged, "--site", site)
     assert r.exit_code == EXIT_VERIFY and "part index" in r.stderr, r.output
 
@@ -548,7 +568,9 @@ def _two_models(bundles: Bundles) -> tuple[Path, dict[str, set[str]]]:
 
 
 STAGE_POINTS = ["stage.file.chunk@1", "stage.file.written@1", "stage.file.renamed@1", "stage.file.renamed@3",
-                "stage.marker.written@1", "stage.marker.written@2", "stage.version.renamed@1"]
+                "stage.marker.written@1", "stage.marker.written@2", "stage.version.renamed@1",
+                "stage.version.journaled@1", "stage.version.renamed@2"]
+COMMIT_ORDER = ["indices/idx/1.0", "indices/vec/2.0"]  # the order of the models in the bundle
 
 
 @pytest.mark.parametrize("point", STAGE_POINTS)
@@ -559,6 +581,9 @@ def test_staging_never_shows_a_partial_version(point: str, bundles: Bundles, two
     The installer's ``stop`` fault mode sends SIGSTOP to itself; here that signal is intercepted
     so the look happens synchronously, while the stage is frozen mid-way. The look must find the
     staging window open (files already written, somewhere hidden) and every visible version whole.
+    A bundle's versions are committed together (installer/destinations/nas.py): before the commit
+    nothing is visible; during it, the versions renamed so far are whole and the rest wait, whole,
+    in their hidden dirs.
     """
     b, expected = two_models
     site = bundles.world.site(tmp_path / "s")
@@ -583,11 +608,15 @@ def test_staging_never_shows_a_partial_version(point: str, bundles: Bundles, two
     for version, files in visible.items():
         assert files >= expected[version], f"{version} is visible while incomplete at {point}: {sorted(files)}"
     name, _, nth = point.partition("@")
-    if name == "stage.version.renamed":  # the first model has just appeared, whole
-        assert visible == {"indices/idx/1.0": expected["indices/idx/1.0"]}, visible
-        assert not hidden, hidden
-    else:  # the model being staged is not visible yet, but its bytes are on the NAS (hidden)
-        assert len(visible) == (0 if nth == "1" else 1), (point, visible)
+    if name.startswith("stage.version."):  # in the commit: the first nth models have appeared, whole
+        committed = COMMIT_ORDER[:int(nth)]
+        assert visible == {v: expected[v] for v in committed}, (point, visible)
+        waiting = {v: {h.split("/", 3)[3] for h in hidden if h.startswith(v.rsplit("/", 1)[0] + "/.")}
+                   for v in COMMIT_ORDER[int(nth):]}
+        assert waiting == {v: expected[v] for v in waiting}, f"{point}: the rest must wait whole: {hidden}"
+        assert len(hidden) == sum(map(len, waiting.values())), f"{point}: stray hidden files: {hidden}"
+    else:  # before the commit: nothing of the bundle is visible, but its bytes are on the NAS (hidden)
+        assert visible == {}, (point, visible)
         assert hidden, f"nothing was being staged at {point}: the window was not observed"
     assert visible_versions(nas) == expected and hidden_files(nas) == set(), "after the stage: all whole, nothing hidden"
     # The staged bytes are the inputs' bytes (hashed here, not with the product's functions).
@@ -633,7 +662,7 @@ def bad_layer(bundles: Bundles) -> Path:
         good = w.build(_tok_spec(w, "good", "3.0.0"), "tok-layer", "release")  # same length as "evil"
         bad = w.base / "out" / "tok-bad-layer"
         shutil.copytree(good, bad)
-        root = json.loads((bad / "edgebundle/root.json").read_text())
+        root = envelope_payload(bad / ROOT)
         [f] = root["models"][0]["files"]
         assert f["encoding"] == "tar+zstd"
         layer = bad / "layer.tmp"
@@ -645,8 +674,7 @@ def bad_layer(bundles: Bundles) -> Path:
         pin = root["blobs"].pop(f["blob"])
         root["blobs"][digest] = {**pin, "digest": digest, "size": (bad / "blobs/sha256" / digest.split(":")[1]).stat().st_size}
         f["blob"] = digest
-        (bad / "edgebundle/root.json").write_bytes(canonical(root))
-        resign(bad, w.keys["release"].key)
+        resign(bad, root, w.keys["release"].key)
         _BUILT["bad_layer"] = bad
     return _BUILT["bad_layer"]  # type: ignore[no-any-return]
 
@@ -657,8 +685,9 @@ def test_a_signed_layer_that_decodes_to_other_bytes_is_refused(bundles: Bundles,
     assert r.exit_code == EXIT_VERIFY, r.output
     assert "tokenizer.json" in r.stderr and "decoded" in r.stderr, r.stderr
     site = w.site(tmp_path / "s")
-    r = installer("stage", bad_layer, "--site", site)
-    assert r.exit_code == EXIT_VERIFY and "decoded" in r.stderr, r.output
+    r = installer("stage", bad_layer, "--site", site)  # stage decodes the layer as it writes it
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert "tokenizer.json" in r.stderr and "does not match the signed" in r.stderr, r.stderr
     assert tree(tmp_path / "s" / "nas") == {}
 
 
@@ -675,12 +704,11 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def resign(bundle_dir: Path, key: Path) -> None:
-    """Sign ``edgebundle/root.json`` anew with the product's signer (the file format is the product's)."""
-    from bundler.signing import load_private_key, sign
-
-    (bundle_dir / SIGNATURES).write_bytes(sign((bundle_dir / "edgebundle/root.json").read_bytes(),
-                                               [load_private_key(key)]))
+def resign(bundle_dir: Path, root: dict[str, Any], key: Path) -> None:
+    """Replace the bundle's root by ``root``, genuinely signed by ``key`` (the independent DSSE signer)."""
+    signer = dsse.load_key(key)
+    envelope = bundle_dir / ROOT
+    envelope.write_bytes(dsse.forge(envelope.read_bytes(), signer, signer.public_key(), canonical(root)))
 
 
 @pytest.fixture
@@ -708,8 +736,8 @@ def _delta_case(bundles: Bundles) -> DeltaCase:
 
     doctored = w.base / "out" / "tok-doctored"
     shutil.copytree(good, doctored)
-    root = json.loads((doctored / "edgebundle/root.json").read_text())
-    evil_root = json.loads((evil / "edgebundle/root.json").read_text())
+    root = envelope_payload(doctored / ROOT)
+    evil_root = envelope_payload(evil / ROOT)
 
     def patch_of(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         [(target, entry)] = [(t, e) for t, e in r["delta"]["rebuild"].items() if e.get("patch")]
@@ -726,8 +754,7 @@ def _delta_case(bundles: Bundles) -> DeltaCase:
     entry["patch"] = new
     if "carriedBytes" in entry:
         entry["carriedBytes"] = evil_entry["carriedBytes"]
-    (doctored / "edgebundle/root.json").write_bytes(canonical(root))
-    resign(doctored, w.keys["release"].key)
+    resign(doctored, root, w.keys["release"].key)
     r = bundle("verify", doctored, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == 0, "the doctored delta must pass as signed and intact: " + r.output
     return DeltaCase(base, good, doctored)

@@ -407,7 +407,8 @@ def test_the_sample_roots_parse_and_optional_fields_may_be_absent() -> None:
     doc = _doc()
     for key in ("architecture", "quantization", "paramCount", "contextLength"):
         doc["models"][0][key] = None
-    doc["images"][0]["tag"] = None
+    doc["images"][0]["tag"] = None  # a tagless image is named by its repository alone (refName rule)
+    doc["images"][0]["refName"] = doc["images"][0]["repository"]
     doc["manifests"] = None
     root = parse_root(canonical(doc))
     assert root.manifests is None and root.models[0].paramCount is None and root.images[0].tag is None
@@ -420,7 +421,7 @@ def test_root_json_bounds() -> None:
                  b'{"a": "' + b"[" * 100 + b'"}'):
         with pytest.raises(MalformedRootError):
             parse_root(data)
-    nested_in_string = json.loads(good)
+    nested_in_string = json.loads(good)  # in a free-text field: "created" must now be a timestamp
     nested_in_string["compatible"] = "[" * 100 + "\\\"" + "{" * 100
     assert parse_root(canonical(nested_in_string)).compatible.startswith("[[[")
 
@@ -475,11 +476,11 @@ def test_version_order_mixed_forms(bundles: Bundles) -> None:
 # --- member names: what a bundle tar may hold -----------------------------------------------------
 
 def _tar_of(bundle_dir: Path, out: Path, *, prefix: str = "", extra: tuple[tuple[str, bytes], ...] = ()) -> Path:
-    """A tar of ``bundle_dir`` written by Python's tarfile (not the product): trust files first."""
+    """A tar of ``bundle_dir`` written by Python's tarfile (not the product): the signed root first."""
     import io
     import tarfile
 
-    head = ["oci-layout", "edgebundle/root.json", "edgebundle/signatures.json", "index.json"]
+    head = ["oci-layout", "edgebundle/root.dsse.json", "index.json"]
     names = head + sorted(p.relative_to(bundle_dir).as_posix() for p in (bundle_dir / "blobs").rglob("*") if p.is_file())
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name in names:
