@@ -45,7 +45,8 @@ GROUPS: dict[str, Group] = {
         ("tests/test_trust_parsing.py", "tests/test_trust_rules.py", "-k", "not apply and not stage")),
     "signatures": Group(
         ("bundler/signing.py", "bundler/verify.py"),
-        ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_parse_signatures_*",
+        ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_pae_*",
+         "bundler.signing.x_parse_envelope_*", "bundler.signing.x_verify_*", "bundler.signing.x__b64_*",
          "bundler.signing.xǁTrustStoreǁ*", "bundler.verify.*"),
         ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py", "-k",
          "bundle or signature or signed or two or threshold or damaged or platform or version or base or part")),
@@ -56,7 +57,8 @@ GROUPS: dict[str, Group] = {
     "approvals": Group(
         ("installer/approval.py", "installer/plan.py"),
         ("installer.approval.x_check_approval_*", "installer.approval.x__check_signature_*",
-         "installer.approval.x_make_approval_*", "installer.approval.x_signed_bytes_*",
+         "installer.approval.x_make_approval_*", "installer.approval.x_seal_approval_*",
+         "installer.approval.x__open_*",
          "installer.approval.x_approval_rel_*", "installer.approval.x__hex_*",
          "installer.plan.x_check_drift_*", "installer.plan.x_check_target_*", "installer.plan.x_load_plan_*",
          "installer.plan.x_plan_hash_*"),
@@ -67,9 +69,10 @@ GROUPS: dict[str, Group] = {
         ("tests/test_trust_core.py", "-k", "delta")),
     "staging": Group(
         ("installer/destinations/nas.py",),
-        ("installer.destinations.nas.x_difference_*", "installer.destinations.nas.x_read_marker_*",
-         "installer.destinations.nas.x__tree_*", "installer.destinations.nas.x__sweep_*",
+        ("installer.destinations.nas.x_difference_*", "installer.destinations.nas.x_read_marker_at_*",
+         "installer.destinations.nas.x_compare_*", "installer.destinations.nas.x__sweep_*",
          "installer.destinations.nas.x_model_dir_*", "installer.destinations.nas.x_file_pins_*",
+         "installer.destinations.nas.x__write_file_*", "installer.destinations.nas.x__hash_at_*",
          "installer.destinations.nas.xǁNasDestinationǁ*", "installer.destinations.nas.xǁ_Tapǁ*"),
         ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "staging or stage")),
 }
