@@ -90,7 +90,7 @@ def _size(paths: list[Path]) -> int:
 # -- the scenarios (each writes its target inputs below ``root``) ---------------------------
 
 def s1_new_layer(bench: Bench, root: Path) -> Scenario:
-    from bundler.registry import Registry
+    from edgebundle.registry import Registry
     from examples.images import IMAGES, build_layout, push_layout
 
     old_ref = next(r for r in bench.image_refs if r.startswith(S1_IMAGE + ":"))

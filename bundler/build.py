@@ -2,7 +2,7 @@
 
 Steps: pull every image by its locked digest (exact bytes, digest-checked while streaming),
 add each model as a ModelPack artifact (zstd only where it pays), add the manifests as an
-artifact, write ``index.json``, then the root, and sign it (one DSSE envelope, bundler/signing.py). The work happens in ``OUT.partial``
+artifact, write ``index.json``, then the root, and sign it (one DSSE envelope, edgebundle/signing.py). The work happens in ``OUT.partial``
 beside the output and is renamed into place at the end, so an interrupted build never leaves
 something that looks like a bundle; a rerun reuses the blobs already fetched. Each byte is written
 once: a large blob whose digest is locked (an image layer, a raw model file) is not stored in the
@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler import compress, layout, tarfmt
-from bundler import mediatypes as mt
-from bundler.boundedyaml import load_all_bounded
-from bundler.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
-from bundler.errors import EdgebundleError, UsageError
+from edgebundle import compress, layout, tarfmt
+from edgebundle import mediatypes as mt
+from edgebundle.boundedyaml import load_all_bounded
+from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
+from edgebundle.errors import EdgebundleError, UsageError
 from bundler.lockfile import LockMismatchError, platform_of
-from bundler.registry import MAX_MANIFEST_BYTES
-from bundler.root import (
+from edgebundle.registry import MAX_MANIFEST_BYTES
+from edgebundle.root import (
     BlobPin,
     FilePin,
     ImageEntry,
@@ -49,7 +49,7 @@ from bundler.root import (
     load_json_bounded,
     parse_root,
 )
-from bundler.signing import sign
+from edgebundle.signing import sign
 from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -212,7 +212,7 @@ class BuildResult:
 
 
 class Builder:
-    """Builds one bundle; ``registries(host)`` returns a :class:`bundler.registry.Registry`."""
+    """Builds one bundle; ``registries(host)`` returns a :class:`edgebundle.registry.Registry`."""
 
     def __init__(self, spec: BundleSpec, lock: dict[str, Any], registries: Callable[[str], Any],
                  log: Callable[[str], None] = lambda s: None, progress: bool | None = None,
@@ -254,7 +254,7 @@ class Builder:
         return pin, doc, size
 
     def add_image(self, store: BlobStore, image: ImageSpec, locked: dict[str, Any]) -> tuple[ImageEntry, dict[str, Any]]:
-        from bundler.registry import parse_reference
+        from edgebundle.registry import parse_reference
 
         ref = parse_reference(image.ref)
         reg = self.registries(ref.registry)
@@ -439,14 +439,6 @@ def _copy_file(src: Path, out: BinaryIO) -> None:
             out.write(chunk)
 
 
-def member_order(root: Root) -> list[str]:
-    """Tar order: signed root, index, then blobs grouped as the root lists its content."""
-    names: list[str] = [layout.OCI_LAYOUT, layout.ROOT, layout.INDEX]
-    carried = root.blobs if root.delta is None else root.delta["carried"]
-    names += [layout.blob_path(d) for d in sorted(carried)]
-    return names
-
-
 def write_tar(work: Path, root: Root, out: Path, store: BlobStore | None = None) -> None:
     """Write the bundle tree at ``work`` as one tar at ``out`` (via a temp name, fsynced); blobs
     ``store`` deferred are streamed from their origin, checked against their pins."""
@@ -454,7 +446,7 @@ def write_tar(work: Path, root: Root, out: Path, store: BlobStore | None = None)
     mtime = calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
     try:
         with open(tmp, "wb") as f:
-            for name in member_order(root):
+            for name in root.member_order():
                 digest = layout.digest_of_blob_path(name)
                 if store is not None and digest in store.deferred:
                     size = root.blobs[digest].size  # type: ignore[index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bundler import commands
-from bundler.clikit import VerbGroup, register_verbs
+from edgebundle.clikit import VerbGroup, register_verbs
 
 
 @click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})

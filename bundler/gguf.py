@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any, BinaryIO
 
-from bundler.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)

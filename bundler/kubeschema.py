@@ -16,7 +16,7 @@ import json
 import re
 from typing import Any
 
-from bundler.errors import UsageError
+from edgebundle.errors import UsageError
 
 _BUILTIN_GROUP = re.compile(r"^(|[a-z]+|[a-z.]+\.k8s\.io)$")
 

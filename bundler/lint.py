@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundler.digest import read_bounded
-from bundler.errors import EdgebundleError, UsageError
-from bundler.registry import parse_reference
-from bundler.root import ImageEntry, ModelEntry, Root
+from edgebundle.digest import read_bounded
+from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.registry import parse_reference
+from edgebundle.root import ImageEntry, ModelEntry, Root
 from bundler.spec import BundleSpec, manifest_files
 
 #: The registry address of the stand-in site the manifests are rendered for.

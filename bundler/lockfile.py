@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from bundler import mediatypes
-from bundler.digest import hash_file, read_bounded, sha256_bytes
-from bundler.diskspace import disk_full_error, is_disk_full
-from bundler.documents import Strict, validate_document
-from bundler.errors import EdgebundleError, UsageError
-from bundler.layout import MAX_JSON_BYTES
-from bundler.root import load_json_bounded
+from edgebundle import mediatypes
+from edgebundle.digest import hash_file, read_bounded, sha256_bytes
+from edgebundle.diskspace import disk_full_error, is_disk_full
+from edgebundle.documents import Strict, validate_document
+from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.root import load_json_bounded
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 
 LOCK_VERSION = 1
@@ -112,7 +112,7 @@ def check_platforms(image: ImageSpec, available: list[str]) -> None:
 
 def resolve_image(image: ImageSpec, registries: Callable[[str], Any]) -> LockedImage:
     """Ask the image's registry what its reference points at now."""
-    from bundler.registry import parse_reference
+    from edgebundle.registry import parse_reference
 
     ref = parse_reference(image.ref)
     reg = registries(ref.registry)

@@ -32,21 +32,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
-from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.parts import (
-    FAT32_MAX,
-    INDEX_SUFFIX,
-    PartIndex,
-    PartsSource,
-    bundle_file_name,
-    bundle_tar_size,
-    write_bundle_tar,
-)
-from bundler.progress import Progress, human
-from bundler.root import Root, parse_root
-from bundler.verify import root_envelope
-from bundler.sources import BundleSource, TarSource, open_source
+from edgebundle.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from bundler.split import bundle_file_name, bundle_tar_size, write_bundle_tar
+from edgebundle.parts import FAT32_MAX, INDEX_SUFFIX, PartIndex, PartsSource
+from edgebundle.progress import Progress, human
+from edgebundle.root import Root, parse_root
+from edgebundle.verify import root_envelope
+from edgebundle.parts import open_source
+from edgebundle.sources import BundleSource, TarSource
 
 README = "README.txt"
 BOOTSTRAP = "bootstrap.sh"
@@ -544,7 +538,7 @@ def render_runbook(bom: BundleOnMedia, files: list[FileReport], *, wheels: list[
     add("")
     base = bom.root.base
     if base is not None:
-        from bundler.delta import full_root_digest
+        from edgebundle.rebuild import full_root_digest
 
         add("THIS IS A DELTA")
         add(f"  It carries only what changed since {base.name} {base.version}; the rest is rebuilt")
@@ -730,7 +724,7 @@ def write_media(bundle: Path, dest: Path, *, targets: list[Target] | None,
 
 def verify_media(dest: Path, trust: Any, progress_enabled: bool | None = None) -> dict[str, Any]:
     """Full verification of what is now on the media (parts, signature, every blob), from the device."""
-    from bundler.verify import Verifier
+    from edgebundle.verify import Verifier
 
     source = open_source(dest)
     bar = Progress("verify media", sum(source.members().values()), enabled=progress_enabled)

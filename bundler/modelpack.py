@@ -9,7 +9,7 @@ hashes and stores the bytes.
 Invariants:
 
 - Only headers are read: the GGUF header (via :mod:`bundler.gguf`), the safetensors JSON header
-  (8-byte length prefix, bounded by :data:`bundler.layout.MAX_JSON_BYTES`) and small JSON
+  (8-byte length prefix, bounded by :data:`edgebundle.layout.MAX_JSON_BYTES`) and small JSON
   configs. Weights are never read.
 - The file list is exactly :func:`bundler.spec.model_files` (sorted, hidden files skipped), so
   the lockfile, the builder and this description always agree on which files a model has.
@@ -29,12 +29,12 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from bundler import mediatypes as mt
-from bundler.digest import is_digest
-from bundler.errors import EdgebundleError
+from edgebundle import mediatypes as mt
+from edgebundle.digest import is_digest
+from edgebundle.errors import EdgebundleError
 from bundler.gguf import GGUFError, GGUFHeader, read_gguf_header, summarize
-from bundler.layout import MAX_JSON_BYTES
-from bundler.root import canonical_json
+from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.root import canonical_json
 from bundler.spec import ModelSpec, model_files
 
 ANNOTATION_FILEPATH = "org.cncf.model.filepath"

@@ -11,7 +11,7 @@ Alignment padding between tensors travels as literal data.
 
 Invariants:
 - Only the two headers are parsed (bounded, bundler/gguf.py); tensor data is read one piece
-  (at most :data:`bundler.patch.PIECE` bytes per side) at a time, so memory is bounded by the
+  (at most :data:`edgebundle.patch.PIECE` bytes per side) at a time, so memory is bounded by the
   piece size whatever the model size.
 - The output reproduces the new file byte for byte (callers hash it against the signed digest).
 """
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bundler.gguf import GGUFError, read_gguf_header, tensor_ranges
-from bundler.patch import MARGIN, ContainerWriter, write_region
+from bundler.patch import ContainerWriter, write_region
+from edgebundle.patch import MARGIN
 
 
 @dataclass(frozen=True)

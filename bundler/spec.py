@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bundler.documents import Strict, load_yaml_document, validate_document
-from bundler.errors import UsageError
-from bundler.root import MODEL_KINDS, canonical_json
+from edgebundle.documents import Strict, load_yaml_document, validate_document
+from edgebundle.errors import UsageError
+from edgebundle.root import MODEL_KINDS, canonical_json
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")

@@ -2,7 +2,7 @@
 
 ``build_layout`` writes an OCI image layout with five images (``rag/llm-service`` is multi-arch:
 an OCI index over linux/amd64 and linux/arm64); ``push_layout`` pushes a layout to a registry
-with :class:`bundler.registry.Registry`; ``build_and_push`` does both. From a shell::
+with :class:`edgebundle.registry.Registry`; ``build_and_push`` does both. From a shell::
 
     python examples/images.py --registry 127.0.0.1:5000 [--version 1.1] [--layer-bytes 100000000]
 
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundler import mediatypes as mt
-from bundler.digest import CHUNK, HashingWriter, sha256_bytes
-from bundler.layout import INDEX, OCI_LAYOUT, OCI_LAYOUT_BYTES, blob_path
-from bundler.registry import MAX_MANIFEST_BYTES, Registry
+from edgebundle import mediatypes as mt
+from edgebundle.digest import CHUNK, HashingWriter, sha256_bytes
+from edgebundle.layout import INDEX, OCI_LAYOUT, OCI_LAYOUT_BYTES, blob_path
+from edgebundle.registry import MAX_MANIFEST_BYTES, Registry
 
 #: 2024-01-01T00:00:00Z: every tar entry and the image configs carry this time.
 EPOCH = 1704067200

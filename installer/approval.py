@@ -1,6 +1,6 @@
 """Operator approvals: a named person saw this exact plan and said yes, recently.
 
-An approval is a DSSE envelope (bundler/signing.py, payloadType
+An approval is a DSSE envelope (edgebundle/signing.py, payloadType
 ``application/vnd.edgebundle.approval.v1+json``) in the state directory,
 ``approvals/<plan-hash-hex>.json``; its payload names the operator, time, expiry, plan hash, bundle
 (name, version, root digest), site and cluster identity, and the plan's summary. It is signed with
@@ -21,11 +21,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bundler.documents import validate_document
-from bundler import mediatypes as mt
-from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.layout import MAX_JSON_BYTES, envelope_limit
-from bundler.root import (
+from edgebundle.documents import validate_document
+from edgebundle import mediatypes as mt
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.layout import MAX_JSON_BYTES, envelope_limit
+from edgebundle.root import (
     MalformedRootError,
     canonical_json,
     format_time,
@@ -33,7 +33,7 @@ from bundler.root import (
     parse_duration,  # noqa: F401 (re-exported for the approve command)
     parse_time,
 )
-from bundler.signing import Envelope, LegacyFormatError, TrustStore, UnsignedError, parse_envelope, sign, unsigned
+from edgebundle.signing import Envelope, LegacyFormatError, TrustStore, UnsignedError, parse_envelope, sign, unsigned
 from installer.plan import Plan
 from installer.records import ApprovalDocument
 from installer.site import Site

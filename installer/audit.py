@@ -6,7 +6,7 @@ ends, whatever the outcome: who ran it, when, which bundle and plan, and how it 
 ``installer audit verify`` command proves the log was not edited; ``installer audit show``
 prints it.
 
-Format: each line is canonical JSON (bundler.root.canonical_json) followed by ``\\n``. A line's
+Format: each line is canonical JSON (edgebundle.root.canonical_json) followed by ``\\n``. A line's
 hash is ``sha256:`` of its bytes without the newline. Every record carries ``seq`` (1, 2, ...)
 and ``prev``: the hash of the line before it (the first line's ``prev`` is :data:`GENESIS`).
 
@@ -43,9 +43,9 @@ from typing import Any
 
 import click
 
-from bundler import clikit
-from bundler.errors import EdgebundleError, VerificationError
-from bundler.root import canonical_json
+from edgebundle import clikit
+from edgebundle.errors import EdgebundleError, VerificationError
+from edgebundle.root import canonical_json
 from installer.safefs import SafeRoot, open_regular
 from installer.state import StateDir, now_iso, operator_name
 
@@ -571,9 +571,9 @@ def _claimed_root(bundle: Path) -> str | None:
 
     Only the root envelope is read (bounded); any failure leaves the field empty.
     """
-    from bundler.digest import sha256_bytes
-    from bundler.sources import open_source
-    from bundler.verify import root_envelope
+    from edgebundle.digest import sha256_bytes
+    from edgebundle.parts import open_source
+    from edgebundle.verify import root_envelope
 
     try:
         return sha256_bytes(root_envelope(open_source(bundle)).payload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bundler.clikit import VerbGroup, register_verbs
+from edgebundle.clikit import VerbGroup, register_verbs
 from installer import commands
 from installer.audit import audited
 

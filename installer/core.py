@@ -3,7 +3,7 @@
 Read it like pypa/installer: :func:`open_verified` turns a path into a :class:`VerifiedBundle`
 (or refuses it), :func:`install` hands that bundle to each :class:`Destination` in turn and
 records the outcome. Everything site-specific lives in the destinations
-(``installer/destinations/``); everything about trust lives in :mod:`bundler.verify`.
+(``installer/destinations/``); everything about trust lives in :mod:`edgebundle.verify`.
 
 Invariants:
 - Nothing becomes visible at the site (a registry tag or manifest, a model version directory,
@@ -31,14 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bundler import layout
-from bundler.delta import describe_carried, full_root_digest
-from bundler.digest import DigestMismatchError
-from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.progress import Progress
-from bundler.root import version_key
-from bundler.sources import open_source
-from bundler.verify import Policy, VerifiedBundle, Verifier
+from edgebundle import layout
+from edgebundle.rebuild import describe_carried, full_root_digest
+from edgebundle.digest import DigestMismatchError
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.progress import Progress
+from edgebundle.root import version_key
+from edgebundle.parts import open_source
+from edgebundle.verify import Policy, VerifiedBundle, Verifier
 from installer.faults import faultpoint
 from installer.site import Site
 from installer.trust import site_trust
@@ -47,7 +47,7 @@ from installer.state import Journal, StateDir, now_iso, operator_name
 #: The steps that together make a bundle "installed".
 INSTALL_STEPS = ("load", "stage")
 
-#: ``progress(label, total_bytes)`` -> a callable fed byte counts (see :mod:`bundler.progress`).
+#: ``progress(label, total_bytes)`` -> a callable fed byte counts (see :mod:`edgebundle.progress`).
 ProgressFactory = Callable[[str, int | None], Progress]
 
 

@@ -4,7 +4,7 @@ A site that installed the base keeps exactly three things a delta can build on: 
 images in its registry, the base's model files on its NAS, and the base's record in the state
 directory. :class:`SiteBase` reads base inputs from the first two; :func:`wrap_if_delta` checks
 the third, then checks that every input the delta names is really there (registry ``HEAD`` per
-blob and manifest, NAS files hashed), and only then returns a :class:`~bundler.verify.VerifiedBundle`
+blob and manifest, NAS files hashed), and only then returns a :class:`~edgebundle.verify.VerifiedBundle`
 whose root is the full target's and whose source rebuilds each blob on demand.
 
 Invariants:
@@ -13,7 +13,7 @@ Invariants:
   before any destination runs.
 - Every rebuilt blob is hashed against the signed digest as it streams (file digest first for
   re-encoded model layers); destinations re-check as usual.
-- The wrapped bundle is the full target (:func:`bundler.delta.full_root`): the root digest,
+- The wrapped bundle is the full target (:func:`edgebundle.rebuild.full_root`): the root digest,
   journals, NAS markers and ``installed.json`` are those a full install writes, so a later delta
   built against the full bundle finds its base.
 """
@@ -26,25 +26,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bundler.delta import (
-    ZSTD_VERSION,
-    CheckedStream,
-    ReconstructedSource,
-    check_reconstruction,
-    full_root,
-    rebuild_order,
-)
-from bundler.digest import hash_file
-from bundler.errors import VerificationError
-from bundler.root import BaseRef, Root, parse_root
-from bundler.sources import BundleSource
-from bundler.verify import VerifiedBundle
+from edgebundle.rebuild import ZSTD_VERSION, CheckedStream, ReconstructedSource, check_reconstruction, full_root, rebuild_order
+from edgebundle.digest import hash_file
+from edgebundle.errors import VerificationError
+from edgebundle.root import BaseRef, Root, parse_root
+from edgebundle.sources import BundleSource
+from edgebundle.verify import VerifiedBundle
 from installer.destinations.nas import KIND_DIRS
 from installer.site import Site
 from installer.state import StateDir
 
 if TYPE_CHECKING:  # the HTTP client is imported only when a delta needs the site registry
-    from bundler.registry import Registry
+    from edgebundle.registry import Registry
 
 #: How many missing inputs an error message lists before summarising.
 SHOW_MISSING = 8
@@ -56,7 +49,7 @@ class BaseMissingError(VerificationError):
 
 def site_registry(site: Site) -> Registry:
     """A client for the site registry, configured as the ``load`` destination configures it."""
-    from bundler.registry import Registry
+    from edgebundle.registry import Registry
 
     insecure = (site.registry_address,) if site.registry_plain_http else ()
     return Registry(site.registry_address, insecure_hosts=insecure)

@@ -35,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bundler.digest import sha256_bytes
-from bundler.documents import validate_document
-from bundler.errors import EdgebundleError, UsageError
-from bundler.layout import MAX_JSON_BYTES
-from bundler.root import MalformedRootError, canonical_json, load_json_bounded
+from edgebundle.digest import sha256_bytes
+from edgebundle.documents import validate_document
+from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
 from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
 from installer.records import PlanDocument
 from installer.render import MANAGED_BY, MANAGER, ObjectKey
@@ -47,7 +47,7 @@ from installer.site import Site
 from installer.state import atomic_write, now_iso
 
 if TYPE_CHECKING:
-    from bundler.verify import VerifiedBundle
+    from edgebundle.verify import VerifiedBundle
     from installer.revisions import RevisionStore
     from installer.state import StateDir
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from bundler.errors import EdgebundleError
-from bundler.progress import human
-from bundler.root import Root
+from edgebundle.errors import EdgebundleError
+from edgebundle.progress import human
+from edgebundle.root import Root
 from installer.render import KIND_DIRS, ObjectKey, Rendered, containers, parse_model_path, pod_spec, site_image
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundler.errors import EdgebundleError
-from bundler.root import Root, parse_root, version_key
+from edgebundle.errors import EdgebundleError
+from edgebundle.root import Root, parse_root, version_key
 from installer.core import deployed_bundle
 from installer.destinations.nas import list_staged
 from installer.destinations.registry import list_images

@@ -1,5 +1,5 @@
 """Schemas of the documents the installer writes and later reads back: plans, approvals and
-staging validation records (one strict pydantic schema each; see bundler/documents.py).
+staging validation records (one strict pydantic schema each; see edgebundle/documents.py).
 
 A plan file or a record is handed between operators and sites, so it is input like any other: it
 is checked against its schema (unknown keys, wrong types) before its content or hash is trusted.
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from bundler.documents import Strict
+from edgebundle.documents import Strict
 
 
 class BundleRef(Strict):

@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-from bundler import layout
-from bundler.boundedyaml import YamlBoundError, load_all_bounded
-from bundler.digest import sha256_bytes
-from bundler.errors import EdgebundleError, VerificationError
-from bundler.registry import parse_reference
-from bundler.root import ImageEntry, ModelEntry, Root
-from bundler.sources import BundleSource, read_small
-from bundler.verify import VerifiedBundle
+from edgebundle import layout
+from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
+from edgebundle.digest import sha256_bytes
+from edgebundle.errors import EdgebundleError, VerificationError
+from edgebundle.registry import parse_reference
+from edgebundle.root import ImageEntry, ModelEntry, Root
+from edgebundle.sources import BundleSource, read_small
+from edgebundle.verify import VerifiedBundle
 from installer.site import Site
 
 #: The server-side-apply field manager, and the value of ``app.kubernetes.io/managed-by``.

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bundler.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError
 from installer import health
 from installer.destinations.cluster import ClusterError, Target
 from installer.faults import faultpoint

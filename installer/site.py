@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from bundler.documents import Strict, load_yaml_document, validate_document
-from bundler.errors import UsageError
+from edgebundle.documents import Strict, load_yaml_document, validate_document
+from edgebundle.errors import UsageError
 
 DEFAULT_STATE_DIR = "/var/lib/edgebundle"
 DEFAULT_NAMESPACE = "rag-system"

@@ -40,10 +40,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from bundler.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
-from bundler.errors import EdgebundleError
-from bundler.layout import MAX_JSON_BYTES
-from bundler.root import load_json_bounded
+from edgebundle.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
+from edgebundle.errors import EdgebundleError
+from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.root import load_json_bounded
 from installer.faults import faultpoint
 from installer.safefs import SafeRoot, open_regular
 

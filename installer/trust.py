@@ -1,7 +1,7 @@
 """The site's current trust: the site file's keys, then every stored trust update, in order.
 
 ``spec.trust`` of the site file is trust version ``spec.trust.version`` (default 1). Each update
-accepted by ``installer trust update`` (bundler/trustupdate.py) is kept as
+accepted by ``installer trust update`` (edgebundle/trustupdate.py) is kept as
 ``STATE_DIR/trust/<version>.dsse.json``; :func:`site_trust` is the one place the installer gets
 the keys it checks bundles and part indexes against.
 
@@ -19,10 +19,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bundler.digest import read_bounded
-from bundler.errors import VerificationError
-from bundler.signing import TrustStore
-from bundler.trustupdate import MAX_UPDATE_BYTES, TrustState, TrustUpdateError, apply_update
+from edgebundle.digest import read_bounded
+from edgebundle.errors import VerificationError
+from edgebundle.signing import TrustStore
+from edgebundle.trustupdate import MAX_UPDATE_BYTES, TrustState, TrustUpdateError, apply_update
 from installer.site import Site
 from installer.state import StateDir, atomic_write
 

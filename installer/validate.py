@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bundler import mediatypes as mt
-from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.layout import envelope_limit
-from bundler.root import canonical_json, load_json_bounded
-from bundler.signing import LegacyFormatError, TrustStore, keyid, load_private_key, load_public_key, sign, verify
+from edgebundle import mediatypes as mt
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.layout import envelope_limit
+from edgebundle.root import canonical_json, load_json_bounded
+from edgebundle.signing import LegacyFormatError, TrustStore, keyid, load_private_key, load_public_key, sign, verify
 from installer import health
 from installer.render import ObjectKey
-from bundler.documents import validate_document
+from edgebundle.documents import validate_document
 from installer.records import ValidationPredicate
 from installer.site import Site
 from installer.state import StateDir, atomic_write, now_iso

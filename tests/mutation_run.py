@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "mutants"
-COPY = ("bundler", "installer", "tests", "examples", "manifests", "pyproject.toml")
+COPY = ("edgebundle", "bundler", "installer", "tests", "examples", "manifests", "pyproject.toml")
 
 
 @dataclass(frozen=True)
@@ -39,20 +39,20 @@ class Group:
 
 GROUPS: dict[str, Group] = {
     "parsing": Group(
-        ("bundler/root.py", "bundler/layout.py"),
-        ("bundler.root.x_version_key_*", "bundler.root.x_parse_root_*", "bundler.root.x__*",
-         "bundler.root.x_load_json_bounded_*", "bundler.root.xǁRootǁmember_pins_*", "bundler.layout.*"),
+        ("edgebundle/root.py", "edgebundle/layout.py"),
+        ("edgebundle.root.x_version_key_*", "edgebundle.root.x_parse_root_*", "edgebundle.root.x__*",
+         "edgebundle.root.x_load_json_bounded_*", "edgebundle.root.xǁRootǁmember_pins_*", "edgebundle.layout.*"),
         ("tests/test_trust_parsing.py", "tests/test_trust_rules.py", "-k", "not apply and not stage")),
     "signatures": Group(
-        ("bundler/signing.py", "bundler/verify.py"),
-        ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_pae_*",
-         "bundler.signing.x_parse_envelope_*", "bundler.signing.x_verify_*", "bundler.signing.x__b64_*",
-         "bundler.signing.xǁTrustStoreǁ*", "bundler.verify.*"),
+        ("edgebundle/signing.py", "edgebundle/verify.py"),
+        ("edgebundle.signing.x_keyid_*", "edgebundle.signing.x_sign_*", "edgebundle.signing.x_pae_*",
+         "edgebundle.signing.x_parse_envelope_*", "edgebundle.signing.x_verify_*", "edgebundle.signing.x__b64_*",
+         "edgebundle.signing.xǁTrustStoreǁ*", "edgebundle.verify.*"),
         ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py", "-k",
          "bundle or signature or signed or two or threshold or damaged or platform or version or base or part")),
     "parts": Group(
-        ("bundler/parts.py",),
-        ("bundler.parts.x_parse_part_index_*", "bundler.parts.x__field_*", "bundler.parts.xǁPartsSourceǁ*"),
+        ("edgebundle/parts.py",),
+        ("edgebundle.parts.x_parse_part_index_*", "edgebundle.parts.x__field_*", "edgebundle.parts.xǁPartsSourceǁ*"),
         ("tests/test_trust_core.py", "tests/test_trust_parsing.py", "-k", "part")),
     "approvals": Group(
         ("installer/approval.py", "installer/plan.py"),

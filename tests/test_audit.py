@@ -17,9 +17,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from bundler.clikit import handle_errors
-from bundler.errors import VerificationError
-from bundler.signing import generate_keypair
+from edgebundle.clikit import handle_errors
+from edgebundle.errors import VerificationError
+from edgebundle.signing import generate_keypair
 from installer import audit
 from installer.audit import GENESIS, AuditLog, line_hash
 from installer.cli import main as installer_main

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from bundler import layout
-from bundler import mediatypes as mt
+from edgebundle import layout
+from edgebundle import mediatypes as mt
 from bundler.cli import main as bundle_main
-from bundler.digest import sha256_bytes
+from edgebundle.digest import sha256_bytes
 from bundler.spec import load_spec, manifest_files
 from tests.fixtures.bundles import BundleWorld, add_member, flip_byte, read_root
 from tests.fixtures.digests import sha256_file, sha256_of

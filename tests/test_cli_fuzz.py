@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bundler.registry
+import edgebundle.registry
 from bundler.cli import main as bundle_main
 from installer.cli import main as installer_main
 
@@ -94,7 +94,7 @@ def test_any_argv_gets_a_documented_exit_code(which: str, real_inputs: tuple[Pat
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     work, real = real_inputs
     main = installer_main if which == "installer" else bundle_main
-    monkeypatch.setattr(bundler.registry.time, "sleep", lambda s: None)  # refused connections: no waiting
+    monkeypatch.setattr(edgebundle.registry.time, "sleep", lambda s: None)  # refused connections: no waiting
     monkeypatch.setattr(tempfile, "tempdir", str(work / "tmp"))
     commands = leaf_commands(main)
     strategy = st.sampled_from(commands).flatmap(lambda pc: argv_for(pc[0], pc[1], real))

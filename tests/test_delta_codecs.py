@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 
-from bundler.delta import CheckedStream, full_root, full_root_digest
-from bundler.digest import DigestMismatchError, sha256_bytes
-from bundler.patch import (CONTAINER_MAGIC, PIECE, ContainerWriter, PatchError, apply_container,
-                           bsdiff_decode, bsdiff_encode, encode_piece, write_region, zpf_encode,
-                           zstd_decode)
+from edgebundle.rebuild import CheckedStream, full_root, full_root_digest
+from edgebundle.digest import DigestMismatchError, sha256_bytes
+from edgebundle.patch import CONTAINER_MAGIC, PIECE, PatchError, apply_container, bsdiff_decode, zstd_decode
+from bundler.patch import ContainerWriter, bsdiff_encode, encode_piece, write_region, zpf_encode
 from bundler.patch_gguf import write_gguf_patch
-from bundler.root import MalformedRootError, parse_root
+from edgebundle.root import MalformedRootError, parse_root
 from tests.fixtures.digests import sha256_of
 from tests.fixtures.machine import missing_part
 from tests.fixtures.models import make_gguf, write_gguf  # noqa: F401

@@ -19,7 +19,7 @@ import pytest
 from bundler.build import Builder
 from bundler.gguf import read_gguf_file, tensor_ranges
 from bundler.lockfile import ensure_lock
-from bundler.signing import generate_keypair, load_private_key
+from edgebundle.signing import generate_keypair, load_private_key
 from bundler.spec import load_spec
 from tests.fixtures.models import write_gguf
 from tests.test_delta_scenarios import edit_gguf_string

@@ -33,17 +33,18 @@ from typing import Any
 
 import pytest
 
-from bundler import layout
+from edgebundle import layout
 from bundler.build import Builder
 from bundler.commands.common import registry_factory
-from bundler.delta import DeltaResult, build_delta, describe_carried, full_root_digest
-from bundler.digest import CHUNK
+from edgebundle.rebuild import describe_carried, full_root_digest
+from bundler.delta import DeltaResult, build_delta
+from edgebundle.digest import CHUNK
 from bundler.gguf import read_gguf_file
 from bundler.lockfile import ensure_lock
-from bundler.root import Root
-from bundler.signing import load_private_key
+from edgebundle.root import Root
+from edgebundle.signing import load_private_key
 from bundler.spec import load_spec
-from bundler.verify import WrongBaseError
+from edgebundle.verify import WrongBaseError
 from installer.core import install, open_verified
 from installer.delta_source import BaseMissingError
 from installer.destinations.nas import NasDestination
@@ -246,7 +247,7 @@ def methods(delta: DeltaResult) -> dict[str, str]:
 
 def push_image_with_extra_layer(world: BundleWorld, tmp: Path, tag: str) -> str:
     """rag/vector-db 1.0 plus one layer, pushed to the source registry as ``rag/vector-db:<tag>``."""
-    from bundler.registry import Registry
+    from edgebundle.registry import Registry
     from examples.images import IMAGES as EXAMPLES
     from examples.images import REF_NAME, build_layout, push_layout
 
@@ -424,7 +425,7 @@ def test_a_site_missing_part_of_the_base_is_refused_before_any_change(
         victim.write_bytes(victim.read_bytes()[:-1] + b"\x00")  # changed in place
         expect = str(victim)
     else:
-        from bundler.registry import Registry
+        from edgebundle.registry import Registry
         im = next(i for i in base_release.root.images if i.repository == "rag/vector-db")
         with Registry(site.registry.host) as reg:
             reg.delete_manifest(im.repository, im.digest)

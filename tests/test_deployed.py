@@ -71,7 +71,7 @@ def test_without_a_cluster_load_and_stage_count_as_deployed(bundle_factory: Any,
 
 def test_status_lists_an_image_loaded_by_digest_only(bundle_factory: Any, bundle_world: Any, registry: Any,
                                                      tmp_path: Path) -> None:
-    from bundler.registry import Registry
+    from edgebundle.registry import Registry
 
     digest = Registry(bundle_world.source.host).has_manifest("rag/vector-db", "1.0")
     b = bundle_factory(images=(f"rag/vector-db@{digest}",), models=(), manifests=False)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bundler.cli import main as bundle_main
-from bundler.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError
 from installer.cli import main as installer_main
 
 SECONDS = float(os.environ.get("EDGEBUNDLE_CLI_FUZZ_SECONDS", "30"))

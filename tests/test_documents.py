@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bundler.cli import main as bundle_main
-from bundler.documents import schema_fields
-from bundler.errors import UsageError
+from edgebundle.documents import schema_fields
+from edgebundle.errors import UsageError
 from bundler.lockfile import LockDocument
 from bundler.spec import SpecDocument
 from installer.cli import main as installer_main
@@ -181,8 +181,8 @@ def test_validation_record_with_an_unknown_key_is_refused() -> None:
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from bundler import mediatypes as mt
-    from bundler.signing import sign
+    from edgebundle import mediatypes as mt
+    from edgebundle.signing import sign
     from installer.validate import PREDICATE_TYPE, STATEMENT_TYPE, verify_record
 
     key = Ed25519PrivateKey.generate()
@@ -198,7 +198,7 @@ def test_validation_record_with_an_unknown_key_is_refused() -> None:
 
 
 def test_approval_schema_names_the_typo() -> None:
-    from bundler.documents import validate_document
+    from edgebundle.documents import validate_document
     from installer.records import ApprovalDocument
 
     doc = {"_type": "edgebundle.approval", "planHash": "h", "operatr": "ana", "approvedAt": "t", "expiresAt": "t",

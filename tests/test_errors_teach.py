@@ -16,7 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bundler.clikit import handle_errors, json_option
+from edgebundle.clikit import handle_errors, json_option
 from tests.fixtures.bundles import BUNDLE
 
 pytestmark = pytest.mark.timeout(180)

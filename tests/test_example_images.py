@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from bundler import mediatypes as mt
-from bundler.digest import hash_file, sha256_bytes
-from bundler.layout import blob_path
-from bundler.registry import Registry
+from edgebundle import mediatypes as mt
+from edgebundle.digest import hash_file, sha256_bytes
+from edgebundle.layout import blob_path
+from edgebundle.registry import Registry
 from examples.images import IMAGES, PseudoRandom, build_and_push, build_layout
 from tests.fixtures.machine import skip_unless_ci
 from tests.fixtures.registry import RegistryProcess

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import seed as hypothesis_seed
 
-from bundler.signing import UntrustedError
+from edgebundle.signing import UntrustedError
 
 from tests.hostile.fuzz import REGRESSIONS, fuzz, guarded, run_one
 from tests.hostile.targets import FUZZ_KEY, STRATEGIES, TARGETS

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bundler.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError
 from bundler.gguf import (
     GGML_TYPES,
     READ_CHUNK,

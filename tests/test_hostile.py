@@ -38,12 +38,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bundler import layout
+from edgebundle import layout
 from bundler.build import Builder
 from bundler.commands.common import registry_factory as source_registries
 from bundler.delta import build_delta
 from bundler.lockfile import ensure_lock
-from bundler.signing import load_private_key
+from edgebundle.signing import load_private_key
 from bundler.spec import load_spec
 from installer.cli import main
 from installer.state import StateDir

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from bundler.errors import EdgebundleError
-from bundler.registry import Registry
+from edgebundle.errors import EdgebundleError
+from edgebundle.registry import Registry
 from tests.hostile.registry import DRIP_INTERVAL, hostile_registry
 
 pytestmark = pytest.mark.timeout(60)

@@ -203,8 +203,8 @@ def test_a_model_refused_mid_stage_leaves_no_version_of_the_bundle_visible(
     from installer.destinations.nas import NasDestination
     from installer.site import load_site
     from installer.state import StateDir
-    from bundler import layout
-    from bundler.errors import EdgebundleError
+    from edgebundle import layout
+    from edgebundle.errors import EdgebundleError
 
     b = bundle_factory(out_format="dir")
     scene = make_scene(b, tmp_path)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bundler import layout
-from bundler.registry import Registry
+from edgebundle import layout
+from edgebundle.registry import Registry
 from installer.cli import main
 from tests.fixtures.bundles import BuiltBundle, member_location, nas_snapshot, registry_snapshot
 

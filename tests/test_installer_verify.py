@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from bundler import layout
-from bundler.digest import sha256_bytes
-from bundler.registry import Registry
+from edgebundle import layout
+from edgebundle.digest import sha256_bytes
+from edgebundle.registry import Registry
 from installer.cli import main
 from tests.fixtures.bundles import BuiltBundle, add_member, flip_byte, member_location, nas_snapshot
 

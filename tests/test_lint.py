@@ -16,7 +16,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from bundler.cli import main as bundle_main
-from bundler.signing import generate_keypair
+from edgebundle.signing import generate_keypair
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = ["llm-service", "vector-db", "orchestrator", "chat-ui", "data-connector"]

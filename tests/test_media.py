@@ -19,9 +19,9 @@ from click.testing import CliRunner, Result
 from bundler import media as media_mod
 from bundler.cli import main as bundle_main
 from bundler.media import installer_commands
-from bundler.parts import PartsSource
-from bundler.registry import Registry
-from bundler.sources import open_source
+from edgebundle.parts import PartsSource
+from edgebundle.registry import Registry
+from edgebundle.parts import open_source
 from installer.cli import main as installer_main
 from tests.fixtures.bundles import INSTALLER, BuiltBundle
 

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from bundler import mediatypes as mt
-from bundler.digest import sha256_bytes
+from edgebundle import mediatypes as mt
+from edgebundle.digest import sha256_bytes
 from bundler.modelpack import (
     ANNOTATION_FILEPATH,
     ModelError,

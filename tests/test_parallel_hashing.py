@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from bundler import layout
-from bundler.digest import AHEAD, CHUNK, Cancelled, hash_stream_ahead
-from bundler.errors import VerificationError
-from bundler.signing import TrustStore, load_private_key
-from bundler.sources import open_source
-from bundler.verify import Verifier
+from edgebundle import layout
+from edgebundle.digest import AHEAD, CHUNK, Cancelled, hash_stream_ahead
+from edgebundle.errors import VerificationError
+from edgebundle.signing import TrustStore, load_private_key
+from edgebundle.parts import open_source
+from edgebundle.verify import Verifier
 from tests.fixtures.bundles import flip_byte
 
 pytestmark = pytest.mark.timeout(120)

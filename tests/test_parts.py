@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bundler.cli import main as bundle_main
-from bundler.errors import UsageError
-from bundler.parts import (FAT32_MAX, CorruptPartError, JoinedReader, PartIndexError, PartsSource, detect,
-                           parse_part_index, parse_size)
-from bundler.root import canonical_json
-from bundler.mediatypes import PAYLOAD_PARTS
-from bundler.signing import TrustStore, load_private_key, load_public_key, sign
-from bundler.sources import TarSource, open_source
+from edgebundle.errors import UsageError
+from edgebundle.parts import FAT32_MAX, CorruptPartError, JoinedReader, PartIndexError, PartsSource, detect, parse_part_index, parse_size
+from edgebundle.root import canonical_json
+from edgebundle.mediatypes import PAYLOAD_PARTS
+from edgebundle.signing import TrustStore, load_private_key, load_public_key, sign
+from edgebundle.parts import open_source
+from edgebundle.sources import TarSource
 from installer.cli import main as installer_main
 from tests.fixtures.bundles import BuiltBundle
 

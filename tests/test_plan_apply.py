@@ -490,7 +490,7 @@ def test_k3s_manifests_directory(tmp_path: Path, rag: RagBundles) -> None:
 
 
 def test_signed_approvals_when_the_site_requires_them(tmp_path: Path, rag: RagBundles) -> None:
-    from bundler.signing import generate_keypair
+    from edgebundle.signing import generate_keypair
 
     ops_key, ops_pub = generate_keypair("ops", tmp_path / "keys")
     other_key, _ = generate_keypair("other", tmp_path / "keys")

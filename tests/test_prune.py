@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bundler.registry import Registry
+from edgebundle.registry import Registry
 from tests.fixtures.bundles import INSTALLER, nas_snapshot, run_installer, write_site
 
 pytestmark = pytest.mark.timeout(300)

@@ -1,4 +1,4 @@
-"""bundler.registry against a real docker-registry: streaming, exact bytes, faults, auth, references."""
+"""edgebundle.registry against a real docker-registry: streaming, exact bytes, faults, auth, references."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from typing import BinaryIO
 
 import pytest
 
-from bundler import mediatypes as mt
-from bundler.digest import CHUNK, sha256_bytes
-from bundler.errors import RegistryError, UsageError, VerificationError
-from bundler.registry import ImageRef, Registry, parse_reference
+from edgebundle import mediatypes as mt
+from edgebundle.digest import CHUNK, sha256_bytes
+from edgebundle.errors import RegistryError, UsageError, VerificationError
+from edgebundle.registry import ImageRef, Registry, parse_reference
 from examples.images import PseudoRandom
 from tests.fixtures.registry import RegistryProcess, free_port, write_docker_config
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bundler import layout
-from bundler.errors import VerificationError
-from bundler.root import FilePin, ImageEntry, ModelEntry, Root
-from bundler.sources import open_source
+from edgebundle import layout
+from edgebundle.errors import VerificationError
+from edgebundle.root import FilePin, ImageEntry, ModelEntry, Root
+from edgebundle.parts import open_source
 from installer import health
 from installer.diff import diff_object
 from installer.policy import Node, PolicyError, check_all, check_capacity, check_images, check_models, pod_requests

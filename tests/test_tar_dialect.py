@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from bundler import tarfmt
+from edgebundle import tarfmt
 from tests.hostile.corpus import reseal
 
 NAME = "blobs/sha256/" + "ab" * 32

@@ -19,7 +19,7 @@ from bundler.build import Builder
 from bundler.cli import main as bundle_main
 from bundler.commands.common import registry_factory
 from bundler.lockfile import ensure_lock
-from bundler.signing import load_private_key
+from edgebundle.signing import load_private_key
 from bundler.spec import load_spec
 from installer.cli import main as installer_main
 from tests.fixtures.bundles import (  # noqa: F401
@@ -173,8 +173,8 @@ def test_rotation_from_a_to_b(bundle_world: BundleWorld, bundle_factory: Any, tm
 
 
 def test_root_expiry_is_required_and_after_creation(bundle_factory: Any) -> None:
-    from bundler.errors import VerificationError
-    from bundler.root import parse_root
+    from edgebundle.errors import VerificationError
+    from edgebundle.root import parse_root
 
     good = base64.b64decode(read_root_envelope(bundle_factory().path)["payload"])
     doc = json.loads(good)

@@ -658,7 +658,7 @@ def bad_layer(bundles: Bundles) -> Path:
     whose digest is not the signed file digest.
     """
     if "bad_layer" not in _BUILT:
-        from bundler.compress import write_tar_zstd
+        from edgebundle.compress import write_tar_zstd
 
         w = bundles.world
         good = w.build(_tok_spec(w, "good", "3.0.0"), "tok-layer", "release")  # same length as "evil"

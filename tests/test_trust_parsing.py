@@ -1,10 +1,10 @@
 """The strict root parser and version order, pinned case by case (pure and fast).
 
 A signed root is not trusted to be well-formed: every hostile edit below must be refused by
-:func:`bundler.root.parse_root` (which the verifier runs on the signed bytes), and the untouched
+:func:`edgebundle.root.parse_root` (which the verifier runs on the signed bytes), and the untouched
 documents must parse. Version order is checked as the verifier applies it (rollback policy), on
 SemVer's own precedence list and the mixed forms met in the field. These are the tests
-``make mutation`` runs against bundler/root.py and bundler/layout.py (docs/MUTATION.md).
+``make mutation`` runs against edgebundle/root.py and edgebundle/layout.py (docs/MUTATION.md).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from bundler.root import MalformedRootError, parse_root
-from bundler.signing import TrustStore, load_public_key
-from bundler.sources import open_source
-from bundler.verify import Policy, RollbackError, Verifier
+from edgebundle.root import MalformedRootError, parse_root
+from edgebundle.signing import TrustStore, load_public_key
+from edgebundle.parts import open_source
+from edgebundle.verify import Policy, RollbackError, Verifier
 from tests.hostile.targets import sample_root
 from tests.test_trust_core import _BUILT, Bundles, bundles, canonical  # noqa: F401
 
@@ -523,7 +523,7 @@ def test_a_tar_member_outside_the_bundle_layout_is_refused(name: str, bundles: B
 
 
 def test_blob_paths_and_digests_round_trip() -> None:
-    from bundler import layout
+    from edgebundle import layout
 
     d = "sha256:" + "0123456789abcdef" * 4
     assert layout.blob_path(d) == "blobs/sha256/" + "0123456789abcdef" * 4
@@ -533,9 +533,9 @@ def test_blob_paths_and_digests_round_trip() -> None:
             layout.blob_path(bad)
     assert layout.digest_of_blob_path("index.json") is None
     assert layout.digest_of_blob_path("blobs/sha256/" + "0" * 64 + "0") is None
-    assert layout.tar_order(["blobs/sha256/" + "0" * 64, "index.json", "oci-layout",
-                             "edgebundle/root.dsse.json"]) == ["oci-layout", "edgebundle/root.dsse.json",
-                                                               "index.json", "blobs/sha256/" + "0" * 64]
+    b, a = "sha256:" + "b" * 64, "sha256:" + "a" * 64
+    assert layout.member_order([b, a]) == ["oci-layout", "edgebundle/root.dsse.json", "index.json",
+                                           "blobs/sha256/" + "a" * 64, "blobs/sha256/" + "b" * 64]
 
 
 
@@ -576,7 +576,7 @@ HOSTILE_INDEXES: dict[str, Callable[[dict[str, Any]], None]] = {
 
 @pytest.mark.parametrize("edit", sorted(HOSTILE_INDEXES), ids=str)
 def test_a_hostile_part_index_is_refused(edit: str) -> None:
-    from bundler.parts import PartIndexError, parse_part_index
+    from edgebundle.parts import PartIndexError, parse_part_index
 
     doc = _index_doc()
     HOSTILE_INDEXES[edit](doc)
@@ -587,7 +587,7 @@ def test_a_hostile_part_index_is_refused(edit: str) -> None:
 
 def test_a_part_index_parses_with_what_it_says() -> None:
     """The control: one part or several, the last one shorter, exactly as written."""
-    from bundler.parts import parse_part_index
+    from edgebundle.parts import parse_part_index
 
     for n in (1, 3):
         doc = _index_doc(n)

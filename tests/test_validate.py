@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bundler.signing import generate_keypair, keyid, load_private_key
+from edgebundle.signing import generate_keypair, keyid, load_private_key
 from tests.fixtures.dsse import dsse_verify, forge, load_key, load_pub, pae
 from tests.fixtures.bundles import bundle_factory, bundle_world  # noqa: F401
 from tests.fixtures.kube import Cluster, control_plane, kube_cluster, kube_nodes  # noqa: F401

@@ -1,4 +1,4 @@
-"""The one version order (bundler.root.version_key, docs/SECURITY.md "Version order").
+"""The one version order (edgebundle.root.version_key, docs/SECURITY.md "Version order").
 
 Expected orders are written out by hand from the SemVer 2.0.0 specification (section 11) and
 from the documented rule for other strings; nothing here is computed with the product's code.
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bundler.root import version_key
+from edgebundle.root import version_key
 from installer.cli import main
 
 #: SemVer 2.0.0, section 11, its own example, lowest first.

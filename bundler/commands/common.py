@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from bundler.signing import TrustStore
+from edgebundle.signing import TrustStore
 
 plain_http_option = click.option(
     "--plain-http", multiple=True, metavar="HOST[:PORT]",
@@ -29,7 +29,7 @@ threshold_option = click.option(
 
 def registry_factory(plain_http: tuple[str, ...]) -> Callable[[str], Any]:
     """One client per registry host, created on first use, sharing auth and connections."""
-    from bundler.registry import Registry
+    from edgebundle.registry import Registry
 
     cache: dict[str, Any] = {}
 

@@ -12,20 +12,22 @@ from typing import Any
 import click
 
 from bundler.build import Builder, tree_size
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import current_lock, lockfile_option, plain_http_option, registry_factory
 from bundler.commands.split import progress_factory
 from bundler.commands.split import report as split_report
 from bundler.commands.split import summary as split_summary
-from bundler.delta import build_delta, full_root_digest
-from bundler.diskspace import disk_full_error, is_disk_full, require_free
-from bundler.errors import UsageError
+from edgebundle.rebuild import full_root_digest
+from bundler.delta import build_delta
+from edgebundle.diskspace import disk_full_error, is_disk_full, require_free
+from edgebundle.errors import UsageError
 from bundler.lint import check_deployable
 from bundler.lockfile import ensure_lock
-from bundler.parts import build_split, parse_size
-from bundler.progress import Progress, human, percent
-from bundler.root import parse_duration
-from bundler.signing import load_private_key, read_passphrase
+from bundler.split import build_split
+from edgebundle.parts import parse_size
+from edgebundle.progress import Progress, human, percent
+from edgebundle.root import parse_duration
+from edgebundle.signing import load_private_key, read_passphrase
 from bundler.spec import load_spec
 
 
@@ -53,9 +55,9 @@ def _build(builder: Builder, output: Path, signing_keys: list[Any], part_size: i
 def input_total(spec: Any, lock: dict[str, Any], registries: Callable[[str], Any]) -> int:
     """Bytes the build reads: every model file (from the lock), every blob of every image carried
     (from the image manifests, which are small), so the progress line can give an ETA."""
-    from bundler import mediatypes
-    from bundler.registry import parse_reference
-    from bundler.root import load_json_bounded
+    from edgebundle import mediatypes
+    from edgebundle.registry import parse_reference
+    from edgebundle.root import load_json_bounded
 
     total = sum(f["size"] for m in lock["models"] for f in m["files"])
     locked = {li["ref"]: li for li in lock["images"]}

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.delta import describe_delta
-from bundler.progress import human
-from bundler.root import Root, parse_root
-from bundler.verify import root_envelope
-from bundler.sources import open_source
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.rebuild import describe_delta
+from edgebundle.progress import human
+from edgebundle.root import Root, parse_root
+from edgebundle.verify import root_envelope
+from edgebundle.parts import open_source
 
 
 def describe(root: Root, signers: list[str], bundle_bytes: int) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import UsageError
-from bundler.signing import generate_keypair, keyid, load_public_key, read_passphrase
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import UsageError
+from edgebundle.signing import generate_keypair, keyid, load_public_key, read_passphrase
 
 
 @click.command("keygen")

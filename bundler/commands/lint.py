@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import current_lock, lockfile_option
 from bundler.lint import check_deployable
 from bundler.spec import load_spec

@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.parts import DEFAULT_PART_SIZE, SplitResult, parse_size, split_bundle
-from bundler.progress import Progress, human
-from bundler.signing import load_private_key, read_passphrase
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from bundler.split import SplitResult, split_bundle
+from edgebundle.parts import DEFAULT_PART_SIZE, parse_size
+from edgebundle.progress import Progress, human
+from edgebundle.signing import load_private_key, read_passphrase
 
 size_option = click.option(
     "--size", "size_text", default=str(DEFAULT_PART_SIZE), show_default="4 GiB - 1, FAT32-safe",

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.digest import atomic_write
-from bundler.signing import keyid, load_private_key, load_public_key, read_passphrase
-from bundler.trustupdate import make_update
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.digest import atomic_write
+from edgebundle.signing import keyid, load_private_key, load_public_key, read_passphrase
+from edgebundle.trustupdate import make_update
 
 
 @click.group("trust")

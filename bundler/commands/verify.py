@@ -8,14 +8,15 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import pubkey_option, threshold_option, trust_store
-from bundler.delta import BundleBase, ReconstructedSource, full_root_digest
-from bundler.errors import UsageError
-from bundler.progress import Progress, human
-from bundler.signing import TrustStore
-from bundler.sources import open_source
-from bundler.verify import Policy, VerifiedBundle, Verifier, WrongBaseError
+from edgebundle.rebuild import ReconstructedSource, full_root_digest
+from bundler.delta import BundleBase
+from edgebundle.errors import UsageError
+from edgebundle.progress import Progress, human
+from edgebundle.signing import TrustStore
+from edgebundle.parts import open_source
+from edgebundle.verify import Policy, VerifiedBundle, Verifier, WrongBaseError
 
 
 @click.command("verify")

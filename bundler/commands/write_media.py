@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import trust_store
 from bundler.media import (
     DEFAULT_PLATFORMS,
@@ -19,7 +19,7 @@ from bundler.media import (
     verify_media,
     write_media,
 )
-from bundler.progress import human
+from edgebundle.progress import human
 
 
 @click.command("write-media")

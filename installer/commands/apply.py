@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.signing import load_public_key
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.signing import load_public_key
 from installer import audit
 from installer.approval import approver_keys, check_approval
 from installer.commands.common import site_options

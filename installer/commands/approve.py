@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import EdgebundleError
-from bundler.signing import load_private_key
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import EdgebundleError
+from edgebundle.signing import load_private_key
 from installer import audit
 from installer.approval import DEFAULT_TTL, make_approval, parse_duration, record_approval
 from installer.commands.common import operator_option, resolve_site

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import UsageError
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import UsageError
 from installer.audit import AuditError, AuditLog
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bundler.clikit import handle_errors
+from edgebundle.clikit import handle_errors
 from installer.site import Site, load_site
 
 

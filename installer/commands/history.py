@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from installer.commands.common import site_options
 from installer.revisions import RevisionStore
 from installer.site import Site

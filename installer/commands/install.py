@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option

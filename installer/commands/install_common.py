@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.progress import human
-from bundler.verify import VerifiedBundle
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.progress import human
+from edgebundle.verify import VerifiedBundle
 from installer.core import Destination, StepResult, install, is_installed, open_verified, progress_factory
 from installer.site import Site
 from installer.state import StateDir

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.commands.common import site_options
 from installer.commands.install_common import (

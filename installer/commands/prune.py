@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import EdgebundleError
-from bundler.digest import sha256_bytes
-from bundler.progress import human
-from bundler.root import canonical_json
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import EdgebundleError
+from edgebundle.digest import sha256_bytes
+from edgebundle.progress import human
+from edgebundle.root import canonical_json
 from installer import audit
 from installer.commands.common import operator_option, site_options
 from installer.destinations.registry import RegistryDestination

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import EdgebundleError, UsageError
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import EdgebundleError, UsageError
 from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option

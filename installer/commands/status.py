@@ -6,10 +6,10 @@ from typing import Any
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import EdgebundleError, VerificationError
-from bundler.progress import human
-from bundler.root import parse_root
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import EdgebundleError, VerificationError
+from edgebundle.progress import human
+from edgebundle.root import parse_root
 from installer.commands.common import site_options
 from installer.core import INSTALL_STEPS, deployed_bundle
 from installer.destinations.nas import file_pins, list_staged, verify_staged

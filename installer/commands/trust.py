@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, json_option
-from bundler.trustupdate import describe
+from edgebundle.clikit import emit_json, json_option
+from edgebundle.trustupdate import describe
 from installer.audit import audited
 from installer.commands.common import site_options
 from installer.site import Site

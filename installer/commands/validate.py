@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json, handle_errors, json_option
-from bundler.errors import UsageError
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.errors import UsageError
 from installer import audit
 from installer.commands.apply import poll_option, stderr_log, timeout_option
 from installer.commands.common import site_options

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bundler.clikit import emit_json
+from edgebundle.clikit import emit_json
 from installer.commands.install_common import bundle_verb, progress_enabled, verdict_line, verified_summary
 from installer.core import open_verified
 from installer.site import Site

@@ -39,9 +39,9 @@ from typing import Any, Protocol
 
 import yaml
 
-from bundler.digest import fsync_dir, read_bounded, sha256_bytes
-from bundler.errors import EdgebundleError
-from bundler.layout import MAX_JSON_BYTES
+from edgebundle.digest import fsync_dir, read_bounded, sha256_bytes
+from edgebundle.errors import EdgebundleError
+from edgebundle.layout import MAX_JSON_BYTES
 from installer.diff import diff_object, diff_result, dropped_fields
 from installer.faults import faultpoint
 from installer.policy import Node

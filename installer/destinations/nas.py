@@ -48,12 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from bundler import layout
-from bundler.compress import open_tar_zstd_member
-from bundler.digest import CHUNK, check, copy_verified, hash_stream
-from bundler.errors import EdgebundleError, UsageError
-from bundler.root import ModelEntry, ModelFile, canonical_json, load_json_bounded
-from bundler.verify import VerifiedBundle
+from edgebundle import layout
+from edgebundle.compress import open_tar_zstd_member
+from edgebundle.digest import CHUNK, check, copy_verified, hash_stream
+from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.root import ModelEntry, ModelFile, canonical_json, load_json_bounded
+from edgebundle.verify import VerifiedBundle
 from installer.core import ProgressFactory, StepResult
 from installer.faults import faultpoint
 from installer.safefs import (SafeRoot, UnsafePathError, lstat_at, open_below, open_regular, os_error,

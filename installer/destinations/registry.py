@@ -26,14 +26,14 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from bundler import layout
-from bundler import mediatypes as mt
-from bundler.digest import CHUNK, DigestMismatchError, sha256_bytes
-from bundler.errors import RegistryError, VerificationError
-from bundler.registry import MAX_MANIFEST_BYTES, Registry
-from bundler.root import BlobPin, ImageEntry, load_json_bounded
-from bundler.sources import BundleSource, read_small
-from bundler.verify import VerifiedBundle
+from edgebundle import layout
+from edgebundle import mediatypes as mt
+from edgebundle.digest import CHUNK, DigestMismatchError, sha256_bytes
+from edgebundle.errors import RegistryError, VerificationError
+from edgebundle.registry import MAX_MANIFEST_BYTES, Registry
+from edgebundle.root import BlobPin, ImageEntry, load_json_bounded
+from edgebundle.sources import BundleSource, read_small
+from edgebundle.verify import VerifiedBundle
 from installer.core import ProgressFactory, StepResult
 from installer.faults import faultpoint
 from installer.site import Site

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bundler import layout, tarfmt
-from bundler.digest import CHUNK, sha256_bytes
-from bundler.root import BlobPin, ModelFile, Root, canonical_json, parse_root
-from bundler.mediatypes import PAYLOAD_APPROVAL, PAYLOAD_PARTS, PAYLOAD_ROOT
-from bundler.signing import load_private_key, sign
-from bundler.sources import TarSource
+from edgebundle import layout, tarfmt
+from edgebundle.digest import CHUNK, sha256_bytes
+from edgebundle.root import BlobPin, ModelFile, Root, canonical_json, parse_root
+from edgebundle.mediatypes import PAYLOAD_APPROVAL, PAYLOAD_PARTS, PAYLOAD_ROOT
+from edgebundle.signing import load_private_key, sign
+from edgebundle.sources import TarSource
 from tests.fixtures.dsse import pae
 
 FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold",
@@ -284,7 +284,7 @@ def copy_of(path: Path) -> Callable[[Path], Path]:
 
 def envelope(payload: bytes, entries: Sequence[tuple[Path | str, bytes]], payload_type: str = PAYLOAD_ROOT) -> bytes:
     """A DSSE envelope of ``payload`` with exactly these (public key file or keyid, signature) entries."""
-    from bundler.signing import keyid, load_public_key
+    from edgebundle.signing import keyid, load_public_key
 
     sigs = [{"keyid": k if isinstance(k, str) else keyid(load_public_key(k)), "sig": base64.b64encode(s).decode()}
             for k, s in entries]

@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bundler.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 CALL_CPU_SECONDS = 5.0

@@ -26,9 +26,9 @@ from typing import Any
 
 import zstandard
 
-from bundler import layout
-from bundler.digest import sha256_bytes
-from bundler.root import BlobPin, Root, canonical_json
+from edgebundle import layout
+from edgebundle.digest import sha256_bytes
+from edgebundle.root import BlobPin, Root, canonical_json
 from tests.hostile.corpus import Genuine, Mutant, Resigner, Tar, endless_zstd, reseal
 
 SIGNED_FAMILIES = ("signed-hostile", "dialect")
@@ -192,7 +192,7 @@ def _bsdiff_bomb(out_size: int) -> bytes:
 def delta_bombs(g: Genuine) -> Iterator[Mutant]:
     """A genuine delta, one carried-whole blob turned into a patch that is a decompression bomb."""
     t = Tar(g.delta)
-    from bundler.root import parse_root
+    from edgebundle.root import parse_root
 
     root = parse_root(root_bytes_of(t))
     assert root.delta is not None
@@ -249,7 +249,7 @@ def _write(d: Path, data: bytes) -> Path:
 
 
 def build_signed_corpus(g: Genuine) -> list[Mutant]:
-    from bundler.root import parse_root
+    from edgebundle.root import parse_root
 
     t = Tar(g.good)
     root = parse_root(root_bytes_of(t))

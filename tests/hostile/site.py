@@ -299,8 +299,8 @@ def media_attacks() -> list[SiteAttack]:
     def parts(edit: Callable[[Scene, Path], None]) -> Callable[[Scene], None]:
         """Split the genuine bundle into signed parts on 'media', then damage the media."""
         def plant(s: Scene) -> None:
-            from bundler.parts import split_bundle
-            from bundler.signing import load_private_key
+            from bundler.split import split_bundle
+            from edgebundle.signing import load_private_key
 
             media = s.victim.parent / "media"
             split_bundle(s.bundle, media, 1024 * 1024, [load_private_key(s.key)])

@@ -1,7 +1,7 @@
 """Fuzz targets: every parser that reads bytes an attacker controls, with seeds and strategies.
 
 Each target takes ``bytes`` and either returns or raises a typed
-:class:`bundler.errors.EdgebundleError`; anything else is a bug. Seeds are valid documents
+:class:`edgebundle.errors.EdgebundleError`; anything else is a bug. Seeds are valid documents
 built here with the real writers (canonical root, real signatures, the bundle tar dialect, a
 real zstd layer, a GGUF from the ``gguf`` package, a real part index), so mutations start deep
 inside the formats. The Hypothesis strategies build structurally plausible but hostile inputs.
@@ -26,21 +26,21 @@ import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import strategies as st
 
-import bundler.compress
+import edgebundle.compress
 import bundler.gguf
-import bundler.layout
-import bundler.parts
-import bundler.root
-import bundler.signing
-import bundler.tarfmt
-from bundler import compress, layout, tarfmt
-from bundler.digest import sha256_bytes
+import edgebundle.layout
+import edgebundle.parts
+import edgebundle.root
+import edgebundle.signing
+import edgebundle.tarfmt
+from edgebundle import compress, layout, tarfmt
+from edgebundle.digest import sha256_bytes
 from bundler.gguf import read_gguf_header
-from bundler.parts import Part, PartIndex, parse_part_index
-from bundler.root import (BaseRef, BlobPin, FilePin, ImageEntry, ManifestFile, ManifestsEntry,
+from edgebundle.parts import Part, PartIndex, parse_part_index
+from edgebundle.root import (BaseRef, BlobPin, FilePin, ImageEntry, ManifestFile, ManifestsEntry,
                           ModelEntry, ModelFile, Root, canonical_json, parse_root)
-from bundler.mediatypes import PAYLOAD_ROOT
-from bundler.signing import TrustStore, parse_envelope, sign
+from edgebundle.mediatypes import PAYLOAD_ROOT
+from edgebundle.signing import TrustStore, parse_envelope, sign
 
 FUZZ_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"edgebundle fuzz key").digest())
 TRUST = TrustStore([FUZZ_KEY.public_key()])
@@ -140,7 +140,7 @@ def target_signatures(data: bytes) -> None:
 
 def target_tar(data: bytes) -> None:
     """The tar walk, then every member read back through a TarSource window."""
-    from bundler.sources import TarSource
+    from edgebundle.sources import TarSource
 
     src = TarSource(lambda: io.BytesIO(data), len(data), "fuzz tar")
     for name in src.members():
@@ -210,13 +210,13 @@ def _files(*modules: Any) -> tuple[str, ...]:
 
 
 TARGETS: dict[str, FuzzTarget] = {t.name: t for t in (
-    FuzzTarget("root", target_root, lambda: _seeds("root"), _files(bundler.root)),
+    FuzzTarget("root", target_root, lambda: _seeds("root"), _files(edgebundle.root)),
     FuzzTarget("signatures", target_signatures, lambda: _seeds("signatures"),
-               _files(bundler.signing, bundler.root)),
-    FuzzTarget("tar", target_tar, lambda: _seeds("tar"), _files(bundler.tarfmt, bundler.layout)),
-    FuzzTarget("zstd", target_zstd, lambda: _seeds("zstd"), _files(bundler.compress, bundler.tarfmt)),
+               _files(edgebundle.signing, edgebundle.root)),
+    FuzzTarget("tar", target_tar, lambda: _seeds("tar"), _files(edgebundle.tarfmt, edgebundle.layout)),
+    FuzzTarget("zstd", target_zstd, lambda: _seeds("zstd"), _files(edgebundle.compress, edgebundle.tarfmt)),
     FuzzTarget("gguf", target_gguf, lambda: _seeds("gguf"), _files(bundler.gguf)),
-    FuzzTarget("parts", target_parts, lambda: _seeds("parts"), _files(bundler.parts, bundler.root)),
+    FuzzTarget("parts", target_parts, lambda: _seeds("parts"), _files(edgebundle.parts, edgebundle.root)),
 )}
 
 
@@ -277,7 +277,7 @@ def root_inputs() -> st.SearchStrategy[bytes]:
 
 def signature_inputs() -> st.SearchStrategy[bytes]:
     """DSSE envelopes: hostile payloads, payload types, key ids and signatures."""
-    trusted = bundler.signing.keyid(FUZZ_KEY.public_key())
+    trusted = edgebundle.signing.keyid(FUZZ_KEY.public_key())
     b64 = st.binary(max_size=70).map(lambda b: base64.b64encode(b).decode())
     entry = st.fixed_dictionaries({"keyid": st.text(max_size=70) | st.just(trusted), "sig": st.text(max_size=100) | b64})
     docs = st.fixed_dictionaries({

@@ -23,10 +23,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bundler.digest import is_digest, sha256_bytes
-from bundler.errors import UsageError, VerificationError
-from bundler.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT
-from bundler.registry import is_repository, is_tag
+from edgebundle.digest import is_digest, sha256_bytes
+from edgebundle.errors import UsageError, VerificationError
+from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, blob_path, member_order
+from edgebundle.registry import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
 #: The one timestamp format of signed documents (UTC, whole seconds).
@@ -177,14 +177,16 @@ class Root:
         ``full`` a delta's pins are those of the full target it stands for (what a
         reconstructing source presents, bundler/delta.py).
         """
-        from bundler.layout import blob_path
-
         pins = {name: (p.digest, p.size) for name, p in self.files.items()}
         if self.delta is None or full:
             pins.update((blob_path(d), (d, p.size)) for d, p in self.blobs.items())
         else:
             pins.update((blob_path(d), (d, int(c["size"]))) for d, c in self.delta["carried"].items())
         return pins
+
+    def member_order(self) -> list[str]:
+        """The members of this root's tar bundle in the order they are written (docs/FORMAT.md)."""
+        return member_order(self.blobs if self.delta is None else self.delta["carried"])
 
     def total_size(self) -> int:
         return sum(p.size for p in self.blobs.values())

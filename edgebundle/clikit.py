@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from bundler.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError
 
 #: The error :func:`handle_errors` last turned into an exit code, so a wrapper around a verb (the
 #: installer's audit log) can record what went wrong, not only the exit status.
@@ -67,7 +67,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from bundler.diskspace import disk_full_error, is_disk_full
+        from edgebundle.diskspace import disk_full_error, is_disk_full
 
         as_json = bool(kwargs.get("as_json"))
         try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bundler.errors import VerificationError
+from edgebundle.errors import VerificationError
 
 BLOCK = 512
 _OCTAL_MAX = 8**11 - 1  # what fits in the 12-byte octal size field

@@ -1,7 +1,7 @@
 """Signed trust updates: rotate or revoke the keys a site trusts, carried on media like a bundle.
 
 A trust update (``bundle trust rotate``) is a DSSE envelope (payloadType
-``application/vnd.edgebundle.trust.v1+json``, bundler/signing.py) whose payload is::
+``application/vnd.edgebundle.trust.v1+json``, edgebundle/signing.py) whose payload is::
 
     {"_type": "edgebundle.trust", "version": N, "threshold": K, "created": T,
      "keys": [{"keyid": HEX, "publicKey": PEM}, ...]}
@@ -26,11 +26,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bundler import mediatypes as mt
-from bundler.errors import UsageError, VerificationError
-from bundler.layout import envelope_limit
-from bundler.root import canonical_json, format_time, load_json_bounded
-from bundler.signing import TrustStore, keyid, parse_envelope, sign
+from edgebundle import mediatypes as mt
+from edgebundle.errors import UsageError, VerificationError
+from edgebundle.layout import envelope_limit
+from edgebundle.root import canonical_json, format_time, load_json_bounded
+from edgebundle.signing import TrustStore, keyid, parse_envelope, sign
 
 TRUST_TYPE = "edgebundle.trust"
 MAX_PAYLOAD_BYTES = 256 * 1024

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from bundler.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 
 CHUNK = 1024 * 1024
 

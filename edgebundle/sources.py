@@ -1,4 +1,4 @@
-"""Where bundle bytes come from: a directory, a tar file, or (bundler/parts.py) split parts.
+"""Where bundle bytes come from: a directory, a tar file, or (edgebundle/parts.py) split parts.
 
 A :class:`BundleSource` lists its members and opens each as a stream; it never extracts and
 never writes. Sources check structure only (safe names, regular files, no duplicates, sizes
@@ -11,6 +11,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -19,12 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from bundler import layout, tarfmt
-from bundler.digest import open_regular_file
-from bundler.errors import UsageError, VerificationError
+from edgebundle import layout, tarfmt
+from edgebundle.digest import open_regular_file
+from edgebundle.errors import VerificationError
 
 if TYPE_CHECKING:
-    from bundler.signing import TrustStore
+    from edgebundle.signing import TrustStore
 
 
 class SourceError(VerificationError):
@@ -203,18 +204,3 @@ class _Window(SizedReader):
         data = self._f.read(n)
         self._pos += len(data)
         return data
-
-
-def open_source(path: Path) -> BundleSource:
-    """The right source for what the user pointed at: a bundle dir, a tar, or media/parts."""
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path} does not exist", hint="give the path of a bundle (.tar or directory)")
-    from bundler import parts  # imported here: parts builds on this module
-
-    found = parts.detect(path)  # split parts, a media directory, or a part index
-    if found is not None:
-        return found
-    if path.is_dir():
-        return DirectorySource(path)
-    return TarSource.from_path(path)

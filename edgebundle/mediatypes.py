@@ -52,7 +52,7 @@ def is_image_manifest(media_type: str) -> bool:
     """True for an OCI image manifest or a Docker schema 2 manifest."""
     return media_type in IMAGE_MANIFEST_TYPES
 
-# DSSE payload types: what each signed envelope carries (bundler/signing.py)
+# DSSE payload types: what each signed envelope carries (edgebundle/signing.py)
 PAYLOAD_ROOT = "application/vnd.edgebundle.root.v1+json"
 PAYLOAD_PARTS = "application/vnd.edgebundle.parts.v1+json"
 PAYLOAD_APPROVAL = "application/vnd.edgebundle.approval.v1+json"

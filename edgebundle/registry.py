@@ -3,13 +3,13 @@
 The builder pulls from source registries with it; the installer pushes to the site registry.
 
 Invariants:
-- No blob is held in memory. Downloads yield at most :data:`bundler.digest.CHUNK` bytes at a time;
+- No blob is held in memory. Downloads yield at most :data:`edgebundle.digest.CHUNK` bytes at a time;
   uploads send from a reader in slices (``chunk_size``, default 8 MiB) that are themselves
   streamed, never buffered.
 - Exact bytes. A manifest is returned as the bytes the registry served and pushed as the bytes we
   were given; its digest is computed from those bytes and checked against the registry's
   ``Docker-Content-Digest`` and against the reference when that is a digest. Blob bytes are hashed
-  while they stream and a mismatch raises :class:`~bundler.errors.VerificationError`.
+  while they stream and a mismatch raises :class:`~edgebundle.errors.VerificationError`.
 - Bounded failure. Every attempt has timeouts; connection failures, 429 and 5xx are retried with
   capped exponential backoff, at most ``retries`` times and only while the current streak of
   failures is younger than ``retry_budget`` seconds (default 15 s), so a dead registry is
@@ -47,9 +47,9 @@ import oras.container
 import requests
 import urllib3
 
-from bundler.digest import CHUNK, is_digest, sha256_bytes
-from bundler.errors import RegistryError, UsageError, VerificationError
-from bundler.mediatypes import ALL_MANIFEST_TYPES
+from edgebundle.digest import CHUNK, is_digest, sha256_bytes
+from edgebundle.errors import RegistryError, UsageError, VerificationError
+from edgebundle.mediatypes import ALL_MANIFEST_TYPES
 
 __all__ = [
     "DOCKER_HUB",

@@ -14,11 +14,12 @@ Invariants:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
-#: The signed root: a DSSE envelope (bundler/signing.py) whose payload is the root document.
+#: The signed root: a DSSE envelope (edgebundle/signing.py) whose payload is the root document.
 ROOT = "edgebundle/root.dsse.json"
 #: The pre-DSSE format's bare root and detached signatures; only named to refuse them clearly.
 LEGACY_TRUST_FILES = ("edgebundle/root.json", "edgebundle/signatures.json")
@@ -83,7 +84,6 @@ def normalise_member_name(raw: str) -> str | None:
     return name.rstrip("/")
 
 
-def tar_order(names: list[str]) -> list[str]:
-    """The order members are written to a tar bundle: signed root, index, then blobs as given."""
-    head = [n for n in (*TAR_HEAD, INDEX) if n in names]
-    return head + [n for n in names if n not in head]
+def member_order(carried: Iterable[str]) -> list[str]:
+    """The order of a tar bundle's members: :data:`TAR_HEAD`, the index, then blobs by digest."""
+    return [*TAR_HEAD, INDEX] + [blob_path(d) for d in sorted(carried)]

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from bundler.errors import UsageError
+from edgebundle.errors import UsageError
 
 #: Deepest nesting accepted (Kubernetes objects are rarely deeper than 20).
 MAX_DEPTH = 64

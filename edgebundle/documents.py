@@ -7,7 +7,7 @@ either the closest valid key ("did you mean `models`?") or the expected type. No
 ``threshold: 1.9`` and ``threshold: "2"`` are refused, not rounded or parsed.
 
 Invariants: a document that passes :func:`validate_document` has exactly the keys and types of its
-schema; a refusal is a :class:`bundler.errors.UsageError` (exit 2) and nothing has been acted on.
+schema; a refusal is a :class:`edgebundle.errors.UsageError` (exit 2) and nothing has been acted on.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bundler.boundedyaml import load_bounded
-from bundler.digest import read_bounded
-from bundler.errors import UsageError
+from edgebundle.boundedyaml import load_bounded
+from edgebundle.digest import read_bounded
+from edgebundle.errors import UsageError
 
 #: Spec, lock and site files are small; a bigger one is not what its name says.
 MAX_DOCUMENT_BYTES = 1024 * 1024

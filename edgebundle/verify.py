@@ -5,7 +5,7 @@ before it established:
 
 0. container pre-check: :meth:`BundleSource.precheck` runs first (split parts: the signed part
    index, then each part's presence, size and, with content, sha256, naming the part and byte
-   range that is wrong; see bundler/parts.py);
+   range that is wrong; see edgebundle/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
 2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
    least ``threshold`` trusted keys; nothing in the root is looked at before this;
@@ -19,11 +19,11 @@ before it established:
    signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage;
    a delta's carried patches are decoded (against zeros of the base's sizes) within their
    signed output sizes, so a patch bomb is refused here, not only by ``load``; signed Kubernetes
-   manifests are parsed as YAML within bounds (bundler/boundedyaml.py), so an alias bomb or a
+   manifests are parsed as YAML within bounds (edgebundle/boundedyaml.py), so an alias bomb or a
    5,000-deep document is refused before anything is written. Blobs are independent: they are
    hashed in parallel, one thread per core, largest first.
 
-Every failure raises a subclass of :class:`bundler.errors.VerificationError` whose message names
+Every failure raises a subclass of :class:`edgebundle.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
 """
 
@@ -36,17 +36,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
-from bundler import layout
-from bundler import mediatypes as mt
-from bundler.boundedyaml import YamlBoundError, load_all_bounded
-from bundler.compress import open_tar_zstd_member
-from bundler.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
-from bundler.errors import VerificationError
-from bundler.registry import MAX_MANIFEST_BYTES
-from bundler.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
-from bundler.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
-from bundler.sources import BundleSource, read_small
-from bundler.tarfmt import TarFormatError
+from edgebundle import layout
+from edgebundle import mediatypes as mt
+from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
+from edgebundle.compress import open_tar_zstd_member
+from edgebundle.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
+from edgebundle.errors import VerificationError
+from edgebundle.rebuild import prove_patches
+from edgebundle.registry import MAX_MANIFEST_BYTES
+from edgebundle.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
+from edgebundle.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
+from edgebundle.sources import BundleSource, read_small
+from edgebundle.tarfmt import TarFormatError
 
 
 #: Blobs hashed at once in step 6: one per core (hashlib and zstd release the GIL).
@@ -148,8 +149,6 @@ class Verifier:
         if content:
             self._check_content(source, root, pins)  # 6.
             if root.is_delta and not source.full_target:
-                from bundler.delta import prove_patches  # delta builds on this module
-
                 prove_patches(source, root)  # carried patches decode within their signed sizes
         return VerifiedBundle(root, root_bytes, signers, source, envelope)
 
@@ -222,7 +221,7 @@ class Verifier:
         """Step 6 and its decode check as independent tasks, largest first, on every core.
 
         hashlib and zstd release the GIL, so threads hash blobs in parallel; each task reads
-        ahead a few chunks (bounded memory: :func:`bundler.digest.hash_stream_ahead`). A bad
+        ahead a few chunks (bounded memory: :func:`edgebundle.digest.hash_stream_ahead`). A bad
         blob stops the tasks after it in tar order, so of several bad blobs the first in tar
         order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
         digest error, if it has one, is the better message).

@@ -11,8 +11,8 @@ import errno
 import os
 from pathlib import Path
 
-from bundler.errors import EdgebundleError
-from bundler.progress import human
+from edgebundle.errors import EdgebundleError
+from edgebundle.progress import human
 
 #: errno values that mean "no room": the filesystem is full, or the user's quota is.
 FULL = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -1,7 +1,7 @@
 """zstd where it pays, and bounded decompression.
 
 A model file that compresses well is carried as a ModelPack ``tar+zstd`` layer: a zstd frame
-holding a ustar archive of exactly that one file (bundler/tarfmt.py dialect). Files that do not
+holding a ustar archive of exactly that one file (edgebundle/tarfmt.py dialect). Files that do not
 compress (quantized GGUF weights mostly do not) are carried raw.
 
 Invariants:
@@ -18,9 +18,9 @@ from typing import BinaryIO
 
 import zstandard
 
-from bundler import tarfmt
-from bundler.digest import HashingWriter
-from bundler.errors import VerificationError
+from edgebundle import tarfmt
+from edgebundle.digest import HashingWriter
+from edgebundle.errors import VerificationError
 
 LEVEL = 3
 #: Compress only when a sample shrinks below this fraction of its size.

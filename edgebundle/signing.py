@@ -31,9 +31,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bundler.digest import read_bounded
-from bundler.errors import EdgebundleError, UsageError, VerificationError
-from bundler.root import canonical_json, load_json_bounded
+from edgebundle.digest import read_bounded
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.root import canonical_json, load_json_bounded
 
 PASSPHRASE_ENV = "EDGEBUNDLE_KEY_PASSPHRASE"
 
