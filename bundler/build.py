@@ -18,7 +18,6 @@ Invariants:
 
 from __future__ import annotations
 
-import calendar
 import os
 import shutil
 import tempfile
@@ -48,6 +47,7 @@ from edgebundle.root import (
     format_time,
     load_json_bounded,
     parse_root,
+    parse_time,
 )
 from edgebundle.signing import sign
 from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
@@ -220,7 +220,7 @@ class Builder:
         self.spec, self.lock, self.registries, self.log = spec, lock, registries, log
         self.progress = progress
         self.created = lock["created"]
-        self.mtime = calendar.timegm(time.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ"))
+        self.mtime = int(parse_time(self.created, "the lock's created"))
         # Counted from the lock's time (the age of the content), so a rebuild gives the same bytes.
         self.expires = format_time(self.mtime + expires_in)
         if self.mtime + expires_in <= time.time():
@@ -443,7 +443,7 @@ def write_tar(work: Path, root: Root, out: Path, store: BlobStore | None = None)
     """Write the bundle tree at ``work`` as one tar at ``out`` (via a temp name, fsynced); blobs
     ``store`` deferred are streamed from their origin, checked against their pins."""
     tmp = out.with_name(out.name + ".partial")
-    mtime = calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
+    mtime = root.created_epoch
     try:
         with open(tmp, "wb") as f:
             for name in root.member_order():

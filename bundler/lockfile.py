@@ -24,7 +24,7 @@ from edgebundle.diskspace import disk_full_error, is_disk_full
 from edgebundle.documents import Strict, validate_document
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
-from edgebundle.root import load_json_bounded
+from edgebundle.root import format_time, load_json_bounded
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 
 LOCK_VERSION = 1
@@ -157,7 +157,7 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
     """Resolve every input of ``spec`` now."""
     if created is None:
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+        created = format_time(epoch)
     return {
         "lockVersion": LOCK_VERSION,
         "spec": sha256_bytes(spec.fingerprint_bytes()),

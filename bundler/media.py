@@ -19,43 +19,37 @@ Invariants:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from bundler.split import bundle_file_name, bundle_tar_size, write_bundle_tar
-from edgebundle.parts import FAT32_MAX, INDEX_SUFFIX, PartIndex, PartsSource
+from edgebundle.parts import FAT32_MAX, PartIndex, PartsSource
 from edgebundle.progress import Progress, human
 from edgebundle.root import Root, parse_root
 from edgebundle.verify import root_envelope
 from edgebundle.parts import open_source
 from edgebundle.sources import BundleSource, TarSource
 
-README = "README.txt"
-BOOTSTRAP = "bootstrap.sh"
-WHEELHOUSE = "wheelhouse"
-SUMS = "SHA256SUMS"
-VENV_NAME = "edgebundle-venv"
-DEFAULT_PLATFORMS = ("manylinux2014_x86_64",)
-DEFAULT_PYTHONS = ("3.11", "3.12")
-#: ``--target-platform`` shorthands.
-PLATFORM_ALIASES = {"x86_64": "manylinux2014_x86_64", "amd64": "manylinux2014_x86_64",
-                    "aarch64": "manylinux2014_aarch64", "arm64": "manylinux2014_aarch64"}
-_ARCHES = ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l")
-#: The project's own packages, copied out of the source tree to build the edgebundle wheel.
-PACKAGES = ("bundler", "installer")
-_SOURCE_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "README.md", "LICENSE", "MANIFEST.in")
+from bundler.runbook import (
+    BOOTSTRAP,
+    README,
+    SUMS,
+    WHEELHOUSE,
+    FileReport,
+    render_bootstrap,
+    render_runbook,
+    render_sums,
+)
+from bundler.wheelhouse import Target, build_wheelhouse, default_wheel_cache, wheel_version
+
 #: Bundle files another bundle may have left on the media.
 _BUNDLE_FILE = re.compile(r".+(\.parts\.json|\.parts\.sig\.json|\.tar|\.tar\.part\d{3})")
 
@@ -70,163 +64,8 @@ class MediaError(EdgebundleError):
 
 # --- targets and the wheelhouse ----------------------------------------------------------
 
-@dataclass(frozen=True)
-class Target:
-    """A platform the offline installer must run on: a pip platform tag and a CPython version."""
-
-    platform: str
-    python: str
-
-    @property
-    def machine(self) -> str:
-        """What ``platform.machine()`` says on such a host."""
-        return next(a for a in _ARCHES if self.platform.endswith(a))
-
-    def __str__(self) -> str:
-        return f"cp{self.python} {self.platform}"
-
-
-def parse_targets(platforms: tuple[str, ...] | list[str], pythons: tuple[str, ...] | list[str]) -> list[Target]:
-    """Every (platform, python) pair, validated; aliases like ``aarch64`` expanded."""
-    out = []
-    for plat in platforms or DEFAULT_PLATFORMS:
-        plat = PLATFORM_ALIASES.get(plat, plat)
-        if not re.fullmatch(r"(manylinux\d*|manylinux_\d+_\d+|musllinux_\d+_\d+)_[a-z0-9_]+", plat) \
-                or not any(plat.endswith(a) for a in _ARCHES):
-            raise UsageError(f"--target-platform {plat!r} is not a Linux wheel platform tag",
-                             hint="use manylinux2014_x86_64 (default) or manylinux2014_aarch64")
-        for py in pythons or DEFAULT_PYTHONS:
-            if not re.fullmatch(r"3\.\d{1,2}", py):
-                raise UsageError(f"--python-version {py!r} is not like 3.11")
-            out.append(Target(plat, py))
-    return out
-
-
-def default_wheel_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edgebundle" / "wheelhouse"
-
-
-def find_source_tree() -> Path | None:
-    """The edgebundle source tree this code runs from, if it runs from one (not from a wheel)."""
-    tree = Path(__file__).resolve().parents[1]
-    ok = (tree / "pyproject.toml").is_file() and all((tree / p / "__init__.py").is_file() for p in PACKAGES)
-    return tree if ok else None
-
-
-def _pip(args: list[str], what: str, hint: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
-        raise MediaError(f"{what} failed (pip exit {proc.returncode}):\n{tail}", hint=hint)
-
-
-def build_own_wheel(source_tree: Path, out_dir: Path) -> Path:
-    """Build the edgebundle wheel from a clean copy of the source tree (the tree is not touched)."""
-    with tempfile.TemporaryDirectory(prefix="edgebundle-src-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for name in _SOURCE_FILES:
-            if (source_tree / name).is_file():
-                shutil.copy2(source_tree / name, src / name)
-        for pkg in PACKAGES:
-            shutil.copytree(source_tree / pkg, src / pkg,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        # With setuptools and wheel at hand, build with them: no build environment from an index.
-        local = all(importlib.util.find_spec(m) is not None for m in ("setuptools", "wheel"))
-        isolation = ["--no-build-isolation"] if local else []
-        _pip(["wheel", "--no-deps", "--quiet", *isolation, "-w", str(out_dir), str(src)],
-             f"building the edgebundle wheel from {source_tree}",
-             "the build host needs setuptools (from the package index); or pass --edgebundle-wheel WHEEL")
-    wheels = sorted(out_dir.glob("edgebundle-*.whl"))
-    if len(wheels) != 1:
-        raise MediaError(f"pip built {len(wheels)} edgebundle wheels in {out_dir}, expected one")
-    return wheels[0]
-
-
-def _download(own: Path, t: Target, dest: Path, *, index: bool, find_links: Path) -> list[str]:
-    args = ["download", "--quiet", "--dest", str(dest), "--only-binary=:all:", "--platform", t.platform,
-            "--python-version", t.python, "--implementation", "cp", "--find-links", str(find_links)]
-    if not index:
-        args.append("--no-index")
-    return args + [str(own)]
-
-
-def build_wheelhouse(out: Path, targets: list[Target], *, cache: Path, own_wheel: Path | None = None,
-                     source_tree: Path | None = None, log: Callable[[str], None] = lambda s: None) -> Path:
-    """Fill ``out`` with the edgebundle wheel and every dependency's wheel for each target.
-
-    Dependencies are resolved from ``cache`` without an index first; only when that fails does
-    pip download into ``cache`` (the build host's index, its own pip configuration), so a rerun
-    needs no network. Returns the edgebundle wheel in ``out``.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    if own_wheel is None:
-        tree = source_tree or find_source_tree()
-        if tree is None:
-            raise UsageError("edgebundle is not running from its source tree, so it cannot build its own wheel",
-                             hint="pass --edgebundle-wheel WHEEL (the wheel this edgebundle came from)")
-        log(f"building the edgebundle wheel from {tree}")
-        own_wheel = build_own_wheel(tree, out)
-    elif own_wheel.parent.resolve() != out.resolve():
-        shutil.copy2(own_wheel, out / own_wheel.name)
-    for t in targets:
-        hint = (f"the build host could not get wheels for {t} from its package index; check pip's "
-                "index configuration, or choose other --target-platform / --python-version values")
-        proc = subprocess.run([sys.executable, "-m", "pip",
-                               *_download(own_wheel, t, out, index=False, find_links=cache)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            log(f"downloading wheels for {t} into {cache}")
-            _pip(_download(own_wheel, t, cache, index=True, find_links=cache), f"pip download for {t}", hint)
-            for stale in cache.glob("edgebundle-*.whl"):  # never resolve our own package from the cache
-                stale.unlink()
-            _pip(_download(own_wheel, t, out, index=False, find_links=cache), f"collecting wheels for {t}", hint)
-        log(f"wheels for {t}: ready")
-    return out / own_wheel.name
-
-
-def wheel_version(wheel: Path) -> str:
-    return wheel.name.split("-")[1]
-
 
 # --- writing one file, proven from the device ---------------------------------------------
-
-@dataclass
-class FileReport:
-    """One file on the media: what was written and whether it read back right."""
-
-    name: str
-    size: int
-    digest: str | None
-    status: str  # ok | kept (already present and verified) | FAILED
-    write_seconds: float = 0.0
-    verify_seconds: float = 0.0
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "FAILED"
-
-    def rates(self) -> tuple[float | None, float | None]:
-        """Write and read-back rates in MB/s (10^6 bytes per second)."""
-        def rate(s: float) -> float | None:
-            return round(self.size / s / 1e6, 1) if s > 0 else None
-        return rate(self.write_seconds), rate(self.verify_seconds)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["writeMBps"], d["verifyMBps"] = self.rates()
-        return d
-
-    def line(self) -> str:
-        w, v = self.rates()
-        digest = (self.digest or "-")[:19] + ("\u2026" if self.digest else "")
-        speed = f"write {w or 0:7.1f} MB/s  verify {v or 0:7.1f} MB/s" if self.status == "ok" else (
-            f"verify {v or 0:7.1f} MB/s (already on the media)" if self.status == "kept" else "")
-        line = f"  {self.status:<7} {self.name:<44} {human(self.size):>10}  {digest:<21} {speed}"
-        return line + (f"\n          {self.error}" if self.error else "")
 
 
 def _drop_cache(fd: int) -> None:
@@ -427,215 +266,6 @@ def _preflight(dest: Path, items: list[Item], replace: bool) -> None:
 
 # --- generated files ---------------------------------------------------------------------
 
-def render_bootstrap(version: str, targets: list[Target]) -> str:
-    """``bootstrap.sh``: check the wheelhouse, make a venv, install edgebundle with no index."""
-    pythons = sorted({t.python for t in targets}, key=lambda v: tuple(map(int, v.split("."))))
-    machines = sorted({t.machine for t in targets})
-    return f'''#!/bin/sh
-# edgebundle offline installer bootstrap, written by `bundle write-media`.
-# Needs only python3 (3.11+, with the venv module). Installs edgebundle {version} from the
-# wheelhouse beside this script with no package index, into ./{VENV_NAME} in the current
-# directory (or the directory given as $1, or $EDGEBUNDLE_VENV); never onto this media.
-# Exit codes: 0 ok, 1 error, 2 usage, 4 a wheel on the media is corrupt.
-set -eu
-MEDIA=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
-VENV=${{1:-${{EDGEBUNDLE_VENV:-$PWD/{VENV_NAME}}}}}
-PY=${{PYTHON:-python3}}
-VERSION={version}
-if ! command -v "$PY" >/dev/null 2>&1; then
-  echo "bootstrap: $PY not found; install python3 ({' or '.join(pythons)}) with venv" >&2
-  exit 1
-fi
-case "$VENV" in
-  "$MEDIA"|"$MEDIA"/*)
-    echo "bootstrap: $VENV is on the media; cd to a writable directory (e.g. cd ~) or pass a path" >&2
-    exit 2 ;;
-esac
-"$PY" - "$MEDIA" <<'PYEOF'
-import hashlib, os, platform, sys
-media = sys.argv[1]
-pythons, machines = {pythons!r}, {machines!r}
-have = "%d.%d" % sys.version_info[:2]
-if have not in pythons:
-    sys.exit("bootstrap: this python3 is %s; the wheelhouse holds wheels for python %s "
-             "(set PYTHON=/path/to/python3.X)" % (have, " or ".join(pythons)))
-if platform.machine() not in machines:
-    sys.exit("bootstrap: this machine is %s; the wheelhouse is for %s" % (platform.machine(), ", ".join(machines)))
-bad, n = [], 0
-with open(os.path.join(media, "{SUMS}")) as sums:
-    for line in sums:
-        digest, _, name = line.rstrip("\\n").partition("  ")
-        if not name.startswith("{WHEELHOUSE}/"):
-            continue
-        h = hashlib.sha256()
-        try:
-            with open(os.path.join(media, name), "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        except OSError as e:
-            bad.append("%s: %s" % (name, e))
-            continue
-        n += 1
-        if h.hexdigest() != digest:
-            bad.append("%s: sha256 %s, expected %s" % (name, h.hexdigest(), digest))
-if bad:
-    print("bootstrap: the wheelhouse on this media is damaged:", file=sys.stderr)
-    for b in bad:
-        print("  " + b, file=sys.stderr)
-    sys.exit(4)
-print("bootstrap: %d wheels checked against {SUMS}" % n)
-PYEOF
-echo "bootstrap: creating $VENV"
-"$PY" -m venv "$VENV"
-PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$VENV/bin/python" -m pip install --quiet --isolated \\
-  --no-index --find-links "$MEDIA/{WHEELHOUSE}" "edgebundle==$VERSION"
-echo "bootstrap: installed edgebundle $VERSION into $VENV"
-echo "next: $VENV/bin/installer verify $MEDIA --site SITE.yaml"
-'''
-
-
-#: The site-side steps, in order: (verb, arguments after the verb, why, needed when).
-_STEPS: tuple[tuple[str, str, str, Callable[[Root], bool]], ...] = (
-    ("verify", '"$MEDIA" --site "$SITE"',
-     "prove the bundle genuine and intact (reads every byte, names a bad part)", lambda r: True),
-    ("load", '"$MEDIA" --site "$SITE"', "push the images to the site registry", lambda r: bool(r.images)),
-    ("stage", '"$MEDIA" --site "$SITE"', "copy the models to the NAS", lambda r: bool(r.models)),
-    ("plan", '"$MEDIA" --site "$SITE" -o plan.json', "what applying would change in the cluster",
-     lambda r: r.manifests is not None),
-    ("approve", 'plan.json --operator "$USER" --site "$SITE"', "look at the plan and approve it",
-     lambda r: r.manifests is not None),
-    ("apply", 'plan.json --site "$SITE"', "apply the approved plan, wait for health",
-     lambda r: r.manifests is not None),
-    ("status", '--site "$SITE"', "what the site runs now", lambda r: True),
-)
-
-
-def installer_commands(root: Root, installer: str = f"./{VENV_NAME}/bin/installer") -> list[tuple[str, str]]:
-    """(exact command line, why) for each installer verb this bundle needs that this edgebundle has."""
-    try:
-        from installer.cli import main as installer_main
-        verbs: set[str] | None = set(installer_main.commands)
-    except Exception:  # a builder-only install: list every step
-        verbs = None
-    return [(f"{installer} {verb} {args}", why) for verb, args, why, needed in _STEPS
-            if needed(root) and (verbs is None or verb in verbs)]
-
-
-def render_runbook(bom: BundleOnMedia, files: list[FileReport], *, wheels: list[Target] | None,
-                   version: str | None, site_file: str, mount_point: str) -> str:
-    """``README.txt``: what is on the stick and the exact commands, readable with no tool at all."""
-    from bundler.commands.inspect import describe
-
-    d = describe(bom.root, bom.signers, bom.tar_bytes)
-    out: list[str] = []
-    add = out.append
-    title = f"edgebundle field media: {d['name']} {d['version']}"
-    add(title)
-    add("=" * len(title))
-    add("")
-    add("This stick carries one signed bundle and (unless noted) an offline installer.")
-    add("Mount it read-only on site; nothing is ever written to it there.")
-    add("")
-    base = bom.root.base
-    if base is not None:
-        from edgebundle.rebuild import full_root_digest
-
-        add("THIS IS A DELTA")
-        add(f"  It carries only what changed since {base.name} {base.version}; the rest is rebuilt")
-        add("  from that base, which the site must already have installed (loaded and staged):")
-        add(f"  base        {base.name} {base.version}")
-        add(f"  base root   {base.root}")
-        add(f"  full root   {full_root_digest(bom.root)}  (the full bundle it becomes)")
-        add("  Check with: installer status --site SITE (the base must be listed as installed).")
-        add("  Without the base the installer refuses this delta (WrongBaseError). Then bring either")
-        add(f"  the base bundle {base.name} {base.version} first, or the full bundle {d['name']} {d['version']}")
-        add("  (bundle create without --base) instead of this delta.")
-        add("")
-    add("BUNDLE")
-    for k, v in (("name", d["name"]), ("version", d["version"]), ("compatible", d["compatible"]),
-                 ("created", d["created"]), ("root", d["root"]),
-                 ("bundle tar", f"{human(bom.tar_bytes)} ({bom.tar_bytes} bytes)")):
-        add(f"  {k:<11} {v}")
-    for kid in d["signers"] or ["NONE (unsigned)"]:
-        add(f"  signed by   keyid {kid}")
-    add("  Compare the keyid with the keys your site file trusts (spec.trust.keys).")
-    add("")
-    add("IMAGES")
-    for im in d["images"] or []:
-        add(f"  {im['ref']}")
-        add(f"      {im['digest']}  {','.join(im['platforms'])}  {human(im['size'])}")
-    if not d["images"]:
-        add("  (none)")
-    add("")
-    add("MODELS")
-    for m in d["models"]:
-        params = m["paramCount"]
-        extra = ", ".join(x for x in (m["format"], m["quantization"], None if not params else
-                                      f"{params / 1e6:.0f}M params" if params >= 1e6 else f"{params} params") if x)
-        add(f"  {m['name']} {m['version']} ({m['kind']}; {extra}; {human(m['size'])})")
-        for f in m["files"]:
-            add(f"      {f['path']}  {f['size']} bytes  {f['digest']}")
-    if not d["models"]:
-        add("  (none)")
-    add("")
-    add(f"MANIFESTS ({len(d['manifests'])} files)")
-    for f in d["manifests"]:
-        add(f"  {f['path']}  {f['digest']}")
-    add("")
-    add("FILES ON THIS MEDIA (sha256 of each file; SHA256SUMS lists them for sha256sum -c)")
-    ranges = {p.file: (p.offset, p.last_byte) for p in bom.parts.parts} if bom.parts else {}
-    for r in files:
-        if r.name.startswith(WHEELHOUSE + "/"):
-            continue
-        where = f"  bytes {ranges[r.name][0]}\u2013{ranges[r.name][1]}" if r.name in ranges else ""
-        add(f"  {r.name}  {r.size} bytes{where}")
-        add(f"      {r.digest}")
-    if bom.parts:
-        add(f"  The parts joined in order are the signed bundle tar {bom.parts.bundle_file}; the")
-        add(f"  installer reads them in place. {bom.parts.stem}{INDEX_SUFFIX} lists them, signed")
-        add("  (a DSSE envelope) with the bundle's key.")
-    add("")
-    add("ON SITE: THE EXACT COMMANDS")
-    add(f"  MEDIA={mount_point}")
-    add(f"      # where this stick is mounted, e.g.: mount -o ro /dev/sdX1 {mount_point}")
-    add(f"  SITE={site_file}")
-    add("      # this site's site file")
-    n = 1
-    if wheels:
-        add("  cd ~")
-        add("      # the installer's venv goes here, not on the stick")
-        add(f"  sh \"$MEDIA/{BOOTSTRAP}\"")
-        add(f"      # {n}. offline install of edgebundle {version} into ./{VENV_NAME}")
-        n += 1
-    for line, why in installer_commands(bom.root, f"./{VENV_NAME}/bin/installer" if wheels else "installer"):
-        add(f"  {line}")
-        add(f"      # {n}. {why}")
-        n += 1
-    add("")
-    if wheels:
-        add("OFFLINE INSTALLER")
-        n_wheels = sum(1 for r in files if r.name.startswith(WHEELHOUSE + "/"))
-        add(f"  {WHEELHOUSE}/ holds {n_wheels} wheels: edgebundle {version} and every dependency for:")
-        for t in wheels:
-            add(f"    {t}")
-        add("  Only python3 with the venv module is needed. bootstrap.sh checks each wheel against")
-        add("  SHA256SUMS, creates the venv and installs with no package index.")
-    else:
-        add("OFFLINE INSTALLER: not on this media (written with --no-wheels); edgebundle must")
-        add("  already be installed on the technician's machine.")
-    add("")
-    add("IF SOMETHING FAILS")
-    add("  installer verify names a missing, short or corrupt part by file name and byte range:")
-    add("  copy that part again from another good stick or the build host, or rewrite the stick")
-    add("  at the depot (bundle write-media re-reads every file from the device).")
-    add("  Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed.")
-    add("")
-    return "\n".join(out)
-
-
-def render_sums(files: list[FileReport]) -> str:
-    return "".join(f"{r.digest.split(':', 1)[1]}  {r.name}\n" for r in files if r.digest)
-
 
 # --- the whole operation -----------------------------------------------------------------
 
@@ -733,7 +363,5 @@ def verify_media(dest: Path, trust: Any, progress_enabled: bool | None = None) -
     return {"ok": True, "root": vb.root_digest, "signers": vb.signers, "bytes": bar.done_bytes}
 
 
-__all__ = ["BOOTSTRAP", "FileReport", "MediaError", "MediaResult", "MediaVerifyError", "README", "SUMS",
-           "Target", "WHEELHOUSE", "build_own_wheel", "build_wheelhouse", "default_wheel_cache",
-           "filesystem_type", "find_source_tree", "installer_commands", "parse_targets", "read_back", "render_bootstrap",
-           "render_runbook", "verify_media", "write_media", "write_verified"]
+__all__ = ["BundleOnMedia", "MediaError", "MediaResult", "MediaVerifyError", "bundle_items", "filesystem_type",
+           "verify_media", "write_media", "write_verified"]

@@ -13,10 +13,8 @@ from typing import Any, Literal
 
 from edgebundle.documents import Strict, load_yaml_document, validate_document
 from edgebundle.errors import UsageError
-from edgebundle.root import MODEL_KINDS, canonical_json
+from edgebundle.root import BUNDLE_NAME, MODEL_KINDS, PATH_COMPONENT, canonical_json
 
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
 
 
 # --- the schema (docs/SPEC.md lists exactly these fields; tests/test_documents.py keeps them in step)
@@ -134,7 +132,7 @@ def load_spec(path: Path) -> BundleSpec:
     doc = validate_document(SpecDocument, data, what="bundle spec", where=path, text=text,
                             doc_hint="docs/SPEC.md")
     meta, body, base = doc.metadata, doc.spec, path.parent
-    if not _NAME.fullmatch(meta.name):
+    if not BUNDLE_NAME.fullmatch(meta.name):
         raise UsageError(f"bundle spec: metadata.name {meta.name!r} must be lower-case letters, digits, '.', '_', '-'")
     if not re.fullmatch(r"[0-9A-Za-z.+-]{1,64}", meta.version):
         raise UsageError(f"bundle spec: metadata.version {meta.version!r} is not a valid version")
@@ -154,7 +152,7 @@ def load_spec(path: Path) -> BundleSpec:
     for i, m in enumerate(body.models or []):
         w = f"spec.models[{i}]"
         for label, val in (("name", m.name), ("version", m.version)):
-            if not _SAFE.fullmatch(val):
+            if not PATH_COMPONENT.fullmatch(val):
                 raise UsageError(f"bundle spec: {w}.{label} {val!r} is not a safe path component")
         if (m.name, m.version) in seen:
             raise UsageError(f"bundle spec: model {m.name} {m.version} is listed twice")

@@ -7,11 +7,9 @@ members make, in the builder's member order), so joining the parts gives the ver
 
 from __future__ import annotations
 
-import calendar
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +110,7 @@ def write_bundle_tar(source: BundleSource, root: Root, out: Any) -> None:
                 out.write(data)
                 left -= len(data)
         return
-    mtime = calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
+    mtime = root.created_epoch
     sizes = source.members()
     for name in root.member_order():
         with source.open(name) as f:

@@ -19,12 +19,10 @@ Invariants:
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import io
 import os
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +61,7 @@ def full_root_digest(root: Root) -> str:
 
 def mtime_of(root: Root) -> int:
     """The tar mtime the builder gave ``tar+zstd`` layers of this bundle (its ``created``)."""
-    return calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
+    return root.created_epoch
 
 
 class BaseInputs(Protocol):

@@ -33,6 +33,12 @@ ROOT_TYPE = "edgebundle.root"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 SPEC_VERSION = 1
 MODEL_KINDS = ("llm", "embedding", "index")
+#: The directory each kind lives in below a models root: on the NAS and at ``/models`` in pods.
+KIND_DIRS = {"llm": "llm", "embedding": "embeddings", "index": "indices"}
+#: A bundle's name (``metadata.name`` of the spec, ``name`` of the root).
+BUNDLE_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
+#: A model's name or version: one directory name below the models root, on any file system.
+PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 #: Model file encodings inside a bundle: the file itself, or a zstd tar holding just that file.
 ENCODINGS = ("identity", "tar+zstd")
 
@@ -183,6 +189,11 @@ class Root:
         else:
             pins.update((blob_path(d), (d, int(c["size"]))) for d, c in self.delta["carried"].items())
         return pins
+
+    @property
+    def created_epoch(self) -> int:
+        """``created`` in seconds since the epoch: the mtime of every member the builder writes."""
+        return int(parse_time(self.created, "created"))
 
     def member_order(self) -> list[str]:
         """The members of this root's tar bundle in the order they are written (docs/FORMAT.md)."""
@@ -371,8 +382,6 @@ def _check_image_names(im: ImageEntry, where: str) -> None:
                                  f"{im.repository}{':' + im.tag if im.tag else ''}")
 
 
-_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?")
-
 
 def parse_root(data: bytes) -> Root:
     """Parse and validate root bytes; raise :class:`MalformedRootError` naming the first problem."""
@@ -393,7 +402,7 @@ def parse_root(data: bytes) -> Root:
         raise MalformedRootError(f"root.json has unknown keys: {', '.join(unknown)}")
 
     name = _req(doc, "name", str, "root")
-    if not _NAME.fullmatch(name):
+    if not BUNDLE_NAME.fullmatch(name):
         raise MalformedRootError(f"root: name {name!r} is not a valid bundle name")
     version = _req(doc, "version", str, "root")
     if not re.fullmatch(r"[0-9A-Za-z.+-]{1,64}", version):
@@ -446,7 +455,7 @@ def parse_root(data: bytes) -> Root:
             raise MalformedRootError(f"root: {w}.kind {kind!r} is not one of {MODEL_KINDS}")
         mname, mver = _req(m, "name", str, w), _req(m, "version", str, w)
         for label, val in (("name", mname), ("version", mver)):
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", val):
+            if not PATH_COMPONENT.fullmatch(val):
                 raise MalformedRootError(f"root: {w}.{label} {val!r} is not a safe path component")
         mfiles = []
         for j, f in enumerate(_req(m, "files", list, w)):
@@ -533,7 +542,7 @@ def _check_from(src: Any, where: str) -> dict[str, Any]:
         if _req(n, "kind", str, f"{where}.from.at.nas") not in MODEL_KINDS:
             raise MalformedRootError(f"root: {where}.from.at.nas.kind is not a model kind")
         for label in ("name", "version"):
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", _req(n, label, str, f"{where}.from.at.nas")):
+            if not PATH_COMPONENT.fullmatch(_req(n, label, str, f"{where}.from.at.nas")):
                 raise MalformedRootError(f"root: {where}.from.at.nas.{label} is not a safe path component")
         _relpath(n, f"{where}.from.at.nas")
     else:

@@ -13,7 +13,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from bundler.media import DEFAULT_PYTHONS, build_wheelhouse, parse_targets
+from bundler.wheelhouse import DEFAULT_PYTHONS, build_wheelhouse, parse_targets
 
 
 def main() -> None:

@@ -44,9 +44,13 @@ from typing import Any
 import click
 
 from edgebundle import clikit
+from edgebundle.digest import sha256_bytes
 from edgebundle.errors import EdgebundleError, VerificationError
+from edgebundle.parts import open_source
 from edgebundle.root import canonical_json
+from edgebundle.verify import root_envelope
 from installer.safefs import SafeRoot, open_regular
+from installer.site import resolve_site
 from installer.state import StateDir, now_iso, operator_name
 
 LOG_NAME = "audit.log"
@@ -553,8 +557,6 @@ def _state_dir(params: dict[str, Any], notes: dict[str, Any]) -> Path | None:
     if notes.get("state_dir"):
         return Path(notes["state_dir"])
     if params.get("site_path"):
-        from installer.commands.common import resolve_site
-
         try:
             return resolve_site(params["site_path"], params.get("registry_override"),
                                 params.get("models_root_override"),
@@ -571,10 +573,6 @@ def _claimed_root(bundle: Path) -> str | None:
 
     Only the root envelope is read (bounded); any failure leaves the field empty.
     """
-    from edgebundle.digest import sha256_bytes
-    from edgebundle.parts import open_source
-    from edgebundle.verify import root_envelope
-
     try:
         return sha256_bytes(root_envelope(open_source(bundle)).payload)
     except Exception:  # noqa: BLE001 (a hostile or broken bundle simply has no claimed root)

@@ -26,65 +26,29 @@ Invariants:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edgebundle import layout
-from edgebundle.rebuild import describe_carried, full_root_digest
 from edgebundle.digest import DigestMismatchError
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
-from edgebundle.progress import Progress
-from edgebundle.root import version_key
 from edgebundle.parts import open_source
+from edgebundle.progress import Progress
+from edgebundle.rebuild import describe_carried, full_root_digest
+from edgebundle.root import version_key
 from edgebundle.verify import Policy, VerifiedBundle, Verifier
+from installer.delta_source import wrap_if_delta
+from installer.destinations import QUIET, Destination, ProgressFactory, StepResult
+from installer.destinations.registry import plan_image
 from installer.faults import faultpoint
+from installer.revisions import deployed_bundle
 from installer.site import Site
-from installer.trust import site_trust
 from installer.state import Journal, StateDir, now_iso, operator_name
+from installer.trust import site_trust
 
 #: The steps that together make a bundle "installed".
 INSTALL_STEPS = ("load", "stage")
-
-#: ``progress(label, total_bytes)`` -> a callable fed byte counts (see :mod:`edgebundle.progress`).
-ProgressFactory = Callable[[str, int | None], Progress]
-
-
-def progress_factory(enabled: bool | None) -> ProgressFactory:
-    """Progress bars on a terminal (``None``: when stderr is a TTY), never with ``False``."""
-    return lambda label, total: Progress(label, total, enabled=enabled)
-
-
-QUIET: ProgressFactory = progress_factory(False)
-
-
-@dataclass
-class StepResult:
-    """What one destination did: items written now, items already in place, bytes sent."""
-
-    step: str
-    target: str
-    done: int = 0
-    skipped: int = 0
-    bytes: int = 0
-    details: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Destination(Protocol):
-    """Somewhere a verified bundle's content goes (the site registry, the NAS, a cluster)."""
-
-    #: Journal step name, e.g. ``load`` or ``stage``.
-    step: str
-    #: Where it writes (registry address, models root), recorded with the step.
-    target: str
-
-    def apply(self, vb: VerifiedBundle, journal: Journal, progress: ProgressFactory) -> StepResult:
-        """Put the bundle's content in place; idempotent, resumable from ``journal``."""
-        ...
 
 
 def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = None,
@@ -130,8 +94,6 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     if vb.root.name != signed.root.name:
         raise VerificationError(f"{source.description} changed while it was being verified",
                                 hint="make sure nothing writes to the bundle, then run again")
-    from installer.delta_source import wrap_if_delta  # here: it imports destinations, which import us
-
     full = wrap_if_delta(vb, site, state)  # a delta: its base checked at the site, then its full target
     state.remember_bundle(vb.root_digest, vb.root_bytes, vb.envelope)  # only once nothing refused it
     vb = full
@@ -163,7 +125,6 @@ def describe_blob(vb: VerifiedBundle, digest: str) -> str | None:
         if im.digest == digest:
             return f"the manifest of image {im.ref}"
     for im in root.images:  # layers and configs: look inside the (intact) image manifests
-        from installer.destinations.registry import plan_image  # (it imports this module)
         try:
             plan = plan_image(vb, im)
         except EdgebundleError:
@@ -212,22 +173,3 @@ def record_installed(vb: VerifiedBundle, journal: Journal, state: StateDir) -> d
     return entry
 
 
-def is_installed(state: StateDir, root_digest: str) -> bool:
-    return any(b["root"] == root_digest for b in state.installed())
-
-
-def deployed_bundle(site: Site, state: StateDir, name: str | None = None) -> dict[str, Any] | None:
-    """The bundle (of ``name``) the site runs: that of the newest revision that became healthy.
-
-    A site without a cluster target never applies anything; there a bundle counts as deployed
-    once its load and stage completed (its ``installed.json`` entry).
-    """
-    if not site.has_cluster_target:
-        return state.current(name)
-    from installer.revisions import RevisionStore  # here: it loads the cluster code verify/load/stage skip
-
-    for rec in reversed(RevisionStore(state).all()):
-        bundle = rec.get("bundle") or {}
-        if rec.get("status") in ("deployed", "superseded") and (name is None or bundle.get("name") == name):
-            return {**next((b for b in state.installed() if b["root"] == bundle.get("root")), {}), **bundle}
-    return None

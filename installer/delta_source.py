@@ -29,10 +29,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from edgebundle.rebuild import ZSTD_VERSION, CheckedStream, ReconstructedSource, check_reconstruction, full_root, rebuild_order
 from edgebundle.digest import hash_file
 from edgebundle.errors import VerificationError
-from edgebundle.root import BaseRef, Root, parse_root
+from edgebundle.root import KIND_DIRS, BaseRef, Root, parse_root
 from edgebundle.sources import BundleSource
 from edgebundle.verify import VerifiedBundle
-from installer.destinations.nas import KIND_DIRS
 from installer.site import Site
 from installer.state import StateDir
 

@@ -26,7 +26,7 @@ the canonical JSON of every other field; approvals name it.
 
 Drift (:func:`check_drift`) is what would make the approved plan do something else at apply.
 
-Invariant: a plan never changes anything; :func:`installer.revisions.deploy` carries it out.
+Invariant: a plan never changes anything; :func:`installer.apply.deploy` carries it out.
 """
 
 from __future__ import annotations
@@ -40,16 +40,17 @@ from edgebundle.documents import validate_document
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
+from installer import policy
 from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
 from installer.records import PlanDocument
-from installer.render import MANAGED_BY, MANAGER, ObjectKey
+from installer.render import MANAGED_BY, MANAGER, ObjectKey, render_bundle
+from installer.revisions import RevisionStore
 from installer.site import Site
-from installer.state import atomic_write, now_iso
+from installer.state import StateDir, atomic_write, now_iso
+from installer.validate import require_validation
 
 if TYPE_CHECKING:
     from edgebundle.verify import VerifiedBundle
-    from installer.revisions import RevisionStore
-    from installer.state import StateDir
 
 PLAN_TYPE = "edgebundle.plan"
 PLAN_VERSION = 1
@@ -172,7 +173,7 @@ def load_plan(path: Path) -> Plan:
     return Plan(doc)
 
 
-def _owned(store: "RevisionStore") -> dict[str, dict[str, Any]]:
+def _owned(store: RevisionStore) -> dict[str, dict[str, Any]]:
     """What may be live from us: the objects of the current revision and of the last attempt."""
     owned: dict[str, dict[str, Any]] = {}
     for rec in (store.current(), store.latest()):
@@ -223,7 +224,7 @@ def _refuse(refused: list[ObjectRefused]) -> None:
                            "that may be re-created, plan with --replace KIND/NAMESPACE/NAME")
 
 
-def build_plan(*, site: Site, target: Target, store: "RevisionStore", bundle: dict[str, str],
+def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict[str, str],
                objects: list[dict[str, Any]], images: dict[str, str], models: dict[str, Any],
                notes: list[str] | None = None, purpose: str = "apply", rollback_of: int | None = None,
                validation: dict[str, Any] | None = None, replace: frozenset[str] = frozenset()) -> Plan:
@@ -308,7 +309,7 @@ def check_target(plan: Plan, site: Site, target: Target) -> None:
                         hint="make the plan against this cluster")
 
 
-def check_drift(plan: Plan, target: Target, store: "RevisionStore") -> None:
+def check_drift(plan: Plan, target: Target, store: RevisionStore) -> None:
     """Refuse a plan the cluster or the revision history moved away from since it was made.
 
     Drift is what would make the approved plan do something else now: a revision recorded since,
@@ -354,7 +355,7 @@ def check_drift(plan: Plan, target: Target, store: "RevisionStore") -> None:
                          hint="re-plan and approve the new plan")
 
 
-def check_current(plan: Plan, site: Site, target: Target, store: "RevisionStore") -> None:
+def check_current(plan: Plan, site: Site, target: Target, store: RevisionStore) -> None:
     """Both checks: the right site and cluster, and nothing moved since the plan."""
     check_target(plan, site, target)
     check_drift(plan, target, store)
@@ -407,21 +408,15 @@ def _short(v: Any) -> str:
 
 # --- planning a bundle --------------------------------------------------------------------------
 
-def plan_bundle(vb: "VerifiedBundle", site: Site, state: "StateDir", target: Target, *,
+def plan_bundle(vb: "VerifiedBundle", site: Site, state: StateDir, target: Target, *,
                 validation_file: Path | None = None, replace: frozenset[str] = frozenset()) -> Plan:
     """Everything ``installer plan`` does after verification: refuse early, render, check, diff.
 
     Refuses a bundle whose images and models are not in place yet (load and stage must have completed), one a production site has no staging record for,
     and rendered objects that break policy.
     """
-    from installer import policy
-    from installer.core import is_installed
-    from installer.render import render_bundle
-    from installer.revisions import RevisionStore
-    from installer.validate import require_validation
-
     bundle = {"name": vb.root.name, "version": vb.root.version, "root": vb.root_digest}
-    if not is_installed(state, vb.root_digest):
+    if not state.is_installed(vb.root_digest):
         raise PlanError(f"bundle {vb.root.name} {vb.root.version} is not installed at site {site.name}: "
                         "its images and models must be in place before the cluster may use them",
                         hint="run installer load and installer stage (or installer install) first")

@@ -20,8 +20,8 @@ from typing import Any
 
 from edgebundle.errors import EdgebundleError
 from edgebundle.progress import human
-from edgebundle.root import Root
-from installer.render import KIND_DIRS, ObjectKey, Rendered, containers, parse_model_path, pod_spec, site_image
+from edgebundle.root import KIND_DIRS, Root
+from installer.render import ObjectKey, Rendered, containers, parse_model_path, pod_spec, site_image
 
 
 class PolicyError(EdgebundleError):

@@ -25,7 +25,7 @@ from typing import Any
 
 from edgebundle.errors import EdgebundleError
 from edgebundle.root import Root, parse_root, version_key
-from installer.core import deployed_bundle
+from installer.revisions import RevisionStore, deployed_bundle
 from installer.destinations.nas import list_staged
 from installer.destinations.registry import list_images
 from installer.site import Site
@@ -76,8 +76,6 @@ def kept_bundles(site: Site, state: StateDir, keep: int) -> list[dict[str, str]]
 
     add(running, "running")
     if site.has_cluster_target:
-        from installer.revisions import RevisionStore
-
         healthy = [r for r in reversed(RevisionStore(state).all()) if r.get("status") in ("deployed", "superseded")]
         for rec in healthy[:keep]:
             add(rec["bundle"], f"revision {rec['revision']}")

@@ -40,7 +40,7 @@ from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.digest import sha256_bytes
 from edgebundle.errors import EdgebundleError, VerificationError
 from edgebundle.registry import parse_reference
-from edgebundle.root import ImageEntry, ModelEntry, Root
+from edgebundle.root import KIND_DIRS, ImageEntry, ModelEntry, Root
 from edgebundle.sources import BundleSource, read_small
 from edgebundle.verify import VerifiedBundle
 from installer.site import Site
@@ -55,8 +55,6 @@ REVISION_ANNOTATION = "edgebundle.dev/revision"
 MODELS_ANNOTATION = "edgebundle.dev/models"
 #: Where workloads mount the model store (manifests/README.md).
 MODELS_MOUNT = "/models"
-#: Model kind -> directory under the model store (installer/destinations/nas.py stages there).
-KIND_DIRS = {"llm": "llm", "embedding": "embeddings", "index": "indices"}
 NFS_PLACEHOLDERS = {"server": "NFS_SERVER", "path": "NFS_PATH"}
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 

@@ -176,3 +176,15 @@ def load_site(path: Path) -> Site:
         approval_keys=tuple(_path(base, k) for k in (spec.approval.keys if spec.approval else ())),
         raw=data,
     )
+
+
+def resolve_site(site_path: Path, registry_override: str | None = None,
+                 models_root_override: Path | None = None,
+                 state_dir_override: Path | None = None) -> Site:
+    """The site file at ``site_path`` with the command line's overrides of single fields."""
+    site = load_site(site_path)
+    return site.with_overrides(
+        registry_address=registry_override,
+        models_root=models_root_override.resolve() if models_root_override else None,
+        state_dir=state_dir_override.resolve() if state_dir_override else None)
+

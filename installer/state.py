@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from edgebundle.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
 from edgebundle.errors import EdgebundleError
 from edgebundle.layout import MAX_JSON_BYTES
-from edgebundle.root import load_json_bounded
+from edgebundle.root import format_time, load_json_bounded
 from installer.faults import faultpoint
 from installer.safefs import SafeRoot, open_regular
 
@@ -105,7 +105,7 @@ def parse_document(data: bytes, path: Path, schema: type[BaseModel]) -> Any:
 
 
 def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return format_time(time.time())
 
 
 def operator_name() -> str:
@@ -322,6 +322,10 @@ class StateDir:
         count = (head["count"] if head else 0) + 1
         out["audit"] = {"count": max(count, doc.audit.count if doc.audit else 0)}  # never lowered
         self.write_json("installed.json", out)
+
+    def is_installed(self, root_digest: str) -> bool:
+        """Whether both load and stage completed for the bundle of this root digest."""
+        return any(b["root"] == root_digest for b in self.installed())
 
     def current(self, name: str | None = None) -> dict[str, Any] | None:
         """The most recently installed bundle (of ``name``, when given)."""

@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from installer.cli import main
-from installer.destinations.nas import KIND_DIRS
+from edgebundle.root import KIND_DIRS
 from tests.fixtures.bundles import BuiltBundle, nas_snapshot
 from tests.hostile.site import SITE_FAMILIES, Scene, SiteAttack, all_site_attacks
 from tests.test_hostile import tree_state  # lstat-based: links never followed, any write changes mtime
@@ -199,7 +199,8 @@ def test_a_read_only_nas_gets_a_clear_error(genuine_bundle: BuiltBundle, tmp_pat
 def test_a_model_refused_mid_stage_leaves_no_version_of_the_bundle_visible(
         bundle_factory: Any, tmp_path: Path) -> None:
     """The media changes after verification: the last model's bytes are wrong when stage reads them."""
-    from installer.core import QUIET, open_verified
+    from installer.core import open_verified
+    from installer.destinations import QUIET
     from installer.destinations.nas import NasDestination
     from installer.site import load_site
     from installer.state import StateDir

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from installer.destinations.nas import KIND_DIRS, MARKER
+from edgebundle.root import KIND_DIRS
+from installer.destinations.nas import MARKER
 from installer.diff import VOLATILE_ANNOTATIONS
 from installer.faults import FAULTPOINTS
 from installer.render import MANAGED_BY, MANAGER

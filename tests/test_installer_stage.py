@@ -11,7 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from installer.cli import main
-from installer.destinations.nas import KIND_DIRS, MARKER
+from edgebundle.root import KIND_DIRS
+from installer.destinations.nas import MARKER
 from tests.fixtures.bundles import BuiltBundle, nas_snapshot
 from tests.fixtures.digests import sha256_file
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from bundler import media as media_mod
 from bundler.cli import main as bundle_main
-from bundler.media import installer_commands
+from bundler.runbook import installer_commands
 from edgebundle.parts import PartsSource
 from edgebundle.registry import Registry
 from edgebundle.parts import open_source

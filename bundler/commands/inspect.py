@@ -7,42 +7,13 @@ from typing import Any
 
 import click
 
+from bundler.runbook import describe
+
 from edgebundle.clikit import emit_json, handle_errors, json_option
-from edgebundle.rebuild import describe_delta
 from edgebundle.progress import human
-from edgebundle.root import Root, parse_root
+from edgebundle.root import parse_root
 from edgebundle.verify import root_envelope
 from edgebundle.parts import open_source
-
-
-def describe(root: Root, signers: list[str], bundle_bytes: int) -> dict[str, Any]:
-    """The inspect document; also used by the media runbook."""
-    blob_sizes = {d: p.size for d, p in root.blobs.items()}
-    models = []
-    for m in root.models:
-        stored = sum(blob_sizes[f.blob] for f in m.files)
-        models.append({"name": m.name, "kind": m.kind, "version": m.version, "format": m.format,
-                       "architecture": m.architecture, "quantization": m.quantization,
-                       "paramCount": m.paramCount, "contextLength": m.contextLength,
-                       "size": m.size, "storedSize": stored, "manifest": m.manifest,
-                       "files": [{"path": f.path, "digest": f.digest, "size": f.size,
-                                  "encoding": f.encoding} for f in m.files]})
-    content = sum(im.size for im in root.images) + sum(m["size"] for m in models) + (
-        sum(f.size for f in root.manifests.files) if root.manifests else 0)
-    stored = root.total_size()
-    return {
-        "name": root.name, "version": root.version, "compatible": root.compatible,
-        "created": root.created, "root": root.digest, "signers": signers,
-        "images": [{"ref": im.ref, "refName": im.refName, "digest": im.digest,
-                    "platforms": im.platforms, "size": im.size} for im in root.images],
-        "models": models,
-        "manifests": [{"path": f.path, "digest": f.digest, "size": f.size}
-                      for f in (root.manifests.files if root.manifests else [])],
-        "base": vars(root.base) if root.base else None,
-        "delta": describe_delta(root),
-        "totals": {"contentBytes": content, "storedBlobBytes": stored, "bundleBytes": bundle_bytes,
-                   "compressionSavedBytes": sum(m["size"] - m["storedSize"] for m in models)},
-    }
 
 
 @click.command("inspect")

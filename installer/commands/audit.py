@@ -15,6 +15,7 @@ import click
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.errors import UsageError
 from installer.audit import AuditError, AuditLog
+from installer.site import resolve_site
 
 
 def _state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -30,7 +31,6 @@ def _log(site_path: Path | None, state_dir_override: Path | None) -> AuditLog:
         return AuditLog(state_dir_override.resolve())
     if site_path is None:
         raise UsageError("say which site's log: --site SITE.yaml or --state-dir DIR")
-    from installer.commands.common import resolve_site
 
     return AuditLog(resolve_site(site_path).state_dir)
 

@@ -1,4 +1,4 @@
-"""Options shared by installer verbs: the site file and its overrides."""
+"""Options shared by installer verbs: the site file and its overrides, health waits, progress lines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from edgebundle.clikit import handle_errors
-from installer.site import Site, load_site
+from installer.health import DEFAULT_TIMEOUT
+from installer.site import resolve_site
 
 
 def site_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,17 +45,26 @@ def site_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return with_site
 
 
-def resolve_site(site_path: Path, registry_override: str | None = None,
-                 models_root_override: Path | None = None,
-                 state_dir_override: Path | None = None) -> Site:
-    site = load_site(site_path)
-    return site.with_overrides(
-        registry_address=registry_override,
-        models_root=models_root_override.resolve() if models_root_override else None,
-        state_dir=state_dir_override.resolve() if state_dir_override else None)
-
-
 def operator_option(action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--operator NAME`` (or ``$EDGEBUNDLE_OPERATOR``), required: a change is never made by "unknown"."""
     return click.option("--operator", required=True, envvar="EDGEBUNDLE_OPERATOR", show_envvar=True,
                         metavar="NAME", help=f"Who {action} (recorded in the audit log).")
+
+
+timeout_option = click.option(
+    "--timeout", default=DEFAULT_TIMEOUT, show_default=True, type=click.FloatRange(min=0),
+    help="Seconds to wait for the workloads to become healthy.")
+poll_option = click.option(
+    "--poll-interval", "poll", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
+    help="Seconds between health checks.")
+
+
+def stderr_log() -> Callable[[str], None]:
+    """Progress lines on stderr (stdout stays clean for --json)."""
+    return lambda line: click.echo(f"  {line}", err=True)
+
+
+def outcome_line(outcome: Any, what: str) -> str:
+    """``Revision N: WHAT, healthy.`` (or health not watched, for a k3s directory)."""
+    return (f"Revision {outcome.revision}: {what}"
+            + (", healthy." if outcome.watched else "; health not watched (k3s applies the file itself)."))

@@ -9,9 +9,16 @@ import click
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.approval import DEFAULT_TTL
-from installer.commands.apply import deploy_result, poll_option, stderr_log, timeout_option
+from installer.apply import plan_and_deploy
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import operator_option, site_options
+from installer.commands.common import (
+    operator_option,
+    outcome_line,
+    poll_option,
+    site_options,
+    stderr_log,
+    timeout_option,
+)
 from installer.commands.install_common import (
     bundle_argument,
     downgrade_option,
@@ -22,12 +29,10 @@ from installer.commands.install_common import (
     verified_summary,
 )
 from installer.commands.plan import plan_json, validation_option
-from installer.core import install, open_verified, progress_factory
-from installer.destinations.cluster import open_target
+from installer.core import install, open_verified
+from installer.destinations import progress_factory
 from installer.destinations.nas import NasDestination
 from installer.destinations.registry import RegistryDestination
-from installer.plan import check_current, plan_bundle
-from installer.revisions import RevisionStore, deploy
 from installer.site import Site
 from installer.state import StateDir
 
@@ -53,8 +58,6 @@ def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file:
     nothing reaches the cluster before the operator has seen the plan and said yes.
     """
     state = StateDir(site.state_dir)
-    who = operator
-    log = stderr_log()
     with state.locked():
         vb = open_verified(bundle, site, state=state, allow_downgrade=allow_downgrade,
                            allow_expired=allow_expired,
@@ -66,25 +69,15 @@ def command(bundle: Path, site: Site, operator: str, yes: bool, validation_file:
                         progress_factory(progress_enabled(as_json)))
         for r in steps if not as_json else ():
             click.echo(step_line(r), err=True)
-        target = open_target(site, state.scratch)
-        store = RevisionStore(state)
-        plan = plan_bundle(vb, site, state, target, validation_file=validation_file)
-        state.write_bytes(f"plans/{plan.hash.split(':', 1)[1]}.json", plan.to_bytes())  # no planted links
-        audit.note(plan=plan.hash)
-        rec = None
-        if plan.changes_pending:
-            approval = confirm_and_record(plan, state, who, yes=yes, ttl=DEFAULT_TTL, key_path=None,
-                                          as_json=as_json)
-            check_current(plan, site, target, store)
-            result = deploy(plan, site, target, store, operator=str(approval["operator"]), timeout=timeout,
-                            poll=poll, log=log)
-            rec = store.get(result.revision)
+        outcome = plan_and_deploy(
+            vb, site, state, validation_file=validation_file, timeout=timeout, poll=poll, log=stderr_log(),
+            on_plan=lambda plan: audit.note(plan=plan.hash),
+            confirm=lambda plan: confirm_and_record(plan, state, operator, yes=yes, ttl=DEFAULT_TTL,
+                                                    key_path=None, as_json=as_json))
     if as_json:
-        emit_json({**plan_json(plan, None), **verified_summary(vb), "steps": [r.to_dict() for r in steps],
-                   "changed": rec is not None, **({"deployed": deploy_result(rec)} if rec else {})})
-    elif rec is None:
+        emit_json({**plan_json(outcome.plan, None), **verified_summary(vb), "steps": [r.to_dict() for r in steps],
+                   "changed": outcome.changed, **({"deployed": outcome.summary()} if outcome.changed else {})})
+    elif not outcome.changed:
         click.echo(f"Nothing to change: the cluster already runs {vb.root.name} {vb.root.version}.")
     else:
-        click.echo(f"Revision {rec['revision']}: {vb.root.name} {vb.root.version} installed on "
-                   f"{target.description}" + (", healthy." if rec.get("health") == "healthy"
-                                              else "; health not watched (k3s applies the file itself)."))
+        click.echo(outcome_line(outcome, f"{vb.root.name} {vb.root.version} installed on {outcome.target}"))

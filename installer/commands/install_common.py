@@ -17,7 +17,8 @@ import click
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.progress import human
 from edgebundle.verify import VerifiedBundle
-from installer.core import Destination, StepResult, install, is_installed, open_verified, progress_factory
+from installer.core import install, open_verified
+from installer.destinations import Destination, StepResult, progress_factory
 from installer.site import Site
 from installer.state import StateDir
 
@@ -77,7 +78,7 @@ def run_steps(bundle: Path, site: Site, make: Callable[[Site], Sequence[Destinat
         if not as_json:
             click.echo(verdict_line(vb, content=False), err=True)
         results = install(vb, make(site), state, progress_factory(progress_enabled(as_json)))
-        installed = is_installed(state, vb.root_digest)
+        installed = state.is_installed(vb.root_digest)
     if as_json:
         emit_json({"ok": True, **verified_summary(vb), "installed": installed,
                    "steps": [r.to_dict() for r in results]})

@@ -11,7 +11,9 @@ from edgebundle.errors import EdgebundleError, VerificationError
 from edgebundle.progress import human
 from edgebundle.root import parse_root
 from installer.commands.common import site_options
-from installer.core import INSTALL_STEPS, deployed_bundle
+from installer.core import INSTALL_STEPS
+from installer.approval import approval_on_file
+from installer.revisions import RevisionStore, deployed_bundle
 from installer.destinations.nas import file_pins, list_staged, verify_staged
 from installer.destinations.registry import RegistryDestination, list_images
 from installer.site import Site
@@ -22,8 +24,6 @@ def deployed_roots(site: Site, state: StateDir) -> set[str]:
     """Roots of every bundle that reached a healthy revision (all installed ones without a cluster)."""
     if not site.has_cluster_target:
         return {b["root"] for b in state.installed()}
-    from installer.revisions import RevisionStore
-
     return {str((r.get("bundle") or {}).get("root")) for r in RevisionStore(state).all()
             if r.get("status") in ("deployed", "superseded")}
 
@@ -32,9 +32,6 @@ def running_revision(site: Site, state: StateDir) -> dict[str, Any] | None:
     """The revision the cluster runs, with who applied it and who approved its plan."""
     if not site.has_cluster_target:
         return None
-    from installer.approval import approval_on_file
-    from installer.revisions import RevisionStore
-
     rec = RevisionStore(state).current()
     if rec is None:
         return None

@@ -10,8 +10,7 @@ import click
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.errors import UsageError
 from installer import audit
-from installer.commands.apply import poll_option, stderr_log, timeout_option
-from installer.commands.common import site_options
+from installer.commands.common import poll_option, site_options, stderr_log, timeout_option
 from installer.destinations.cluster import open_target
 from installer.revisions import RevisionStore
 from installer.site import Site

@@ -52,15 +52,14 @@ from edgebundle import layout
 from edgebundle.compress import open_tar_zstd_member
 from edgebundle.digest import CHUNK, check, copy_verified, hash_stream
 from edgebundle.errors import EdgebundleError, UsageError
-from edgebundle.root import ModelEntry, ModelFile, canonical_json, load_json_bounded
+from edgebundle.root import KIND_DIRS, ModelEntry, ModelFile, canonical_json, load_json_bounded
 from edgebundle.verify import VerifiedBundle
-from installer.core import ProgressFactory, StepResult
+from installer.destinations import ProgressFactory, StepResult
 from installer.faults import faultpoint
 from installer.safefs import (SafeRoot, UnsafePathError, lstat_at, open_below, open_regular, os_error,
                               rename_noreplace, temp_name)
 from installer.state import Journal
 
-KIND_DIRS = {"llm": "llm", "embedding": "embeddings", "index": "indices"}
 MARKER = ".edgebundle.json"
 MARKER_TYPE = "edgebundle.staged"
 _TMP_PREFIX = ".edgebundle-tmp-"
