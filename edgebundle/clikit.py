@@ -12,6 +12,7 @@ import json
 import pkgutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -84,6 +85,17 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _report(_interrupted(), as_json)
 
     return wrapper
+
+
+class BundleLocation(click.ParamType):
+    """A bundle argument: an existing path (tar, directory, media, parts) or ``oci://HOST/REPO:TAG``."""
+
+    name = "BUNDLE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        if isinstance(value, str) and value.startswith("oci://"):
+            return value
+        return click.Path(exists=True, path_type=Path).convert(value, param, ctx)  # type: ignore[no-any-return]
 
 
 class VerbGroup(click.Group):

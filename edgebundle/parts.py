@@ -38,6 +38,7 @@ from edgebundle.digest import (
     sha256_bytes,
 )
 from edgebundle.errors import UsageError, VerificationError
+from edgebundle.remote import RegistrySource, is_remote
 from edgebundle.root import canonical_json, load_json_bounded
 from edgebundle.signing import Envelope, TrustStore, parse_envelope
 from edgebundle.sources import BundleSource, DirectorySource, SizedReader, TarSource
@@ -445,9 +446,12 @@ def detect(path: Path) -> BundleSource | None:
 # --- splitting ---------------------------------------------------------------------------
 
 
-def open_source(path: Path) -> BundleSource:
-    """The right source for what the user pointed at: a bundle dir, a tar, or media/parts."""
-    path = Path(path)
+def open_source(location: Path | str) -> BundleSource:
+    """The right source for what the user pointed at: a bundle dir, a tar, media/parts, or
+    ``oci://HOST/REPO:TAG`` (a bundle in a registry, edgebundle/remote.py)."""
+    if is_remote(location):
+        return RegistrySource(str(location))
+    path = Path(location)
     if not path.exists():
         raise UsageError(f"{path} does not exist", hint="give the path of a bundle (.tar or directory)")
     found = detect(path)  # split parts, a media directory, or a part index

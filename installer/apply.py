@@ -30,7 +30,7 @@ from edgebundle.verify import VerifiedBundle
 from installer import health
 from installer.approval import check_approval
 from installer.destinations.cluster import ClusterError, Target, open_target
-from installer.faults import faultpoint
+from edgebundle.faults import faultpoint
 from installer.plan import Plan, PlanError, build_plan, check_current, check_drift, check_target, plan_bundle
 from installer.revisions import RevisionStore
 from installer.site import Site

@@ -41,7 +41,7 @@ from edgebundle.verify import Policy, VerifiedBundle, Verifier
 from installer.delta_source import wrap_if_delta
 from installer.destinations import QUIET, Destination, ProgressFactory, StepResult
 from installer.destinations.registry import plan_image
-from installer.faults import faultpoint
+from edgebundle.faults import faultpoint
 from installer.revisions import deployed_bundle
 from installer.site import Site
 from installer.state import Journal, StateDir, now_iso, operator_name
@@ -51,7 +51,7 @@ from installer.trust import site_trust
 INSTALL_STEPS = ("load", "stage")
 
 
-def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = None,
+def open_verified(bundle_path: Path | str, site: Site, *, state: StateDir | None = None,
                   allow_downgrade: str | None = None, allow_expired: str | None = None,
                   progress: bool | None = False, content: bool = True) -> VerifiedBundle:
     """Verify the bundle at ``bundle_path`` against ``site``; raise a VerificationError if not.
@@ -68,7 +68,7 @@ def open_verified(bundle_path: Path, site: Site, *, state: StateDir | None = Non
     The verified root envelope is kept in the state directory.
     """
     state = state or StateDir(site.state_dir)
-    source = open_source(Path(bundle_path))
+    source = open_source(bundle_path)
     trust = site_trust(site, state)
     expired_ok = bool(allow_expired and allow_expired.strip())
     signed = Verifier(trust, Policy(compatible=site.compatible, allow_expired=expired_ok)).verify(

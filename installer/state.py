@@ -44,7 +44,7 @@ from edgebundle.digest import atomic_write, fsync_dir, read_bounded  # noqa: F40
 from edgebundle.errors import EdgebundleError
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.root import format_time, load_json_bounded
-from installer.faults import faultpoint
+from edgebundle.faults import faultpoint
 from installer.safefs import SafeRoot, open_regular
 
 #: Longest journal line we read (records are a few hundred bytes).

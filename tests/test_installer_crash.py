@@ -1,7 +1,7 @@
 """kill -9 the real installer mid-verify, mid-load, mid-stage and mid-apply; the rerun must end like a clean run.
 
 Each case runs the ``installer`` console script in a subprocess with ``EDGEBUNDLE_FAULTPOINT``
-set (installer/faults.py: by journal record, by 1 MiB piece written, by object applied), checks
+set (edgebundle/faults.py: by journal record, by 1 MiB piece written, by object applied), checks
 it died by SIGKILL, checks what is visible at that moment (no partial model under its final name,
 no partial k3s manifest file), reruns without the fault and compares with an uninterrupted run
 (module-scoped references): the registry's storage, the NAS tree, the cluster's objects (specs,
@@ -24,7 +24,7 @@ import pytest
 from edgebundle.root import KIND_DIRS
 from installer.destinations.nas import MARKER
 from installer.diff import VOLATILE_ANNOTATIONS
-from installer.faults import FAULTPOINTS
+from edgebundle.faults import FAULTPOINTS
 from installer.render import MANAGED_BY, MANAGER
 from installer.revisions import RevisionStore
 from installer.state import Journal, StateDir

@@ -6,7 +6,7 @@
   registry stays down, the load fails within a bounded time naming the registry (the client's
   retry budget, not oras-py's minutes of retries on a closed port).
 - NAS full mid-stage: a real 2 MiB tmpfs as the models root when this machine lets us mount one
-  (root), else an injected ``ENOSPC`` (``installer/faults.py``, mode ``enospc``). The error names
+  (root), else an injected ``ENOSPC`` (``edgebundle/faults.py``, mode ``enospc``). The error names
   the NAS path and the free space, no temp file is left, nothing half-written is visible, and
   the rerun once space is freed ends with the same NAS tree as an uninterrupted stage.
 """

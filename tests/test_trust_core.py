@@ -41,7 +41,7 @@ import yaml
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
-from installer import faults
+from edgebundle import faults
 from tests.fixtures import dsse
 from tests.fixtures.digests import sha256_file
 from bundler.cli import main as bundle_main

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from installer import faults
+from edgebundle import faults
 from tests.fixtures.bundles import INSTALLER
 from tests.fixtures.digests import sha256_file
 from tests.test_trust_core import EXIT_ERROR, EXIT_VERIFY, Bundles, bundles, install_and_plan, installer, tree  # noqa: F401

@@ -9,7 +9,7 @@ import click
 
 from bundler.runbook import describe
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
 from edgebundle.progress import human
 from edgebundle.root import parse_root
 from edgebundle.verify import root_envelope
@@ -17,7 +17,7 @@ from edgebundle.parts import open_source
 
 
 @click.command("inspect")
-@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.argument("bundle", type=BundleLocation())
 @json_option
 @handle_errors
 def command(bundle: Path, as_json: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
 from bundler.commands.common import pubkey_option, threshold_option, trust_store
 from edgebundle.rebuild import ReconstructedSource, full_root_digest
 from bundler.delta import BundleBase
@@ -20,7 +20,7 @@ from edgebundle.verify import Policy, VerifiedBundle, Verifier, WrongBaseError
 
 
 @click.command("verify")
-@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.argument("bundle", type=BundleLocation())
 @pubkey_option
 @threshold_option
 @click.option("--base", "base_path", type=click.Path(exists=True, path_type=Path),

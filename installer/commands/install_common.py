@@ -14,15 +14,16 @@ from typing import Any
 
 import click
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
 from edgebundle.progress import human
 from edgebundle.verify import VerifiedBundle
+from installer.commands.common import site_options
 from installer.core import install, open_verified
 from installer.destinations import Destination, StepResult, progress_factory
 from installer.site import Site
 from installer.state import StateDir
 
-bundle_argument = click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+bundle_argument = click.argument("bundle", type=BundleLocation())
 
 downgrade_option = click.option(
     "--allow-downgrade", "allow_downgrade", metavar="REASON",
@@ -35,7 +36,6 @@ expired_option = click.option(
 
 def bundle_verb(name: str) -> Callable[[Callable[..., Any]], click.Command]:
     """A verb over one bundle at one site: ``fn(bundle, site, allow_downgrade, allow_expired, as_json)``."""
-    from installer.commands.common import site_options  # common imports nothing of ours; no cycle
 
     def make(fn: Callable[..., Any]) -> click.Command:
         for decorate in (handle_errors, json_option, expired_option, downgrade_option, site_options,

@@ -55,7 +55,7 @@ from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.root import KIND_DIRS, ModelEntry, ModelFile, canonical_json, load_json_bounded
 from edgebundle.verify import VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
-from installer.faults import faultpoint
+from edgebundle.faults import faultpoint
 from installer.safefs import (SafeRoot, UnsafePathError, lstat_at, open_below, open_regular, os_error,
                               rename_noreplace, temp_name)
 from installer.state import Journal

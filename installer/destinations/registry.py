@@ -35,7 +35,7 @@ from edgebundle.root import BlobPin, ImageEntry, load_json_bounded
 from edgebundle.sources import BundleSource, read_small
 from edgebundle.verify import VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
-from installer.faults import faultpoint
+from edgebundle.faults import faultpoint
 from installer.site import Site
 from installer.state import Journal
 

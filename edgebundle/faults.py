@@ -1,7 +1,7 @@
 """Fault injection: named kill points, so tests can prove every step survives ``kill -9``.
 
 Set ``EDGEBUNDLE_FAULTPOINT=NAME`` (or ``NAME@N`` for the N-th time the point is reached, counted
-from 1 within one process) and the installer SIGKILLs itself when it gets there: no cleanup, no
+from 1 within one process) and the process (``installer`` or ``bundle``) SIGKILLs itself there: no cleanup, no
 ``finally`` blocks, no flushed buffers, exactly as when power is cut or the USB stick is pulled.
 The next run must resume and finish with the same result as an uninterrupted run.
 
@@ -15,7 +15,7 @@ A mode suffix ``NAME[@N]:MODE`` picks another fault at the same place:
 
 Every kill point is declared in :data:`FAULTPOINTS` with what has (and has not) happened when it
 fires; :func:`faultpoint` refuses undeclared names so the list stays complete. Test drivers
-iterate over :data:`FAULTPOINTS` (or ``python -m installer.faults`` prints them).
+iterate over :data:`FAULTPOINTS` (or ``python -m edgebundle.faults`` prints them).
 
 Invariant: with the variable unset, :func:`faultpoint` does nothing but a dictionary lookup.
 """
@@ -58,6 +58,8 @@ FAULTPOINTS: dict[str, str] = {
     "apply.objects.applied": "every object of the revision is applied; the health wait begins",
     "apply.healthy": "the revision is healthy, but not yet recorded as deployed",
     "apply.revision.failed": "the revision was recorded as failed; the automatic rollback has not started",
+    # bundle push (bundler/publish.py)
+    "push.blob.sent": "one more blob of the bundle is in the registry; the bundle manifest is not tagged yet",
     # core.install
     "step.journaled": "a destination step was marked done in the journal",
     "installed.before": "load and stage are both done; installed.json not yet written",
@@ -82,7 +84,7 @@ def _target() -> tuple[str, int, str] | None:
 def faultpoint(name: str) -> None:
     """Fault here (SIGKILL by default) when ``$EDGEBUNDLE_FAULTPOINT`` names this point and hit count."""
     if name not in FAULTPOINTS:
-        raise ValueError(f"undeclared fault point {name!r}; add it to installer.faults.FAULTPOINTS")
+        raise ValueError(f"undeclared fault point {name!r}; add it to edgebundle.faults.FAULTPOINTS")
     target = _target()
     if target is None or target[0] != name:
         return

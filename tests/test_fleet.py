@@ -1,0 +1,211 @@
+"""Bundles through OCI registries (docs/FLEET.md): push, pull, a depot, installing from a registry.
+
+Three real registries (the Debian ``docker-registry``): a central one, a regional depot and the
+site's own. Everything is driven through the real ``bundle`` and ``installer`` commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgebundle.sources import TarSource
+from tests.fixtures.bundles import BUNDLE, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
+from tests.fixtures.registry import RegistryProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def bundle_cli(*args: str | Path, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    env.pop("EDGEBUNDLE_FAULTPOINT", None)
+    if fault:
+        env["EDGEBUNDLE_FAULTPOINT"] = fault
+    return subprocess.run([BUNDLE, *map(str, args)], capture_output=True, text=True, env=env, timeout=240)
+
+
+def push(bundle: Path, location: str, fault: str | None = None) -> dict[str, Any]:
+    r = bundle_cli("push", bundle, location, "--json", fault=fault)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def members_of(tar: Path) -> dict[str, int]:
+    return TarSource.from_path(tar).members()
+
+
+def tags(reg: RegistryProcess) -> set[str]:
+    return {k for k in registry_snapshot(reg) if "/_manifests/tags/" in k and k.endswith("/current/link")}
+
+
+def served_blob_bytes(reg: RegistryProcess) -> int:
+    """Blob bytes the registry has served (its access log)."""
+    return sum(e.size for e in reg.requests() if e.method == "GET" and "/blobs/" in e.path)
+
+
+def registry_api(reg: RegistryProcess, path: str, accept: str = "") -> tuple[int, bytes]:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{reg.host}/v2/{path}", headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+@pytest.fixture
+def v1(bundle_factory: Any) -> BuiltBundle:
+    return bundle_factory(manifests=False)
+
+
+def test_push_then_pull_gives_the_same_bytes_and_standard_tools_read_it(
+        v1: BuiltBundle, registry_factory: Any, tmp_path: Path) -> None:
+    central = registry_factory()
+    loc = f"oci://{central.host}/fleet/rag-edge:1.0.0"
+    first = push(v1.path, loc)
+    members = members_of(v1.path)
+    assert first["sent"] == len(members) and first["skipped"] == 0
+    assert first["sentBytes"] == sum(members.values())
+
+    # the bundle manifest is the bundle's table of contents, in tar order, titles = member names
+    status, raw = registry_api(central, "fleet/rag-edge/manifests/1.0.0", "application/vnd.oci.image.manifest.v1+json")
+    assert status == 200
+    doc = json.loads(raw)
+    assert doc["artifactType"] == "application/vnd.edgebundle.bundle.v1"
+    assert [la["annotations"]["org.opencontainers.image.title"] for la in doc["layers"]] == list(members)
+    # the images are there as images, under the bundle's index (its subject)
+    status, index = registry_api(central, f"fleet/rag-edge/manifests/{doc['subject']['digest']}",
+                                 "application/vnd.oci.image.index.v1+json")
+    assert status == 200 and hashlib.sha256(index).hexdigest() == doc["subject"]["digest"].split(":")[1]
+    image = json.loads(index)["manifests"][0]
+    inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                              f"docker://{central.host}/fleet/rag-edge@{image['digest']}"],
+                             capture_output=True, text=True, timeout=60)
+    assert inspect.returncode == 0, inspect.stderr
+    assert json.loads(inspect.stdout)["mediaType"] == image["mediaType"]
+
+    # pulled back: the same tar, byte for byte; and as a directory, the same members
+    out = tmp_path / "pulled.tar"
+    r = bundle_cli("pull", loc, "-o", out, "--pubkey", v1.pub)
+    assert r.returncode == 0, r.stderr
+    assert "signatures verified" in r.stdout
+    assert sha256_file(out) == sha256_file(v1.path)
+    d = tmp_path / "pulled-dir"
+    assert bundle_cli("pull", loc, "-o", d).returncode == 0
+    got = {p.relative_to(d).as_posix(): p.stat().st_size for p in d.rglob("*") if p.is_file()}
+    assert got == members
+
+    # a second push sends nothing; the installer reads the registry as it reads media
+    again = push(out, loc)
+    assert again["sent"] == 0 and again["skipped"] == len(members)
+    site = v1.site(tmp_path / "site", "127.0.0.1:1")
+    r = run_installer("verify", loc, "--site", site)
+    assert r.returncode == 0, r.stderr + r.stdout
+
+
+def test_a_tag_that_is_not_a_bundle_is_refused_by_name(registry_factory: Any, tmp_path: Path,
+                                                        v1: BuiltBundle) -> None:
+    central = registry_factory()
+    assert bundle_cli("pull", f"oci://{central.host}/nothing/here:1", "-o", tmp_path / "x.tar").returncode != 0
+    loc = f"oci://{central.host}/fleet/rag-edge:1.0.0"
+    push(v1.path, loc)
+    # an image tag is not a bundle: named, exit 4, nothing written
+    status, index_raw = registry_api(central, "fleet/rag-edge/manifests/1.0.0", "application/vnd.oci.image.manifest.v1+json")
+    r = run_installer("verify", "oci://" + central.host + "/fleet/rag-edge@" + json.loads(index_raw)["subject"]["digest"],
+                      "--site", v1.site(tmp_path, "127.0.0.1:1"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    r = bundle_cli("push", v1.path, "registry-without-scheme/x:1")
+    assert r.returncode == 2 and "oci://" in r.stderr
+
+
+def test_interrupted_push_leaves_no_tag_and_resumes(v1: BuiltBundle, registry_factory: Any, tmp_path: Path) -> None:
+    depot = registry_factory()
+    loc = f"oci://{depot.host}/depot/rag-edge:1.0.0"
+    r = bundle_cli("push", v1.path, loc, fault="push.blob.sent@3")
+    assert r.returncode == -9  # killed after the third blob
+    assert tags(depot) == set()  # no tag names an incomplete bundle
+    rest = push(v1.path, loc)
+    members = members_of(v1.path)
+    assert rest["skipped"] == 3 and rest["sent"] == len(members) - 3
+    out = tmp_path / "again.tar"
+    assert bundle_cli("pull", loc, "-o", out).returncode == 0
+    assert sha256_file(out) == sha256_file(v1.path)
+
+
+def test_depot_to_site_and_an_upgrade_moves_only_new_blobs(
+        bundle_factory: Any, bundle_world: Any, registry_factory: Any, tmp_path: Path) -> None:
+    from examples.images import build_and_push
+    from tests.fixtures.bundles import BULK_LAYER_BYTES
+
+    central, depot, site_reg = registry_factory(), registry_factory(), registry_factory()
+    v1 = bundle_factory(manifests=False)
+    build_and_push(bundle_world.source.host, version="1.1", layer_bytes=BULK_LAYER_BYTES)
+    v2 = bundle_factory(version="1.1.0", manifests=False,
+                        images=(("rag/llm-service:1.1", ("linux/amd64",)), "rag/vector-db:1.0"))
+
+    # central -> depot: what a depot operator runs (pull from central, push to the depot)
+    push(v1.path, f"oci://{central.host}/rag/edge:1.0.0")
+    carried = tmp_path / "carried.tar"
+    assert bundle_cli("pull", f"oci://{central.host}/rag/edge:1.0.0", "-o", carried).returncode == 0
+    push(carried, f"oci://{depot.host}/rag/edge:1.0.0")
+
+    site = v1.site(tmp_path / "site", site_reg.host)
+    for step in ("load", "stage"):
+        r = run_installer(step, f"oci://{depot.host}/rag/edge:1.0.0", "--site", site, "--json")
+        assert r.returncode == 0, r.stderr
+    assert {t.split("/_manifests")[0].split("repositories/")[1] for t in tags(site_reg)} >= {
+        "rag/llm-service", "rag/vector-db"}
+    assert any((tmp_path / "site" / "nas").rglob("*.gguf"))
+
+    # v2: the depot receives only v2's new blobs; the site fetches about what a delta would carry
+    v1_blobs, v2_blobs = set(v1.root.blobs), set(v2.root.blobs)
+    new_bytes = sum(v2.root.blobs[d].size for d in v2_blobs - v1_blobs)
+    second = push(v2.path, f"oci://{depot.host}/rag/edge:1.1.0")
+    assert second["skipped"] == len(v2_blobs & v1_blobs) + 1  # shared blobs and the unchanged oci-layout
+    assert new_bytes <= second["sentBytes"] <= new_bytes + 64 * 1024  # + index.json and the root
+    served_before = served_blob_bytes(depot)
+    for step in ("load", "stage"):
+        r = run_installer(step, f"oci://{depot.host}/rag/edge:1.1.0", "--site", site, "--json")
+        assert r.returncode == 0, r.stderr
+    moved = served_blob_bytes(depot) - served_before
+    print(f"v2 from the depot: {moved} bytes moved; v2's new blobs {new_bytes}; full v2 {v2.root.total_size()}")
+    assert new_bytes * 0.9 <= moved <= new_bytes + 1024 * 1024
+    installed = json.loads(run_installer("status", "--site", site, "--json").stdout)["installed"]
+    assert [b["version"] for b in installed] == ["1.0.0", "1.1.0"]
+
+
+def test_tampered_blob_in_the_depot_is_refused_before_the_site_changes(
+        v1: BuiltBundle, registry_factory: Any, tmp_path: Path) -> None:
+    depot, site_reg = registry_factory(), registry_factory()
+    loc = f"oci://{depot.host}/rag/edge:1.0.0"
+    push(v1.path, loc)
+    biggest = max(v1.root.blobs.values(), key=lambda p: p.size)
+    hexd = biggest.digest.split(":")[1]
+    data = depot.data_dir / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    with open(data, "r+b") as f:
+        f.seek(biggest.size // 2)
+        b = f.read(1)
+        f.seek(biggest.size // 2)
+        f.write(bytes([b[0] ^ 0xFF]))
+    site = v1.site(tmp_path / "site", site_reg.host)
+    nas_before, tags_before = nas_snapshot(tmp_path / "site" / "nas"), tags(site_reg)
+    r = run_installer("install", loc, "--site", site, "--operator", "tester", "--yes")
+    assert r.returncode == 4, r.stderr + r.stdout
+    assert "Traceback" not in r.stderr and biggest.digest[:19] in r.stderr
+    assert tags(site_reg) == tags_before  # no tag or manifest became visible at the site
+    assert nas_snapshot(tmp_path / "site" / "nas") == nas_before  # no model version appeared
