@@ -24,6 +24,9 @@ def main() -> None:
       bundle write-media rag-edge-1.0.0.tar /media/usb     parts, runbook, offline installer
     An upgrade that carries only what changed (a delta):
       bundle create bundle.yaml --key keys/release.key --base rag-edge-1.0.0.tar -o rag-edge-1.1.0.tar
+    Publish to a central or depot registry; sites install straight from it (docs/FLEET.md):
+      bundle push rag-edge-1.0.0.tar oci://depot.example:5000/rag/edge:1.0.0
+      bundle pull oci://depot.example:5000/rag/edge:1.0.0 -o rag-edge-1.0.0.tar
     Rotate or revoke the keys sites trust (carry the file to each site):
       bundle trust rotate --keys keys/new.pub --version 2 --sign-with keys/release.key
           --sign-with keys/new.key -o trust-2.dsse.json

@@ -4,6 +4,7 @@
 #   depot: split -> write-media (the "USB stick" is $OUT/media)
 #   site:  verify -> load -> stage -> status -> plan -> approve -> apply -> history -> audit
 #   then:  release 1.0.1 as a delta against 1.0.0, `installer install`, `installer rollback`
+#   fleet: `bundle push` to a depot registry, a second site installs straight from it, `bundle pull`
 # The site is real parts standing in for hardware: a second docker-registry process is the site
 # registry, a directory is the NAS mount, another is k3s's auto-deploy manifests directory.
 
@@ -133,4 +134,27 @@ $BIN/installer rollback --site "$SITE" --operator demo --yes
 step "installer history, and the audit log still verifies"
 $BIN/installer history --site "$SITE"
 $BIN/installer audit verify --site "$SITE"
+
+DEPOT_PORT=$(free_port)
+step "fleet: a depot registry on 127.0.0.1:$DEPOT_PORT; bundle push 1.0.0 and the 1.0.1 delta to it"
+DEPOT=127.0.0.1:$DEPOT_PORT
+start_registry depot "$DEPOT_PORT" "$OUT/depot-registry"
+$BIN/bundle push "$OUT/rag-edge-1.0.0.tar" "oci://$DEPOT/rag/edge:1.0.0"
+$BIN/bundle push "$OUT/rag-edge-1.0.1-delta.tar" "oci://$DEPOT/rag/edge:1.0.1-delta"
+$BIN/bundle push "$OUT/rag-edge-1.0.0.tar" "oci://$DEPOT/rag/edge:1.0.0"   # again: nothing to send
+
+step "fleet: a second site (plant-8, its own registry, NAS and k3s dir) installs 1.0.0 from the depot"
+SITE_B_DIR=$OUT/site-b
+SITE_B=$SITE_B_DIR/site.yaml
+SITE_B_PORT=$(free_port)
+start_registry site-b "$SITE_B_PORT" "$OUT/site-b-registry"
+mkdir -p "$SITE_B_DIR/nas" "$SITE_B_DIR/k3s-manifests"
+sed -e "s#127\.0\.0\.1:$SITE_PORT#127.0.0.1:$SITE_B_PORT#" -e "s#$SITE_DIR/#$SITE_B_DIR/#g" \
+    -e "s#name: plant-7}#name: plant-8}#" "$SITE" > "$SITE_B"
+sed -i "s#$SITE_B_DIR/keys#$SITE_DIR/keys#" "$SITE_B"   # the same trusted key as plant-7
+timed install-from-depot $BIN/installer install "oci://$DEPOT/rag/edge:1.0.0" --site "$SITE_B" --operator demo --yes
+
+step "fleet: bundle pull gives back the very bytes that were pushed"
+$BIN/bundle pull "oci://$DEPOT/rag/edge:1.0.0" -o "$OUT/pulled-1.0.0.tar" --pubkey "$OUT/keys/release.pub"
+cmp "$OUT/rag-edge-1.0.0.tar" "$OUT/pulled-1.0.0.tar" && echo "identical to rag-edge-1.0.0.tar"
 cd "$ROOT"

@@ -11,7 +11,7 @@ source examples/registry.sh
 
 rm -rf "$OUT"; mkdir -p "$OUT"
 SRC_PORT=$(free_port)
-trap 'stop_registry "$OUT/source-registry"; stop_registry "$OUT/site-registry" 2>/dev/null || true' EXIT
+trap 'for r in source site depot site-b; do stop_registry "$OUT/$r-registry" 2>/dev/null || true; done' EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

@@ -29,7 +29,8 @@ from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.verify import VerifiedBundle
 from installer import health
 from installer.approval import check_approval
-from installer.destinations.cluster import ClusterError, Target, open_target
+from installer.destinations.cluster import ClusterError, Target
+from installer.destinations.targets import open_target
 from edgebundle.faults import faultpoint
 from installer.plan import Plan, PlanError, build_plan, check_current, check_drift, check_target, plan_bundle
 from installer.revisions import RevisionStore

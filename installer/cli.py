@@ -26,7 +26,8 @@ def main() -> None:
       installer audit verify --site site.yaml        prove the audit log unedited
       installer prune --site site.yaml --operator NAME   delete what no recent deployment uses
       installer trust update trust-2.dsse.json --site site.yaml   apply a signed key rotation
-    BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part.
+    BUNDLE is a bundle tar, a bundle directory, a delta, a media directory or its first part,
+    or oci://HOST[:PORT]/REPO:TAG (a bundle `bundle push` published to a depot; docs/FLEET.md).
 
     Exit codes: 0 ok, 1 error, 2 usage, 3 changes pending, 4 verification failed,
     130 interrupted (docs/EXIT_CODES.md).

@@ -46,11 +46,18 @@ class SiteModels(Strict):
     nfs: SiteNfs | None = None
 
 
+class SiteOciTarget(Strict):
+    repository: str  # HOST[:PORT]/REPO
+    tag: str | None = None  # default: the site's name
+    plainHTTP: bool = False
+
+
 class SiteCluster(Strict):
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str = DEFAULT_NAMESPACE
     manifestsDir: str | None = None
+    oci: SiteOciTarget | None = None
 
 
 class SiteKeys(Strict):
@@ -78,16 +85,16 @@ class SiteDocument(Strict):
 
 @dataclass(frozen=True)
 class ClusterTarget:
-    """Where manifests go: a cluster by kubeconfig/context, or a k3s auto-deploy directory."""
+    """Where manifests go: a cluster by kubeconfig/context, a k3s auto-deploy directory, or an OCI
+    artifact a GitOps controller (Flux, Argo CD) reconciles (then a kubeconfig only watches health)."""
 
     kubeconfig: Path | None = None
     context: str | None = None
     namespace: str = DEFAULT_NAMESPACE
     manifests_dir: Path | None = None  # k3s: /var/lib/rancher/k3s/server/manifests
-
-    @property
-    def is_k3s_dir(self) -> bool:
-        return self.manifests_dir is not None
+    oci_repository: str | None = None  # HOST[:PORT]/REPO
+    oci_tag: str | None = None
+    oci_plain_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -157,7 +164,13 @@ def load_site(path: Path) -> Site:
     cluster = ClusterTarget(
         kubeconfig=_path(base, cl.kubeconfig) if cl.kubeconfig else None,
         context=cl.context, namespace=cl.namespace,
-        manifests_dir=_path(base, cl.manifestsDir) if cl.manifestsDir else None)
+        manifests_dir=_path(base, cl.manifestsDir) if cl.manifestsDir else None,
+        oci_repository=cl.oci.repository if cl.oci else None,
+        oci_tag=(cl.oci.tag or doc.metadata.name) if cl.oci else None,
+        oci_plain_http=bool(cl.oci and cl.oci.plainHTTP))
+    if cl.oci and cl.manifestsDir:
+        raise UsageError("site file: spec.cluster names both manifestsDir and oci",
+                         hint="a site's manifests go to one place: keep one of them")
     return Site(
         path=path, name=doc.metadata.name, compatible=spec.compatible,
         trust_keys=tuple(_path(base, k) for k in spec.trust.keys),

@@ -209,3 +209,76 @@ def test_tampered_blob_in_the_depot_is_refused_before_the_site_changes(
     assert "Traceback" not in r.stderr and biggest.digest[:19] in r.stderr
     assert tags(site_reg) == tags_before  # no tag or manifest became visible at the site
     assert nas_snapshot(tmp_path / "site" / "nas") == nas_before  # no model version appeared
+
+
+def _artifact(reg: RegistryProcess, repo: str, tag: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The GitOps artifact under ``repo:tag`` read with the registry API alone: manifest, objects."""
+    import gzip
+    import io
+    import tarfile
+
+    import yaml
+
+    status, raw = registry_api(reg, f"{repo}/manifests/{tag}", "application/vnd.oci.image.manifest.v1+json")
+    assert status == 200
+    manifest = json.loads(raw)
+    (layer,) = manifest["layers"]
+    status, blob = registry_api(reg, f"{repo}/blobs/{layer['digest']}")
+    assert status == 200 and hashlib.sha256(blob).hexdigest() == layer["digest"].split(":")[1]
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        (member,) = tar.getmembers()
+        docs = [d for d in yaml.safe_load_all(tar.extractfile(member).read()) if d]  # type: ignore[union-attr]
+    return manifest, docs
+
+
+def _without_revision(obj: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(obj))
+    meta = out.get("metadata") or {}
+    meta.get("annotations", {}).pop("edgebundle.dev/revision", None)
+    if meta.get("annotations") == {}:
+        del meta["annotations"]
+    return out
+
+
+def test_gitops_target_publishes_each_revision_as_a_flux_artifact(
+        bundle_factory: Any, registry_factory: Any, tmp_path: Path) -> None:
+    site_reg, gitops = registry_factory(), registry_factory()
+    v1 = bundle_factory(version="1.0.0", manifests="fitting")
+    v2 = bundle_factory(version="1.1.0", manifests="fitting", models=("tiny-llm", "embedder"))
+    (tmp_path / "nas").mkdir()
+    site = tmp_path / "site.yaml"
+    site.write_text(json.dumps({"apiVersion": "edgebundle/v1", "kind": "Site", "metadata": {"name": "ship-3"},
+                                "spec": {"compatible": "rag-edge/x86_64", "trust": {"keys": [str(v1.pub)]},
+                                         "registry": {"address": site_reg.host, "plainHTTP": True},
+                                         "models": {"root": str(tmp_path / "nas"),
+                                                    "nfs": {"server": "10.0.0.5", "path": "/export/models"}},
+                                         "stateDir": str(tmp_path / "state"),
+                                         "cluster": {"oci": {"repository": f"{gitops.host}/fleet/ship-3"}}}}))
+    env = {"EDGEBUNDLE_OPERATOR": "ana"}
+    assert tags(gitops) == set()
+    r = run_installer("install", v1.path, "--site", site, "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "health not watched" in r.stdout
+
+    def revision(n: int) -> dict[str, Any]:
+        return json.loads((tmp_path / "state" / "revisions" / f"{n}.json").read_text())
+
+    manifest, objects = _artifact(gitops, "fleet/ship-3", "ship-3")  # the tag defaults to the site name
+    assert manifest["config"]["mediaType"] == "application/vnd.cncf.flux.config.v1+json"
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.cncf.flux.content.v1.tar+gzip"
+    assert manifest["annotations"]["org.opencontainers.image.revision"] == "edgebundle-revision-1"
+    assert [_without_revision(o) for o in objects] == [_without_revision(o) for o in revision(1)["objects"]]
+    assert any(f"{site_reg.host}/rag/" in json.dumps(o) and "@sha256:" in json.dumps(o) for o in objects)
+
+    r = run_installer("install", v2.path, "--site", site, "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    _, objects2 = _artifact(gitops, "fleet/ship-3", "ship-3")
+    assert [_without_revision(o) for o in objects2] == [_without_revision(o) for o in revision(2)["objects"]]
+    assert objects2 != objects
+
+    # rollback republishes revision 1's objects as a new revision
+    r = run_installer("rollback", "--site", site, "--yes", env=env)
+    assert r.returncode == 0, r.stderr
+    _, back = _artifact(gitops, "fleet/ship-3", "ship-3")
+    assert [_without_revision(o) for o in back] == [_without_revision(o) for o in revision(1)["objects"]]
+    assert revision(3)["trigger"] == "rollback" and revision(3)["rollbackOf"] == 1

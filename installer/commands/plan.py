@@ -21,7 +21,7 @@ from installer.commands.install_common import (
     progress_enabled,
 )
 from installer.core import open_verified
-from installer.destinations.cluster import open_target
+from installer.destinations.targets import open_target
 from installer.plan import Plan, format_table, plan_bundle
 from installer.site import Site
 from installer.state import StateDir

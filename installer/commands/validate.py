@@ -11,7 +11,7 @@ from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.errors import UsageError
 from installer import audit
 from installer.commands.common import poll_option, site_options, stderr_log, timeout_option
-from installer.destinations.cluster import open_target
+from installer.destinations.targets import open_target
 from installer.revisions import RevisionStore
 from installer.site import Site
 from installer.state import StateDir, atomic_write

@@ -46,7 +46,6 @@ from installer.diff import diff_object, diff_result, dropped_fields
 from edgebundle.faults import faultpoint
 from installer.policy import Node
 from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value, order_rank
-from installer.site import Site
 
 Log = Callable[[str], None]
 #: A live object file bigger than this is not ours; refuse rather than parse it.
@@ -477,57 +476,56 @@ class KubeTarget:
 
 # --- a k3s auto-deploy directory ---------------------------------------------------------------
 
-class K3sDirTarget:
-    """k3s's ``/var/lib/rancher/k3s/server/manifests``: apply = write one file atomically."""
+class DocumentSetTarget:
+    """A target that holds a revision's objects as one document set written whole: a k3s
+    manifests file, or an OCI artifact a GitOps controller reconciles (installer/destinations/gitops.py).
+
+    Nothing there can dry-run, so a preview compares the fields each object sets; applying
+    rewrites the whole set, keeping on each unchanged object the revision that last changed it;
+    an object leaves the cluster by leaving the set. Subclasses say how the set is read and written.
+    """
 
     watches_health = False
-
-    def __init__(self, directory: Path, site_name: str) -> None:
-        self.dir = Path(directory)
-        self.file = self.dir / f"edgebundle-{label_value(site_name) or 'site'}.yaml"
-        self.description = f"k3s manifests directory {self.dir}"
+    description: str
+    #: Name of the drift token: the digest of the set as last read must still match at apply.
+    token: str
 
     def identity(self) -> dict[str, str]:
-        return {"kind": "k3s-manifests-dir", "path": str(self.dir)}
+        raise NotImplementedError
 
-    def _read(self) -> tuple[bytes | None, dict[str, dict[str, Any]]]:
-        if not self.file.exists():
-            return None, {}
-        data = read_bounded(self.file, MAX_JSON_BYTES, "k3s manifests file")
-        if len(data) > MAX_FILE_BYTES:
-            raise ClusterError(f"{self.file} is {len(data)} bytes; not a file edgebundle wrote")
-        try:
-            docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if isinstance(d, dict)]
-        except (UnicodeDecodeError, yaml.YAMLError) as e:
-            raise ClusterError(f"{self.file} is not valid YAML: {e}",
-                               hint="someone edited it; re-plan to overwrite it") from None
-        return data, {ObjectKey.of(d).id: d for d in docs}
+    def _load(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
+        """(digest of the stored set or None when there is none, objects by key id)."""
+        raise NotImplementedError
+
+    def _store(self, objects: list[dict[str, Any]], revision: int, log: Log) -> None:
+        raise NotImplementedError
+
+    def _check_ready(self) -> None:
+        """Refuse before anything is written when the set cannot be stored at all."""
 
     def observe(self, refs: list[dict[str, Any]]) -> Observation:
-        data, live = self._read()
+        digest, live = self._load()
         obs = Observation(live={ObjectKey.of(r).id: live.get(ObjectKey.of(r).id) for r in refs})
-        obs.tokens[f"file:{self.file.name}"] = sha256_bytes(data) if data is not None else None
+        obs.tokens[self.token] = digest
         return obs
 
     def preview(self, obj: dict[str, Any], live: dict[str, Any] | None, previous: dict[str, Any] | None,
                 revision: int, *, replace: bool = False, created_here: frozenset[str] = frozenset()) -> Preview:
-        """A file diff: nothing here can dry-run, so only the fields the object sets are compared."""
+        """A document diff: nothing here can dry-run, so only the fields the object sets are compared."""
         if live is None:
             return Preview("create", [])
         changes = diff_object(obj, live, previous)
         return Preview("update" if changes else "unchanged", changes)
 
     def remove(self, refs: list[dict[str, Any]], log: Log, timeout: float = 120.0) -> list[str]:
-        """k3s removes what the file drops; a failed first write left nothing to remove."""
+        """The controller removes what the set drops; a failed first write left nothing to remove."""
         return []
 
     def apply_revision(self, desired: list[dict[str, Any]], changed: set[str],
                        deletes: list[dict[str, Any]], revision: int, log: Log,
                        replace: frozenset[str] = frozenset()) -> None:
-        if not self.dir.is_dir():
-            raise ClusterError(f"k3s manifests directory {self.dir} does not exist",
-                               hint="run on the k3s server, or fix spec.cluster.manifestsDir")
-        _, live = self._read()
+        self._check_ready()
+        _, live = self._load()
         out = []
         for obj in desired:
             kid = ObjectKey.of(obj).id
@@ -536,12 +534,58 @@ class K3sDirTarget:
             else:  # unchanged: keep the revision that last changed it
                 prev = ((live[kid].get("metadata") or {}).get("annotations") or {}).get(REVISION_ANNOTATION)
                 out.append(annotate_revision(obj, int(prev)) if prev and prev.isdigit() else obj)
-        header = (f"# Written by edgebundle: revision {revision}. Do not edit: k3s applies this file,\n"
-                  "# and any change to it is drift that the next plan refuses.\n")
-        self._write((header + yaml.safe_dump_all(out, sort_keys=True)).encode())
-        log(f"wrote {len(out)} objects to {self.file}")
+        self._store(out, revision, log)
         for r in deletes:
-            log(f"dropped {ObjectKey.of(r)} from {self.file.name} (k3s removes it from the cluster)")
+            log(f"dropped {ObjectKey.of(r)} from {self.description} (the cluster removes it)")
+
+    def nodes(self) -> list[Node] | None:
+        return None
+
+
+def parse_documents(data: bytes, where: str) -> dict[str, dict[str, Any]]:
+    """Objects by key id from a YAML stream edgebundle wrote (a k3s file, a GitOps artifact)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if isinstance(d, dict)]
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ClusterError(f"{where} is not valid YAML: {e}",
+                           hint="someone edited it; re-plan to overwrite it") from None
+    return {ObjectKey.of(d).id: d for d in docs}
+
+
+def render_documents(objects: list[dict[str, Any]], revision: int) -> bytes:
+    header = (f"# Written by edgebundle: revision {revision}. Do not edit: the cluster applies this,\n"
+              "# and any change to it is drift that the next plan refuses.\n")
+    return (header + yaml.safe_dump_all(objects, sort_keys=True)).encode()
+
+
+class K3sDirTarget(DocumentSetTarget):
+    """k3s's ``/var/lib/rancher/k3s/server/manifests``: apply = write one file atomically."""
+
+    def __init__(self, directory: Path, site_name: str) -> None:
+        self.dir = Path(directory)
+        self.file = self.dir / f"edgebundle-{label_value(site_name) or 'site'}.yaml"
+        self.description = f"k3s manifests directory {self.dir}"
+        self.token = f"file:{self.file.name}"
+
+    def identity(self) -> dict[str, str]:
+        return {"kind": "k3s-manifests-dir", "path": str(self.dir)}
+
+    def _load(self) -> tuple[str | None, dict[str, dict[str, Any]]]:
+        if not self.file.exists():
+            return None, {}
+        data = read_bounded(self.file, MAX_JSON_BYTES, "k3s manifests file")
+        if len(data) > MAX_FILE_BYTES:
+            raise ClusterError(f"{self.file} is {len(data)} bytes; not a file edgebundle wrote")
+        return sha256_bytes(data), parse_documents(data, str(self.file))
+
+    def _check_ready(self) -> None:
+        if not self.dir.is_dir():
+            raise ClusterError(f"k3s manifests directory {self.dir} does not exist",
+                               hint="run on the k3s server, or fix spec.cluster.manifestsDir")
+
+    def _store(self, objects: list[dict[str, Any]], revision: int, log: Log) -> None:
+        self._write(render_documents(objects, revision))
+        log(f"wrote {len(objects)} objects to {self.file}")
 
     def _write(self, data: bytes) -> None:
         """Replace the file atomically, in pieces, and sweep temp files of killed earlier runs.
@@ -560,13 +604,3 @@ class K3sDirTarget:
         for stale in self.dir.glob(f".{self.file.name}.tmp-*"):
             stale.unlink(missing_ok=True)  # we hold the site's state lock: no other writer is alive
         fsync_dir(self.dir)
-
-    def nodes(self) -> None:
-        return None
-
-
-def open_target(site: Site, cache_dir: Path) -> Target:
-    """The target the site file names (``cluster.manifestsDir`` wins over a kubeconfig)."""
-    if site.cluster.manifests_dir is not None:
-        return K3sDirTarget(site.cluster.manifests_dir, site.name)
-    return KubeTarget(site.cluster.kubeconfig, site.cluster.context, cache_dir)
