@@ -148,10 +148,10 @@ SITE_B_DIR=$OUT/site-b
 SITE_B=$SITE_B_DIR/site.yaml
 SITE_B_PORT=$(free_port)
 start_registry site-b "$SITE_B_PORT" "$OUT/site-b-registry"
-mkdir -p "$SITE_B_DIR/nas" "$SITE_B_DIR/k3s-manifests"
+mkdir -p "$SITE_B_DIR/nas" "$SITE_B_DIR/k3s-manifests" "$SITE_B_DIR/keys"
+cp "$SITE_DIR/keys/release.pub" "$SITE_B_DIR/keys/"   # the same trusted key as plant-7
 sed -e "s#127\.0\.0\.1:$SITE_PORT#127.0.0.1:$SITE_B_PORT#" -e "s#$SITE_DIR/#$SITE_B_DIR/#g" \
     -e "s#name: plant-7}#name: plant-8}#" "$SITE" > "$SITE_B"
-sed -i "s#$SITE_B_DIR/keys#$SITE_DIR/keys#" "$SITE_B"   # the same trusted key as plant-7
 timed install-from-depot $BIN/installer install "oci://$DEPOT/rag/edge:1.0.0" --site "$SITE_B" --operator demo --yes
 
 step "fleet: bundle pull gives back the very bytes that were pushed"

@@ -18,6 +18,7 @@ import pytest
 from edgebundle.sources import TarSource
 from tests.fixtures.bundles import BUNDLE, BuiltBundle, nas_snapshot, registry_snapshot, run_installer
 from tests.fixtures.registry import RegistryProcess
+from tests.test_plan_apply import rag  # noqa: F401 (the real-cluster fixture the GitOps health test uses)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -183,8 +184,13 @@ def test_depot_to_site_and_an_upgrade_moves_only_new_blobs(
         r = run_installer(step, f"oci://{depot.host}/rag/edge:1.1.0", "--site", site, "--json")
         assert r.returncode == 0, r.stderr
     moved = served_blob_bytes(depot) - served_before
-    print(f"v2 from the depot: {moved} bytes moved; v2's new blobs {new_bytes}; full v2 {v2.root.total_size()}")
+    delta = tmp_path / "v2-delta.tar"
+    r = bundle_cli("create", v2.spec_path, "--key", v2.key, "--base", v1.path, "-o", delta)
+    assert r.returncode == 0, r.stderr
+    print(f"v2 from the depot: {moved} bytes moved; v2's new blobs {new_bytes}; delta v1->v2 "
+          f"{delta.stat().st_size}; full v2 {v2.path.stat().st_size}")
     assert new_bytes * 0.9 <= moved <= new_bytes + 1024 * 1024
+    assert moved <= 2 * delta.stat().st_size  # about what the delta would carry, not the full bundle
     installed = json.loads(run_installer("status", "--site", site, "--json").stdout)["installed"]
     assert [b["version"] for b in installed] == ["1.0.0", "1.1.0"]
 
@@ -282,3 +288,50 @@ def test_gitops_target_publishes_each_revision_as_a_flux_artifact(
     _, back = _artifact(gitops, "fleet/ship-3", "ship-3")
     assert [_without_revision(o) for o in back] == [_without_revision(o) for o in revision(1)["objects"]]
     assert revision(3)["trigger"] == "rollback" and revision(3)["rollbackOf"] == 1
+
+
+def test_gitops_target_with_a_kubeconfig_watches_health_of_what_the_controller_applied(
+        tmp_path: Path, kube_cluster: Any, rag: Any, registry_factory: Any) -> None:
+    """The controller is a stand-in (no Flux here, tests/README.md): a thread that applies each
+    newly tagged artifact to the real API server, as Flux's kustomize-controller would."""
+    import threading
+
+    from tests.test_plan_apply import NS, cli, install_bundle, write_site  # noqa: F811
+
+    gitops = registry_factory()
+    site = write_site(tmp_path, rag, cluster={"kubeconfig": str(tmp_path / "kubeconfig"), "context": "edge",
+                                              "namespace": NS, "oci": {"repository": f"{gitops.host}/gitops/plant-7"}})
+    install_bundle(site, rag.v1)
+    stop = threading.Event()
+    applied: list[str] = []
+
+    def controller() -> None:
+        seen = None
+        while not stop.is_set():
+            status, raw = registry_api(gitops, "gitops/plant-7/manifests/plant-7", "application/vnd.oci.image.manifest.v1+json")
+            if status == 200 and raw != seen:
+                for obj in _artifact(gitops, "gitops/plant-7", "plant-7")[1]:
+                    kube_cluster.resource(obj["apiVersion"], obj["kind"]).server_side_apply(
+                        body=obj, name=obj["metadata"]["name"], namespace=obj["metadata"].get("namespace"),
+                        field_manager="flux-stand-in", force_conflicts=True)
+                    applied.append(obj["metadata"]["name"])
+                seen = raw
+            stop.wait(0.1)
+
+    t = threading.Thread(target=controller, daemon=True)
+    t.start()
+    try:
+        res = cli("plan", rag.v1.path, "--site", site, "-o", tmp_path / "plan.json")
+        assert res.exit_code == 3, res.output
+        assert cli("approve", tmp_path / "plan.json", "--operator", "ana", "--yes").exit_code == 0
+        assert applied == []  # nothing published before the approval
+        res = cli("apply", tmp_path / "plan.json", "--site", site, "--poll-interval", "0.05", "--timeout", "120")
+        assert res.exit_code == 0, res.output
+        assert "healthy" in res.output
+    finally:
+        stop.set()
+        t.join(5)
+    dep = kube_cluster.get("Deployment", NS, "llm-service")
+    assert dep is not None and dep["status"].get("readyReplicas") == dep["spec"]["replicas"]
+    managers = {m["manager"] for m in dep["metadata"]["managedFields"]}
+    assert "flux-stand-in" in managers and "edgebundle" not in managers  # the controller applied it, not us
