@@ -9,7 +9,9 @@
    registry is :data:`PREVIEW_REGISTRY`, exactly as a real site renders them;
 2. when models are staged, a PersistentVolume mounts the model store through the
    ``NFS_SERVER``/``NFS_PATH`` placeholders (the only way the site's NAS gets in);
-3. with ``metadata.kubernetes`` declared, every object is valid for the upstream OpenAPI schema of
+3. no plaintext credential in the manifests or model configs unless ``spec.secrets.allow`` vouches
+   for it, with a reason (bundler/secrets.py);
+4. with ``metadata.kubernetes`` declared, every object is valid for the upstream OpenAPI schema of
    each Kubernetes version in that range (unknown fields, wrong types, unserved apiVersion/kind),
    see bundler/kubeschema.py.
 
@@ -27,7 +29,8 @@ from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.registry import parse_reference
 from edgebundle.root import ImageEntry, ModelEntry, Root
-from bundler.spec import BundleSpec, manifest_files
+from bundler import secrets
+from bundler.spec import BundleSpec, manifest_files, model_files
 
 #: The registry address of the stand-in site the manifests are rendered for.
 PREVIEW_REGISTRY = "site-registry.lint.invalid"
@@ -193,7 +196,19 @@ def lint(spec: BundleSpec, lock: dict[str, Any] | None) -> LintReport:
     _site_rules(spec, lock, docs, report)
     _models_volume(spec, docs, report)
     _kubernetes_schema(spec, docs, report)
+    _secrets(spec, report)
     return report
+
+
+def _secrets(spec: BundleSpec, report: LintReport) -> None:
+    """Plaintext credentials in the manifests and model configs, unless spec.secrets.allow vouches."""
+    models = [(f"{m.name}/{rel}", path) for m in spec.models for rel, path in model_files(m)]
+    for f in secrets.refused(secrets.scan(models, manifests=manifest_files(spec)), spec.secrets_allowed):
+        report.findings.append(Finding(
+            f"{f.file}:{f.line}", f"plaintext credential ({f.detector}, value sha1 {f.hashed[:12]}...)",
+            "let the site provide it (a Secret created there, env valueFrom.secretKeyRef), or, if it may "
+            f"travel, add to spec.secrets.allow: {{file: {f.file}, line: {f.line}, detector: {f.detector}, "
+            "reason: ...}"))
 
 
 def check_deployable(spec: BundleSpec, lock: dict[str, Any] | None) -> LintReport:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bundler.secrets import Allowance
 from edgebundle.documents import Strict, load_yaml_document, validate_document
 from edgebundle.errors import UsageError
 from edgebundle.root import BUNDLE_NAME, MODEL_KINDS, PATH_COMPONENT, canonical_json
@@ -40,10 +41,23 @@ class SpecModel(Strict):
     path: str
 
 
+class SpecSecretAllowance(Strict):
+    file: str
+    detector: str
+    reason: str
+    line: int | None = None
+    sha1: str | None = None
+
+
+class SpecSecrets(Strict):
+    allow: list[SpecSecretAllowance] = []
+
+
 class SpecBody(Strict):
     images: list[SpecImage] | None = None
     models: list[SpecModel] | None = None
     manifests: list[str] | None = None
+    secrets: SpecSecrets | None = None
 
 
 class SpecDocument(Strict):
@@ -80,6 +94,8 @@ class BundleSpec:
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     #: ``metadata.kubernetes``: the Kubernetes versions the manifests must be valid for, or None.
     kubernetes: str | None = None
+    #: ``spec.secrets.allow``: credentials the author vouches may travel (bundler/secrets.py).
+    secrets_allowed: tuple[Allowance, ...] = ()
 
     @property
     def lock_path(self) -> Path:
@@ -170,8 +186,14 @@ def load_spec(path: Path) -> BundleSpec:
             raise UsageError(f"bundle spec: spec.manifests[{i}] {mp} does not exist")
         manifests.append(mp)
 
+    allowed = []
+    for i, a in enumerate(body.secrets.allow if body.secrets else []):
+        if not a.reason.strip():
+            raise UsageError(f"bundle spec: spec.secrets.allow[{i}].reason is empty",
+                             hint="say why this credential may travel to every site (who revoked or scoped it)")
+        allowed.append(Allowance(a.file, a.detector, a.reason, a.line, a.sha1))
     return BundleSpec(path, meta.name, meta.version, meta.compatible, meta.description,
-                      tuple(images), tuple(models), tuple(manifests), data, meta.kubernetes)
+                      tuple(images), tuple(models), tuple(manifests), data, meta.kubernetes, tuple(allowed))
 
 
 def manifest_files(spec: BundleSpec) -> list[tuple[str, Path]]:
