@@ -38,10 +38,9 @@ from edgebundle.digest import (
     sha256_bytes,
 )
 from edgebundle.errors import UsageError, VerificationError
-from edgebundle.remote import RegistrySource, is_remote
 from edgebundle.root import canonical_json, load_json_bounded
 from edgebundle.signing import Envelope, TrustStore, parse_envelope
-from edgebundle.sources import BundleSource, DirectorySource, SizedReader, TarSource
+from edgebundle.sources import BundleSource, DirectorySource, SizedReader, TarSource, is_remote
 from edgebundle.verify import read_root_envelope
 
 PARTS_TYPE = "edgebundle.parts"
@@ -450,6 +449,8 @@ def open_source(location: Path | str) -> BundleSource:
     """The right source for what the user pointed at: a bundle dir, a tar, media/parts, or
     ``oci://HOST/REPO:TAG`` (a bundle in a registry, edgebundle/remote.py)."""
     if is_remote(location):
+        from edgebundle.remote import RegistrySource  # the HTTP stack loads only for registry locations
+
         return RegistrySource(str(location))
     path = Path(location)
     if not path.exists():

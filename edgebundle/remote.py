@@ -37,9 +37,9 @@ from edgebundle import mediatypes as mt
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError
 from edgebundle.registry import MAX_MANIFEST_BYTES, ImageRef, Registry, parse_reference
-from edgebundle.sources import BundleSource, SourceError
+from edgebundle.sources import REMOTE_SCHEME, BundleSource, SourceError, is_remote
 
-SCHEME = "oci://"
+SCHEME = REMOTE_SCHEME
 #: ``artifactType`` of a bundle manifest.
 BUNDLE_ARTIFACT = "application/vnd.edgebundle.bundle.v1"
 #: Layer media types of the three small members (blobs are ``application/octet-stream``).
@@ -51,11 +51,6 @@ TITLE = "org.opencontainers.image.title"
 EMPTY_CONFIG = b"{}"
 #: The most members a bundle manifest may list (its 4 MiB bound holds about 15,000).
 MAX_LAYERS = 10_000
-
-
-def is_remote(location: object) -> bool:
-    """Whether a bundle location names a registry (``oci://...``) rather than a file."""
-    return isinstance(location, str) and location.startswith(SCHEME)
 
 
 def parse_location(location: str) -> ImageRef:

@@ -1,4 +1,5 @@
-"""Where bundle bytes come from: a directory, a tar file, or (edgebundle/parts.py) split parts.
+"""Where bundle bytes come from: a directory, a tar file, split parts (edgebundle/parts.py) or a
+registry (edgebundle/remote.py).
 
 A :class:`BundleSource` lists its members and opens each as a stream; it never extracts and
 never writes. Sources check structure only (safe names, regular files, no duplicates, sizes
@@ -26,6 +27,15 @@ from edgebundle.errors import VerificationError
 
 if TYPE_CHECKING:
     from edgebundle.signing import TrustStore
+
+
+#: A bundle location in a registry (edgebundle/remote.py) rather than a path.
+REMOTE_SCHEME = "oci://"
+
+
+def is_remote(location: object) -> bool:
+    """Whether a bundle location names a registry (``oci://...``) rather than a file."""
+    return isinstance(location, str) and location.startswith(REMOTE_SCHEME)
 
 
 class SourceError(VerificationError):
