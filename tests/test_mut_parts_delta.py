@@ -1,0 +1,273 @@
+"""Split parts and delta installs: the behaviour ``make mutation`` found no test guarding.
+
+Each test here asserts something an operator relies on and that a mutant of ``bundler/parts.py``
+or ``installer/delta_source.py`` got past (docs/mutation-notes/parts.md and delta.md list the
+mutants that remain, and why they are equivalent):
+
+- a hostile part index is refused naming the field that is wrong (``parts[1].offset``,
+  ``bundle.file``, ...), at the exact bounds the format allows, and a damaged part is named with
+  the byte range of the bundle it holds;
+- the parts are hashed once per source, and a cheap (content-free) check does not hash them;
+- a delta whose base is not installed is refused with a message listing what the site has
+  installed; one whose base inputs are gone lists them (the first eight, then a count);
+- a delta install counts as its full target for the next delta, byte for byte the root a full
+  build of the same spec gives.
+
+Expected values are written out or computed here (``hashlib``, file sizes), never with the
+product's own helpers. The small bundles come from tests/test_trust_core.py (built once per process).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.fixtures.digests import sha256_file, sha256_of
+from tests.test_trust_core import (  # noqa: F401  (the fixtures are used by name)
+    EXIT_VERIFY,
+    ROOT,
+    Bundles,
+    DeltaCase,
+    bundles,
+    canonical,
+    delta_case,
+    installer,
+    split,
+    tree,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+D = "sha256:" + "ab" * 32  # a well-formed digest for documents that are never hashed
+
+
+# --- the part index: each refusal names its field -------------------------------------------------
+
+def index_doc(sizes: tuple[int, ...] = (4096, 4096, 1808), part_size: int = 4096,
+              bundle_file: str = "rag-edge-1.2.0.tar") -> dict[str, Any]:
+    """A part index written out by hand (not with the product's PartIndex)."""
+    parts, offset = [], 0
+    for i, size in enumerate(sizes):
+        parts.append({"file": f"{bundle_file}.part{i:03d}", "offset": offset, "size": size,
+                      "digest": f"sha256:{i:064x}"})
+        offset += size
+    return {"_type": "edgebundle.parts", "specVersion": 1,
+            "bundle": {"name": "rag-edge", "version": "1.2.0", "root": "sha256:" + "11" * 32,
+                       "file": bundle_file},
+            "size": offset, "digest": "sha256:" + "22" * 32, "partSize": part_size, "parts": parts}
+
+
+def parse(doc: dict[str, Any] | bytes) -> Any:
+    from bundler.parts import parse_part_index
+
+    return parse_part_index(doc if isinstance(doc, bytes) else canonical(doc))
+
+
+def refusal(doc: dict[str, Any] | bytes) -> str:
+    from bundler.errors import VerificationError
+
+    with pytest.raises(VerificationError) as e:
+        parse(doc)
+    return e.value.message
+
+
+def _del(doc: dict[str, Any], *path: Any) -> None:
+    for k in path[:-1]:
+        doc = doc[k]
+    del doc[path[-1]]
+
+
+def _set(doc: dict[str, Any], value: Any, *path: Any) -> None:
+    for k in path[:-1]:
+        doc = doc[k]
+    doc[path[-1]] = value
+
+
+FIELD_REFUSALS: list[tuple[str, Any, tuple[Any, ...], str]] = [
+    # (case, value or "DEL", path, what the message must name)
+    ("bundle-missing", "DEL", ("bundle",), "index lacks 'bundle'"),
+    ("bundle-a-list", [], ("bundle",), "index.bundle has the wrong type or range"),
+    ("bundle-file-missing", "DEL", ("bundle", "file"), "bundle lacks 'file'"),
+    ("bundle-file-a-number", 5, ("bundle", "file"), "bundle.file has the wrong type or range"),
+    ("bundle-root-a-number", 5, ("bundle", "root"), "bundle.root has the wrong type or range"),
+    ("bundle-name-a-number", 5, ("bundle", "name"), "bundle.name has the wrong type or range"),
+    ("bundle-version-missing", "DEL", ("bundle", "version"), "bundle lacks 'version'"),
+    ("bundle-version-a-number", 1.2, ("bundle", "version"), "bundle.version has the wrong type or range"),
+    ("digest-a-number", 5, ("digest",), "index.digest has the wrong type or range"),
+    ("size-a-string", "9999", ("size",), "index.size has the wrong type or range"),
+    ("partSize-a-string", "4096", ("partSize",), "index.partSize has the wrong type or range"),
+    ("partSize-negative", -4096, ("partSize",), "index.partSize has the wrong type or range"),
+    ("parts-an-object", {}, ("parts",), "index.parts has the wrong type or range"),
+    ("part-file-a-number", 5, ("parts", 1, "file"), "parts[1].file has the wrong type or range"),
+    ("part-offset-a-string", "4096", ("parts", 1, "offset"), "parts[1].offset has the wrong type or range"),
+    ("part-offset-missing", "DEL", ("parts", 1, "offset"), "parts[1] lacks 'offset'"),
+    ("part-size-a-string", "4096", ("parts", 1, "size"), "parts[1].size has the wrong type or range"),
+    ("part-digest-a-number", 5, ("parts", 1, "digest"), "parts[1].digest has the wrong type or range"),
+    # JSON false is 0 in Python, and parts[0] starts at 0: only the type check refuses it
+    ("part-offset-false", False, ("parts", 0, "offset"), "parts[0].offset has the wrong type or range"),
+    ("part-offset-negative", -1, ("parts", 0, "offset"), "parts[0].offset has the wrong type or range"),
+]
+
+
+@pytest.mark.parametrize(("value", "path", "named"), [c[1:] for c in FIELD_REFUSALS],
+                         ids=[c[0] for c in FIELD_REFUSALS])
+def test_a_hostile_part_index_names_the_field(value: Any, path: tuple[Any, ...], named: str) -> None:
+    doc = index_doc()
+    if value == "DEL":
+        _del(doc, *path)
+    else:
+        _set(doc, value, *path)
+    assert refusal(doc) == f"part index: {named}"
+
+
+def test_a_part_index_accepts_exactly_the_bounds_of_the_format() -> None:
+    """2^50 bytes, 1000 parts, 1-byte parts and a 201-character mixed-case tar stem are all valid."""
+    big = 1 << 50
+    idx = parse(index_doc((big,), part_size=big))
+    assert (idx.size, idx.part_size, idx.parts[0].size) == (big, big, big)
+    assert refusal(index_doc((big + 1,), part_size=big + 1)) == "part index: index.size has the wrong type or range"
+
+    assert len(parse(index_doc((1,) * 1000, part_size=1)).parts) == 1000
+    assert refusal(index_doc((1,) * 1001, part_size=1)) == "part index lists 1001 parts (1 to 1000 allowed)"
+    assert parse(index_doc((1,), part_size=4096)).size == 1
+
+    for name in ("RAG-Edge-1.2.0+b7.tar", "A" + "b" * 200 + ".tar"):
+        idx = parse(index_doc(bundle_file=name))
+        assert idx.bundle_file == name and idx.parts[2].file == name + ".part002"
+    assert "is not a safe .tar name" in refusal(index_doc(bundle_file="A" + "b" * 201 + ".tar"))
+
+
+def test_an_empty_part_is_refused_even_when_the_offsets_agree() -> None:
+    """part001 of 0 bytes with part002 starting where it would end: still refused, naming parts[1]."""
+    doc = index_doc((4096, 0, 1808))
+    assert [p["offset"] for p in doc["parts"]] == [0, 4096, 4096]
+    assert refusal(doc) == "part index: parts[1] (rag-edge-1.2.0.tar.part001) has a bad offset, size or digest"
+
+
+def test_a_part_index_keeps_the_signed_tar_digest() -> None:
+    """The whole tar's digest is carried as written (the verifier compares the joined parts with it)."""
+    doc = index_doc()
+    assert parse(doc).digest == "sha256:" + "22" * 32
+
+
+def test_an_oversized_or_broken_part_index_is_refused_as_the_part_index() -> None:
+    doc = canonical(index_doc())
+    padded = doc + b" " * (1024 * 1024 + 1 - len(doc))  # valid JSON, one byte over 1 MiB
+    assert refusal(padded) == "part index is 1048577 bytes, over the 1048576-byte limit"
+    assert refusal(doc[:-1]).startswith("part index is not valid JSON")
+
+
+# --- a split bundle on media ---------------------------------------------------------------------
+
+def _trust(bundles: Bundles) -> Any:
+    from bundler.signing import TrustStore
+
+    pub = serialization.load_pem_public_key(bundles.world.keys["release"].pub.read_bytes())
+    return TrustStore([pub])  # type: ignore[list-item]
+
+
+def _part_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if ".tar.part" in p.name)
+
+
+@pytest.fixture
+def parts(bundles: Bundles, tmp_path: Path) -> Path:
+    return split(bundles, bundles.v100, tmp_path / "parts", "release")
+
+
+def _source(parts: Path) -> Any:
+    from bundler.parts import PartsSource
+
+    [index] = parts.glob("*.parts.json")
+    return PartsSource(index)
+
+
+def _corrupt_middle(parts: Path) -> tuple[Path, int, int]:
+    """Flip one byte in the second part: (that part, its first and last byte in the bundle)."""
+    files = _part_files(parts)
+    assert len(files) >= 2, files
+    victim = files[1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3] ^= 0x20
+    victim.write_bytes(bytes(data))
+    first = files[0].stat().st_size
+    return victim, first, first + victim.stat().st_size - 1
+
+
+class Counter:
+    """A progress sink like bundler.progress.Progress: a total and a running count."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.seen = total, 0
+
+    def __call__(self, n: int) -> None:
+        self.seen += n
+
+
+def test_check_parts_hashes_by_default_and_names_the_byte_range(bundles: Bundles, parts: Path) -> None:
+    from bundler.parts import CorruptPartError
+
+    victim, first, last = _corrupt_middle(parts)
+    for check in ("check_parts", "precheck"):
+        with pytest.raises(CorruptPartError) as e:
+            getattr(_source(parts), check)(_trust(bundles))
+        assert (e.value.part, e.value.first_byte, e.value.last_byte) == (victim.name, first, last)
+        assert f"part {victim.name} (bytes {first}\u2013{last} of the bundle) is corrupt" in e.value.message
+
+
+def test_the_cheap_precheck_reads_no_part_and_the_full_one_hashes_each_once(bundles: Bundles, parts: Path) -> None:
+    total = sum(p.stat().st_size for p in _part_files(parts))
+    src = _source(parts)
+    cheap = Counter(1000)
+    src.precheck(_trust(bundles), cheap, content=False)
+    assert (cheap.seen, cheap.total) == (0, 1000), "content=False: signature, presence and sizes only"
+
+    full = Counter(1000)
+    src.precheck(_trust(bundles), full)
+    assert (full.seen, full.total) == (total, 1000 + total), "the bar grows by the parts it hashes"
+    src.precheck(_trust(bundles), full)
+    assert (full.seen, full.total) == (total, 1000 + total), "a second precheck of the same source is free"
+
+    unsized = Counter(None)
+    _source(parts).precheck(_trust(bundles), unsized)
+    assert (unsized.seen, unsized.total) == (total, None)
+
+
+def test_a_cheap_check_first_does_not_excuse_the_hashing_pass(bundles: Bundles, parts: Path) -> None:
+    from bundler.parts import CorruptPartError
+
+    victim, _, _ = _corrupt_middle(parts)
+    src = _source(parts)
+    src.precheck(_trust(bundles), content=False)  # same sizes: passes
+    with pytest.raises(CorruptPartError) as e:
+        src.precheck(_trust(bundles))
+    assert e.value.part == victim.name
+
+
+def test_a_part_index_that_is_not_a_small_regular_file_is_refused(bundles: Bundles, parts: Path) -> None:
+    from bundler.parts import PartIndexError, PartsSource
+
+    [index] = parts.glob("*.parts.json")
+    data = index.read_bytes()
+    index.unlink()
+    index.mkdir()
+    with pytest.raises(PartIndexError) as e:
+        PartsSource(index)
+    assert e.value.message.startswith(f"part index {index} is a directory"), e.value.message
+    index.rmdir()
+    index.write_bytes(data + b" " * (8 * 1024 * 1024))
+    with pytest.raises(PartIndexError) as e:
+        PartsSource(index)
+    assert e.value.message.startswith(f"part index {index} is over the "), e.value.message
+
+
+def test_the_source_says_how_many_parts_it_reads(parts: Path) -> None:
+    n = len(_part_files(parts))
+    assert _source(parts).description == f"tiny-1.0.0.tar in {n} part(s) in {parts}"
