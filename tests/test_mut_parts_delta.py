@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
+import re
+import shutil
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,21 @@ from cryptography.hazmat.primitives import serialization
 
 from tests.fixtures.digests import sha256_file, sha256_of
 from tests.test_trust_core import (  # noqa: F401  (the fixtures are used by name)
+    _BUILT,
     EXIT_VERIFY,
     ROOT,
     Bundles,
     DeltaCase,
+    World,
+    _tok_spec,
+    _tokenizers,
+    bundle,
     bundles,
     canonical,
     delta_case,
+    envelope_payload,
     installer,
+    resign,
     split,
     tree,
 )
@@ -271,3 +280,134 @@ def test_a_part_index_that_is_not_a_small_regular_file_is_refused(bundles: Bundl
 def test_the_source_says_how_many_parts_it_reads(parts: Path) -> None:
     n = len(_part_files(parts))
     assert _source(parts).description == f"tiny-1.0.0.tar in {n} part(s) in {parts}"
+
+
+# --- deltas: what the site has, and what a delta install leaves behind ----------------------------
+
+def root_payload(bundle_path: Path) -> bytes:
+    """The signed root document of a bundle directory or tar, read with json/tarfile/base64 here."""
+    if bundle_path.is_dir():
+        envelope = (bundle_path / ROOT).read_bytes()
+    else:
+        with tarfile.open(bundle_path) as t:
+            member = t.extractfile(ROOT)
+            assert member is not None
+            envelope = member.read()
+    return base64.b64decode(json.loads(envelope)["payload"])
+
+
+def root_digest(bundle_path: Path) -> str:
+    return sha256_of(root_payload(bundle_path))
+
+
+def install(bundle_path: Path, site: Path) -> None:
+    """``load`` then ``stage``: the site records the bundle as installed."""
+    for verb in ("load", "stage"):
+        r = installer(verb, bundle_path, "--site", site)
+        assert r.exit_code == 0, r.output
+
+
+def error_line(stderr: str) -> str:
+    """The error message of a refusal (the line before the hint)."""
+    [line] = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    return line
+
+
+def named_bundle(w: World, name: str, version: str) -> Path:
+    """A small bundle named ``name`` (World.spec names every bundle ``tiny``)."""
+    spec = w.spec(f"{name}-{version}", version)
+    doc = json.loads(spec.read_text())
+    doc["metadata"]["name"] = name
+    spec.write_text(json.dumps(doc))
+    r = bundle("lock", spec)
+    assert r.exit_code == 0, r.output
+    return w.build(spec, f"{name}-{version}", "release")
+
+
+def test_a_delta_whose_base_is_not_installed_lists_what_the_site_has(
+        bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
+    """Bundles of other names installed: the refusal lists the three most recent, with their roots."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    r = installer("verify", delta_case.delta, "--site", site)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    base = root_digest(delta_case.base)
+    assert error_line(r.stderr).endswith(f"applies to base tiny 1.1.0 (root {base}), which this site has not "
+                                         "installed (installed: nothing)"), r.stderr
+    if "named" not in _BUILT:
+        _BUILT["named"] = [named_bundle(w, n, "1.0.0") for n in ("alpha", "beta", "gamma", "omega")]
+    for b in _BUILT["named"]:
+        install(b, site)
+    r = installer("verify", delta_case.delta, "--site", site)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    have = ", ".join(f"{n} 1.0.0 (root {root_digest(b)})" for n, b in zip(("beta", "gamma", "omega"),
+                                                                          _BUILT["named"][1:]))
+    assert error_line(r.stderr).endswith(f"(installed: {have})"), r.stderr
+
+
+def _many_files(w: World) -> dict[str, Path]:
+    """Model ``files``: ten .bin files of distinct sizes; the target adds g.bin, an edit of f05.bin."""
+    if "many" not in _BUILT:
+        rnd = random.Random(21)
+        base, target = w.base / "many" / "base", w.base / "many" / "target"
+        base.mkdir(parents=True)
+        for i in range(10):
+            (base / f"f{i:02d}.bin").write_bytes(rnd.randbytes(3000 + 211 * i))
+        shutil.copytree(base, target)
+        g = bytearray((base / "f05.bin").read_bytes())
+        g[100:108] = b"g-edited"
+        (target / "g.bin").write_bytes(bytes(g))
+        specs = {label: w.spec(f"many-{label}", version, models=[
+            {"name": "files", "kind": "index", "version": mv, "path": str(d)}])
+            for label, version, mv, d in (("base", "2.0.0", "1.0", base), ("target", "2.1.0", "1.1", target))}
+        full = w.build(specs["base"], "many-base.tar", "release")
+        _BUILT["many"] = {"base": full, "delta": w.build(specs["target"], "many-delta", "release",
+                                                         extra=("--base", full)), "files": base}
+    return _BUILT["many"]  # type: ignore[no-any-return]
+
+
+def test_a_delta_lists_the_base_inputs_the_site_lacks(bundles: Bundles, tmp_path: Path) -> None:
+    """Up to eight inputs are named, then a count; a changed file is named with both digests."""
+    w = bundles.world
+    many = _many_files(w)
+    site = w.site(tmp_path / "s")
+    install(many["base"], site)
+    staged = tmp_path / "s" / "nas" / "indices" / "files" / "1.0"
+    originals = {p.name: p.read_bytes() for p in sorted(staged.glob("f*.bin"))}
+    assert len(originals) == 10
+
+    def refusal() -> str:
+        before = tree(tmp_path / "s" / "nas")
+        r = installer("stage", many["delta"], "--site", site)
+        assert r.exit_code == EXIT_VERIFY, r.output
+        assert tree(tmp_path / "s" / "nas") == before
+        return error_line(r.stderr)
+
+    victim = staged / "f03.bin"
+    changed = bytearray(originals["f03.bin"])
+    changed[7] ^= 1
+    victim.write_bytes(bytes(changed))
+    msg = refusal()
+    assert msg.endswith(f"lacks 1 of its inputs: model file {victim} (content changed: "
+                        f"{sha256_of(bytes(changed))}, expected {sha256_of(originals['f03.bin'])})"), msg
+    assert "rebuilds from base tiny 2.0.0" in msg
+
+    for name in sorted(originals)[:8]:
+        (staged / name).unlink(missing_ok=True)
+    msg = refusal()
+    gone = [f"model file {staged / n} (missing)" for n in sorted(originals)[:8]]
+    assert "lacks 8 of its inputs: " in msg and msg.endswith("(missing)"), msg
+    assert sorted(msg.split("inputs: ", 1)[1].split("; ")) == gone
+
+    for name in sorted(originals):
+        (staged / name).unlink(missing_ok=True)
+    msg = refusal()
+    assert "lacks 10 of its inputs: " in msg and msg.endswith("(missing) and 2 more"), msg
+    assert msg.count("(missing)") == 8
+
+    for name, data in originals.items():
+        (staged / name).write_bytes(data)
+    r = installer("stage", many["delta"], "--site", site)
+    assert r.exit_code == 0, r.output
+    assert sha256_file(tmp_path / "s" / "nas" / "indices" / "files" / "1.1" / "g.bin")[0] == \
+        sha256_of(originals["f05.bin"][:100] + b"g-edited" + originals["f05.bin"][108:])
