@@ -411,3 +411,103 @@ def test_a_delta_lists_the_base_inputs_the_site_lacks(bundles: Bundles, tmp_path
     assert r.exit_code == 0, r.output
     assert sha256_file(tmp_path / "s" / "nas" / "indices" / "files" / "1.1" / "g.bin")[0] == \
         sha256_of(originals["f05.bin"][:100] + b"g-edited" + originals["f05.bin"][108:])
+
+
+def _chain(w: World, delta_case: DeltaCase) -> dict[str, Path]:
+    """tiny 1.2.0 built full (the same spec as delta_case's delta), and 1.3.0 as a delta against it."""
+    if "chain" not in _BUILT:
+        same = w.base / "specs" / "tok-good-1.2.0" / "bundle.yaml"  # delta_case's target spec
+        full = w.build(same if same.exists() else _tok_spec(w, "good", "1.2.0"), "tok-full-1.2.0.tar", "release")
+        spec = w.spec("tok-next-1.3.0", "1.3.0", models=[
+            {"name": "tok", "kind": "embedding", "version": "1.3", "path": str(_tokenizers(w)["evil"])}])
+        _BUILT["chain"] = {"full": full,
+                           "next": w.build(spec, "tok-next-delta", "release", extra=("--base", full))}
+    return _BUILT["chain"]  # type: ignore[no-any-return]
+
+
+def test_a_delta_install_counts_as_its_full_target_for_the_next_delta(
+        bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
+    """Base, then the 1.2.0 delta: the site records 1.2.0's full root, so a delta built against the
+    full 1.2.0 bundle installs; the delta's own signed root is kept beside the full one."""
+    w = bundles.world
+    chain = _chain(w, delta_case)
+    site = w.site(tmp_path / "s")
+    state = tmp_path / "s" / "state"
+    install(delta_case.base, site)
+    r = installer("stage", chain["next"], "--site", site)  # 1.3.0's base (1.2.0) is not there yet
+    assert r.exit_code == EXIT_VERIFY, r.output
+    install(delta_case.delta, site)
+
+    full = root_digest(chain["full"])
+    assert root_digest(chain["full"]) != root_digest(delta_case.delta)
+    entries = json.loads((state / "installed.json").read_text())["bundles"]
+    assert [(e["version"], e["root"]) for e in entries] == [("1.1.0", root_digest(delta_case.base)),
+                                                            ("1.2.0", full)]
+    kept = state / "bundles" / full.split(":")[1]
+    assert sha256_file(kept / "root.json")[0] == full
+    assert (kept / "delta-root.json").read_bytes() == root_payload(delta_case.delta)
+
+    install(chain["next"], site)
+    staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.3" / "tokenizer.json"
+    assert sha256_file(staged) == sha256_file(_tokenizers(w)["evil"] / "tokenizer.json")
+    assert json.loads((state / "installed.json").read_text())["bundles"][-1]["version"] == "1.3.0"
+
+
+def test_a_record_naming_a_delta_root_counts_as_its_full_target(
+        bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
+    """An installed.json entry that names the delta's own root (whose signed root the state keeps)
+    is the delta's full target; a stored root that no longer parses is skipped, not a crash."""
+    from bundler.root import BaseRef
+    from installer.delta_source import find_base_record
+    from installer.state import StateDir
+
+    w = bundles.world
+    chain = _chain(w, delta_case)
+    site = w.site(tmp_path / "s")
+    state = tmp_path / "s" / "state"
+    install(delta_case.base, site)
+    install(delta_case.delta, site)
+    delta_root, full = root_digest(delta_case.delta), root_digest(chain["full"])
+    assert (state / "bundles" / delta_root.split(":")[1] / "root.json").read_bytes() == root_payload(delta_case.delta)
+    doc = json.loads((state / "installed.json").read_text())
+    doc["bundles"][-1]["root"] = delta_root
+    (state / "installed.json").write_text(json.dumps(doc))
+
+    want = BaseRef("tiny", "1.2.0", full)
+    found = find_base_record(StateDir(state), want)
+    assert found is not None and found["root"] == delta_root
+    (state / "bundles" / delta_root.split(":")[1] / "root.json").write_text("{not a root")
+    assert find_base_record(StateDir(state), want) is None
+    base = BaseRef("tiny", "1.1.0", root_digest(delta_case.base))
+    found = find_base_record(StateDir(state), base)  # found past the damaged newer record
+    assert found is not None and found["version"] == "1.1.0"
+
+
+def _relabel_zstd(src: Path, dst: Path, key: Path) -> None:
+    """``src`` with its patched layer's zstd label set to a version no libzstd has, re-signed."""
+    shutil.copytree(src, dst)
+    root = json.loads(root_payload(dst))
+    [entry] = [e for e in root["delta"]["rebuild"].values() if e.get("patch")]
+    assert entry["zstd"], entry
+    entry["zstd"] = "0.0.1"
+    resign(dst, root, key)
+
+
+def test_a_delta_built_with_another_libzstd_is_rebuilt_before_anything_is_staged(
+        bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
+    """The site cannot trust its zstd to re-encode the layer as the builder's did, so ``installer
+    verify`` rebuilds that layer and checks it: the doctored patch is refused before any stage."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    install(delta_case.base, site)
+    good, evil = tmp_path / "good", tmp_path / "evil"
+    _relabel_zstd(delta_case.delta, good, w.keys["release"].key)
+    _relabel_zstd(delta_case.doctored, evil, w.keys["release"].key)
+    r = installer("verify", good, "--site", site)
+    assert r.exit_code == 0, r.output  # this zstd does reproduce the layer
+    before = tree(tmp_path / "s" / "nas")
+    r = installer("verify", evil, "--site", site)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    msg = error_line(r.stderr)
+    assert "delta tiny 1.2.0 cannot be rebuilt at this site: " in msg and "tokenizer.json" in msg, msg
+    assert tree(tmp_path / "s" / "nas") == before
