@@ -511,3 +511,42 @@ def test_a_delta_built_with_another_libzstd_is_rebuilt_before_anything_is_staged
     msg = error_line(r.stderr)
     assert "delta tiny 1.2.0 cannot be rebuilt at this site: " in msg and "tokenizer.json" in msg, msg
     assert tree(tmp_path / "s" / "nas") == before
+
+
+# --- deltas that rebuild from the site registry (the real docker-registry) -------------------------
+
+from tests.fixtures.bundles import bundle_world  # noqa: E402,F401  (fixtures, used by name)
+from tests.test_delta_scenarios import base_release, make_site, releases, s2_delta  # noqa: E402,F401
+
+
+def _delete(url: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10) as resp:
+        assert resp.status == 202, resp.status
+
+
+def test_a_delta_names_the_registry_blob_and_manifest_the_site_lacks(base_release: Any, s2_delta: Any,
+                                                                     make_site: Any) -> None:
+    """The site registry (plain HTTP, as the site file says) is asked for each base input by
+    repository and digest: a deleted layer is named as a blob, a deleted image as a manifest."""
+    from installer.delta_source import BaseMissingError
+
+    site = make_site("registry-inputs")
+    site.install(base_release.full)
+    inputs = [e["from"] for e in s2_delta.root.delta["rebuild"].values() if "registry" in e.get("from", {}).get("at", {})]
+    by_endpoint = {at["registry"]["endpoint"]: (at["registry"]["repository"], src["digest"])
+                   for src in inputs for at in [src["at"]]}
+    assert set(by_endpoint) == {"blobs", "manifests"}, by_endpoint
+    (blob_repo, blob), (man_repo, manifest) = by_endpoint["blobs"], by_endpoint["manifests"]
+    host = site.registry.host
+    _delete(f"http://{host}/v2/{blob_repo}/blobs/{blob}")
+    _delete(f"http://{host}/v2/{man_repo}/manifests/{manifest}")
+    before = site.snapshot()
+    with pytest.raises(BaseMissingError) as e:
+        site.install(s2_delta.output)
+    msg = e.value.message
+    assert msg.startswith("delta rag-edge 1.2.0 rebuilds from base rag-edge 1.0.0"), msg
+    listed = sorted(msg.split("lacks 2 of its inputs: ", 1)[1].split("; "))
+    assert listed == sorted([f"blob {host}/{blob_repo}@{blob}", f"manifest {host}/{man_repo}@{manifest}"]), msg
+    assert site.snapshot() == before
