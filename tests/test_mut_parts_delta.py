@@ -282,6 +282,40 @@ def test_the_source_says_how_many_parts_it_reads(parts: Path) -> None:
     assert _source(parts).description == f"tiny-1.0.0.tar in {n} part(s) in {parts}"
 
 
+def test_a_part_index_that_is_not_an_envelope_is_named(parts: Path) -> None:
+    from bundler.parts import PartIndexError, PartsSource
+
+    [index] = parts.glob("*.parts.json")
+    index.write_text('{"parts": []}')
+    with pytest.raises(PartIndexError) as e:
+        PartsSource(index)
+    assert e.value.message == f"part index {index.name} is not a DSSE envelope (payload, payloadType, signatures)"
+
+
+def test_a_damaged_root_inside_the_parts_is_named_by_the_cheap_check(bundles: Bundles, parts: Path) -> None:
+    """Same size, so presence and sizes pass; the root envelope read from the joined parts is named."""
+    from bundler.errors import VerificationError
+
+    first = _part_files(parts)[0]
+    data = first.read_bytes()
+    assert data.count(b'"payloadType"') == 1
+    first.write_bytes(data.replace(b'"payloadType"', b'"payloadTypX"'))
+    with pytest.raises(VerificationError) as e:
+        _source(parts).precheck(_trust(bundles), content=False)
+    assert e.value.message == ("edgebundle/root.dsse.json is not a DSSE envelope "
+                               "(payload, payloadType, signatures)"), e.value.message
+
+
+def test_write_media_copies_the_signed_index_byte_for_byte(parts: Path, tmp_path: Path) -> None:
+    [index] = parts.glob("*.parts.json")
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    r = bundle("write-media", parts, usb, "--no-wheels")
+    assert r.exit_code == 0, r.output
+    assert (usb / index.name).read_bytes() == index.read_bytes()
+    for p in _part_files(parts):
+        assert sha256_file(usb / p.name) == sha256_file(p)
+
 # --- deltas: what the site has, and what a delta install leaves behind ----------------------------
 
 def root_payload(bundle_path: Path) -> bytes:
