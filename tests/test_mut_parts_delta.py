@@ -379,14 +379,19 @@ def test_a_delta_whose_base_is_not_installed_lists_what_the_site_has(
     assert error_line(r.stderr).endswith(f"(installed: {have})"), r.stderr
 
 
+NOTES = "a compressible file, stored tar+zstd, unchanged between the releases\n" * 400
+
+
 def _many_files(w: World) -> dict[str, Path]:
-    """Model ``files``: ten .bin files of distinct sizes; the target adds g.bin, an edit of f05.bin."""
+    """Model ``files``: ten .bin files of distinct sizes and a text file (stored ``tar+zstd``, so the
+    site re-encodes it from the NAS copy); the target adds g.bin, an edit of f05.bin."""
     if "many" not in _BUILT:
         rnd = random.Random(21)
         base, target = w.base / "many" / "base", w.base / "many" / "target"
         base.mkdir(parents=True)
         for i in range(10):
             (base / f"f{i:02d}.bin").write_bytes(rnd.randbytes(3000 + 211 * i))
+        (base / "notes.txt").write_text(NOTES)
         shutil.copytree(base, target)
         g = bytearray((base / "f05.bin").read_bytes())
         g[100:108] = b"g-edited"
@@ -443,8 +448,10 @@ def test_a_delta_lists_the_base_inputs_the_site_lacks(bundles: Bundles, tmp_path
         (staged / name).write_bytes(data)
     r = installer("stage", many["delta"], "--site", site)
     assert r.exit_code == 0, r.output
-    assert sha256_file(tmp_path / "s" / "nas" / "indices" / "files" / "1.1" / "g.bin")[0] == \
-        sha256_of(originals["f05.bin"][:100] + b"g-edited" + originals["f05.bin"][108:])
+    new = tmp_path / "s" / "nas" / "indices" / "files" / "1.1"
+    f05 = originals["f05.bin"]
+    assert sha256_file(new / "g.bin")[0] == sha256_of(f05[:100] + b"g-edited" + f05[108:])
+    assert (new / "notes.txt").read_text() == NOTES
 
 
 def _chain(w: World, delta_case: DeltaCase) -> dict[str, Path]:
@@ -568,9 +575,9 @@ def test_a_delta_names_the_registry_blob_and_manifest_the_site_lacks(base_releas
 
     site = make_site("registry-inputs")
     site.install(base_release.full)
-    inputs = [e["from"] for e in s2_delta.root.delta["rebuild"].values() if "registry" in e.get("from", {}).get("at", {})]
-    by_endpoint = {at["registry"]["endpoint"]: (at["registry"]["repository"], src["digest"])
-                   for src in inputs for at in [src["at"]]}
+    inputs = [e["from"] for e in s2_delta.root.delta["rebuild"].values() if "from" in e]
+    by_endpoint = {src["at"]["registry"]["endpoint"]: (src["at"]["registry"]["repository"], src["digest"])
+                   for src in inputs if "registry" in src["at"]}
     assert set(by_endpoint) == {"blobs", "manifests"}, by_endpoint
     (blob_repo, blob), (man_repo, manifest) = by_endpoint["blobs"], by_endpoint["manifests"]
     host = site.registry.host
