@@ -591,3 +591,25 @@ def test_a_delta_names_the_registry_blob_and_manifest_the_site_lacks(base_releas
     listed = sorted(msg.split("lacks 2 of its inputs: ", 1)[1].split("; "))
     assert listed == sorted([f"blob {host}/{blob_repo}@{blob}", f"manifest {host}/{man_repo}@{manifest}"]), msg
     assert site.snapshot() == before
+
+
+def test_each_location_a_signed_delta_names_is_checked_even_for_one_digest(bundles: Bundles, tmp_path: Path) -> None:
+    """Signed content is not trusted to be consistent: g.bin's source relabelled to another NAS path
+    (same digest as f05.bin, which is there) is still looked for at that path, and refused."""
+    w = bundles.world
+    many = _many_files(w)
+    site = w.site(tmp_path / "s")
+    install(many["base"], site)
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(many["delta"], relabelled)
+    root = json.loads(root_payload(relabelled))
+    [g] = [e for e in root["delta"]["rebuild"].values() if e["what"].endswith(" g.bin")]
+    assert g["from"]["at"]["nas"]["path"] == "f05.bin"
+    g["from"]["at"]["nas"]["path"] = "f05-copy.bin"
+    resign(relabelled, root, w.keys["release"].key)
+    before = tree(tmp_path / "s" / "nas")
+    r = installer("stage", relabelled, "--site", site)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    copy = tmp_path / "s" / "nas" / "indices" / "files" / "1.0" / "f05-copy.bin"
+    assert error_line(r.stderr).endswith(f"lacks 1 of its inputs: model file {copy} (missing)"), r.stderr
+    assert tree(tmp_path / "s" / "nas") == before
