@@ -613,3 +613,40 @@ def test_each_location_a_signed_delta_names_is_checked_even_for_one_digest(bundl
     copy = tmp_path / "s" / "nas" / "indices" / "files" / "1.0" / "f05-copy.bin"
     assert error_line(r.stderr).endswith(f"lacks 1 of its inputs: model file {copy} (missing)"), r.stderr
     assert tree(tmp_path / "s" / "nas") == before
+
+
+@pytest.mark.parametrize(("plain", "scheme"), [(True, "http"), (False, "https")])
+def test_the_base_check_speaks_to_the_site_registry_as_the_site_file_says(
+        bundles: Bundles, tmp_path: Path, plain: bool, scheme: str) -> None:
+    """``registry.plainHTTP`` of a non-loopback site registry decides HTTP or HTTPS, as for ``load``
+    (only the client is built here: tests never leave 127.0.0.1)."""
+    import yaml
+
+    from installer.delta_source import site_registry
+    from installer.site import load_site
+
+    path = bundles.world.site(tmp_path / "s")
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["registry"] = {"address": "registry.plant-1.internal:5000", "plainHTTP": plain}
+    path.write_text(yaml.safe_dump(doc))
+    reg = site_registry(load_site(path))
+    assert (reg.plain_http, reg.base_url) == (plain, f"{scheme}://registry.plant-1.internal:5000")
+
+
+def test_a_wrapped_delta_says_what_it_is_rebuilt_against(bundles: Bundles, delta_case: DeltaCase,
+                                                         tmp_path: Path) -> None:
+    """The full target a delta stands for names the delta and the site it rebuilds from."""
+    from installer.core import open_verified
+    from installer.site import load_site
+    from installer.state import StateDir
+
+    w = bundles.world
+    path = w.site(tmp_path / "s")
+    install(delta_case.base, path)
+    site = load_site(path)
+    state = StateDir(site.state_dir)
+    with state.locked():
+        vb = open_verified(delta_case.delta, site, state=state)
+    assert (vb.root.version, vb.root.is_delta) == ("1.2.0", False)
+    assert vb.source.description == (f"directory {delta_case.delta} rebuilt against site plant-1 "
+                                     f"(registry 127.0.0.1:9, NAS {tmp_path / 's' / 'nas'})")
