@@ -53,7 +53,7 @@ GROUPS: dict[str, Group] = {
     "parts": Group(
         ("edgebundle/parts.py",),
         ("edgebundle.parts.x_parse_part_index_*", "edgebundle.parts.x__field_*", "edgebundle.parts.xǁPartsSourceǁ*"),
-        ("tests/test_trust_core.py", "tests/test_trust_parsing.py", "-k", "part")),
+        ("tests/test_trust_core.py", "tests/test_trust_parsing.py", "tests/test_mut_parts_delta.py", "-k", "part")),
     "approvals": Group(
         ("installer/approval.py", "installer/plan.py"),
         ("installer.approval.x_check_approval_*", "installer.approval.x__check_signature_*",
@@ -66,7 +66,7 @@ GROUPS: dict[str, Group] = {
     "delta": Group(
         ("installer/delta_source.py",),
         ("installer.delta_source.*",),
-        ("tests/test_trust_core.py", "-k", "delta")),
+        ("tests/test_trust_core.py", "tests/test_mut_parts_delta.py", "-k", "delta")),
     "staging": Group(
         ("installer/destinations/nas.py",),
         ("installer.destinations.nas.x_difference_*", "installer.destinations.nas.x_read_marker_at_*",
