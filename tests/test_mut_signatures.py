@@ -1,0 +1,325 @@
+"""Signatures and approvals at the function level: what the mutation run of the trust core
+(docs/mutation-notes/) showed the end-to-end tests did not pin down.
+
+Every expected value is independent of the product: envelopes are built and checked with the DSSE
+implementation in tests/fixtures/dsse.py (written from the DSSE spec), key ids with ``hashlib``,
+times as literal strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bundler import signing
+from bundler.errors import UsageError
+from installer import approval
+from installer.plan import Plan
+from installer.state import StateDir
+from tests.fixtures import dsse
+
+TYPE = "application/vnd.example.test+json"
+PAYLOAD = b'{"hello": "world"}'
+
+
+def key(seed: int) -> Ed25519PrivateKey:
+    """A fixed key (the same bytes on every run)."""
+    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+
+
+def envelope(payload: bytes, sigs: list[tuple[Ed25519PrivateKey, Ed25519PrivateKey]], ptype: str = TYPE) -> bytes:
+    """A DSSE envelope built here: each (signer, claimed) pair adds a signature by ``signer`` labelled
+    with ``claimed``'s key id."""
+    entries = [{"keyid": dsse.raw_keyid(claimed.public_key()),
+                "sig": base64.b64encode(signer.sign(dsse.pae(ptype, payload))).decode()}
+               for signer, claimed in sigs]
+    return json.dumps({"payload": base64.b64encode(payload).decode(), "payloadType": ptype,
+                       "signatures": entries}).encode()
+
+
+def store(*seeds: int, threshold: int = 1) -> signing.TrustStore:
+    return signing.TrustStore([key(s).public_key() for s in seeds], threshold)
+
+
+def verify(data: bytes, trust: signing.TrustStore, ptype: str = TYPE) -> signing.Verified:
+    return signing.verify(data, ptype, trust, "the test document", 1 << 20)
+
+
+# --- signing: what the builder writes is plain DSSE ---------------------------------------------------
+
+def test_signature_envelope_is_dsse_any_verifier_accepts() -> None:
+    """The product's envelope verifies with the independent DSSE verifier, key by key."""
+    a, b = key(1), key(2)
+    env = signing.sign(PAYLOAD, TYPE, [b, a])
+    assert dsse.dsse_verify(env, a.public_key(), TYPE) == {"hello": "world"}
+    assert dsse.dsse_verify(env, b.public_key(), TYPE) == {"hello": "world"}
+    doc = json.loads(env)
+    assert set(doc) == {"payload", "payloadType", "signatures"}
+    ids = [dsse.raw_keyid(a.public_key()), dsse.raw_keyid(b.public_key())]
+    assert [s["keyid"] for s in doc["signatures"]] == sorted(ids)  # sorted by key id: deterministic
+    assert signing.sign(PAYLOAD, TYPE, [a, b]) == env
+    assert signing.keyid(a.public_key()) == ids[0]
+    assert signing.pae(TYPE, PAYLOAD) == b"DSSEv1 %d %s %d %s" % (len(TYPE), TYPE.encode(), len(PAYLOAD), PAYLOAD)
+
+
+def test_signature_made_elsewhere_verifies_and_names_its_signers() -> None:
+    a, b, c = key(1), key(2), key(3)
+    data = envelope(PAYLOAD, [(a, a), (b, b), (c, c)])
+    got = verify(data, store(1, 2, threshold=2))
+    assert got.payload == PAYLOAD
+    assert got.signers == sorted([dsse.raw_keyid(a.public_key()), dsse.raw_keyid(b.public_key())])
+
+
+def test_signature_of_one_payload_type_does_not_verify_as_another() -> None:
+    data = envelope(PAYLOAD, [(key(1), key(1))], ptype="application/vnd.other+json")
+    with pytest.raises(signing.MalformedEnvelopeError, match="payloadType"):
+        verify(data, store(1))
+    # relabelled to the expected type: the signature covered the other type, so it does not match
+    doc = json.loads(data)
+    doc["payloadType"] = TYPE
+    with pytest.raises(signing.UntrustedError, match="does not match"):
+        verify(json.dumps(doc).encode(), store(1))
+
+
+def test_signature_with_no_key_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="no signing key"):
+        signing.sign(PAYLOAD, TYPE, [])
+    assert json.loads(signing.unsigned(PAYLOAD, TYPE))["signatures"] == []
+
+
+# --- the trust store: k of n distinct trusted keys ------------------------------------------------------
+
+def test_signature_threshold_bounds() -> None:
+    with pytest.raises(UsageError, match="between 1 and 2"):
+        store(1, 2, threshold=3)
+    with pytest.raises(UsageError, match="between 1 and 2"):
+        store(1, 2, threshold=0)
+    with pytest.raises(UsageError, match="no trusted public keys"):
+        signing.TrustStore([])
+    # the same key listed twice is one key: a threshold of 2 cannot be met by it
+    with pytest.raises(UsageError, match="between 1 and 1"):
+        signing.TrustStore([key(1).public_key(), key(1).public_key()], 2)
+    assert store(1, 2, threshold=2).threshold == 2
+
+
+def test_signature_trust_store_from_files_defaults_to_one_of_n(tmp_path: Path) -> None:
+    paths = []
+    for seed in (1, 2):
+        p = tmp_path / f"k{seed}.pub"
+        p.write_bytes(key(seed).public_key().public_bytes(serialization.Encoding.PEM,
+                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+        paths.append(p)
+    trust = signing.TrustStore.from_files(paths)
+    assert trust.threshold == 1
+    assert verify(envelope(PAYLOAD, [(key(2), key(2))]), trust).payload == PAYLOAD
+
+
+def test_signature_untrusted_and_bad_entries_before_a_good_one_do_not_hide_it() -> None:
+    """An unknown key's signature and a forged one come first; the trusted valid one still counts."""
+    a, b, stranger = key(1), key(2), key(9)
+    data = envelope(PAYLOAD, [(stranger, stranger), (stranger, b), (a, a)])
+    assert verify(data, store(1, 2)).signers == [dsse.raw_keyid(a.public_key())]
+
+
+def test_signature_counted_once_per_key() -> None:
+    a = key(1)
+    twice = envelope(PAYLOAD, [(a, a), (a, a)])
+    with pytest.raises(signing.UntrustedError, match="1 valid signature"):
+        verify(twice, store(1, 2, threshold=2))
+    # the second entry of the same key is forged: the first (valid) one already counted, it is not "bad"
+    once_then_forged = envelope(PAYLOAD, [(a, a), (key(3), a), (key(2), key(2))])
+    assert len(verify(once_then_forged, store(1, 2, threshold=2)).signers) == 2
+
+
+def test_signature_forged_under_a_trusted_id_is_named() -> None:
+    a, b, attacker = key(1), key(2), key(7)
+    forged = envelope(PAYLOAD, [(attacker, b), (attacker, a)])
+    with pytest.raises(signing.UntrustedError) as e:
+        verify(forged, store(1, 2))
+    ids = sorted(dsse.raw_keyid(k.public_key()) for k in (a, b))
+    assert "does not match" in e.value.message
+    for i in ids:  # each forged trusted key id is named by its first 16 hex digits, and no more
+        assert i[:16] in e.value.message and i[:17] not in e.value.message
+
+
+def test_signature_by_untrusted_keys_lists_the_claimed_signers() -> None:
+    s1, s2 = key(8), key(9)
+    data = envelope(PAYLOAD, [(s1, s1), (s2, s2)])
+    with pytest.raises(signing.UntrustedError) as e:
+        verify(data, store(1))
+    i1, i2 = dsse.raw_keyid(s1.public_key()), dsse.raw_keyid(s2.public_key())
+    assert f"0 valid signature(s) by trusted keys, 1 required (signed by: {i1[:16]}, {i2[:16]})" in e.value.message
+
+
+def test_signature_unsigned_envelope_is_refused_as_unsigned() -> None:
+    with pytest.raises(signing.UnsignedError, match="is not signed"):
+        verify(envelope(PAYLOAD, []), store(1))
+
+
+# --- parsing an envelope: strict, bounded, no guessing ----------------------------------------------------
+
+def _doc(**change: Any) -> bytes:
+    doc = json.loads(envelope(PAYLOAD, [(key(1), key(1))]))
+    doc.update(change)
+    return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()
+
+
+@pytest.mark.parametrize("data, error, words", [
+    (json.dumps({"_type": "edgebundle.root", "signatures": []}).encode(), signing.LegacyFormatError, "pre-DSSE"),
+    (b"[1, 2]", signing.MalformedEnvelopeError, "not a DSSE envelope"),
+    (_doc(extra=1), signing.MalformedEnvelopeError, "not a DSSE envelope"),
+    (_doc(payload=None), signing.MalformedEnvelopeError, "not a DSSE envelope"),
+    (_doc(payload=7), signing.MalformedEnvelopeError, "payload is not a base64 string"),
+    (_doc(payload="e30=*"), signing.MalformedEnvelopeError, "payload is not base64"),
+    (_doc(signatures={"keyid": "x", "sig": ""}), signing.MalformedEnvelopeError, "signatures is not a list"),
+    (_doc(signatures=["x"]), signing.MalformedEnvelopeError, "signature 0 is not"),
+    (_doc(signatures=[{"keyid": "x"}]), signing.MalformedEnvelopeError, "signature 0 is not"),
+    (_doc(signatures=[{"keyid": "x", "sig": "", "extra": 1}]), signing.MalformedEnvelopeError, "signature 0 is not"),
+    (_doc(signatures=[{"keyid": 5, "sig": ""}]), signing.MalformedEnvelopeError, "signature 0 is not"),
+    (_doc(signatures=[{"keyid": "x", "sig": 5}]), signing.MalformedEnvelopeError, "signature 0 is not a base64"),
+    (_doc(signatures=[{"keyid": "x", "sig": "AAAA"}, {"keyid": "y", "sig": "AA AA"}]),
+     signing.MalformedEnvelopeError, "signature 1 is not base64"),
+])
+def test_signature_envelope_malformed_is_refused(data: bytes, error: type, words: str) -> None:
+    with pytest.raises(error) as e:
+        verify(data, store(1))
+    assert words in e.value.message and "the test document" in e.value.message
+
+
+def test_signature_envelope_is_bounded() -> None:
+    data = envelope(PAYLOAD, [(key(1), key(1))])
+    assert signing.parse_envelope(data, "doc", TYPE, len(data)).payload == PAYLOAD
+    with pytest.raises(signing.VerificationError):
+        signing.parse_envelope(data, "doc", TYPE, len(data) - 1)
+
+
+def test_signature_parsed_envelope_keeps_what_it_claims() -> None:
+    a, b = key(1), key(2)
+    env = signing.parse_envelope(envelope(PAYLOAD, [(b, b), (a, a), (a, a)]), "doc", TYPE, 1 << 20)
+    assert env.payload == PAYLOAD and env.payload_type == TYPE
+    assert env.signer_ids == sorted({dsse.raw_keyid(a.public_key()), dsse.raw_keyid(b.public_key())})
+    assert env.signatures[0].sig == b.sign(dsse.pae(TYPE, PAYLOAD))
+
+
+# --- approvals: exactly this plan, recently, by an approver key ---------------------------------------
+
+PLAN_HASH = "sha256:" + "ab" * 32
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def plan(**change: Any) -> Plan:
+    doc = {"planHash": PLAN_HASH, "site": "plant-1", "cluster": {"server": "k3s:/x", "uid": "u1"},
+           "bundle": {"name": "tiny", "version": "1.0.0", "root": "sha256:" + "cd" * 32},
+           "revision": 3, "objects": [{"action": "create"}, {"action": "update"}, {"action": "create"}]}
+    doc.update(change)
+    return Plan(doc)
+
+
+def test_approval_document_names_the_plan_operator_and_times() -> None:
+    doc = approval.make_approval(plan(), "  ops  ", ttl=90.0, now=T0)
+    assert doc == {"_type": "edgebundle.approval", "planHash": PLAN_HASH, "operator": "ops",
+                   "approvedAt": "2026-01-01T00:00:00Z", "expiresAt": "2026-01-01T00:01:30Z",
+                   "bundle": {"name": "tiny", "version": "1.0.0", "root": "sha256:" + "cd" * 32},
+                   "site": "plant-1", "cluster": {"server": "k3s:/x", "uid": "u1"}, "revision": 3,
+                   "summary": {"create": 2, "update": 1, "replace": 0, "delete": 0, "unchanged": 0}}
+    assert approval.make_approval(plan(), "ops")["expiresAt"] != "2026-01-01T00:01:30Z"  # now: the clock
+    with pytest.raises(UsageError, match="operator"):
+        approval.make_approval(plan(), "   ")
+    assert approval.approval_rel(PLAN_HASH) == "approvals/" + "ab" * 32 + ".json"
+    assert approval.approval_rel("sha256:ab:cd") == "approvals/ab:cd.json"
+
+
+def test_approval_sealed_with_a_key_is_dsse_signed(tmp_path: Path) -> None:
+    doc = approval.make_approval(plan(), "ops", now=T0)
+    env = approval.seal_approval(doc, key(4))
+    assert dsse.dsse_verify(env, key(4).public_key(), "application/vnd.edgebundle.approval.v1+json") == doc
+    assert json.loads(approval.seal_approval(doc))["signatures"] == []
+
+
+def record(tmp_path: Path, doc: dict[str, Any], k: Ed25519PrivateKey | None = None) -> StateDir:
+    state = StateDir(tmp_path / "state")
+    path = approval.record_approval(state, doc, k)
+    assert path == tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
+    return state
+
+
+def test_approval_valid_until_its_expiry_and_not_at_it(tmp_path: Path) -> None:
+    doc = approval.make_approval(plan(), "ops", ttl=60.0, now=T0)
+    state = record(tmp_path, doc, key(4))
+    keys = [key(4).public_key()]
+    assert approval.check_approval(state, plan(), keys=keys, now=T0 + 59) == doc
+    with pytest.raises(approval.ApprovalError, match="expired at 2026-01-01T00:01:00Z"):
+        approval.check_approval(state, plan(), keys=keys, now=T0 + 60)
+    with pytest.raises(approval.ApprovalError, match="expired"):
+        approval.check_approval(state, plan(), keys=keys)  # now: the real clock, years later
+
+
+def test_approval_for_another_plan_field_is_refused(tmp_path: Path) -> None:
+    state = record(tmp_path, approval.make_approval(plan(), "ops", now=T0), key(4))
+    for field, value in (("site", "plant-2"), ("cluster", {"server": "k3s:/y", "uid": "u1"}),
+                         ("bundle", {"name": "tiny", "version": "1.0.1", "root": "sha256:" + "cd" * 32})):
+        with pytest.raises(approval.ApprovalError, match=f"{field} differs"):
+            approval.check_approval(state, plan(**{field: value}), now=T0)
+
+
+def test_approval_missing_or_unreadable_names_other_plans(tmp_path: Path) -> None:
+    other = "sha256:" + "ef" * 32
+    state = record(tmp_path, approval.make_approval(plan(), "ops", now=T0))
+    with pytest.raises(approval.ApprovalError) as e:
+        approval.check_approval(state, plan(planHash=other), now=T0)
+    assert f"plan {other[:19]}... has not been approved" in e.value.message
+    assert f"approvals on file are for other plans: {PLAN_HASH[:19]}... by ops at 2026-01-01T00:00:00Z" \
+        in e.value.message
+    assert approval.approval_on_file(state, PLAN_HASH)["operator"] == "ops"
+    assert approval.approval_on_file(state, other) is None
+    (tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")).write_text("{not json")
+    with pytest.raises(approval.ApprovalError, match="has not been approved"):
+        approval.check_approval(state, plan(), now=T0)
+
+
+def test_approval_of_another_document_type_is_refused(tmp_path: Path) -> None:
+    doc = {**approval.make_approval(plan(), "ops", now=T0), "_type": "edgebundle.plan"}
+    state = record(tmp_path, doc)
+    with pytest.raises(approval.ApprovalError, match="has not been approved"):
+        approval.check_approval(state, plan(), now=T0)
+
+
+def test_approval_signature_checked_only_where_keys_are_set(tmp_path: Path) -> None:
+    doc = approval.make_approval(plan(), "ops", now=T0)
+    state = record(tmp_path, doc)  # unsigned
+    assert approval.check_approval(state, plan(), now=T0) == doc
+    assert approval.check_approval(state, plan(), keys=[], now=T0) == doc
+    with pytest.raises(approval.ApprovalError, match="by ops is not signed"):
+        approval.check_approval(state, plan(), keys=[key(4).public_key()], now=T0)
+    record(tmp_path, doc, key(5))  # signed by a key that is not the approver's
+    with pytest.raises(approval.ApprovalError, match="not signed by an approver key"):
+        approval.check_approval(state, plan(), keys=[key(4).public_key()], now=T0)
+    # either of two approver keys will do (1 of n)
+    assert approval.check_approval(state, plan(), keys=[key(4).public_key(), key(5).public_key()], now=T0) == doc
+    # forged under the approver's key id
+    path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
+    path.write_bytes(dsse.forge(path.read_bytes(), key(5), key(4).public_key()))
+    with pytest.raises(approval.ApprovalError, match="does not match"):
+        approval.check_approval(state, plan(), keys=[key(4).public_key()], now=T0)
+
+
+def test_approval_in_the_old_format_is_named(tmp_path: Path) -> None:
+    doc = approval.make_approval(plan(), "ops", now=T0)
+    path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**doc, "signature": "x"}))
+    with pytest.raises(approval.ApprovalError, match="pre-DSSE"):
+        approval.check_approval(StateDir(tmp_path / "state"), plan(), now=T0)
+
+
+def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
+    doc = {**approval.make_approval(plan(), "ops", now=T0), "expiresAt": "tomorrow"}
+    state = record(tmp_path, doc)
+    with pytest.raises(approval.ApprovalError, match="no valid expiry"):
+        approval.check_approval(state, plan(), now=T0)
