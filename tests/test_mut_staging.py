@@ -1,0 +1,259 @@
+"""Staging on the NAS, pinned where the mutation run of the trust core (docs/mutation-notes/staging.md)
+found the end-to-end tests silent: the counts ``stage --json`` reports (done, skipped, bytes), the
+reuse of files a killed run finished, file modes, all-or-nothing commit and its roll-forward, a full
+NAS, and conflicts named all at once.
+
+A "kill" here is in-process: the installer's ``stop`` fault mode sends SIGSTOP to itself, and the
+test turns that signal into an exception that unwinds the stage (no later line of the stage runs).
+Expected sizes are the input files' sizes on disk; digests are ``hashlib``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from installer import faults
+from tests.fixtures.digests import sha256_file
+from tests.test_trust_core import (EXIT_ERROR, Bundles, bundles, hidden_files, installer, tree,  # noqa: F401
+                                   two_models, visible_versions)
+
+pytestmark = pytest.mark.timeout(120)
+
+IDX = ("index.bin", "meta.json")
+VEC = ("vectors.bin", "config.json")
+
+
+class Killed(BaseException):
+    """The stage died at a fault point (raised in place of SIGSTOP)."""
+
+
+def sizes(d: Path, names: tuple[str, ...]) -> int:
+    return sum((d / n).stat().st_size for n in names)
+
+
+def inputs(b: Bundles) -> tuple[Path, Path]:
+    return b.world.models / "idx", b.world.base / "models" / "vec"
+
+
+def stage_json(bundle: Path, site: Path) -> dict[str, Any]:
+    r = installer("stage", bundle, "--site", site, "--json")
+    assert r.exit_code == 0, r.output
+    [step] = json.loads(r.stdout)["steps"]
+    assert step["step"] == "stage"
+    return step  # type: ignore[no-any-return]
+
+
+def at_fault(monkeypatch: pytest.MonkeyPatch, point: str, action: Callable[[], None] | None = None) -> None:
+    """At ``point``, run ``action`` (then go on), or die there when there is none."""
+    real_kill = os.kill
+
+    def kill(pid: int, sig: int) -> None:
+        if pid == os.getpid() and sig == signal.SIGSTOP:
+            if action is None:
+                raise Killed(point)
+            action()
+            return
+        real_kill(pid, sig)
+
+    monkeypatch.setenv(faults.ENV, f"{point}:stop")
+    monkeypatch.setattr(faults, "_hits", {})
+    monkeypatch.setattr(os, "kill", kill)
+
+
+def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_models: tuple[Path, Any],
+                                                       tmp_path: Path) -> None:
+    b, _ = two_models
+    idx, vec = inputs(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    # 1.0.0 holds idx 1.0 only
+    step = stage_json(bundles.v100, site)
+    assert (step["done"], step["skipped"], step["bytes"]) == (1, 0, sizes(idx, IDX))
+    assert step["target"] == str(nas)
+    # 2.0.0 adds vec 2.0: idx is present (skipped, nothing written), vec is staged
+    step = stage_json(b, site)
+    assert (step["done"], step["skipped"], step["bytes"]) == (1, 1, sizes(vec, VEC))
+    assert step["details"] == [
+        {"model": "idx 1.0", "path": str(nas / "indices/idx/1.0"), "action": "present"},
+        {"model": "vec 2.0", "path": str(nas / "indices/vec/2.0"), "action": "staged"}]
+    step = stage_json(b, site)
+    assert (step["done"], step["skipped"], step["bytes"]) == (0, 2, 0)
+    assert [d["action"] for d in step["details"]] == ["present", "present"]
+
+
+def test_stage_json_counts_two_new_versions(bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path) -> None:
+    b, expected = two_models
+    idx, vec = inputs(bundles)
+    step = stage_json(b, bundles.world.site(tmp_path / "s"))
+    assert (step["done"], step["skipped"], step["bytes"]) == (2, 0, sizes(idx, IDX) + sizes(vec, VEC))
+    assert visible_versions(tmp_path / "s" / "nas") == expected
+
+
+def test_staged_files_have_mode_0644_whatever_the_source(bundles: Bundles, two_models: tuple[Path, Any],
+                                                         tmp_path: Path) -> None:
+    b, _ = two_models
+    old = os.umask(0o022)
+    try:
+        stage_json(b, bundles.world.site(tmp_path / "s"))
+    finally:
+        os.umask(old)
+    nas = tmp_path / "s" / "nas"
+    modes = {p.relative_to(nas).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in nas.rglob("*") if p.is_file()}
+    assert len(modes) == 6 and set(modes.values()) == {0o644}, modes
+
+
+def test_stage_resume_reuses_a_finished_file_and_counts_only_new_bytes(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the first file was finished and journaled: the rerun keeps that file (same inode)
+    and reports only the bytes it wrote itself."""
+    idx, _ = inputs(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "indices" / "idx"
+    at_fault(monkeypatch, "stage.file.journaled@1")
+    with pytest.raises(Killed):
+        installer("stage", bundles.v100, "--site", site)
+    monkeypatch.undo()
+    [partial] = [p for p in parent.iterdir() if p.name.startswith(".1.0.partial-")]
+    [done] = [p for p in partial.iterdir() if p.name in IDX]
+    inode, size = done.stat().st_ino, done.stat().st_size
+    step = stage_json(bundles.v100, site)
+    assert (step["done"], step["skipped"]) == (1, 0)
+    assert step["bytes"] == sizes(idx, IDX) - size
+    final = parent / "1.0" / done.name
+    assert final.stat().st_ino == inode, "the finished file was written again"
+    assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
+
+
+def test_stage_resume_rewrites_a_finished_file_whose_bytes_changed(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The finished file in the hidden dir was altered after the kill (same size): it is not trusted."""
+    idx, _ = inputs(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "indices" / "idx"
+    at_fault(monkeypatch, "stage.file.journaled@1")
+    with pytest.raises(Killed):
+        installer("stage", bundles.v100, "--site", site)
+    monkeypatch.undo()
+    [partial] = [p for p in parent.iterdir() if p.name.startswith(".1.0.partial-")]
+    [done] = [p for p in partial.iterdir() if p.name in IDX]
+    data = bytearray(done.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    done.write_bytes(bytes(data))
+    step = stage_json(bundles.v100, site)
+    assert step["bytes"] == sizes(idx, IDX), "the altered file must be written again"
+    assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
+    assert sorted(p.name for p in parent.iterdir()) == ["1.0"]
+
+
+def test_stage_resume_rewrites_a_file_killed_before_it_was_journaled(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Renamed into the hidden dir but not journaled: the rerun writes it again (it is not counted as done)."""
+    idx, _ = inputs(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "indices" / "idx"
+    at_fault(monkeypatch, "stage.file.renamed@1")
+    with pytest.raises(Killed):
+        installer("stage", bundles.v100, "--site", site)
+    monkeypatch.undo()
+    step = stage_json(bundles.v100, site)
+    assert step["bytes"] == sizes(idx, IDX)
+    assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
+
+
+def test_stage_killed_inside_the_commit_is_rolled_forward(
+        bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b, expected = two_models
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    at_fault(monkeypatch, "stage.version.renamed@1")
+    with pytest.raises(Killed):
+        installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    assert visible_versions(nas) == {"indices/idx/1.0": expected["indices/idx/1.0"]}
+    assert {h.split("/")[2].split(".partial-")[0] for h in hidden_files(nas)} == {".2.0"}
+    step = stage_json(b, site)  # the commit is finished first: both versions are then present
+    assert (step["done"], step["skipped"], step["bytes"]) == (0, 2, 0)
+    assert visible_versions(nas) == expected and hidden_files(nas) == set()
+
+
+def test_stage_roll_forward_ignores_a_partial_dir_that_is_not_whole(
+        bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between the kill and the rerun a file vanished from the waiting hidden dir: it is not renamed
+    into place as it is; the version is staged again, whole."""
+    b, expected = two_models
+    _, vec = inputs(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    at_fault(monkeypatch, "stage.version.renamed@1")
+    with pytest.raises(Killed):
+        installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    [waiting] = [p for p in (nas / "indices" / "vec").iterdir() if p.name.startswith(".2.0.partial-")]
+    (waiting / "config.json").unlink()
+    step = stage_json(b, site)
+    assert (step["done"], step["skipped"]) == (1, 1)
+    assert step["bytes"] == (vec / "config.json").stat().st_size  # vectors.bin was finished and journaled
+    assert visible_versions(nas) == expected and hidden_files(nas) == set()
+    assert sha256_file(nas / "indices/vec/2.0/config.json") == sha256_file(vec / "config.json")
+
+
+def test_stage_commit_refused_midway_renames_back_what_it_made_visible(
+        bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Someone creates vec 2.0 after idx 1.0 was renamed into place: idx is hidden again, nothing of the
+    bundle stays visible; once the stray dir is gone, the next stage finishes it."""
+    b, expected = two_models
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    stray = nas / "indices" / "vec" / "2.0"
+    at_fault(monkeypatch, "stage.version.renamed@1", lambda: stray.mkdir())
+    r = installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    assert r.exit_code == EXIT_ERROR and "something else created it meanwhile" in r.stderr, r.output
+    assert visible_versions(nas) == {"indices/vec/2.0": set()}, "idx 1.0 must be hidden again"
+    assert len([h for h in hidden_files(nas) if h.startswith("indices/idx/.1.0.partial-")]) == 3
+    stray.rmdir()
+    r = installer("stage", b, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert visible_versions(nas) == expected and hidden_files(nas) == set()
+
+
+def test_stage_on_a_full_nas_names_the_model_and_keeps_what_was_written(
+        bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    b, expected = two_models
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    monkeypatch.setenv(faults.ENV, "stage.file.chunk@3:enospc")
+    monkeypatch.setattr(faults, "_hits", {})
+    r = installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert f"no space left on the NAS at {nas}" in r.stderr and "free space on the NAS" in r.stderr, r.stderr
+    assert visible_versions(nas) == {}
+    assert not [h for h in hidden_files(nas) if ".edgebundle-tmp-" in h], "a temp file was left behind"
+    r = installer("stage", b, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert visible_versions(nas) == expected
+
+
+def test_stage_names_every_conflicting_version_at_once(bundles: Bundles, two_models: tuple[Path, Any],
+                                                       tmp_path: Path) -> None:
+    b, _ = two_models
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    for v in ("indices/idx/1.0", "indices/vec/2.0"):
+        (nas / v).mkdir(parents=True)
+        (nas / v / "other.bin").write_bytes(b"x")
+    before = tree(nas)
+    r = installer("stage", b, "--site", site)
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert "index idx 1.0" in r.stderr and "index vec 2.0" in r.stderr, r.stderr
+    assert "extra file(s) other.bin, lacks " in r.stderr
+    assert tree(nas) == before
