@@ -48,7 +48,8 @@ GROUPS: dict[str, Group] = {
         ("bundler.signing.x_keyid_*", "bundler.signing.x_sign_*", "bundler.signing.x_pae_*",
          "bundler.signing.x_parse_envelope_*", "bundler.signing.x_verify_*", "bundler.signing.x__b64_*",
          "bundler.signing.xǁTrustStoreǁ*", "bundler.verify.*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py", "-k",
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py",
+         "tests/test_mut_signatures.py", "-k",
          "bundle or signature or signed or two or threshold or damaged or platform or version or base or part")),
     "parts": Group(
         ("bundler/parts.py",),
@@ -62,7 +63,8 @@ GROUPS: dict[str, Group] = {
          "installer.approval.x_approval_rel_*", "installer.approval.x__hex_*",
          "installer.plan.x_check_drift_*", "installer.plan.x_check_target_*", "installer.plan.x_load_plan_*",
          "installer.plan.x_plan_hash_*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "approval or apply")),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_signatures.py", "-k",
+         "approval or apply")),
     "delta": Group(
         ("installer/delta_source.py",),
         ("installer.delta_source.*",),
@@ -73,8 +75,14 @@ GROUPS: dict[str, Group] = {
          "installer.destinations.nas.x_compare_*", "installer.destinations.nas.x__sweep_*",
          "installer.destinations.nas.x_model_dir_*", "installer.destinations.nas.x_file_pins_*",
          "installer.destinations.nas.x__write_file_*", "installer.destinations.nas.x__hash_at_*",
-         "installer.destinations.nas.xǁNasDestinationǁ*", "installer.destinations.nas.xǁ_Tapǁ*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "staging or stage")),
+         "installer.destinations.nas.xǁNasDestinationǁ*", "installer.destinations.nas.xǁ_Tapǁ*",
+         "installer.destinations.nas.x__reserved_*", "installer.destinations.nas.x_walk_*"),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_staging.py", "-k",
+         "staging or stage")),
+    "trust": Group(
+        ("bundler/trustupdate.py", "installer/trust.py"),
+        ("bundler.trustupdate.*", "installer.trust.*"),
+        ("tests/test_mut_trust.py",)),
 }
 
 
