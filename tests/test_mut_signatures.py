@@ -323,3 +323,107 @@ def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
     state = record(tmp_path, doc)
     with pytest.raises(approval.ApprovalError, match="no valid expiry"):
         approval.check_approval(state, plan(), now=T0)
+
+
+# --- the verifier: content, manifests, the encoded layer, the order of failures ----------------------
+
+from tests.test_trust_core import (EXIT_VERIFY, ROOT, Bundles, bad_layer, bundle, bundles,  # noqa: E402,F401
+                                   envelope_payload, private_copy, resign)
+from tests.test_trust_core import installer as installer_cli  # noqa: E402
+
+
+def blob_file(b: Path, digest: str) -> Path:
+    return b / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+def test_signed_bundle_verifies_through_the_api_without_a_progress_callback(bundles: Bundles) -> None:
+    from bundler.sources import open_source
+    from bundler.verify import Verifier
+
+    w = bundles.world
+    vb = Verifier(signing.TrustStore.from_files([w.keys["release"].pub])).verify(open_source(bundles.v100))
+    payload = base64.b64decode(json.loads((bundles.v100 / ROOT).read_text())["payload"])
+    assert vb.signers == [w.keys["release"].id]
+    assert vb.root_bytes == payload and vb.root.version == "1.0.0"
+
+
+def test_signed_bundle_inspect_shows_the_claimed_signers_unverified(bundles: Bundles) -> None:
+    w = bundles.world
+    for b, signer in ((bundles.v100, "release"), (bundles.v100_attacker, "attacker")):
+        r = bundle("inspect", b, "--json")
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.stdout)
+        assert (doc["name"], doc["version"], doc["signers"]) == ("tiny", "1.0.0", [w.keys[signer].id])
+
+
+def test_signed_encoded_layer_that_decodes_right_is_accepted_and_a_bad_one_named(bundles: Bundles,
+                                                                                 bad_layer: Path) -> None:
+    """The good twin of the bad layer (a tar+zstd file whose decoded bytes match the signed file digest)."""
+    w = bundles.world
+    good = w.base / "out" / "tok-layer"  # built by the bad_layer fixture
+    r = bundle("verify", good, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == 0, r.output
+    [f] = envelope_payload(bad_layer / ROOT)["models"][0]["files"]
+    r = bundle("verify", bad_layer, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert f"file tokenizer.json (blob {f['blob'][:19]}) decoded" in r.stderr, r.stderr
+
+
+def test_signed_manifest_damaged_is_named_by_its_blob(bundles: Bundles, tmp_path: Path) -> None:
+    w = bundles.world
+    b = private_copy(bundles.v100, tmp_path)
+    [mf] = envelope_payload(b / ROOT)["manifests"]["files"]
+    path = blob_file(b, mf["digest"])
+    data = bytearray(path.read_bytes())
+    data[0] ^= 1
+    path.write_bytes(bytes(data))
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert f"blobs/sha256/{mf['digest'].split(':')[1]}" in r.stderr, r.stderr
+
+
+def test_signed_manifest_alias_bomb_is_refused_before_anything_is_written(bundles: Bundles, tmp_path: Path) -> None:
+    """A manifest signed by the trusted key that is a YAML alias bomb: refused by every verify."""
+    import hashlib
+
+    w = bundles.world
+    b = private_copy(bundles.v100, tmp_path)
+    bomb = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+    digest = "sha256:" + hashlib.sha256(bomb).hexdigest()
+    root = envelope_payload(b / ROOT)
+    [mf] = root["manifests"]["files"]
+    blob_file(b, mf["digest"]).unlink()
+    blob_file(b, digest).write_bytes(bomb)
+    pin = root["blobs"].pop(mf["digest"])
+    root["blobs"][digest] = {**pin, "digest": digest, "size": len(bomb)}
+    mf.update(digest=digest, size=len(bomb))
+    resign(b, root, w.keys["release"].key)
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert "YAML" in r.stderr and "not safe to parse" in r.stderr, r.stderr
+    site = w.site(tmp_path / "s")
+    r = installer_cli("stage", b, "--site", site)
+    assert r.exit_code == EXIT_VERIFY and "not safe to parse" in r.stderr, r.output
+    assert not any((tmp_path / "s" / "nas").iterdir())
+
+
+def test_signed_bundle_with_two_bad_blobs_names_the_first_in_order(bundles: Bundles, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker, largest blob first: its failure must not cancel an earlier (in tar order) bad blob."""
+    from bundler import verify as verify_mod
+
+    w = bundles.world
+    b = private_copy(bundles.v100, tmp_path)
+    blobs = sorted((p for p in (b / "blobs" / "sha256").iterdir()), key=lambda p: p.name)  # a directory's order
+    # an earlier blob that is smaller than a later one: with one worker the later one is hashed first
+    first, largest = next((x, y) for i, x in enumerate(blobs) for y in blobs[i + 1:]
+                          if x.stat().st_size < y.stat().st_size)
+    for p in (first, largest):
+        data = bytearray(p.read_bytes())
+        data[-1] ^= 1
+        p.write_bytes(bytes(data))
+    monkeypatch.setattr(verify_mod, "WORKERS", 1)
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert first.name in r.stderr and largest.name not in r.stderr, r.stderr
