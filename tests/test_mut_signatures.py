@@ -427,3 +427,25 @@ def test_signed_bundle_with_two_bad_blobs_names_the_first_in_order(bundles: Bund
     r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY, r.output
     assert first.name in r.stderr and largest.name not in r.stderr, r.stderr
+
+
+def test_signed_bundle_expires_at_its_signed_instant(bundles: Bundles, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid one second before ``expires``, refused at it, accepted after it only when the operator allows."""
+    import calendar
+    import time as time_mod
+
+    from bundler.sources import open_source
+    from bundler.verify import ExpiredError, Policy, Verifier
+
+    w = bundles.world
+    expires = envelope_payload(bundles.v100 / ROOT)["expires"]
+    at = calendar.timegm(time_mod.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
+    trust = signing.TrustStore.from_files([w.keys["release"].pub])
+    for now, policy, ok in ((at - 1, Policy(), True), (at, Policy(), False), (at + 86400, Policy(), False),
+                            (at + 86400, Policy(allow_expired=True), True)):
+        monkeypatch.setattr(time_mod, "time", lambda now=now: float(now))
+        if ok:
+            assert Verifier(trust, policy).verify(open_source(bundles.v100), content=False).root.expires == expires
+        else:
+            with pytest.raises(ExpiredError, match=f"expired at {expires}"):
+                Verifier(trust, policy).verify(open_source(bundles.v100), content=False)
