@@ -265,3 +265,59 @@ def test_trust_accepted_update_is_kept_and_then_counts(tmp_path: Path) -> None:
     with pytest.raises(trustupdate.TrustUpdateError, match="not newer"):
         trust.accept_update(s, state, tmp_path / "upd.json")
     assert sorted(p.name for p in (tmp_path / "state" / "trust").iterdir()) == ["2.dsse.json"]
+
+
+def test_trust_update_versions_far_above_two_are_accepted() -> None:
+    assert apply(state_of(1, [1]), update(payload(2**52, 1, [2]), [1, 2])).version == 2**52
+
+
+def test_trust_update_refusals_name_the_update() -> None:
+    with pytest.raises(trustupdate.TrustUpdateError) as e:
+        apply(state_of(1, [1]), update(payload(2, 1, [2]), [1]))
+    assert e.value.message.startswith("the update: 0 valid signature(s) by trusted keys, 1 required")
+    body = b"{not json"
+    data = json.dumps({"payload": base64.b64encode(body).decode(), "payloadType": TYPE, "signatures": [
+        {"keyid": kid(1), "sig": base64.b64encode(key(1).sign(dsse.pae(TYPE, body))).decode()}]}).encode()
+    with pytest.raises(VerificationError) as e:
+        apply(state_of(1, [1]), data)
+    assert "the update" in e.value.message
+    with pytest.raises(VerificationError) as e:
+        apply(state_of(1, [1]), b"[]")
+    assert "the update" in e.value.message
+
+
+def test_trust_update_payload_is_bounded() -> None:
+    """A valid update padded (JSON whitespace) one byte past the payload limit is refused by size."""
+    body = json.dumps(payload(2, 1, [2])).encode()
+    for size, ok in ((trustupdate.MAX_PAYLOAD_BYTES, True), (trustupdate.MAX_PAYLOAD_BYTES + 1, False)):
+        padded = body + b" " * (size - len(body))
+        data = json.dumps({"payload": base64.b64encode(padded).decode(), "payloadType": TYPE, "signatures": [
+            {"keyid": kid(s), "sig": base64.b64encode(key(s).sign(dsse.pae(TYPE, padded))).decode()}
+            for s in (1, 2)]}).encode()
+        if ok:
+            assert apply(state_of(1, [1]), data).version == 2
+        else:
+            with pytest.raises(VerificationError, match=f"the update is {size} bytes, over the"):
+                apply(state_of(1, [1]), data)
+
+
+def test_trust_update_files_are_bounded(tmp_path: Path) -> None:
+    s, state = site(tmp_path, [1]), StateDir(tmp_path / "state")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (trustupdate.MAX_UPDATE_BYTES + 1))
+    with pytest.raises(UsageError, match=f"trust update {big} is over the {trustupdate.MAX_UPDATE_BYTES}-byte"):
+        trust.accept_update(s, state, big)
+    stored = store_update(tmp_path, "2.dsse.json", big.read_bytes())
+    with pytest.raises(VerificationError, match=f"stored trust update {stored} is over the"):
+        trust.current_trust(s, state)
+    stored.write_bytes(b" " * trustupdate.MAX_UPDATE_BYTES)  # at the limit: read, then refused as no envelope
+    with pytest.raises(trustupdate.TrustUpdateError, match="trust chain is broken"):
+        trust.current_trust(s, state)
+
+
+def test_trust_accept_refusal_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "upd-7.json").write_bytes(update(payload(2, 1, [2]), [2]))
+    with pytest.raises(trustupdate.TrustUpdateError) as e:
+        trust.accept_update(site(tmp_path, [1]), StateDir(tmp_path / "state"), tmp_path / "upd-7.json")
+    assert e.value.message.startswith("trust update upd-7.json:")
+    assert not (tmp_path / "state" / "trust").exists()
