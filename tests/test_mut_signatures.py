@@ -401,7 +401,7 @@ def test_signed_manifest_alias_bomb_is_refused_before_anything_is_written(bundle
     resign(b, root, w.keys["release"].key)
     r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY, r.output
-    assert "YAML" in r.stderr and "not safe to parse" in r.stderr, r.stderr
+    assert "manifest cm.yaml" in r.stderr and "not safe to parse" in r.stderr, r.stderr
     site = w.site(tmp_path / "s")
     r = installer_cli("stage", b, "--site", site)
     assert r.exit_code == EXIT_VERIFY and "not safe to parse" in r.stderr, r.output
@@ -449,3 +449,41 @@ def test_signed_bundle_expires_at_its_signed_instant(bundles: Bundles, monkeypat
         else:
             with pytest.raises(ExpiredError, match=f"expired at {expires}"):
                 Verifier(trust, policy).verify(open_source(bundles.v100), content=False)
+
+
+def test_signed_root_missing_or_in_the_old_format_is_named(bundles: Bundles, tmp_path: Path) -> None:
+    w = bundles.world
+    b = private_copy(bundles.v100, tmp_path)
+    (b / ROOT).unlink()
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY and f"has no {ROOT}" in r.stderr and "pre-DSSE" not in r.stderr, r.output
+    (b / "edgebundle" / "signatures.json").write_text('{"signatures": []}')
+    for verb in (("verify", b, "--pubkey", w.keys["release"].pub), ("inspect", b)):
+        r = bundle(*verb)
+        assert r.exit_code == EXIT_VERIFY, r.output
+        assert "has edgebundle/signatures.json but no edgebundle/root.dsse.json" in r.stderr, r.stderr
+        assert "pre-DSSE" in r.stderr
+
+
+def test_signature_refusal_of_a_bundle_names_its_root_envelope(bundles: Bundles, tmp_path: Path) -> None:
+    w = bundles.world
+    r = bundle("verify", bundles.v100_attacker, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY and f"{ROOT}: 0 valid signature(s)" in r.stderr, r.output
+
+
+def test_signed_bundle_without_manifests_verifies(bundles: Bundles, tmp_path: Path) -> None:
+    """Models only (no Kubernetes manifests): nothing to parse, nothing refused."""
+    w = bundles.world
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text(json.dumps({
+        "apiVersion": "edgebundle/v1", "kind": "Bundle",
+        "metadata": {"name": "models-only", "version": "1.0.0", "compatible": "tiny/x86_64"},
+        "spec": {"images": [], "manifests": [], "models": [
+            {"name": "idx", "kind": "index", "version": "1.0", "path": str(w.models / "idx")}]}}))
+    assert bundle("lock", spec).exit_code == 0
+    out = tmp_path / "b"
+    r = bundle("create", spec, "--key", w.keys["release"].key, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert envelope_payload(out / ROOT).get("manifests") is None
+    r = bundle("verify", out, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == 0, r.output
