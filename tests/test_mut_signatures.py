@@ -487,3 +487,32 @@ def test_signed_bundle_without_manifests_verifies(bundles: Bundles, tmp_path: Pa
     assert envelope_payload(out / ROOT).get("manifests") is None
     r = bundle("verify", out, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == 0, r.output
+
+
+def test_signed_encoded_layer_of_another_size_is_named(bundles: Bundles, bad_layer: Path, tmp_path: Path) -> None:
+    """The layer's inner file is shorter than the signed size: refused, naming model, file and blob."""
+    import hashlib
+
+    from bundler.compress import write_tar_zstd
+
+    w = bundles.world
+    b = private_copy(w.base / "out" / "tok-layer", tmp_path)
+    root = envelope_payload(b / ROOT)
+    [f] = root["models"][0]["files"]
+    short = tmp_path / "tokenizer.json"
+    short.write_text('{"model": {"vocab": {}}}')
+    layer = tmp_path / "layer"
+    with open(layer, "wb") as out:
+        write_tar_zstd(short, "tokenizer.json", out, 0)
+    digest = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
+    blob_file(b, f["blob"]).unlink()
+    layer.rename(blob_file(b, digest))
+    pin = root["blobs"].pop(f["blob"])
+    root["blobs"][digest] = {**pin, "digest": digest, "size": blob_file(b, digest).stat().st_size}
+    f["blob"] = digest
+    resign(b, root, w.keys["release"].key)
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    m = root["models"][0]
+    assert f"model {m['name']} {m['version']}, file tokenizer.json (blob {digest[:19]}): compressed layer holds" \
+        in r.stderr, r.stderr
