@@ -257,3 +257,53 @@ def test_stage_names_every_conflicting_version_at_once(bundles: Bundles, two_mod
     assert "index idx 1.0" in r.stderr and "index vec 2.0" in r.stderr, r.stderr
     assert "extra file(s) other.bin, lacks " in r.stderr
     assert tree(nas) == before
+
+
+MARKER_LIMIT = 4 * 1024 * 1024  # a marker larger than this is no marker (installer/destinations/nas.py)
+
+
+def test_stage_trusts_a_matching_marker_only_when_told_and_only_its_own(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EDGEBUNDLE_TRUST_NAS_MARKERS=1 (docs/SECURITY.md): a version whose edgebundle marker records the
+    bundle's pins and whose sizes match is taken as present without hashing. Off, or with a marker
+    that is not ours or too large, the bytes are hashed and an edit is a conflict."""
+    site = bundles.world.site(tmp_path / "s")
+    vdir = tmp_path / "s" / "nas" / "indices" / "idx" / "1.0"
+    assert installer("stage", bundles.v100, "--site", site).exit_code == 0
+    data = bytearray((vdir / "index.bin").read_bytes())
+    data[100] ^= 1
+    (vdir / "index.bin").write_bytes(bytes(data))  # same size, other bytes
+    marker = (vdir / ".edgebundle.json").read_bytes()
+    r = installer("stage", bundles.v101, "--site", site)
+    assert r.exit_code == EXIT_ERROR and "index.bin has digest" in r.stderr, r.output
+    monkeypatch.setenv("EDGEBUNDLE_TRUST_NAS_MARKERS", "1")
+    assert stage_json(bundles.v101, site)["skipped"] == 1
+    doc = json.loads(marker)
+    for label, text, trusted in (
+            ("someone else's", json.dumps({**doc, "_type": "someone.else"}).encode(), False),
+            ("at the size limit", marker.rstrip(b"\n") + b" " * (MARKER_LIMIT - len(marker.rstrip(b"\n"))), True),
+            ("past the size limit", marker.rstrip(b"\n") + b" " * (MARKER_LIMIT + 1 - len(marker.rstrip(b"\n"))), False)):
+        (vdir / ".edgebundle.json").write_bytes(text)
+        r = installer("stage", bundles.v101, "--site", site)
+        assert (r.exit_code == 0) == trusted, (label, r.output)
+
+
+def test_status_shows_the_bundle_a_staged_version_came_from(bundles: Bundles, tmp_path: Path) -> None:
+    import base64
+    import hashlib
+
+    site = bundles.world.site(tmp_path / "s")
+    vdir = tmp_path / "s" / "nas" / "indices" / "idx" / "1.0"
+    assert installer("stage", bundles.v100, "--site", site).exit_code == 0
+    payload = base64.b64decode(json.loads((bundles.v100 / "edgebundle" / "root.dsse.json").read_text())["payload"])
+
+    def shown() -> Any:
+        r = installer("status", "--site", site, "--json")
+        [v] = json.loads(r.stdout)["models"]["versions"]
+        assert (v["name"], v["version"], v["files"], v["partial"]) == ("idx", "1.0", 2, False)
+        return v["bundle"]
+
+    assert shown() == {"name": "tiny", "version": "1.0.0", "root": "sha256:" + hashlib.sha256(payload).hexdigest()}
+    doc = json.loads((vdir / ".edgebundle.json").read_text())
+    (vdir / ".edgebundle.json").write_text(json.dumps({**doc, "_type": "someone.else"}))
+    assert shown() is None
