@@ -9,7 +9,10 @@ times as literal strings.
 from __future__ import annotations
 
 import base64
+import calendar
+import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bundler import signing
+from bundler import verify as verify_mod
+from bundler.compress import write_tar_zstd
 from bundler.errors import UsageError
+from bundler.sources import open_source
+from bundler.verify import ExpiredError, Policy, Verifier
 from installer import approval
 from installer.plan import Plan
 from installer.state import StateDir
 from tests.fixtures import dsse
+from tests.test_trust_core import (EXIT_VERIFY, ROOT, Bundles, bad_layer, bundle, bundles,  # noqa: F401
+                                   envelope_payload, private_copy, resign)
+from tests.test_trust_core import installer as installer_cli
 
 TYPE = "application/vnd.example.test+json"
 PAYLOAD = b'{"hello": "world"}'
@@ -327,9 +337,6 @@ def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
 
 # --- the verifier: content, manifests, the encoded layer, the order of failures ----------------------
 
-from tests.test_trust_core import (EXIT_VERIFY, ROOT, Bundles, bad_layer, bundle, bundles,  # noqa: E402,F401
-                                   envelope_payload, private_copy, resign)
-from tests.test_trust_core import installer as installer_cli  # noqa: E402
 
 
 def blob_file(b: Path, digest: str) -> Path:
@@ -337,8 +344,6 @@ def blob_file(b: Path, digest: str) -> Path:
 
 
 def test_signed_bundle_verifies_through_the_api_without_a_progress_callback(bundles: Bundles) -> None:
-    from bundler.sources import open_source
-    from bundler.verify import Verifier
 
     w = bundles.world
     vb = Verifier(signing.TrustStore.from_files([w.keys["release"].pub])).verify(open_source(bundles.v100))
@@ -384,7 +389,6 @@ def test_signed_manifest_damaged_is_named_by_its_blob(bundles: Bundles, tmp_path
 
 def test_signed_manifest_alias_bomb_is_refused_before_anything_is_written(bundles: Bundles, tmp_path: Path) -> None:
     """A manifest signed by the trusted key that is a YAML alias bomb: refused by every verify."""
-    import hashlib
 
     w = bundles.world
     b = private_copy(bundles.v100, tmp_path)
@@ -411,7 +415,6 @@ def test_signed_manifest_alias_bomb_is_refused_before_anything_is_written(bundle
 def test_signed_bundle_with_two_bad_blobs_names_the_first_in_order(bundles: Bundles, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """One worker, largest blob first: its failure must not cancel an earlier (in tar order) bad blob."""
-    from bundler import verify as verify_mod
 
     w = bundles.world
     b = private_copy(bundles.v100, tmp_path)
@@ -431,19 +434,15 @@ def test_signed_bundle_with_two_bad_blobs_names_the_first_in_order(bundles: Bund
 
 def test_signed_bundle_expires_at_its_signed_instant(bundles: Bundles, monkeypatch: pytest.MonkeyPatch) -> None:
     """Valid one second before ``expires``, refused at it, accepted after it only when the operator allows."""
-    import calendar
-    import time as time_mod
 
-    from bundler.sources import open_source
-    from bundler.verify import ExpiredError, Policy, Verifier
 
     w = bundles.world
     expires = envelope_payload(bundles.v100 / ROOT)["expires"]
-    at = calendar.timegm(time_mod.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
+    at = calendar.timegm(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
     trust = signing.TrustStore.from_files([w.keys["release"].pub])
     for now, policy, ok in ((at - 1, Policy(), True), (at, Policy(), False), (at + 86400, Policy(), False),
                             (at + 86400, Policy(allow_expired=True), True)):
-        monkeypatch.setattr(time_mod, "time", lambda now=now: float(now))
+        monkeypatch.setattr(time, "time", lambda now=now: float(now))
         if ok:
             assert Verifier(trust, policy).verify(open_source(bundles.v100), content=False).root.expires == expires
         else:
@@ -491,9 +490,7 @@ def test_signed_bundle_without_manifests_verifies(bundles: Bundles, tmp_path: Pa
 
 def test_signed_encoded_layer_of_another_size_is_named(bundles: Bundles, bad_layer: Path, tmp_path: Path) -> None:
     """The layer's inner file is shorter than the signed size: refused, naming model, file and blob."""
-    import hashlib
 
-    from bundler.compress import write_tar_zstd
 
     w = bundles.world
     b = private_copy(w.base / "out" / "tok-layer", tmp_path)

@@ -10,8 +10,12 @@ Expected sizes are the input files' sizes on disk; digests are ``hashlib``'s.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import random
+import shutil
 import signal
 import stat
 from collections.abc import Callable
@@ -289,8 +293,6 @@ def test_stage_trusts_a_matching_marker_only_when_told_and_only_its_own(
 
 
 def test_status_shows_the_bundle_a_staged_version_came_from(bundles: Bundles, tmp_path: Path) -> None:
-    import base64
-    import hashlib
 
     site = bundles.world.site(tmp_path / "s")
     vdir = tmp_path / "s" / "nas" / "indices" / "idx" / "1.0"
@@ -307,3 +309,77 @@ def test_status_shows_the_bundle_a_staged_version_came_from(bundles: Bundles, tm
     doc = json.loads((vdir / ".edgebundle.json").read_text())
     (vdir / ".edgebundle.json").write_text(json.dumps({**doc, "_type": "someone.else"}))
     assert shown() is None
+
+
+# --- a model with subdirectories: walked, hashed and swept below the version dir -------------------
+
+_NESTED: dict[str, Path] = {}
+NESTED = {"weights.bin": 40 * 1024, "tok/vocab.json": 3000, "tok/extra/merges.txt": 2000}
+
+
+def nested_bundle(b: Bundles) -> tuple[Path, Path]:
+    """tiny 4.0.0 with one model whose files sit in nested directories (built once per process)."""
+    if "bundle" not in _NESTED:
+
+        w = b.world
+        src = w.base / "models" / "nested"
+        for rel, size in NESTED.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(random.Random(rel).randbytes(size))
+        spec = w.spec("nested", "4.0.0", models=[{"name": "nest", "kind": "llm", "version": "0.1", "path": str(src)}])
+        _NESTED.update(bundle=w.build(spec, "nested", "release"), src=src)
+    return _NESTED["bundle"], _NESTED["src"]
+
+
+def test_stage_nested_model_files_land_whole_and_are_compared_below_the_version(bundles: Bundles,
+                                                                                tmp_path: Path) -> None:
+    b, src = nested_bundle(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    vdir = nas / "llm" / "nest" / "0.1"
+    step = stage_json(b, site)
+    assert (step["done"], step["bytes"]) == (1, sum(NESTED.values()))
+    assert {rel: sha256_file(vdir / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
+    assert stage_json(b, site)["skipped"] == 1
+    staged = tree(nas)
+    for change, why in (("flip", "tok/extra/merges.txt has digest"), ("extra", "extra file(s) tok/extra/notes.txt"),
+                        ("link", "tok/link is not a regular file")):
+        case = tmp_path / change
+
+        shutil.copytree(nas, case / "nas", symlinks=True)
+        cdir = case / "nas" / "llm" / "nest" / "0.1"
+        if change == "flip":
+            data = bytearray((cdir / "tok/extra/merges.txt").read_bytes())
+            data[5] ^= 1
+            (cdir / "tok/extra/merges.txt").write_bytes(bytes(data))
+        elif change == "extra":
+            (cdir / "tok/extra/notes.txt").write_text("x")
+        else:
+            (cdir / "tok/link").symlink_to("/etc/hostname")
+        r = installer("stage", b, "--site", bundles.world.site(case, nas=case / "nas"))
+        assert r.exit_code == EXIT_ERROR and "refusing to overwrite" in r.stderr and why in r.stderr, (change, r.stderr)
+    assert tree(nas) == staged
+
+
+def test_stage_resume_sweeps_stray_directories_but_keeps_the_models(bundles: Bundles, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    b, src = nested_bundle(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "llm" / "nest"
+    at_fault(monkeypatch, "stage.file.journaled@2")
+    with pytest.raises(Killed):
+        installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    for junk in ("junk/deeper", "tok/junk", "tok/extra/junk"):
+        (partial / junk).mkdir(parents=True)
+        (partial / junk / "f").write_bytes(b"stray")
+    (partial / "tok" / "stray.bin").write_bytes(b"stray")
+    os.symlink("/etc/hostname", partial / "tok" / "extra" / "link")
+    stage_json(b, site)
+    vdir = parent / "0.1"
+    files = {p.relative_to(vdir).as_posix() for p in vdir.rglob("*") if not p.is_dir()}
+    dirs = {p.relative_to(vdir).as_posix() for p in vdir.rglob("*") if p.is_dir() and not p.is_symlink()}
+    assert files == set(NESTED) | {".edgebundle.json"}, files
+    assert dirs == {"tok", "tok/extra"}, dirs
+    assert {rel: sha256_file(vdir / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
