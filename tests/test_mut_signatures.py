@@ -541,3 +541,30 @@ def test_apply_reads_a_plan_only_up_to_its_size_limit(bundles: Bundles, tmp_path
             load_plan(plan)
     with pytest.raises(UsageError, match="cannot read plan"):
         load_plan(tmp_path)
+
+
+def test_signed_bundle_digest_failure_is_named_before_a_decode_failure(bundles: Bundles, bad_layer: Path,
+                                                                       tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker (the decode of the large layer runs first). A blob whose bytes differ from its pin is the
+    better message than a layer that does not decode: the digest failure is named, whichever ran first."""
+    w = bundles.world
+    monkeypatch.setattr(verify_mod, "WORKERS", 1)
+    # the layer itself altered: its digest and its decode both fail; the digest failure is named
+    b = private_copy(w.base / "out" / "tok-layer", tmp_path, "altered")
+    [f] = envelope_payload(b / ROOT)["models"][0]["files"]
+    layer = blob_file(b, f["blob"])
+    data = bytearray(layer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    layer.write_bytes(bytes(data))
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert f"blobs/sha256/{f['blob'].split(':')[1]}" in r.stderr and "decoded" not in r.stderr, r.stderr
+    # a layer that decodes to other bytes, and a later member (index.json) altered: index.json is named
+    b = private_copy(bad_layer, tmp_path, "both")
+    data = bytearray((b / "index.json").read_bytes())
+    data[-2] ^= 1
+    (b / "index.json").write_bytes(bytes(data))
+    r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert "index.json" in r.stderr and "decoded" not in r.stderr, r.stderr
