@@ -183,6 +183,7 @@ def _doc(**change: Any) -> bytes:
 @pytest.mark.parametrize("data, error, words", [
     (json.dumps({"_type": "edgebundle.root", "signatures": []}).encode(), signing.LegacyFormatError, "pre-DSSE"),
     (b"[1, 2]", signing.MalformedEnvelopeError, "not a DSSE envelope"),
+    (b'{"payload": ', signing.VerificationError, "not valid JSON"),
     (_doc(extra=1), signing.MalformedEnvelopeError, "not a DSSE envelope"),
     (_doc(payload=None), signing.MalformedEnvelopeError, "not a DSSE envelope"),
     (_doc(payload=7), signing.MalformedEnvelopeError, "payload is not a base64 string"),
