@@ -383,3 +383,43 @@ def test_stage_resume_sweeps_stray_directories_but_keeps_the_models(bundles: Bun
     assert files == set(NESTED) | {".edgebundle.json"}, files
     assert dirs == {"tok", "tok/extra"}, dirs
     assert {rel: sha256_file(vdir / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
+
+
+def test_status_verify_hashes_again_even_when_the_marker_matches(bundles: Bundles, tmp_path: Path) -> None:
+    """``installer status --verify`` never takes the marker's word (the trusted-marker fast path is stage's
+    opt-in only): a byte flipped under an intact marker is reported against the signed root."""
+    site = bundles.world.site(tmp_path / "s")
+    vdir = tmp_path / "s" / "nas" / "indices" / "idx" / "1.0"
+    assert installer("stage", bundles.v100, "--site", site).exit_code == 0
+
+    def verified() -> dict[str, Any]:
+        r = installer("status", "--site", site, "--verify", "--json")
+        [v] = json.loads(r.stdout)["models"]["versions"]
+        return v  # type: ignore[no-any-return]
+
+    assert verified()["verified"] is True
+    data = bytearray((vdir / "meta.json").read_bytes())
+    data[0] ^= 1
+    (vdir / "meta.json").write_bytes(bytes(data))
+    v = verified()
+    assert v["verified"] is False and v["against"] == "signed root", v
+    assert v["problem"].startswith("meta.json has digest sha256:" + hashlib.sha256(data).hexdigest()), v
+
+
+def test_stage_conflict_names_planted_links_and_what_a_version_holds(bundles: Bundles, tmp_path: Path) -> None:
+    site = bundles.world.site(tmp_path / "s")
+    vdir = tmp_path / "s" / "nas" / "indices" / "idx" / "1.0"
+    assert installer("stage", bundles.v100, "--site", site).exit_code == 0
+    staged = tree(tmp_path / "s" / "nas")
+    (vdir / "notes.txt").write_text("x")
+    r = installer("stage", bundles.v101, "--site", site)
+    assert r.exit_code == EXIT_ERROR and f"{vdir}: it holds extra file(s) notes.txt" in r.stderr, r.stderr
+    (vdir / "notes.txt").unlink()
+    for name in ("l1", "l2", "l3", "l4"):
+        os.symlink("/etc/hostname", vdir / name)
+    r = installer("stage", bundles.v101, "--site", site)
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert f"{vdir}: l1, l2, l3 is not a regular file (a link or special file was planted)" in r.stderr, r.stderr
+    for name in ("l1", "l2", "l3", "l4"):
+        (vdir / name).unlink()
+    assert tree(tmp_path / "s" / "nas") == staged
