@@ -569,3 +569,10 @@ def test_signed_bundle_digest_failure_is_named_before_a_decode_failure(bundles: 
     r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY, r.output
     assert "index.json" in r.stderr and "decoded" not in r.stderr, r.stderr
+
+
+def test_signed_root_that_is_no_envelope_is_named_by_inspect(bundles: Bundles, tmp_path: Path) -> None:
+    b = private_copy(bundles.v100, tmp_path)
+    (b / ROOT).write_text('{"x": 1}')
+    r = bundle("inspect", b)
+    assert r.exit_code == EXIT_VERIFY and f"{ROOT} is not a DSSE envelope" in r.stderr, r.output
