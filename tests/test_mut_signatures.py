@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -576,3 +577,36 @@ def test_signed_root_that_is_no_envelope_is_named_by_inspect(bundles: Bundles, t
     (b / ROOT).write_text('{"x": 1}')
     r = bundle("inspect", b)
     assert r.exit_code == EXIT_VERIFY and f"{ROOT} is not a DSSE envelope" in r.stderr, r.output
+
+
+# --- drift on a real cluster: an object deleted and re-created since the plan ---------------------------
+
+def test_apply_refuses_a_plan_whose_object_was_re_created(bundles: Bundles, kube_cluster: Any,
+                                                          tmp_path: Path) -> None:
+    """The plan saw the PersistentVolume with one uid; someone deleted and re-created it (same spec):
+    the approved plan no longer describes the cluster. The ConfigMap, unchanged, sorts before it."""
+    w = bundles.world
+    site = w.site(tmp_path / "s")
+    doc = yaml.safe_load(site.read_text())
+    doc["spec"]["cluster"] = {"kubeconfig": str(tmp_path / "kubeconfig"), "context": "edge"}
+    site.write_text(yaml.safe_dump(doc))
+    first, second = tmp_path / "1.json", tmp_path / "2.json"
+    install_and_plan(site, bundles.v100, first)
+    assert installer_cli("approve", first, "--operator", "ops", "--yes").exit_code == 0
+    r = installer_cli("apply", first, "--site", site)
+    assert r.exit_code == 0, r.output
+    install_and_plan(site, bundles.v101, second)
+    assert installer_cli("approve", second, "--operator", "ops", "--yes").exit_code == 0
+    pv = kube_cluster.get("PersistentVolume", None, "tiny-models")
+    uid = pv["metadata"]["uid"]
+    kube_cluster.delete("PersistentVolume", None, "tiny-models")
+    for _ in range(300):
+        if kube_cluster.get("PersistentVolume", None, "tiny-models") is None:
+            break
+        time.sleep(0.1)
+    meta = {k: v for k, v in pv["metadata"].items() if k in ("name", "labels", "annotations")}
+    kube_cluster.resource("v1", "PersistentVolume").create(body={**pv, "metadata": meta, "status": {}})
+    assert kube_cluster.get("PersistentVolume", None, "tiny-models")["metadata"]["uid"] != uid
+    r = installer_cli("apply", second, "--site", site)
+    assert r.exit_code == 1 and "drifted" in r.output, r.output
+    assert "PersistentVolume/tiny-models was re-created" in r.output, r.output
