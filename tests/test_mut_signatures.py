@@ -31,7 +31,8 @@ from installer import approval
 from installer.plan import Plan, PlanError, load_plan
 from installer.state import StateDir
 from tests.fixtures import dsse
-from tests.test_trust_core import (EXIT_VERIFY, ROOT, Bundles, bad_layer, bundle, bundles,  # noqa: F401
+from tests.test_trust_core import (EXIT_VERIFY, ROOT, Bundles, DeltaCase, bad_layer, bundle, bundles,  # noqa: F401
+                                   delta_case,
                                    envelope_payload, install_and_plan, private_copy, resign)
 from tests.test_trust_core import installer as installer_cli
 
@@ -186,6 +187,7 @@ def _doc(**change: Any) -> bytes:
     (b"[1, 2]", signing.MalformedEnvelopeError, "not a DSSE envelope"),
     (b'{"payload": ', signing.VerificationError, "not valid JSON"),
     (_doc(extra=1), signing.MalformedEnvelopeError, "not a DSSE envelope"),
+    (_doc(_type="edgebundle.root"), signing.MalformedEnvelopeError, "not a DSSE envelope"),  # not the old format
     (_doc(payload=None), signing.MalformedEnvelopeError, "not a DSSE envelope"),
     (_doc(payload=7), signing.MalformedEnvelopeError, "payload is not a base64 string"),
     (_doc(payload="e30=*"), signing.MalformedEnvelopeError, "payload is not base64"),
@@ -610,3 +612,33 @@ def test_apply_refuses_a_plan_whose_object_was_re_created(bundles: Bundles, kube
     r = installer_cli("apply", second, "--site", site)
     assert r.exit_code == 1 and "drifted" in r.output, r.output
     assert "PersistentVolume/tiny-models was re-created" in r.output, r.output
+
+
+def test_signed_root_and_its_envelope_are_kept_exactly(bundles: Bundles, tmp_path: Path) -> None:
+    """The installer keeps the verified root and the exact envelope that was checked (offline deltas and
+    renders rely on them), under the sha256 of the root."""
+    w = bundles.world
+    r = installer_cli("verify", bundles.v100, "--site", w.site(tmp_path / "s"))
+    assert r.exit_code == 0, r.output
+    envelope = (bundles.v100 / ROOT).read_bytes()
+    payload = base64.b64decode(json.loads(envelope)["payload"])
+    kept = tmp_path / "s" / "state" / "bundles" / hashlib.sha256(payload).hexdigest()
+    assert (kept / "root.dsse.json").read_bytes() == envelope
+    assert (kept / "root.json").read_bytes() == payload
+
+
+def test_signed_delta_verifies_and_stages_onto_its_base(bundles: Bundles, delta_case: DeltaCase,
+                                                        tmp_path: Path) -> None:
+    """The control for the delta refusals: the intact delta passes `bundle verify` (patches proven) and
+    stages the target's tokenizer, byte for byte the builder's input, onto a site holding the base."""
+    w = bundles.world
+    r = bundle("verify", delta_case.delta, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == 0, r.output
+    site = w.site(tmp_path / "s")
+    for verb in ("load", "stage"):
+        assert installer_cli(verb, delta_case.base, "--site", site).exit_code == 0
+    r = installer_cli("stage", delta_case.delta, "--site", site)
+    assert r.exit_code == 0, r.output
+    staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
+    good = w.base / "tok" / "good" / "tokenizer.json"
+    assert hashlib.sha256(staged.read_bytes()).digest() == hashlib.sha256(good.read_bytes()).digest()
