@@ -634,6 +634,9 @@ def test_signed_delta_verifies_and_stages_onto_its_base(bundles: Bundles, delta_
     w = bundles.world
     r = bundle("verify", delta_case.delta, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == 0, r.output
+    # rebuilt against its base: the full target, checked against the full target's pins
+    r = bundle("verify", delta_case.delta, "--base", delta_case.base, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == 0, r.output
     site = w.site(tmp_path / "s")
     for verb in ("load", "stage"):
         assert installer_cli(verb, delta_case.base, "--site", site).exit_code == 0
