@@ -48,8 +48,10 @@ GROUPS: dict[str, Group] = {
         ("edgebundle.signing.x_keyid_*", "edgebundle.signing.x_sign_*", "edgebundle.signing.x_pae_*",
          "edgebundle.signing.x_parse_envelope_*", "edgebundle.signing.x_verify_*", "edgebundle.signing.x__b64_*",
          "edgebundle.signing.xǁTrustStoreǁ*", "edgebundle.verify.*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py", "-k",
-         "bundle or signature or signed or two or threshold or damaged or platform or version or base or part")),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py",
+         "tests/test_mut_signatures.py", "-k",
+         "(bundle or signature or signed or two or threshold or damaged or platform or version or base or part) "
+         "and not re_created")),
     "parts": Group(
         ("edgebundle/parts.py",),
         ("edgebundle.parts.x_parse_part_index_*", "edgebundle.parts.x__field_*", "edgebundle.parts.xǁPartsSourceǁ*"),
@@ -62,7 +64,8 @@ GROUPS: dict[str, Group] = {
          "installer.approval.x_approval_rel_*", "installer.approval.x__hex_*",
          "installer.plan.x_check_drift_*", "installer.plan.x_check_target_*", "installer.plan.x_load_plan_*",
          "installer.plan.x_plan_hash_*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "approval or apply")),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_signatures.py", "-k",
+         "approval or apply")),
     "delta": Group(
         ("installer/delta_source.py",),
         ("installer.delta_source.*",),
@@ -73,8 +76,14 @@ GROUPS: dict[str, Group] = {
          "installer.destinations.nas.x_compare_*", "installer.destinations.nas.x__sweep_*",
          "installer.destinations.nas.x_model_dir_*", "installer.destinations.nas.x_file_pins_*",
          "installer.destinations.nas.x__write_file_*", "installer.destinations.nas.x__hash_at_*",
-         "installer.destinations.nas.xǁNasDestinationǁ*", "installer.destinations.nas.xǁ_Tapǁ*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "-k", "staging or stage")),
+         "installer.destinations.nas.xǁNasDestinationǁ*", "installer.destinations.nas.xǁ_Tapǁ*",
+         "installer.destinations.nas.x__reserved_*", "installer.destinations.nas.x_walk_*"),
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_staging.py", "-k",
+         "staging or stage")),
+    "trust": Group(
+        ("edgebundle/trustupdate.py", "installer/trust.py"),
+        ("edgebundle.trustupdate.*", "installer.trust.*"),
+        ("tests/test_mut_trust.py",)),
 }
 
 

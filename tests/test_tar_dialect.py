@@ -16,6 +16,7 @@ import tarfile
 import pytest
 
 from edgebundle import tarfmt
+from tests.fixtures.machine import skip_unless_ci
 from tests.hostile.corpus import reseal
 
 NAME = "blobs/sha256/" + "ab" * 32
@@ -42,7 +43,7 @@ def gnu_tar(data: bytes) -> list[str]:
     return out.stdout.decode().splitlines()
 
 
-pytestmark = pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar")
+pytestmark = skip_unless_ci(shutil.which("tar") is not None, "needs GNU tar (Debian package tar)")
 
 
 @pytest.mark.parametrize("prefix", [b"", b"evil", b"../../etc", b"\x01\x02\x03\x04atime-bytes"])
