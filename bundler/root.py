@@ -257,7 +257,8 @@ _Ident = tuple[int, int, str]
 
 
 def _ident(part: str) -> _Ident:
-    return (0, int(part), "") if part.isdigit() else (1, 0, part)
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses (SemVer's digits are ASCII).
+    return (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
 
 
 def is_semver(version: str) -> bool:

@@ -42,7 +42,7 @@ GROUPS: dict[str, Group] = {
         ("bundler/root.py", "bundler/layout.py"),
         ("bundler.root.x_version_key_*", "bundler.root.x_parse_root_*", "bundler.root.x__*",
          "bundler.root.x_load_json_bounded_*", "bundler.root.xǁRootǁmember_pins_*", "bundler.layout.*"),
-        ("tests/test_trust_parsing.py", "tests/test_trust_rules.py",
+        ("tests/test_trust_parsing.py", "tests/test_trust_rules.py", "tests/test_mut_parsing.py",
          *(f"tests/test_version_order.py::test_{t}" for t in (  # not the rollback test: it needs a registry
              "the_semver_specification_example_is_in_order", "pairs", "same_precedence",
              "any_strings_are_totally_ordered_and_never_crash")),

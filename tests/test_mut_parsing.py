@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bundler import layout
-from bundler.root import MalformedRootError, load_json_bounded, parse_root
+from bundler.root import MalformedRootError, load_json_bounded, parse_root, version_key
 from tests.test_trust_core import canonical
 from tests.test_trust_parsing import _doc, _file_rebuild, _rebuild
 
@@ -492,3 +492,40 @@ def test_an_envelope_bound_holds_the_base64_of_its_payload(payload: int) -> None
     limit = layout.envelope_limit(payload)
     assert b64 <= limit - allowance <= b64 + 4
     assert limit == allowance + {0: 4, 1: 4, 2: 4, 3: 8, 4: 8, 5: 8, 6: 12, 1000: 1336, 3072: 4100}[payload]
+
+
+# --- version order: the generalised rule's edges (SemVer's own list is in tests/test_version_order.py) -----
+#: (lower, higher), each written out from SemVer 2.0.0 or from the rule in version_key's docstring.
+VERSION_PAIRS = [
+    ("1.0.0-x-y-z.--", "1.0.0"),  # SemVer's own pre-release example: hyphens inside identifiers
+    ("1.0.0-rc-1", "1.0.0"),  # the pre-release starts at the first hyphen, not the last
+    ("1.0.0-rc.1", "1.0.0-rc-1"),  # "rc" < "rc-1" in ASCII order
+    ("1.0.0-0", "1.0.0-00a"),  # a digit run with a letter is alphanumeric
+    ("1.2", "1.10"), ("1.0.9", "1.0.10"), ("9", "10"),  # numeric release parts compare as numbers
+    ("1.99", "1.x"),  # a text release part sorts above every number
+    ("1.0.0-alpha.99", "1.0.0-alpha.a"),
+    ("1.0.1-alpha", "1.0.1"),
+    ("1.0.0", "1.0.0.1"),  # a non-zero fourth part is newer
+    ("1.0.0.0.0.0-rc.1", "1.0.0.0.0.1"),
+    ("1.99", "1.²"), ("1.x", "1.²"),  # not an ASCII digit: text, in code-point order
+]
+VERSION_EQUAL = [("1.0.0+a-b+c", "1.0.0"), ("1.0.0+build+x", "1.0.0"), ("1.0.0-alpha+001", "1.0.0-alpha"),
+                 ("1.0.0.0", "1"), ("0", "0.0.0"), ("01.2", "1.2")]
+
+
+@pytest.mark.parametrize(("lower", "higher"), VERSION_PAIRS)
+def test_version_order_at_the_edges_of_the_rule(lower: str, higher: str) -> None:
+    assert version_key(lower) < version_key(higher)
+    assert version_key(higher) > version_key(lower)
+
+
+@pytest.mark.parametrize(("a", "b"), VERSION_EQUAL)
+def test_versions_of_the_same_precedence(a: str, b: str) -> None:
+    assert version_key(a) == version_key(b)
+
+
+@pytest.mark.parametrize("odd", ["", "-", "+", ".", "..", "1..2", "-1", "1.²", "1.0.0-²", "²", "١.٢", "1.0.0-"])
+def test_any_version_string_has_a_place_in_the_order(odd: str) -> None:
+    """The installed version comes from the state directory, which is not trusted to be clean: never raise."""
+    key = version_key(odd)
+    assert (key < version_key("0.0.1")) + (key > version_key("0.0.1")) + (key == version_key("0.0.1")) == 1
