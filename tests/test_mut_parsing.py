@@ -253,6 +253,7 @@ DELTA_REFUSALS: list[tuple[str, Edit, str]] = [
     ("file-size-negative", lambda d: _file_rebuild(d)["file"].update(size=-1), f"{R}.file.size -1 is out of range"),
     ("file-encoding-not-a-string", lambda d: _file_rebuild(d)["file"].update(encoding=1),
      f"{R}.file.encoding has the wrong type"),
+    ("base-with-a-patch", lambda d: _rebuild(d, "bsdiff4").update(method="base"), f"{R} is 'base' but names a patch"),
     ("base-from-nas-other-content", lambda d: _file_rebuild(d).update(method="base", patch=None) or
      _rebuild(d, "base").pop("patch"), f"{R} is 'base' but its input is other content"),
 ]
@@ -327,6 +328,15 @@ def test_a_model_file_path_unsafe_on_a_nas_is_refused(path: str, why: str) -> No
         assert message.startswith("root: models[0].files[0].path ") and message.endswith(why), message
     else:
         assert message == "root: models[0].files[0].path is over 1024 bytes long"
+
+
+def test_a_refused_path_is_shown_escaped_and_cut_at_80_characters() -> None:
+    """The message shows the path the operator must look for, control characters escaped, long ones cut."""
+    doc = _doc()
+    doc["models"][0]["files"][0]["path"] = "a\x01b"
+    assert _refusal(doc) == "root: models[0].files[0].path 'a\\\\x01b' contains a NUL or control character"
+    doc["models"][0]["files"][0]["path"] = "é" * 100 + "/../x"
+    assert _refusal(doc) == "root: models[0].files[0].path '" + "\\\\xe9" * 80 + "' is not a safe relative path"
 
 
 def test_a_parsed_root_says_what_the_document_says() -> None:
