@@ -134,6 +134,21 @@ def survivors(name: str) -> list[str]:
     return sorted(m for codes in results.values() for m, c in codes.items() if c not in KILLED)
 
 
+def _keep_verdicts(d: Path) -> None:
+    """Let a changed test selection (a test file added to a group) keep the verdicts already made.
+
+    mutmut 3.8 resets every mutant's result when ``pytest_add_cli_args_test_selection`` differs
+    from the one recorded in its stats file; the killed mutants would then count as not run. More
+    tests cannot revive a killed mutant, so the recorded selection is dropped (mutmut then records
+    the new one) and mutmut maps the new tests incrementally ("Found N new tests").
+    """
+    stats = d / "mutants" / "mutmut-stats.json"
+    if stats.exists():
+        data = json.loads(stats.read_text())
+        data.pop("config_fingerprint", None)
+        stats.write_text(json.dumps(data))
+
+
 def rerun_survivors(name: str, group: Group, children: int) -> float:
     """Refresh the group's copy of tests/ and re-test only its survivors (after new tests were written)."""
     d = WORK / name
@@ -144,6 +159,7 @@ def rerun_survivors(name: str, group: Group, children: int) -> float:
     names = survivors(name)
     if not names:
         return 0.0
+    _keep_verdicts(d)
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.monotonic()
     with open(d / "mutmut-rerun.log", "wb") as log:
