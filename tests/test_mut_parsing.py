@@ -438,6 +438,13 @@ def test_json_nesting_counts_depth_not_brackets() -> None:
     assert len(load_json_bounded(b"[" + b'{"a":{}},' * 200 + b"[]]", "the document")) == 201
 
 
+def test_json_depth_counts_from_the_parent_after_a_sibling_closes() -> None:
+    """A closed sibling lowers the depth by exactly one level; a second top-level value is not JSON."""
+    assert _bounded_refusal(b"[[]," + b"[" * 64 + b"]" * 64 + b"]") == "the document nests deeper than 64 levels"
+    assert len(load_json_bounded(b"[[]," + b"[" * 63 + b"]" * 63 + b"]", "the document")) == 2
+    assert _bounded_refusal(b"[] " + b"[" * 64 + b"]" * 64).startswith("the document is not valid JSON: ")
+
+
 def test_json_brackets_inside_strings_do_not_count() -> None:
     assert load_json_bounded(b'["' + b"[{" * 100 + b'"]', "the document") == ["[{" * 100]
     assert load_json_bounded(b'["\\"' + b"[" * 100 + b'"]', "the document") == ['"' + "[" * 100]
