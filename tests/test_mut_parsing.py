@@ -454,6 +454,14 @@ def test_json_brackets_inside_strings_do_not_count() -> None:
     assert load_json_bounded(b'["\\\\",' + b"[" * 63 + b"]" * 63 + b"]", "the document")[0] == "\\"
 
 
+def test_root_bytes_that_are_not_a_json_object_are_refused_as_root_json() -> None:
+    for data, message in ((b"{", "root.json is not valid JSON: "), (b"[" * 65 + b"]" * 65, "root.json nests deeper"),
+                          (b"[]", "root.json is not a JSON object"), (b'"root"', "root.json is not a JSON object")):
+        with pytest.raises(MalformedRootError) as e:
+            parse_root(data)
+        assert e.value.message.startswith(message), e.value.message
+
+
 def test_json_that_is_not_json_or_not_utf8_is_refused_by_name() -> None:
     assert _bounded_refusal(b"{").startswith("the document is not valid JSON: ")
     assert _bounded_refusal(b'"\xff"').startswith("the document is not valid JSON: ")
