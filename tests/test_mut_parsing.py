@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -156,7 +155,8 @@ ROOT_REFUSALS: list[tuple[str, Edit, str]] = [
      "root: manifests.manifest is not a sha256 digest: 'x'"),
     *((f"manifests-file-lacks-{k}", _pop(*KFILE, k), f"root: manifests.files[0] lacks '{k}'")
       for k in ("path", "digest", "size")),
-    ("manifests-file-size-negative", _put(*KFILE, "size", value=-1), "root: manifests.files[0].size -1 is out of range"),
+    ("manifests-file-size-negative", _put(*KFILE, "size", value=-1),
+     "root: manifests.files[0].size -1 is out of range"),
     ("manifests-file-twice", lambda d: d["manifests"]["files"].append(dict(d["manifests"]["files"][0])),
      "root: manifests.files lists '20-llm.yaml' twice"),
     ("manifests-second-file-lacks-path", lambda d: d["manifests"]["files"].append({"digest": D, "size": 1}),
