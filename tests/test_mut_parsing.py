@@ -483,6 +483,7 @@ def test_member_names_are_a_closed_set() -> None:
 @pytest.mark.parametrize(("raw", "name"), [
     ("index.json", "index.json"), ("./index.json", "index.json"), ("blobs/sha256/", "blobs/sha256"),
     ("./blobs/", "blobs"), ("edgebundle/root.dsse.json", "edgebundle/root.dsse.json"), ("a/b/c", "a/b/c"),
+    ("a/X", "a/X"), ("X/", "X"),  # only slashes are trimmed
 ])
 def test_a_member_name_is_normalised(raw: str, name: str) -> None:
     assert layout.normalise_member_name(raw) == name
