@@ -270,7 +270,8 @@ _Ident = tuple[int, int, str]
 
 
 def _ident(part: str) -> _Ident:
-    return (0, int(part), "") if part.isdigit() else (1, 0, part)
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses (SemVer's digits are ASCII).
+    return (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
 
 
 def is_semver(version: str) -> bool:
@@ -285,7 +286,7 @@ def version_key(version: str) -> tuple[tuple[_Ident, ...], int, tuple[_Ident, ..
     when numeric, in ASCII order otherwise, numeric below alphanumeric, and a longer list wins a
     tie. Any other string is ordered by the same rule generalised, so that the order is total and
     never raises: drop ``+...``; split at the first ``-`` into release and pre-release; split
-    both at dots; a release part is numeric or compares as text above every number; trailing
+    both at dots; a release part is numeric (ASCII digits) or compares as text above every number; trailing
     zero release parts are ignored (``1.0`` = ``1.0.0`` = ``1.0.0.0.0``).
     """
     main, _, pre = version.partition("+")[0].partition("-")

@@ -1,6 +1,6 @@
 """Split parts and delta installs: the behaviour ``make mutation`` found no test guarding.
 
-Each test here asserts something an operator relies on and that a mutant of ``bundler/parts.py``
+Each test here asserts something an operator relies on and that a mutant of ``edgebundle/parts.py``
 or ``installer/delta_source.py`` got past (docs/mutation-notes/parts.md and delta.md list the
 mutants that remain, and why they are equivalent):
 
@@ -74,13 +74,13 @@ def index_doc(sizes: tuple[int, ...] = (4096, 4096, 1808), part_size: int = 4096
 
 
 def parse(doc: dict[str, Any] | bytes) -> Any:
-    from bundler.parts import parse_part_index
+    from edgebundle.parts import parse_part_index
 
     return parse_part_index(doc if isinstance(doc, bytes) else canonical(doc))
 
 
 def refusal(doc: dict[str, Any] | bytes) -> str:
-    from bundler.errors import VerificationError
+    from edgebundle.errors import VerificationError
 
     with pytest.raises(VerificationError) as e:
         parse(doc)
@@ -176,7 +176,7 @@ def test_an_oversized_or_broken_part_index_is_refused_as_the_part_index() -> Non
 # --- a split bundle on media ---------------------------------------------------------------------
 
 def _trust(bundles: Bundles) -> Any:
-    from bundler.signing import TrustStore
+    from edgebundle.signing import TrustStore
 
     pub = serialization.load_pem_public_key(bundles.world.keys["release"].pub.read_bytes())
     return TrustStore([pub])  # type: ignore[list-item]
@@ -192,7 +192,7 @@ def parts(bundles: Bundles, tmp_path: Path) -> Path:
 
 
 def _source(parts: Path) -> Any:
-    from bundler.parts import PartsSource
+    from edgebundle.parts import PartsSource
 
     [index] = parts.glob("*.parts.json")
     return PartsSource(index)
@@ -211,7 +211,7 @@ def _corrupt_middle(parts: Path) -> tuple[Path, int, int]:
 
 
 class Counter:
-    """A progress sink like bundler.progress.Progress: a total and a running count."""
+    """A progress sink like edgebundle.progress.Progress: a total and a running count."""
 
     def __init__(self, total: int | None) -> None:
         self.total, self.seen = total, 0
@@ -221,7 +221,7 @@ class Counter:
 
 
 def test_check_parts_hashes_by_default_and_names_the_byte_range(bundles: Bundles, parts: Path) -> None:
-    from bundler.parts import CorruptPartError
+    from edgebundle.parts import CorruptPartError
 
     victim, first, last = _corrupt_middle(parts)
     for check in ("check_parts", "precheck"):
@@ -250,7 +250,7 @@ def test_the_cheap_precheck_reads_no_part_and_the_full_one_hashes_each_once(bund
 
 
 def test_a_cheap_check_first_does_not_excuse_the_hashing_pass(bundles: Bundles, parts: Path) -> None:
-    from bundler.parts import CorruptPartError
+    from edgebundle.parts import CorruptPartError
 
     victim, _, _ = _corrupt_middle(parts)
     src = _source(parts)
@@ -261,7 +261,7 @@ def test_a_cheap_check_first_does_not_excuse_the_hashing_pass(bundles: Bundles, 
 
 
 def test_a_part_index_that_is_not_a_small_regular_file_is_refused(bundles: Bundles, parts: Path) -> None:
-    from bundler.parts import PartIndexError, PartsSource
+    from edgebundle.parts import PartIndexError, PartsSource
 
     [index] = parts.glob("*.parts.json")
     data = index.read_bytes()
@@ -283,7 +283,7 @@ def test_the_source_says_how_many_parts_it_reads(parts: Path) -> None:
 
 
 def test_a_part_index_that_is_not_an_envelope_is_named(parts: Path) -> None:
-    from bundler.parts import PartIndexError, PartsSource
+    from edgebundle.parts import PartIndexError, PartsSource
 
     [index] = parts.glob("*.parts.json")
     index.write_text('{"parts": []}')
@@ -294,7 +294,7 @@ def test_a_part_index_that_is_not_an_envelope_is_named(parts: Path) -> None:
 
 def test_a_damaged_root_inside_the_parts_is_named_by_the_cheap_check(bundles: Bundles, parts: Path) -> None:
     """Same size, so presence and sizes pass; the root envelope read from the joined parts is named."""
-    from bundler.errors import VerificationError
+    from edgebundle.errors import VerificationError
 
     first = _part_files(parts)[0]
     data = first.read_bytes()
@@ -498,7 +498,7 @@ def test_a_record_naming_a_delta_root_counts_as_its_full_target(
         bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
     """An installed.json entry that names the delta's own root (whose signed root the state keeps)
     is the delta's full target; a stored root that no longer parses is skipped, not a crash."""
-    from bundler.root import BaseRef
+    from edgebundle.root import BaseRef
     from installer.delta_source import find_base_record
     from installer.state import StateDir
 

@@ -21,12 +21,12 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bundler import signing
-from bundler import verify as verify_mod
-from bundler.compress import write_tar_zstd
-from bundler.errors import UsageError
-from bundler.sources import open_source
-from bundler.verify import ExpiredError, Policy, Verifier
+from edgebundle import signing
+from edgebundle import verify as verify_mod
+from edgebundle.compress import write_tar_zstd
+from edgebundle.errors import UsageError
+from edgebundle.parts import open_source
+from edgebundle.verify import ExpiredError, Policy, Verifier
 from installer import approval
 from installer.plan import Plan, PlanError, load_plan
 from installer.state import StateDir
@@ -523,7 +523,7 @@ def test_signed_encoded_layer_of_another_size_is_named(bundles: Bundles, bad_lay
 
 
 
-PLAN_LIMIT = 16 * 1024 * 1024  # a plan file is JSON of at most 16 MiB (bundler/layout.py MAX_JSON_BYTES)
+PLAN_LIMIT = 16 * 1024 * 1024  # a plan file is JSON of at most 16 MiB (edgebundle/layout.py MAX_JSON_BYTES)
 
 
 def test_apply_reads_a_plan_only_up_to_its_size_limit(bundles: Bundles, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from installer import faults
+from edgebundle import faults
 from tests.fixtures.digests import sha256_file
 from tests.test_trust_core import (EXIT_ERROR, Bundles, bundles, hidden_files, installer, tree,  # noqa: F401
                                    two_models, visible_versions)

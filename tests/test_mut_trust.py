@@ -2,7 +2,7 @@
 group of the mutation run of the trust core (docs/mutation-notes/trust.md).
 
 Updates are built here with the independent DSSE signer of tests/fixtures/dsse.py (payloads written
-as literal JSON), so each rule of bundler/trustupdate.py and installer/trust.py is tested against
+as literal JSON), so each rule of edgebundle/trustupdate.py and installer/trust.py is tested against
 documents the product did not make; key ids come from ``hashlib`` (``dsse.raw_keyid``).
 """
 
@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bundler import trustupdate
-from bundler.errors import UsageError, VerificationError
-from bundler.signing import TrustStore
+from edgebundle import trustupdate
+from edgebundle.errors import UsageError, VerificationError
+from edgebundle.signing import TrustStore
 from installer import trust
 from installer.site import ClusterTarget, Site
 from installer.state import StateDir
