@@ -1,6 +1,9 @@
 """Schemas of the documents the installer writes and later reads back: plans, approvals and
 staging validation records (one strict pydantic schema each; see bundler/documents.py).
 
+The stage commit record (:class:`StageCommitDocument`) never leaves the state directory, but the
+state directory is not trusted to be clean either, so it is read through its schema too.
+
 A plan file or a record is handed between operators and sites, so it is input like any other: it
 is checked against its schema (unknown keys, wrong types) before its content or hash is trusted.
 The nested Kubernetes objects and cluster identities inside stay free-form (``dict``): they are
@@ -13,9 +16,9 @@ here when they add one to what they write.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from bundler.documents import Strict
 
@@ -91,3 +94,36 @@ class ValidationPredicate(Strict):
     revision: int
     validatedAt: str
     checks: list[ValidationCheck]
+
+
+def _one_component(value: str) -> str:
+    """A single path component: never empty, ``.``, ``..``, nor holding ``/`` or NUL."""
+    if value in ("", ".", "..") or "/" in value or "\0" in value or len(value.encode()) > 255:
+        raise ValueError(f"{value!r} is not a single path component")
+    return value
+
+
+Component = Annotated[str, AfterValidator(_one_component)]
+
+
+class CommitVersion(Strict):
+    """One version of a stage commit: ``<kindDir>/<name>/<partial>`` becomes ``<kindDir>/<name>/<version>``."""
+
+    kindDir: Literal["llm", "embeddings", "indices"]
+    name: Component
+    version: Component
+    partial: Component
+
+
+class StageCommitDocument(Strict):
+    """``STATE_DIR/stage-commit.json``: the commit point of a stage (installer/destinations/nas.py).
+
+    ``state`` is ``commit`` (every version was proven in its hidden dir: roll forward) or
+    ``abort`` (a rename was refused: roll back the versions already renamed).
+    """
+
+    type_: Literal["edgebundle.stage-commit"] = Field(alias="_type")
+    root: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    modelsRoot: str
+    state: Literal["commit", "abort"]
+    versions: list[CommitVersion] = Field(min_length=1)

@@ -12,10 +12,11 @@ from bundler.progress import human
 from bundler.root import parse_root
 from installer.commands.common import site_options
 from installer.core import INSTALL_STEPS, deployed_bundle
-from installer.destinations.nas import file_pins, list_staged, verify_staged
+from installer.destinations.nas import COMMIT_RECORD, complete_pending_stage, file_pins, list_staged, verify_staged
 from installer.destinations.registry import RegistryDestination, list_images
 from installer.site import Site
-from installer.state import StateDir
+from installer.safefs import UnsafePathError
+from installer.state import StateDir, StateLockedError
 
 
 def deployed_roots(site: Site, state: StateDir) -> set[str]:
@@ -124,6 +125,17 @@ def staged_models(site: Site, state: StateDir, verify: bool) -> list[dict[str, A
     return out
 
 
+def finish_interrupted_stage(site: Site, state: StateDir) -> str | None:
+    """Complete (or roll back) a stage commit a killed run left, so status shows all or nothing."""
+    if state.read_bytes(COMMIT_RECORD) is None:
+        return None
+    try:
+        with state.locked():
+            return complete_pending_stage(site.models_root, state)
+    except StateLockedError:
+        return "a stage commit is in progress: another installer is finishing it"
+
+
 def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     state = StateDir(site.state_dir)
     doc: dict[str, Any] = {
@@ -145,10 +157,15 @@ def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     except EdgebundleError as e:
         doc["registry"] = {"address": site.registry_address, "error": e.message}
     if site.models_root.is_dir():
+        note = finish_interrupted_stage(site, state)
         try:
             doc["models"] = {"root": str(site.models_root), "versions": staged_models(site, state, verify)}
+        except UnsafePathError:
+            raise  # a planted link or file where a directory belongs: refuse, naming it
         except EdgebundleError as e:
             doc["models"] = {"root": str(site.models_root), "error": e.message}
+        if note:
+            doc["models"]["note"] = note
     else:
         doc["models"] = {"root": str(site.models_root), "error": "models root does not exist (NAS not mounted?)"}
     return doc
@@ -186,6 +203,8 @@ def _print(doc: dict[str, Any]) -> None:
             click.echo("  (no images)")
     models = doc["models"]
     click.echo(f"\nMODELS {models['root']}")
+    if models.get("note"):
+        click.echo(f"  note: {models['note']}")
     if "error" in models:
         click.echo(f"  {models['error']}")
         return
