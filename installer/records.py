@@ -10,15 +10,15 @@ The nested Kubernetes objects and cluster identities inside stay free-form (``di
 checked where they are used (render, policy, the API server).
 
 Invariant: a document that passes has exactly the top-level keys and types listed here; the
-modules that make these documents (installer/plan.py, approval.py, validate.py) must add a field
-here when they add one to what they write.
+modules that make these documents (installer/plan.py, approval.py, validate.py, revisions.py,
+destinations/nas.py) must add a field here when they add one to what they write.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from bundler.documents import Strict
 
@@ -127,3 +127,32 @@ class StageCommitDocument(Strict):
     modelsRoot: str
     state: Literal["commit", "abort"]
     versions: list[CommitVersion] = Field(min_length=1)
+
+
+class RevisionRecord(BaseModel):
+    """``STATE_DIR/revisions/<N>.json`` (installer/revisions.py): one applied (or attempted) revision.
+
+    Not frozen: :class:`installer.revisions.RevisionStore` updates records in place.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    revision: int = Field(ge=0)
+    status: Literal["pending", "deployed", "failed", "superseded"]
+    trigger: str
+    rollbackOf: int | None
+    site: str
+    cluster: dict[str, Any]
+    bundle: BundleRef
+    planHash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    operator: str
+    startedAt: str
+    objects: list[dict[str, Any]]
+    images: dict[str, Any]
+    models: dict[str, Any]
+    summary: dict[str, int]
+    finishedAt: str | None = None
+    reason: str | None = None
+    failedObject: Any = None
+    health: Literal["healthy", "not-watched"] | None = None
+    removedCreated: int | None = None
+    stillPresent: list[str] | None = None

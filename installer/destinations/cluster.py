@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.digest import fsync_dir, read_bounded, sha256_bytes
 from bundler.errors import EdgebundleError
 from bundler.layout import MAX_JSON_BYTES
@@ -496,11 +497,11 @@ class K3sDirTarget:
         data = read_bounded(self.file, MAX_JSON_BYTES, "k3s manifests file")
         if len(data) > MAX_FILE_BYTES:
             raise ClusterError(f"{self.file} is {len(data)} bytes; not a file edgebundle wrote")
-        try:
-            docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if isinstance(d, dict)]
-        except (UnicodeDecodeError, yaml.YAMLError) as e:
-            raise ClusterError(f"{self.file} is not valid YAML: {e}",
-                               hint="someone edited it; re-plan to overwrite it") from None
+        try:  # bounded: anyone who can write the directory could plant an alias bomb here
+            docs = [d for d in load_all_bounded(data, f"k3s manifests file {self.file}") if isinstance(d, dict)]
+        except YamlBoundError as e:
+            raise ClusterError(e.message, hint="someone edited it; move it away (k3s then removes what it "
+                                               "held) or restore the last file edgebundle wrote, and re-plan") from None
         return data, {ObjectKey.of(d).id: d for d in docs}
 
     def observe(self, refs: list[dict[str, Any]]) -> Observation:
