@@ -704,7 +704,12 @@ class Registry:
                 self._auth_headers["*"] = f"Basic {basic}"
                 return True
             if scheme == "bearer":
-                token = self._auth.request_token(oras.auth.utils.parse_auth_header(challenge))
+                token_deadline = _RequestDeadline(self.timeout[1] + _MAX_SMALL_JSON / self.min_rate, 0)
+                try:  # oras reads the token answer whole inside the request: one deadline bounds both
+                    with token_deadline:
+                        token = self._auth.request_token(oras.auth.utils.parse_auth_header(challenge))
+                finally:
+                    token_deadline.check(self, f"the token request for {repo or 'the registry'}")
                 if not token:
                     return False
                 header = f"Bearer {token}"

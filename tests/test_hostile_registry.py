@@ -81,6 +81,8 @@ REQUEST_CASES = [
     ("drip-headers", _blob, r"is too slow: blob rag/llm@sha256:0+: sending the request and receiving the answer's "
                             r"headers took more than 2 s", 8),
     ("drip-headers", _manifest, r"is too slow: manifest rag/llm:1\.0: sending the request and receiving", 8),
+    ("drip-token", _manifest, r"registry 127\.0\.0\.1:\d+ is too slow: the token request for rag/llm: sending the "
+                              r"request and receiving the answer's headers took more than \d+ s", 8),
     ("slow-upload", _upload_one_put, r"registry 127\.0\.0\.1:\d+ is too slow: upload of sha256:[0-9a-f]+ to rag/llm: "
                                      r"sending the request \(16,777,216 bytes\) and receiving the answer's headers "
                                      r"took more than 6 s", 14),

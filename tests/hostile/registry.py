@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODES = ("drip", "drip-chunked", "redirect-elsewhere", "realm-elsewhere", "conflicting-length", "not-http",
          "short-body", "huge-manifest", "endless-blob", "huge-header", "drip-status", "drip-headers",
-         "slow-upload")
+         "slow-upload", "drip-token")
 #: What a ``slow-upload`` server reads of a request body per :data:`DRIP_INTERVAL` (512 KiB/s, in blocks big enough to reopen a loopback TCP window): each
 #: block the client sends still goes out within its read timeout, so only a deadline stops it.
 SLOW_READ = 256 * 1024
@@ -45,6 +45,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         mode, elsewhere = self.server.mode, f"127.0.0.1:{self.server.elsewhere}"
+        if mode == "drip-token" and not self.path.startswith("/token"):
+            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            self._send(401, b"", {"WWW-Authenticate": f'Bearer realm="{realm}",service="hostile"'})
+            return
+        if mode == "drip-token":
+            mode = "drip-headers"  # the token endpoint drips its head
         if self.path == "/v2/" and mode != "realm-elsewhere":
             self._send(200, b"{}", {"Content-Type": "application/json"})
             return
