@@ -494,7 +494,7 @@ class _Deadline:
 _IN_FLIGHT = threading.local()
 
 
-class _RequestDeadline:
+class _RequestDeadline(_Deadline):
     """A deadline over one request: sending it (body included) and receiving its answer's headers.
 
     Like :class:`_Deadline` for bodies: a read timeout restarts on every byte, so a peer that
@@ -504,7 +504,7 @@ class _RequestDeadline:
     Budget: one read timeout plus the body's size at the minimum rate.
     """
 
-    def __init__(self, seconds: float, sent: int) -> None:
+    def __init__(self, seconds: float, sent: int) -> None:  # the socket is not known yet: see attach
         self.seconds, self.sent, self.expired = seconds, sent, False
         self._sock: socket.socket | None = None
         self._timer = threading.Timer(seconds, self._fire)
@@ -515,24 +515,16 @@ class _RequestDeadline:
         if self.expired:
             self._fire()
 
-    def _fire(self) -> None:
-        self.expired = True
-        if self._sock is not None:
-            try:
-                self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
     def __enter__(self) -> _RequestDeadline:
         _IN_FLIGHT.deadline = self
         self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self.cancel()
         _IN_FLIGHT.deadline = None
 
-    def check(self, registry: Registry, what: str) -> None:
+    def check(self, registry: Registry, what: str, received: int = 0) -> None:
         if self.expired:
             raise RegistryError(
                 f"registry {registry.host} is too slow: {what}: sending the request"

@@ -227,7 +227,9 @@ def _print(doc: dict[str, Any]) -> None:
 @handle_errors
 def command(site: Site, verify: bool, as_json: bool) -> None:
     """Show installed bundles, images in the site registry, model versions on the NAS, and how
-    far each bundle got (from the journals)."""
+    far each bundle got (from the journals).
+
+    A stage killed in its commit is finished first (all its model versions visible, or none)."""
     doc = collect(site, verify)
     bad = [m for m in doc["models"].get("versions", []) if m.get("verified") is False]
     if as_json:

@@ -647,5 +647,6 @@ def verify_staged(root: Path, entry: dict[str, Any], signed_pins: list[dict[str,
             return e.message
 
 
-__all__ = ["COMMIT_RECORD", "KIND_DIRS", "MARKER", "complete_pending_stage", "finish_commit", "ModelPlan", "NasDestination", "NasFullError", "StageConflictError",
-           "difference", "list_staged", "model_dir", "verify_staged"]
+__all__ = ["COMMIT_RECORD", "KIND_DIRS", "MARKER", "ModelPlan", "NasDestination", "NasFullError",
+           "StageConflictError", "complete_pending_stage", "difference", "finish_commit", "list_staged", "model_dir",
+           "verify_staged"]

@@ -1,7 +1,8 @@
 """A hostile registry for tests: a small HTTP server on 127.0.0.1 that misbehaves on purpose.
 
 Each :data:`MODES` entry is one misbehaviour, chosen per server: drip a body, the status line or
-the headers one byte at a time (below any read timeout), read an upload a few KiB at a time, redirect or send the token realm to another host, send conflicting
+the headers (its own or its token endpoint's) one byte at a time (below any read timeout), read an
+upload a block at a time, redirect or send the token realm to another host, send conflicting
 ``Content-Length`` headers, answer with bytes that are not HTTP, promise more than it sends, or
 announce a manifest larger than any limit. It never leaves 127.0.0.1.
 """
@@ -18,8 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MODES = ("drip", "drip-chunked", "redirect-elsewhere", "realm-elsewhere", "conflicting-length", "not-http",
          "short-body", "huge-manifest", "endless-blob", "huge-header", "drip-status", "drip-headers",
          "slow-upload", "drip-token")
-#: What a ``slow-upload`` server reads of a request body per :data:`DRIP_INTERVAL` (512 KiB/s, in blocks big enough to reopen a loopback TCP window): each
-#: block the client sends still goes out within its read timeout, so only a deadline stops it.
+#: What a ``slow-upload`` server reads of a request body per :data:`DRIP_INTERVAL` (512 KiB/s, in
+#: blocks big enough to reopen a loopback TCP window): each block the client sends still goes out
+#: within its read timeout, so only a deadline stops it.
 SLOW_READ = 256 * 1024
 #: Seconds between two bytes of a drip: below the client's read timeout in the tests, so only a
 #: deadline can stop it.
