@@ -491,4 +491,4 @@ def all_site_attacks() -> list[SiteAttack]:
     return attacks
 
 
-__all__ = ["SITE_FAMILIES", "Scene", "SiteAttack", "all_site_attacks"]
+__all__ = ["REVISION", "SITE_FAMILIES", "Scene", "SiteAttack", "all_site_attacks"]
