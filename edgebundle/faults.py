@@ -46,8 +46,10 @@ FAULTPOINTS: dict[str, str] = {
     "stage.file.renamed": "a model file was renamed into the hidden partial dir, not yet journaled",
     "stage.file.journaled": "a staged model file was recorded in the journal",
     "stage.marker.written": "every file of a model version and its marker are in the partial dir",
+    "stage.commit.recorded": "every version is proven in its hidden dir and the commit record is durable",
     "stage.version.renamed": "a model version dir was renamed into place, not yet journaled",
     "stage.version.journaled": "a staged model version was recorded in the journal",
+    "stage.commit.undone": "a refused commit renamed one visible version back to its hidden dir",
     # state (installer/state.py)
     "journal.appended": "one more journal record was appended and fsynced (any step: verify, load, stage)",
     "verify.signatures.kept": "a verified bundle's root envelope is kept in the state dir, root.json not yet",

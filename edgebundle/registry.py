@@ -45,7 +45,9 @@ import oras.auth
 import oras.auth.utils
 import oras.container
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
 
 from edgebundle.digest import CHUNK, is_digest, sha256_bytes
 from edgebundle.errors import RegistryError, UsageError, VerificationError
@@ -289,6 +291,8 @@ class _Session(requests.Session):
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__()
         self.default_timeout = timeout
+        self.mount("http://", _TrackedAdapter())
+        self.mount("https://", _TrackedAdapter())
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
@@ -487,6 +491,92 @@ class _Deadline:
                 hint="check the network path and the registry's load; the operation is safe to run again")
 
 
+_IN_FLIGHT = threading.local()
+
+
+class _RequestDeadline(_Deadline):
+    """A deadline over one request: sending it (body included) and receiving its answer's headers.
+
+    Like :class:`_Deadline` for bodies: a read timeout restarts on every byte, so a peer that
+    drips its status line or headers, or reads an upload one block every few seconds, never
+    trips it. The connection classes below hand the request's socket to the deadline of the
+    current thread (:func:`_track_socket`); when the deadline passes, it is shut down.
+    Budget: one read timeout plus the body's size at the minimum rate.
+    """
+
+    def __init__(self, seconds: float, sent: int) -> None:  # the socket is not known yet: see attach
+        self.seconds, self.sent, self.expired = seconds, sent, False
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def attach(self, sock: socket.socket) -> None:
+        self._sock = sock
+        if self.expired:
+            self._fire()
+
+    def __enter__(self) -> _RequestDeadline:
+        _IN_FLIGHT.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+        _IN_FLIGHT.deadline = None
+
+    def check(self, registry: Registry, what: str, received: int = 0) -> None:
+        if self.expired:
+            raise RegistryError(
+                f"registry {registry.host} is too slow: {what}: sending the request"
+                + (f" ({self.sent:,} bytes)" if self.sent else "")
+                + f" and receiving the answer's headers took more than {self.seconds:.0f} s "
+                f"(the minimum rate is {registry.min_rate:,.0f} bytes/s)",
+                hint="check the network path and the registry's load (a peer that drips bytes is cut off); "
+                     "the operation is safe to run again")
+
+
+def _track_socket(sock: socket.socket | None) -> None:
+    deadline = getattr(_IN_FLIGHT, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.attach(sock)
+
+
+class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track_socket(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # a reused connection is already connected
+        _track_socket(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track_socket(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _track_socket(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _TrackedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _TrackedAdapter(requests.adapters.HTTPAdapter):
+    """Connections whose sockets a :class:`_RequestDeadline` can reach."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
 # --------------------------------------------------------------------------------------------
 # The client
 # --------------------------------------------------------------------------------------------
@@ -606,7 +696,12 @@ class Registry:
                 self._auth_headers["*"] = f"Basic {basic}"
                 return True
             if scheme == "bearer":
-                token = self._auth.request_token(oras.auth.utils.parse_auth_header(challenge))
+                token_deadline = _RequestDeadline(self.timeout[1] + _MAX_SMALL_JSON / self.min_rate, 0)
+                try:  # oras reads the token answer whole inside the request: one deadline bounds both
+                    with token_deadline:
+                        token = self._auth.request_token(oras.auth.utils.parse_auth_header(challenge))
+                finally:
+                    token_deadline.check(self, f"the token request for {repo or 'the registry'}")
                 if not token:
                     return False
                 header = f"Bearer {token}"
@@ -664,11 +759,17 @@ class Registry:
                     hdrs["Authorization"] = auth
             data = body() if callable(body) else body
             self.stats.add(requests=1)
+            sent = len(data) if hasattr(data, "__len__") else 0
+            request_deadline = _RequestDeadline(self.timeout[1] + sent / self.min_rate, sent)
             try:
-                resp = self._session.request(
-                    method, url, headers=hdrs, params=params, data=data, stream=True,
-                    allow_redirects=allow_redirects,
-                )  # fmt: skip
+                with request_deadline:
+                    resp = self._session.request(
+                        method, url, headers=hdrs, params=params, data=data, stream=True,
+                        allow_redirects=allow_redirects,
+                    )  # fmt: skip
+                if request_deadline.expired:  # a head cut short by the deadline may still parse
+                    resp.close()
+                    request_deadline.check(self, what)
                 if resp.status_code == 401:
                     resp.close()
                     if attempt == 0 and self._authorize(resp, repo):
@@ -683,9 +784,11 @@ class Registry:
                     "private CA, point REQUESTS_CA_BUNDLE at the CA certificate",
                 ) from e
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+                request_deadline.check(self, what)
                 reason, refused = _describe_connection_error(e, self.timeout, self._netloc)
                 raise _Transient(reason, refused=refused) from e
             except (requests.RequestException, http.client.HTTPException, ValueError) as e:
+                request_deadline.check(self, what)
                 if "Content-Length" in str(e):
                     raise RegistryError(f"registry {self.host} sent conflicting Content-Length headers for {what}",
                                         hint="a broken proxy or a hostile server is in between; fix the path to "

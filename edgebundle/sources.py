@@ -8,6 +8,12 @@ inside the file); whether the content is genuine is the verifier's job.
 Invariants:
 - A source opens its backing files read-only, so read-only media works.
 - ``open(name)`` yields exactly the member's bytes, however the backing file is laid out.
+- Reading a member has a deadline derived from its size: the time spent *inside* media reads
+  (a slow consumer does not count) may not exceed a grace period plus the member's size at a
+  minimum rate (:func:`media_deadline`; ``EDGEBUNDLE_MEDIA_MIN_RATE`` bytes/s, default 1 MiB/s,
+  and ``EDGEBUNDLE_MEDIA_GRACE`` seconds, default 30). A failing stick that drips bytes is named
+  (:class:`MediaTooSlowError`) instead of holding the installer for hours. A read the kernel
+  never returns from cannot be interrupted from here; the check runs whenever a read returns.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import io
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from edgebundle import layout, tarfmt
 from edgebundle.digest import open_regular_file
-from edgebundle.errors import VerificationError
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 
 if TYPE_CHECKING:
     from edgebundle.signing import TrustStore
@@ -40,6 +47,41 @@ def is_remote(location: object) -> bool:
 
 class SourceError(VerificationError):
     """The bundle's container (directory or tar) is malformed or unsafe."""
+
+
+class MediaTooSlowError(EdgebundleError):
+    """Reading a member from the media took longer than its size allows at the minimum rate."""
+
+
+MIN_RATE_ENV = "EDGEBUNDLE_MEDIA_MIN_RATE"
+GRACE_ENV = "EDGEBUNDLE_MEDIA_GRACE"
+DEFAULT_MEDIA_MIN_RATE = 1024 * 1024
+DEFAULT_MEDIA_GRACE = 30.0
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{name}={raw!r} is not a positive number", hint=f"unset {name} or give a number, e.g. "
+                         f"{name}={default:g}")
+    return value
+
+
+def media_deadline(size: int) -> tuple[float, float]:
+    """(seconds reading ``size`` bytes of a member may spend inside media reads, the minimum rate)."""
+    rate = _env_number(MIN_RATE_ENV, DEFAULT_MEDIA_MIN_RATE)
+    return _env_number(GRACE_ENV, DEFAULT_MEDIA_GRACE) + size / rate, rate
+
+
+def _media_read(f: BinaryIO, n: int) -> bytes:
+    """One read from the media (a seam: tests make it drip)."""
+    return f.read(n)
 
 
 class BundleSource(Protocol):
@@ -127,7 +169,7 @@ class DirectorySource(BundleSource):
     def open(self, name: str) -> Iterator[BinaryIO]:
         size = self.members()[name]
         with open_regular_file(self.path / name, f"{self.description}: member", SourceError, follow=False) as f:
-            yield _Window(f, 0, size)  # type: ignore[misc]
+            yield _Window(f, 0, size, f"{name} in {self.description}")  # type: ignore[misc]
 
 
 class TarSource(BundleSource):
@@ -170,7 +212,7 @@ class TarSource(BundleSource):
     def open(self, name: str) -> Iterator[BinaryIO]:
         e = self.entries()[name]
         with self._opener() as f:
-            yield _Window(f, e.offset, e.size)  # type: ignore[misc]
+            yield _Window(f, e.offset, e.size, f"{name} in {self.description}")  # type: ignore[misc]
 
 
 class SizedReader(io.RawIOBase):
@@ -200,10 +242,12 @@ class SizedReader(io.RawIOBase):
 
 
 class _Window(SizedReader):
-    """A read-only view of ``size`` bytes at ``offset`` of a seekable file."""
+    """A read-only view of ``size`` bytes at ``offset`` of a seekable file, read under a deadline."""
 
-    def __init__(self, f: BinaryIO, offset: int, size: int) -> None:
+    def __init__(self, f: BinaryIO, offset: int, size: int, what: str) -> None:
         self._f, self._offset, self._size, self._pos = f, offset, size, 0
+        self._what, self._waited = what, 0.0
+        self._deadline, self._rate = media_deadline(size)
 
     def read(self, n: int = -1) -> bytes:
         left = self._size - self._pos
@@ -211,6 +255,24 @@ class _Window(SizedReader):
         if n <= 0:
             return b""
         self._f.seek(self._offset + self._pos)
-        data = self._f.read(n)
-        self._pos += len(data)
+        data = b""
+        while len(data) < n:  # a short read is not the end (slow media returns what it has)
+            started = time.monotonic()
+            got = _media_read(self._f, n - len(data))
+            self._waited += time.monotonic() - started
+            data += got
+            self._pos += len(got)
+            self._check_deadline()
+            if not got:
+                break
         return data
+
+    def _check_deadline(self) -> None:
+        if self._waited > self._deadline:
+            raise MediaTooSlowError(
+                f"the media is too slow: reading {self._what} took more than {self._deadline:.0f} s "
+                f"({self._pos:,} of {self._size:,} bytes; the minimum rate is {self._rate:,.0f} bytes/s)",
+                hint="the stick or drive may be failing: copy the bundle to a local disk (or other media) and "
+                     f"run again; for media known to be slow, lower {MIN_RATE_ENV} (bytes/s) or raise "
+                     f"{GRACE_ENV} (seconds)")
+

@@ -37,7 +37,7 @@ from edgebundle.signing import Envelope, LegacyFormatError, TrustStore, Unsigned
 from installer.plan import Plan
 from installer.records import ApprovalDocument
 from installer.site import Site
-from installer.state import StateDir, atomic_write
+from installer.state import StateDir
 
 APPROVAL_TYPE = "edgebundle.approval"
 DEFAULT_TTL = 24 * 3600.0
@@ -88,16 +88,22 @@ def seal_approval(doc: dict[str, Any], key: Ed25519PrivateKey | None = None) -> 
 
 
 def record_approval(state: StateDir, doc: dict[str, Any], key: Ed25519PrivateKey | None = None) -> Path:
-    """Write the approval envelope where :func:`check_approval` looks for it."""
-    path = state.path / approval_rel(doc["planHash"])
-    atomic_write(path, seal_approval(doc, key))
-    return path
+    """Write the approval envelope where :func:`check_approval` looks for it (never through a link)."""
+    rel = approval_rel(doc["planHash"])
+    state.write_bytes(rel, seal_approval(doc, key))
+    return state.path / rel
 
 
-def _open(path: Path) -> tuple[Envelope, dict[str, Any]]:
-    """The approval at ``path``: its envelope (unverified) and its payload document."""
-    with open(path, "rb") as f:
-        data = f.read(MAX_APPROVAL_BYTES + 1)
+def _open(state: StateDir, rel: str) -> tuple[Envelope, dict[str, Any]] | None:
+    """The approval at ``rel`` of the state dir: its envelope (unverified) and its payload document.
+
+    None when there is none; read by descriptor below the state directory, so a planted link or
+    FIFO is refused (:class:`installer.safefs.UnsafePathError`) naming it, never followed.
+    """
+    path = state.path / rel
+    data = state.read_bytes(rel, MAX_APPROVAL_BYTES)
+    if data is None:
+        return None
     env = parse_envelope(data, f"approval {path}", mt.PAYLOAD_APPROVAL, MAX_APPROVAL_BYTES)
     doc = load_json_bounded(env.payload, f"approval {path}")
     if not isinstance(doc, dict) or doc.get("_type") != APPROVAL_TYPE:
@@ -107,22 +113,23 @@ def _open(path: Path) -> tuple[Envelope, dict[str, Any]]:
 
 def approval_on_file(state: StateDir, plan_hash: str) -> dict[str, Any] | None:
     """The approval document recorded for ``plan_hash`` (its payload, for display; not verified)."""
-    return _load(state.path / approval_rel(plan_hash))
+    return _load(state, approval_rel(plan_hash))
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+def _load(state: StateDir, rel: str) -> dict[str, Any] | None:
+    """For display only: an unreadable, malformed or planted approval shows as none."""
     try:
-        return _open(path)[1]
-    except (OSError, VerificationError):
+        found = _open(state, rel)
+    except EdgebundleError:
         return None
+    return found[1] if found else None
 
 
 def _others(state: StateDir, plan: Plan) -> str:
     """Approvals on file for other plans of this site, for the refusal message."""
-    d = state.path / "approvals"
     found = []
-    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
-        doc = _load(p)
+    for name in [n for n in state.safe.listdir(["approvals"]) if n.endswith(".json")]:
+        doc = _load(state, f"approvals/{name}")
         if doc and doc.get("planHash") != plan.hash and doc.get("site") == plan.doc["site"]:
             found.append(f"{str(doc.get('planHash'))[:19]}... by {doc.get('operator')} at {doc.get('approvedAt')}")
     return ("; approvals on file are for other plans: " + ", ".join(found[-3:])) if found else ""
@@ -145,10 +152,10 @@ def check_approval(state: StateDir, plan: Plan, *, keys: list[Ed25519PublicKey] 
     """The valid approval for exactly this plan; raise :class:`ApprovalError` saying what is wrong."""
     path = state.path / approval_rel(plan.hash)
     try:
-        env, doc = _open(path) if path.exists() else (None, None)
+        env, doc = _open(state, approval_rel(plan.hash)) or (None, None)
     except LegacyFormatError as e:
         raise ApprovalError(e.message, hint="approve the plan again with this installer") from None
-    except (OSError, VerificationError):
+    except VerificationError:
         env, doc = None, None
     if env is None or doc is None:
         raise ApprovalError(f"plan {plan.hash[:19]}... has not been approved{_others(state, plan)}",

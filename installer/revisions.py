@@ -21,31 +21,47 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from edgebundle.errors import EdgebundleError
 from installer.site import Site
-from installer.state import StateDir, now_iso
+from installer.records import RevisionRecord
+from installer.state import StateDir, StateDocumentError, now_iso, parse_document
 
 STATUSES = ("pending", "deployed", "failed", "superseded")
 _FILE = re.compile(r"^(\d{1,9})\.json$")
 
 
 class RevisionStore:
-    """``revisions/<N>.json`` in the state directory."""
+    """``revisions/<N>.json`` in the state directory, read through :class:`RevisionRecord`.
+
+    The directory is walked by descriptor (a planted link is refused, naming it); a record that is
+    not JSON, too deep, of the wrong shape, or numbered differently from its file name is refused
+    with a :class:`StateDocumentError` naming the file and how to repair it.
+    """
 
     def __init__(self, state: StateDir) -> None:
         self.state = state
         self.dir = state.path / "revisions"
 
     def numbers(self) -> list[int]:
-        if not self.dir.is_dir():
-            return []
-        return sorted(int(m[1]) for p in self.dir.iterdir() if (m := _FILE.match(p.name)))
+        return sorted(int(m[1]) for name in self.state.safe.listdir(["revisions"]) if (m := _FILE.match(name)))
 
     def get(self, n: int) -> dict[str, Any] | None:
-        doc = self.state.read_json(f"revisions/{n}.json")
+        data = self.state.read_bytes(f"revisions/{n}.json")
+        if data is None:
+            return None
+        path = self.dir / f"{n}.json"
+        repair = (f"restore {path} from a backup; or move it out of {self.dir}: installer history then lacks "
+                  "that revision, and if the cluster runs it, plan and rollback no longer know its objects "
+                  "until the next apply")
+        rec: RevisionRecord = parse_document(data, path, RevisionRecord, repair)
+        if rec.revision != n:
+            raise StateDocumentError(f"state document {path} says it is revision {rec.revision}, not {n}",
+                                     hint=repair)
+        doc = json.loads(data)  # validated: the record exactly as written (the schema is only the gate)
         return doc if isinstance(doc, dict) else None
 
     def all(self) -> list[dict[str, Any]]:

@@ -251,6 +251,20 @@ class SafeRoot:
         finally:
             os.close(d)
 
+    def remove(self, parts: tuple[str, ...] | list[str]) -> None:
+        """Unlink ``root/parts`` (a file or link, never followed) durably; nothing when missing."""
+        *dirs, name = parts
+        with self.dir(dirs) as d:
+            if d is None:
+                return
+            try:
+                os.unlink(name, dir_fd=d)
+                os.fsync(d)
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                raise os_error(e, self._p(parts), f"removing it from {self.what}") from None
+
     def listdir(self, parts: tuple[str, ...] | list[str]) -> list[str]:
         with self.dir(parts) as d:
             return [] if d is None else sorted(os.listdir(d))

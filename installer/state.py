@@ -87,10 +87,12 @@ class InstalledDocument(BaseModel):
     audit: AuditAnchor | None = None
 
 
-def parse_document(data: bytes, path: Path, schema: type[BaseModel]) -> Any:
-    """``data`` (the file at ``path``) validated against ``schema``; a clear error, never a traceback."""
-    repair = (f"restore {path} from a backup, or move it away (the installer then treats the site as "
-              "fresh: rollback protection for what it recorded is lost until you reinstall)")
+def parse_document(data: bytes, path: Path, schema: type[BaseModel], repair: str | None = None) -> Any:
+    """``data`` (the file at ``path``) validated against ``schema``; a clear error, never a traceback.
+
+    ``repair`` says how to repair this document (default: the advice for ``installed.json``)."""
+    repair = repair or (f"restore {path} from a backup, or move it away (the installer then treats the site as "
+                        "fresh: rollback protection for what it recorded is lost until you reinstall)")
     try:
         doc = load_json_bounded(data, str(path), MAX_JSON_BYTES)
     except EdgebundleError as e:

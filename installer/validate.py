@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgebundle import mediatypes as mt
+from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.layout import envelope_limit
 from edgebundle.root import canonical_json, load_json_bounded
@@ -37,7 +38,7 @@ from installer.render import ObjectKey
 from edgebundle.documents import validate_document
 from installer.records import ValidationPredicate
 from installer.site import Site
-from installer.state import StateDir, atomic_write, now_iso
+from installer.state import StateDir, now_iso
 
 if TYPE_CHECKING:
     from installer.destinations.cluster import KubeTarget
@@ -179,36 +180,37 @@ def verify_record(data: bytes, root_digest: str, keys: list[Ed25519PublicKey],
     return predicate, signed.signers[0]
 
 
-def _read(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(MAX_ENVELOPE_BYTES + 1)
-    except OSError as e:
-        raise UsageError(f"cannot read validation record {path}: {e.strerror}") from None
-
-
 def require_validation(site: Site, state: StateDir, bundle: dict[str, str],
                        validation_file: Path | None = None) -> dict[str, Any] | None:
     """For a site with ``requireValidation``: the valid record for ``bundle``, else refuse.
 
     Returns None when the site does not require validation. A valid ``validation_file`` is kept in
-    the state directory so later commands find it.
+    the state directory so later commands find it; the kept one is read and written by descriptor
+    below the state directory (a planted link is refused, naming it).
     """
     if not site.require_validation_keys:
         return None
     keys = [load_public_key(p) for p in site.require_validation_keys]
     root = bundle["root"]
-    kept = state.path / record_rel(root)
-    path = Path(validation_file) if validation_file else kept
-    if not path.exists():
+    rel = record_rel(root)
+    kept = state.path / rel
+    if validation_file:
+        path = Path(validation_file)
+        try:
+            data: bytes | None = read_bounded(path, MAX_ENVELOPE_BYTES, "validation record", UsageError)
+        except FileNotFoundError:
+            raise UsageError(f"validation record {path} does not exist",
+                             hint="pass the file installer validate wrote on the staging site") from None
+    else:
+        path, data = kept, state.read_bytes(rel, MAX_ENVELOPE_BYTES)
+    if data is None:
         ids = ", ".join(keyid(k)[:16] for k in keys)
         raise ValidationRequired(
             f"site {site.name} requires a staging validation record for bundle {bundle['name']} "
             f"{bundle['version']} (root {root}) signed by one of the keys {ids}; none was given",
             hint="apply the bundle on the staging site, run installer validate --site STAGING -o RECORD "
                  "there, and pass --validation RECORD here")
-    data = _read(path)
     predicate, signer = verify_record(data, root, keys, f"validation record {path}")
-    if validation_file and path.resolve() != kept.resolve():
-        atomic_write(kept, data)
+    if validation_file and state.read_bytes(rel, MAX_ENVELOPE_BYTES) != data:
+        state.write_bytes(rel, data)
     return {"site": predicate.get("site"), "keyid": signer, "validatedAt": predicate.get("validatedAt")}

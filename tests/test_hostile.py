@@ -50,6 +50,7 @@ from installer.state import StateDir
 from tests.fixtures.bundles import DEFAULT_MODELS, BundleWorld, nas_snapshot, registry_snapshot, write_site
 from tests.fixtures.registry import RegistryProcess
 from tests.hostile.corpus import FAMILIES, Genuine, Mutant, Tar, build_corpus, parse_root
+from tests.hostile.site import REVISION
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -153,8 +154,8 @@ class Arena:
             if k3s:  # a site with a cluster runs what a healthy revision deployed (docs/SITE.md)
                 from installer.revisions import RevisionStore
 
-                RevisionStore(StateDir(self.site_dir / "state")).write(
-                    {"revision": 1, "status": "deployed", "bundle": dict(m.installed)})
+                bundle = {k: m.installed[k] for k in ("name", "version", "root")}  # a whole record (strict schema)
+                RevisionStore(StateDir(self.site_dir / "state")).write({**REVISION, "bundle": bundle})
         self.before = self.snapshot()
 
     def snapshot(self) -> dict[str, dict[str, str]]:

@@ -7,6 +7,7 @@ The client reads into memory here, so nothing can be written anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from edgebundle.errors import EdgebundleError
 from edgebundle.registry import Registry
-from tests.hostile.registry import DRIP_INTERVAL, hostile_registry
+from tests.hostile.registry import DRIP_INTERVAL, SLOW_READ, hostile_registry
 
 pytestmark = pytest.mark.timeout(60)
 DIGEST = "sha256:" + "0" * 64
@@ -55,6 +56,61 @@ CASES = [
     ("huge-header", _blob, r"registry 127\.0\.0\.1:\d+: it sent a header line longer than HTTP clients accept", 10),
     ("huge-header", _manifest, r"registry 127\.0\.0\.1:\d+: it sent a header line longer", 10),
 ]
+
+
+def _upload_one_put(reg: Registry) -> None:
+    """16 MiB in one PUT (more than loopback socket buffers hold, so the send blocks on the reader)."""
+    reg.chunk_size = 32 * 1024 * 1024
+    data = bytes(16 * 1024 * 1024)
+    reg.push_blob("rag/llm", "sha256:" + hashlib.sha256(data).hexdigest(), len(data), io.BytesIO(data))
+
+
+def _upload_chunked(reg: Registry) -> None:
+    reg.chunk_size = 8 * 1024 * 1024
+    data = bytes(16 * 1024 * 1024)
+    reg.push_blob("rag/llm", "sha256:" + hashlib.sha256(data).hexdigest(), len(data), io.BytesIO(data))
+
+
+#: Request deadlines: headers dripped (status line or a header, one byte per 0.5 s: one read
+#: timeout, 2 s, for the whole head) and an upload read at 512 KiB/s (one read timeout plus its size
+#: at the minimum rate: 4 MiB/s here, so 2 + 4 s for 16 MiB, 2 + 2 s per 8 MiB chunk).
+REQUEST_CASES = [
+    ("drip-status", _blob, r"registry 127\.0\.0\.1:\d+ is too slow: blob rag/llm@sha256:0+: sending the request and "
+                           r"receiving the answer's headers took more than 2 s", 8),
+    ("drip-status", _manifest, r"is too slow: manifest rag/llm:1\.0: sending the request and receiving", 8),
+    ("drip-headers", _blob, r"is too slow: blob rag/llm@sha256:0+: sending the request and receiving the answer's "
+                            r"headers took more than 2 s", 8),
+    ("drip-headers", _manifest, r"is too slow: manifest rag/llm:1\.0: sending the request and receiving", 8),
+    ("drip-token", _manifest, r"registry 127\.0\.0\.1:\d+ is too slow: the token request for rag/llm: sending the "
+                              r"request and receiving the answer's headers took more than \d+ s", 8),
+    ("slow-upload", _upload_one_put, r"registry 127\.0\.0\.1:\d+ is too slow: upload of sha256:[0-9a-f]+ to rag/llm: "
+                                     r"sending the request \(16,777,216 bytes\) and receiving the answer's headers "
+                                     r"took more than 6 s", 14),
+    ("slow-upload", _upload_chunked, r"is too slow: upload of sha256:[0-9a-f]+ to rag/llm: sending the request "
+                                     r"\(8,388,608 bytes\) .* took more than 4 s", 12),
+]
+
+
+@pytest.mark.parametrize(("mode", "op", "expect", "bound"), REQUEST_CASES,
+                         ids=[f"{c[0]}-{c[1].__name__.strip('_')}" for c in REQUEST_CASES])
+def test_request_deadline_stops_a_peer_that_drips_headers_or_reads_slowly(mode: str, op: object, expect: str,
+                                                                          bound: float) -> None:
+    with hostile_registry(mode) as server:
+        reg = Registry(f"127.0.0.1:{server.server_address[1]}", **{**CLIENT, "min_rate": 4 * 1024 * 1024.0})
+        started = time.monotonic()
+        with pytest.raises(EdgebundleError) as info:
+            op(reg)  # type: ignore[operator]
+        took = time.monotonic() - started
+    assert re.search(expect, info.value.message), info.value.message
+    assert "safe to run again" in (info.value.hint or "")
+    assert took < bound, f"took {took:.1f} s"
+
+
+def test_a_slow_upload_reader_is_below_the_read_timeout() -> None:
+    """The premise of the upload cases: the reader frees a loopback TCP window (64 KiB) well within
+    the read timeout, so each blocked send resumes in time; and it reads below the minimum rate."""
+    rate = SLOW_READ / DRIP_INTERVAL
+    assert 64 * 1024 / rate < CLIENT["timeout"] / 2 and rate < 4 * 1024 * 1024
 
 
 @pytest.mark.parametrize(("mode", "op", "expect", "bound"), CASES,

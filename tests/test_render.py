@@ -17,8 +17,7 @@ from edgebundle.parts import open_source
 from installer import health
 from installer.diff import diff_object
 from installer.policy import Node, PolicyError, check_all, check_capacity, check_images, check_models, pod_requests
-from installer.render import (BUNDLE_LABEL, MANAGED_BY, ObjectKey, RenderError, containers, pod_spec,
-                              read_manifest_docs, render, resolve_image)
+from installer.render import BUNDLE_LABEL, MANAGED_BY, ObjectKey, RenderError, containers, pod_spec, read_manifest_docs, render, resolve_image
 from installer.site import ClusterTarget, Site
 from tests.fixtures.bundles import BuiltBundle, bundle_factory, bundle_world, flip_byte  # noqa: F401
 

@@ -11,14 +11,7 @@ from installer import audit
 from installer.approval import DEFAULT_TTL
 from installer.apply import plan_and_deploy
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import (
-    operator_option,
-    outcome_line,
-    poll_option,
-    site_options,
-    stderr_log,
-    timeout_option,
-)
+from installer.commands.common import operator_option, outcome_line, poll_option, site_options, stderr_log, timeout_option
 from installer.commands.install_common import (
     bundle_argument,
     downgrade_option,

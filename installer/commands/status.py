@@ -11,13 +11,14 @@ from edgebundle.errors import EdgebundleError, VerificationError
 from edgebundle.progress import human
 from edgebundle.root import parse_root
 from installer.commands.common import site_options
-from installer.core import INSTALL_STEPS
 from installer.approval import approval_on_file
 from installer.revisions import RevisionStore, deployed_bundle
-from installer.destinations.nas import file_pins, list_staged, verify_staged
+from installer.core import INSTALL_STEPS
+from installer.destinations.nas import COMMIT_RECORD, complete_pending_stage, file_pins, list_staged, verify_staged
 from installer.destinations.registry import RegistryDestination, list_images
 from installer.site import Site
-from installer.state import StateDir
+from installer.safefs import UnsafePathError
+from installer.state import StateDir, StateLockedError
 
 
 def deployed_roots(site: Site, state: StateDir) -> set[str]:
@@ -121,6 +122,17 @@ def staged_models(site: Site, state: StateDir, verify: bool) -> list[dict[str, A
     return out
 
 
+def finish_interrupted_stage(site: Site, state: StateDir) -> str | None:
+    """Complete (or roll back) a stage commit a killed run left, so status shows all or nothing."""
+    if state.read_bytes(COMMIT_RECORD) is None:
+        return None
+    try:
+        with state.locked():
+            return complete_pending_stage(site.models_root, state)
+    except StateLockedError:
+        return "a stage commit is in progress: another installer is finishing it"
+
+
 def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     state = StateDir(site.state_dir)
     doc: dict[str, Any] = {
@@ -142,10 +154,15 @@ def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     except EdgebundleError as e:
         doc["registry"] = {"address": site.registry_address, "error": e.message}
     if site.models_root.is_dir():
+        note = finish_interrupted_stage(site, state)
         try:
             doc["models"] = {"root": str(site.models_root), "versions": staged_models(site, state, verify)}
+        except UnsafePathError:
+            raise  # a planted link or file where a directory belongs: refuse, naming it
         except EdgebundleError as e:
             doc["models"] = {"root": str(site.models_root), "error": e.message}
+        if note:
+            doc["models"]["note"] = note
     else:
         doc["models"] = {"root": str(site.models_root), "error": "models root does not exist (NAS not mounted?)"}
     return doc
@@ -183,6 +200,8 @@ def _print(doc: dict[str, Any]) -> None:
             click.echo("  (no images)")
     models = doc["models"]
     click.echo(f"\nMODELS {models['root']}")
+    if models.get("note"):
+        click.echo(f"  note: {models['note']}")
     if "error" in models:
         click.echo(f"  {models['error']}")
         return
@@ -205,7 +224,9 @@ def _print(doc: dict[str, Any]) -> None:
 @handle_errors
 def command(site: Site, verify: bool, as_json: bool) -> None:
     """Show installed bundles, images in the site registry, model versions on the NAS, and how
-    far each bundle got (from the journals)."""
+    far each bundle got (from the journals).
+
+    A stage killed in its commit is finished first (all its model versions visible, or none)."""
     doc = collect(site, verify)
     bad = [m for m in doc["models"].get("versions", []) if m.get("verified") is False]
     if as_json:

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.digest import fsync_dir, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError
 from edgebundle.layout import MAX_JSON_BYTES
@@ -543,12 +544,15 @@ class DocumentSetTarget:
 
 
 def parse_documents(data: bytes, where: str) -> dict[str, dict[str, Any]]:
-    """Objects by key id from a YAML stream edgebundle wrote (a k3s file, a GitOps artifact)."""
+    """Objects by key id from a YAML stream edgebundle wrote (a k3s file, a GitOps artifact).
+
+    Bounded: anyone who can write the directory (or push to the repository) could plant an alias
+    bomb there."""
     try:
-        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if isinstance(d, dict)]
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ClusterError(f"{where} is not valid YAML: {e}",
-                           hint="someone edited it; re-plan to overwrite it") from None
+        docs = [d for d in load_all_bounded(data, where) if isinstance(d, dict)]
+    except YamlBoundError as e:
+        raise ClusterError(e.message, hint="someone edited it; move it away (the cluster then removes what it "
+                                           "held) or restore the last one edgebundle wrote, and re-plan") from None
     return {ObjectKey.of(d).id: d for d in docs}
 
 
@@ -576,7 +580,7 @@ class K3sDirTarget(DocumentSetTarget):
         data = read_bounded(self.file, MAX_JSON_BYTES, "k3s manifests file")
         if len(data) > MAX_FILE_BYTES:
             raise ClusterError(f"{self.file} is {len(data)} bytes; not a file edgebundle wrote")
-        return sha256_bytes(data), parse_documents(data, str(self.file))
+        return sha256_bytes(data), parse_documents(data, f"k3s manifests file {self.file}")
 
     def _check_ready(self) -> None:
         if not self.dir.is_dir():

@@ -19,13 +19,20 @@ How a bundle's versions appear together or not at all:
    written to a random temporary name, hashed as it is written against the signed digest (the
    media may have changed since verification), fsynced, re-read from the same descriptor and
    renamed only on a match. Files a killed run left there are hashed again before reuse.
-2. *Commit*: only when every version of the bundle is complete does stage journal ``commit``
-   and rename each partial dir into place (``renameat2(RENAME_NOREPLACE)``, a few metadata
-   operations, no data). When a rename is refused (a version appeared meanwhile), the versions
-   already renamed in this commit are renamed back, so a refused stage leaves no new visible
-   version. A kill inside the commit (between two renames) is rolled *forward* by the next run,
-   which finds the journaled commit and renames the rest before anything else; no kill before
-   the commit leaves anything visible.
+2. *Commit*: only when every version of the bundle is complete does stage write the commit
+   record ``STATE_DIR/stage-commit.json`` (:data:`COMMIT_RECORD`: the bundle's root digest and,
+   per version, its hidden and final names; temp name, fsync, rename, fsync) and then rename each
+   partial dir into place (``renameat2(RENAME_NOREPLACE)``, no data moves). Writing the record is
+   the commit point: before it, no version of the bundle is visible; after it, the bundle's
+   versions are committed and the record is removed only once all are visible.
+3. *Recovery*: a kill between two renames leaves the first versions visible and the rest
+   waiting, whole, in their hidden dirs. The next ``installer stage``, ``install`` (of any
+   bundle) or ``status`` finishes the record before anything else (:func:`complete_pending_stage`,
+   under the state lock): each waiting dir is hashed again against the signed root the state
+   directory kept and renamed into place. When that cannot be done (a waiting dir changed or
+   vanished, a final name appeared meanwhile, the signed root is gone) or a rename is refused,
+   the record is marked ``abort`` and the versions already renamed are renamed back to their
+   hidden names, so the end is again all or nothing (a kill during the undo is undone again).
 
 Invariants:
 - An existing version is never modified: same content is skipped; different content is
@@ -40,6 +47,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -50,17 +58,20 @@ from typing import Any, BinaryIO
 
 from edgebundle import layout
 from edgebundle.compress import open_tar_zstd_member
-from edgebundle.digest import CHUNK, check, copy_verified, hash_stream
+from edgebundle.digest import CHUNK, check, copy_verified, hash_stream, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
-from edgebundle.root import KIND_DIRS, ModelEntry, ModelFile, canonical_json, load_json_bounded
+from edgebundle.root import KIND_DIRS, ModelEntry, ModelFile, canonical_json, load_json_bounded, parse_root
 from edgebundle.verify import VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
 from edgebundle.faults import faultpoint
 from installer.safefs import (SafeRoot, UnsafePathError, lstat_at, open_below, open_regular, os_error,
                               rename_noreplace, temp_name)
-from installer.state import Journal
+from installer.records import CommitVersion, StageCommitDocument
+from installer.state import Journal, StateDir, StateDocumentError, parse_document
 
 MARKER = ".edgebundle.json"
+#: The commit point of a stage, in the state directory (see the module docstring).
+COMMIT_RECORD = "stage-commit.json"
 MARKER_TYPE = "edgebundle.staged"
 _TMP_PREFIX = ".edgebundle-tmp-"
 _PARTIAL = ".partial-"
@@ -288,9 +299,12 @@ class NasDestination:
         except EdgebundleError:
             raise UsageError(f"models root {self.root} does not exist or is not a directory",
                              hint="mount the NAS (or fix spec.models.root / --models-root)") from None
-        self._roll_forward(vb, journal)
+        state = StateDir(journal.safe.path)  # the journal's root is the state directory
+        note = complete_pending_stage(self.root, state)  # a commit a killed run left: finish it first
         plans = self.plan(vb)
         result = StepResult(self.step, self.target)
+        if note:
+            result.details.append({"note": note})
         todo = [p for p in plans if not p.present]
         bar = progress(f"stage {self.root}", sum(p.size for p in todo))
         partials: list[tuple[ModelPlan, str]] = []
@@ -303,7 +317,7 @@ class NasDestination:
                 raise os_error(e, plan.target, "staging a model") from None
             partials.append((plan, partial))
             result.bytes += written
-        self._commit(partials, journal)  # 2. commit: all renamed into place, or none
+        self._commit(vb, partials, state)  # 2. commit: all renamed into place, or none
         for plan in plans:
             result.details.append({"model": f"{plan.model.name} {plan.model.version}",
                                    "path": str(plan.target), "action": "present" if plan.present else "staged"})
@@ -358,63 +372,151 @@ class NasDestination:
         return partial, written
 
     # -- 2. commit ---------------------------------------------------------------------------
-    def _commit(self, partials: list[tuple[ModelPlan, str]], journal: Journal) -> None:
-        """Rename every proven partial dir into place; on a refusal, undo this commit's renames."""
+    def _commit(self, vb: VerifiedBundle, partials: list[tuple[ModelPlan, str]], state: StateDir) -> None:
+        """Write the commit record, then rename every proven partial dir into place (or none)."""
         if not partials:
             return
-        journal.mark_item(self.step, "commit", versions=[[str(p.target), d] for p, d in partials])
-        done: list[tuple[ModelPlan, str]] = []
-        for plan, partial in partials:
-            try:
-                self._rename(plan.model, partial, plan.model.version)
-            except EdgebundleError:
-                for back, bpartial in reversed(done):
-                    self._rename(back.model, back.model.version, bpartial)
-                raise
-            done.append((plan, partial))
-            faultpoint("stage.version.renamed")
-            journal.mark_item(self.step, f"model {plan.target}", name=plan.model.name, version=plan.model.version)
-            faultpoint("stage.version.journaled")
+        record = StageCommitDocument.model_validate({
+            "_type": "edgebundle.stage-commit", "root": vb.root_digest, "modelsRoot": str(self.root),
+            "state": "commit",
+            "versions": [{"kindDir": KIND_DIRS[p.model.kind], "name": p.model.name, "version": p.model.version,
+                          "partial": d} for p, d in partials]})
+        state.write_bytes(COMMIT_RECORD, record_bytes(record))  # the commit point
+        faultpoint("stage.commit.recorded")
+        problem = finish_commit(self.root, state, record, None)  # proven a moment ago by this process
+        if problem:
+            raise StageConflictError(
+                f"cannot move the models of {vb.root.name} {vb.root.version} into place: {problem}",
+                hint="run stage again to compare what appeared; no version of this bundle was made visible")
 
-    def _rename(self, m: ModelEntry, src: str, dst: str) -> None:
-        kind, name, _ = model_parts(m)
-        with self.safe.dir([kind, name]) as d:
-            assert d is not None
-            try:
-                rename_noreplace(src, dst, d, d)
-                os.fsync(d)
-            except OSError as e:
-                if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise StageConflictError(
-                        f"cannot move {m.name} {m.version} into place at {self.root / kind / name / dst}: "
-                        "something else created it meanwhile",
-                        hint="run stage again to compare it; no version of this bundle was made visible") from None
-                raise os_error(e, self.root / kind / name / dst, "moving a model version into place") from None
 
-    def _roll_forward(self, vb: VerifiedBundle, journal: Journal) -> None:
-        """Finish a commit a killed run started: rename its remaining proven partial dirs into place."""
-        commits = [r for r in journal.items(self.step) if r.get("item") == "commit"]
-        if not commits or not isinstance(commits[-1].get("versions"), list):
-            return
-        by_target = {str(model_dir(self.root, m)): m for m in vb.root.models}
-        for entry in commits[-1]["versions"]:
-            if not (isinstance(entry, list) and len(entry) == 2 and entry[0] in by_target
-                    and isinstance(entry[1], str) and "/" not in entry[1]):
+def record_bytes(record: StageCommitDocument) -> bytes:
+    return json.dumps(record.model_dump(by_alias=True), indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _has(d: int | None, name: str) -> bool:
+    return d is not None and lstat_at(d, name) is not None
+
+
+def _rename(safe: SafeRoot, v: CommitVersion, src: str, dst: str) -> None:
+    with safe.dir([v.kindDir, v.name]) as d:
+        if d is None:
+            raise os_error(OSError(errno.ENOENT, "vanished"), safe.path / v.kindDir / v.name, "committing a stage")
+        try:
+            rename_noreplace(src, dst, d, d)
+            os.fsync(d)
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise StageConflictError(f"{safe.path / v.kindDir / v.name / dst} appeared meanwhile") from None
+            raise os_error(e, safe.path / v.kindDir / v.name / dst, "moving a model version into place") from None
+
+
+def _why_not_ready(safe: SafeRoot, record: StageCommitDocument,
+                   pins: dict[tuple[str, str, str], list[dict[str, Any]]] | None) -> str | None:
+    """Why the record's waiting versions cannot all be made visible (None: they can).
+
+    ``pins`` (by kind dir, name, version) re-prove every waiting dir; None skips that (the caller
+    proved them itself a moment ago).
+    """
+    for v in record.versions:
+        where = safe.path / v.kindDir / v.name
+        with safe.dir([v.kindDir, v.name]) as d:
+            waiting, visible = _has(d, v.partial), _has(d, v.version)
+            if waiting and visible:
+                return f"{where / v.version} appeared meanwhile"
+            if not waiting and not visible:
+                return f"{where / v.partial} vanished before it was moved into place"
+            if not waiting or pins is None:
                 continue
-            m = by_target[entry[0]]
-            kind, name, _ = model_parts(m)
-            with self.safe.dir([kind, name]) as d:
-                if d is None or lstat_at(d, entry[1]) is None or lstat_at(d, m.version) is not None:
-                    continue
-                pfd = open_below(d, [entry[1]], self.root / kind / name, "a partial model dir")
-                assert pfd is not None
-                try:
-                    proven = compare(pfd, self.root / kind / name / entry[1], file_pins(m)) is None
-                finally:
-                    os.close(pfd)
-            if proven:
-                self._rename(m, entry[1], m.version)
-                journal.mark_item(self.step, f"model {entry[0]}", name=m.name, version=m.version)
+            want = pins.get((v.kindDir, v.name, v.version))
+            if want is None:
+                return f"the signed root of {record.root} is not in the state directory to prove {where / v.partial}"
+            assert d is not None
+            pfd = open_below(d, [v.partial], where, "a partial model dir")
+            assert pfd is not None
+            try:
+                why = compare(pfd, where / v.partial, want)
+            except EdgebundleError as e:
+                why = e.message
+            finally:
+                os.close(pfd)
+            if why:
+                return f"{where / v.partial} changed while it waited: {why}"
+    return None
+
+
+def finish_commit(models_root: Path, state: StateDir, record: StageCommitDocument,
+                  pins: dict[tuple[str, str, str], list[dict[str, Any]]] | None) -> str | None:
+    """Make every version of ``record`` visible, or none; then drop the record.
+
+    Rolls forward when the record says ``commit`` and every waiting dir is (re-)proven; otherwise
+    rolls back (marks the record ``abort`` first, so a kill during the undo is undone again):
+    the versions already renamed go back to their hidden partial names. Returns why it rolled
+    back, None when every version is visible.
+    """
+    safe = SafeRoot(models_root, "the models root")
+    problem = None if record.state == "commit" else "an earlier commit of this stage was being undone"
+    problem = problem or _why_not_ready(safe, record, pins)
+    if problem is None:
+        journal = state.journal(record.root)
+        try:
+            for v in record.versions:
+                with safe.dir([v.kindDir, v.name]) as d:
+                    waiting = _has(d, v.partial)
+                if waiting:
+                    _rename(safe, v, v.partial, v.version)
+                    faultpoint("stage.version.renamed")
+                    journal.mark_item("stage", f"model {models_root / v.kindDir / v.name / v.version}",
+                                      name=v.name, version=v.version)
+                    faultpoint("stage.version.journaled")
+        except StageConflictError as e:
+            problem = e.message
+    if problem is not None:
+        if record.state != "abort":
+            record = record.model_copy(update={"state": "abort"})
+            state.write_bytes(COMMIT_RECORD, record_bytes(record))
+        for v in reversed(record.versions):
+            with safe.dir([v.kindDir, v.name]) as d:
+                renamed = d is not None and not _has(d, v.partial) and _has(d, v.version)
+            if renamed:
+                _rename(safe, v, v.version, v.partial)
+                faultpoint("stage.commit.undone")
+    state.safe.remove([COMMIT_RECORD])
+    return problem
+
+
+def complete_pending_stage(models_root: Path, state: StateDir) -> str | None:
+    """Finish the stage commit a killed run left, if any (call holding the state lock).
+
+    Every waiting version is hashed again against the signed root the state directory kept
+    (checked against the record's digest) before it is renamed into place. Returns a note for
+    the operator, None when there was nothing to finish.
+    """
+    data = state.read_bytes(COMMIT_RECORD)
+    if data is None:
+        return None
+    path = state.path / COMMIT_RECORD
+    record: StageCommitDocument = parse_document(data, path, StageCommitDocument)
+    if Path(record.modelsRoot) != Path(models_root):
+        raise StateDocumentError(
+            f"{path} is an unfinished stage commit for models root {record.modelsRoot}, not {models_root}",
+            hint=f"run installer status or stage with the site whose models root is {record.modelsRoot}; "
+                 "or, if that root is gone, move the record away")
+    pins: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    raw = state.bundle_root_bytes(record.root)
+    if raw is not None and sha256_bytes(raw) == record.root:
+        try:
+            root = parse_root(raw)
+        except EdgebundleError:
+            root = None
+        for m in root.models if root else []:
+            pins[model_parts(m)] = file_pins(m)
+    problem = finish_commit(Path(models_root), state, record, pins)
+    names = ", ".join(f"{v.kindDir}/{v.name}/{v.version}" for v in record.versions)
+    if problem:
+        return (f"an interrupted stage of {record.root} was rolled back, none of {names} is visible: {problem}; "
+                "run installer stage with that bundle again")
+    return f"an interrupted stage of {record.root} was completed: {names} now visible together"
 
 
 def _write_file(vb: VerifiedBundle, m: ModelEntry, f: ModelFile, dir_fd: int, name: str, where: Path,
@@ -485,21 +587,15 @@ def _sweep(dir_fd: int, base: Path, keep: set[str], rel: str = "") -> None:
 def list_staged(root: Path) -> list[dict[str, Any]]:
     """Model versions under ``root`` (for ``installer status``), with partial dirs flagged.
 
-    Links planted below the root are listed as such (``unsafe``), never followed.
+    A link, FIFO or file planted where a kind or model directory belongs is refused with an
+    :class:`UnsafePathError` naming it (never followed, never silently skipped: what status does
+    not show could be served).
     """
     safe = SafeRoot(root, "the models root")
     out: list[dict[str, Any]] = []
     for kind, kdir in KIND_DIRS.items():
-        try:
-            names = [n for n in safe.listdir([kdir]) if not n.startswith(".")]
-        except EdgebundleError:
-            continue
-        for name in names:
-            try:
-                versions = safe.listdir([kdir, name])
-            except EdgebundleError:
-                continue
-            for version in versions:
+        for name in [n for n in safe.listdir([kdir]) if not n.startswith(".")]:
+            for version in safe.listdir([kdir, name]):
                 with safe.dir([kdir, name]) as d:
                     assert d is not None
                     st = lstat_at(d, version)
@@ -550,5 +646,6 @@ def verify_staged(root: Path, entry: dict[str, Any], signed_pins: list[dict[str,
             return e.message
 
 
-__all__ = ["KIND_DIRS", "MARKER", "ModelPlan", "NasDestination", "NasFullError", "StageConflictError",
-           "difference", "list_staged", "model_dir", "verify_staged"]
+__all__ = ["COMMIT_RECORD", "MARKER", "ModelPlan", "NasDestination", "NasFullError",
+           "StageConflictError", "complete_pending_stage", "difference", "finish_commit", "list_staged", "model_dir",
+           "verify_staged"]

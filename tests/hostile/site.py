@@ -9,8 +9,10 @@ visible that was not there before.
 
 Families (docs/SECURITY.md has the table): ``nas`` (links, files and FIFOs below the models root,
 tampered staged versions), ``state`` (links and special files in the state directory),
-``state-doc`` (corrupt state documents, a deleted audit log) and ``media`` (FIFOs, devices and
-directories where a bundle, a part or a signature belongs).
+``state-doc`` (corrupt state documents, a deleted audit log), ``media`` (FIFOs, devices and
+directories where a bundle, a part or a signature belongs), ``revisions`` (corrupt or planted
+``revisions/<N>.json``, read by ``installer history``) and ``commit`` (a planted or corrupt
+stage commit record, ``stage-commit.json``, which stage and status finish before anything else).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SITE_FAMILIES = ("nas", "state", "state-doc", "media")
+SITE_FAMILIES = ("nas", "state", "state-doc", "media", "revisions", "commit")
 
 
 @dataclass
@@ -357,11 +359,136 @@ def media_attacks() -> list[SiteAttack]:
     ]
 
 
+def status(s: Scene) -> list[str]:
+    return ["status", "--site", str(s.site)]
+
+
+def history(s: Scene) -> list[str]:
+    return ["history", "--site", str(s.site)]
+
+
+def status_attacks() -> list[SiteAttack]:
+    """``installer status`` refuses (naming the path) what it used to skip silently."""
+    out = []
+    for kdir in ("llm", "embeddings", "indices"):
+        out.append(SiteAttack("nas", f"{kdir} is a symlink out of the NAS, status",
+                              lambda s, k=kdir: s.link(s.nas / k, s.victim), status,
+                              rf"nas/{kdir} is a symbolic link; refusing to follow it"))
+    for kind in ("llm", "embedding", "index"):
+        out.append(SiteAttack("nas", f"{kind} model name dir is a symlink out of the NAS, status",
+                              lambda s, k=kind: s.link(s.version_dir(k).parent, s.victim), status,
+                              r"is a symbolic link; refusing to follow it", staged_first=True))
+    out.append(SiteAttack("nas", "llm is a regular file, status", lambda s: s.file(s.nas / "llm"), status,
+                          r"nas/llm is a regular file, expected a directory"))
+    return out
+
+
+#: A well-formed revision record (what installer/revisions.py writes); attacks edit a copy.
+REVISION = {"revision": 1, "status": "deployed", "trigger": "apply", "rollbackOf": None, "site": "test-site",
+            "cluster": {"kind": "k3s-manifests-dir", "path": "/var/lib/rancher/k3s/server/manifests"},
+            "bundle": {"name": "rag-edge", "version": "1.0.0", "root": "sha256:" + "ab" * 32},
+            "planHash": "sha256:" + "cd" * 32, "operator": "alice", "startedAt": "2026-01-01T00:00:00Z",
+            "finishedAt": "2026-01-01T00:01:00Z", "health": "not-watched", "objects": [], "images": {},
+            "models": {}, "summary": {"create": 3, "update": 0}}
+
+
+def _revision(data: bytes | None = None, n: int = 1, **over: object) -> Callable[[Scene], None]:
+    def plant(s: Scene) -> None:
+        rec = {k: v for k, v in {**REVISION, **over}.items() if v is not _DROP}
+        s.file(s.state / "revisions" / f"{n}.json", data if data is not None else json.dumps(rec).encode())
+    return plant
+
+
+_DROP = object()
+
+
+def revision_attacks() -> list[SiteAttack]:
+    bad = r"state document .*revisions/1\.json "
+    docs: list[tuple[str, Callable[[Scene], None], str]] = [
+        ("not JSON", _revision(b"{"), bad + r"is not valid JSON"),
+        ("empty", _revision(b""), bad + r"is not valid JSON"),
+        ("a list", _revision(b"[]"), bad + r"is malformed at \(top level\)"),
+        ("null", _revision(b"null"), bad + r"is malformed at \(top level\)"),
+        ("not UTF-8", _revision(b'{"revision": "\xff\xfe"}'), bad + r"is not valid JSON"),
+        ("100 000 deep", _revision(b"[" * 100_000 + b"]" * 100_000), bad + r"nests deeper than"),
+        ("an unknown status", _revision(status="hacked"), bad + r"is malformed at status"),
+        ("a string for the number", _revision(revision="1"), bad + r"is malformed at revision"),
+        ("a negative number", _revision(revision=-1, n=1), bad + r"is malformed at revision"),
+        ("another revision's number", _revision(revision=2), bad + r"says it is revision 2, not 1"),
+        ("a bundle without root", _revision(bundle={"name": "x", "version": "1"}),
+         bad + r"is malformed at bundle\.root"),
+        ("objects an object", _revision(objects={}), bad + r"is malformed at objects"),
+        ("an unknown key", _revision(evil=True), bad + r"is malformed at evil"),
+        ("a plan hash that is not a digest", _revision(planHash="sha256:../../x"), bad + r"is malformed at planHash"),
+        ("a summary of strings", _revision(summary={"create": "3"}), bad + r"is malformed at summary\.create"),
+        ("no status", _revision(status=_DROP), bad + r"is malformed at status"),
+    ]
+    out = [SiteAttack("revisions", name, plant, history, expect) for name, plant, expect in docs]
+    out += [
+        SiteAttack("revisions", "revisions is a symlink out of the state dir", _state_link("revisions", True),
+                   history, r"state/revisions is a symbolic link; refusing to follow it"),
+        SiteAttack("revisions", "a revision file is a symlink out of the state dir", _state_link("revisions/1.json"),
+                   history, r"revisions/1\.json is a symbolic link"),
+        SiteAttack("revisions", "a revision file is a FIFO", _state_fifo("revisions/1.json"), history,
+                   r"revisions/1\.json is a FIFO"),
+        SiteAttack("revisions", "revisions is a regular file", lambda s: s.file(s.state / "revisions"), history,
+                   r"state/revisions is a regular file, expected a directory"),
+    ]
+    return out
+
+
+def _commit_record(**over: object) -> Callable[[Scene], None]:
+    """Plant a stage commit record (as a killed stage would leave one), edited by ``over``."""
+    def plant(s: Scene) -> None:
+        kdir, name, version = s.models["index"]
+        rec = {"_type": "edgebundle.stage-commit", "root": "sha256:" + s.root_hex, "modelsRoot": str(s.nas),
+               "state": "commit",
+               "versions": [{"kindDir": kdir, "name": name, "version": version, "partial": f".{version}.partial-x"}]}
+        for k, v in over.items():
+            if k in ("kindDir", "name", "version", "partial"):
+                rec["versions"][0][k] = v  # type: ignore[index]
+            else:
+                rec[k] = v
+        s.file(s.state / "stage-commit.json", json.dumps(rec).encode())
+    return plant
+
+
+def commit_attacks() -> list[SiteAttack]:
+    bad = r"state document .*stage-commit\.json "
+    cases: list[tuple[str, Callable[[Scene], None], str]] = [
+        ("not JSON", lambda s: s.file(s.state / "stage-commit.json", b"{"), bad + r"is not valid JSON"),
+        ("a partial name climbing out", _commit_record(partial="../../../victim"),
+         bad + r"is malformed at versions\.0\.partial: .*not a single path component"),
+        ("a model name climbing out", _commit_record(name=".."), bad + r"is malformed at versions\.0\.name"),
+        ("a version with a slash", _commit_record(version="1/../../x"), bad + r"is malformed at versions\.0\.version"),
+        ("an unknown kind dir", _commit_record(kindDir="../victim"), bad + r"is malformed at versions\.0\.kindDir"),
+        ("a root that is not a digest", _commit_record(root="sha256:zz"), bad + r"is malformed at root"),
+        ("an unknown state", _commit_record(state="maybe"), bad + r"is malformed at state"),
+        ("no versions", _commit_record(versions=[]), bad + r"is malformed at versions"),
+        ("another models root", _commit_record(modelsRoot="/elsewhere"),
+         r"stage-commit\.json is an unfinished stage commit for models root /elsewhere"),
+    ]
+    out = []
+    for name, plant, expect in cases:
+        out.append(SiteAttack("commit", f"{name}, stage", plant, stage, expect))
+        out.append(SiteAttack("commit", f"{name}, status", plant, status, expect))
+    out += [
+        SiteAttack("commit", "the record is a symlink out of the state dir", _state_link("stage-commit.json"), stage,
+                   r"stage-commit\.json is a symbolic link"),
+        SiteAttack("commit", "the record is a FIFO", _state_fifo("stage-commit.json"), stage,
+                   r"stage-commit\.json is a FIFO"),
+        SiteAttack("commit", "the record is a directory", _state_dir("stage-commit.json"), status,
+                   r"stage-commit\.json is a directory"),
+    ]
+    return out
+
+
 def all_site_attacks() -> list[SiteAttack]:
-    attacks = [*nas_attacks(), *state_attacks(), *state_doc_attacks(), *media_attacks()]
+    attacks = [*nas_attacks(), *status_attacks(), *state_attacks(), *state_doc_attacks(), *media_attacks(),
+               *revision_attacks(), *commit_attacks()]
     ids = [a.id for a in attacks]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
     return attacks
 
 
-__all__ = ["SITE_FAMILIES", "Scene", "SiteAttack", "all_site_attacks"]
+__all__ = ["REVISION", "SITE_FAMILIES", "Scene", "SiteAttack", "all_site_attacks"]
