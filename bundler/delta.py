@@ -29,13 +29,11 @@ Invariants:
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import io
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,11 +98,6 @@ def full_root_digest(root: Root) -> str:
     return full_root(root).digest
 
 
-def mtime_of(root: Root) -> int:
-    """The tar mtime the builder gave ``tar+zstd`` layers of this bundle (its ``created``)."""
-    return calendar.timegm(time.strptime(root.created, "%Y-%m-%dT%H:%M:%SZ"))
-
-
 # --- what a bundle's images consist of ----------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -158,6 +151,37 @@ def image_parts(source: BundleSource, root: Root) -> dict[str, Part]:
             for i, layer in enumerate(doc.get("layers", [])):
                 add(Part(layer["digest"], "layer", repo, plat, f"{where} layer {i}"))
     return parts
+
+
+def base_encodings(source: BundleSource, root: Root) -> dict[tuple[str, int], compress.Encoded]:
+    """The ``tar+zstd`` model layers of ``root`` that this builder's encoder would make again.
+
+    A layer qualifies when its descriptor's encoder annotation equals ``compress.ENCODER`` (same
+    zstd, level and fixed tar mtime), so the same file encodes to the very same blob: the target
+    pins it instead of compressing the file again. Reads two small pinned documents per model.
+    """
+    found: dict[tuple[str, int], compress.Encoded] = {}
+    for m in root.models:
+        by_blob = {f.blob: f for f in m.files if f.encoding == "tar+zstd"}
+        if not by_blob:
+            continue
+        what = f"base model {m.name} {m.version}"
+        manifest = _doc(source, m.manifest, f"{what} manifest")
+        layers = manifest.get("layers")
+        config_digest = (manifest.get("config") or {}).get("digest")
+        if not isinstance(layers, list) or config_digest not in root.blobs:
+            continue
+        diff_ids = (_doc(source, config_digest, f"{what} config").get("modelfs") or {}).get("diffIds")
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+            continue
+        for layer, diff_id in zip(layers, diff_ids):
+            f = by_blob.get(layer.get("digest")) if isinstance(layer, dict) else None
+            annotations = layer.get("annotations") if f is not None else None
+            if f is None or not isinstance(annotations, dict) or not isinstance(diff_id, str) \
+                    or annotations.get(compress.ENCODER_ANNOTATION) != compress.ENCODER:
+                continue
+            found[(f.digest, f.size)] = compress.Encoded(f.blob, root.blobs[f.blob].size, diff_id)
+    return found
 
 
 def _nas_ref(m: ModelEntry, f: ModelFile) -> dict[str, Any]:
@@ -344,7 +368,6 @@ class ReconstructedSource(BundleSource):
             raise UsageError("not a delta bundle")
         self.delta, self.root, self.base, self.scratch = delta, root, base, Path(scratch)
         self.description = f"{delta.description} rebuilt against {base.description}"
-        self.mtime = mtime_of(root)
 
     def members(self) -> dict[str, int]:
         have = self.delta.members()
@@ -422,7 +445,7 @@ class ReconstructedSource(BundleSource):
         layer = self._scratch_file(stack)
         with open(layer, "wb") as out:
             w = HashingWriter(out)
-            compress.write_tar_zstd(src_path, file["path"], w, self.mtime)  # type: ignore[arg-type]
+            compress.write_tar_zstd(src_path, file["path"], w)  # type: ignore[arg-type]
         if (w.digest, w.size) != (digest, size):
             raise VerificationError(
                 f"{what}: re-encoding {file['path']} gave {w.digest} ({w.size} bytes), not the signed "
@@ -785,7 +808,8 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
         elsewhere = {d: base_vb.root.blobs[d].size for d, p in image_parts(base_source, base_vb.root).items()
                      if p.kind == "layer" and d in base_vb.root.blobs}
         elsewhere.update({f.digest: f.size for m in base_vb.root.models for f in m.files})
-        target_store = BlobStore(target_dir, elsewhere=elsewhere, copy_files=False)
+        target_store = BlobStore(target_dir, elsewhere=elsewhere, copy_files=False,
+                                 encodings=base_encodings(base_source, base_vb.root))
         target_root = builder.assemble(target_dir, target_store, keys)
         target = DirectorySource(target_dir)
         files = {(m.name, m.version, rel): p for m in builder.spec.models for rel, p in model_files(m)}
