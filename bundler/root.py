@@ -26,7 +26,7 @@ from typing import Any
 from bundler.digest import is_digest, sha256_bytes
 from bundler.errors import UsageError, VerificationError
 from bundler.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT
-from bundler.registry import is_repository, is_tag
+from bundler.ocinames import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
 #: The one timestamp format of signed documents (UTC, whole seconds).

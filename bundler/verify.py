@@ -42,7 +42,7 @@ from bundler.boundedyaml import YamlBoundError, load_all_bounded
 from bundler.compress import open_tar_zstd_member
 from bundler.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from bundler.errors import VerificationError
-from bundler.registry import MAX_MANIFEST_BYTES
+from bundler.ocinames import MAX_MANIFEST_BYTES
 from bundler.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
 from bundler.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
 from bundler.sources import BundleSource, read_small
