@@ -1,8 +1,10 @@
 """Run commands as children and measure them: wall time and peak RSS, pairs interleaved.
 
-Every measured command runs under GNU ``/usr/bin/time -f '%e %M'`` (written to a file, so the
-child's own output is untouched); the wall time we report is our own monotonic clock around the
-child (``%e`` has only 10 ms resolution), the peak RSS is ``%M``. For a shell pipeline ``%M`` is
+Every measured command runs under GNU ``/usr/bin/time -f '%e %U %S %M'`` (written to a file, so
+the child's own output is untouched); the wall time we report is our own monotonic clock around
+the child (``%e`` has only 10 ms resolution), the CPU time is ``%U + %S`` (user + system, of the
+child and its waited-for descendants: what the work costs, whatever else loads the machine; a
+registry started outside the timed command is not in it), the peak RSS is ``%M``. For a shell pipeline ``%M`` is
 the largest single process of the pipeline (``wait4`` reports the maximum over descendants,
 not the sum), which is also what it is for our one Python process.
 
@@ -42,6 +44,7 @@ class BenchError(RuntimeError):
 class Sample:
     seconds: float
     peak_rss_kib: int
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -98,7 +101,7 @@ class Runner:
             out.write((shlex.join(argv) + "\n").encode())
             out.flush()
             t0 = time.monotonic()
-            proc = subprocess.run([TIME_BIN, "-f", "%e %M", "-o", str(timefile), "--", *argv],
+            proc = subprocess.run([TIME_BIN, "-f", "%e %U %S %M", "-o", str(timefile), "--", *argv],
                                   stdout=out, stderr=subprocess.STDOUT, cwd=cmd.cwd, env=env)
             seconds = time.monotonic() - t0
         if proc.returncode != 0:
@@ -111,7 +114,7 @@ class Runner:
             cmd.check()
         if cmd.cleanup:
             cmd.cleanup()
-        return Sample(seconds, int(fields[-1]))
+        return Sample(seconds, int(fields[-1]), float(fields[-3]) + float(fields[-2]))
 
     def interleave(self, a: Command, b: Command, runs: int,
                    log: Callable[[str], None] = lambda s: None) -> tuple[list[Sample], list[Sample]]:
@@ -133,11 +136,13 @@ class Summary:
     seconds: float
     peak_rss_kib: int
     runs: int
+    cpu_seconds: float = 0.0
 
     @classmethod
     def of(cls, samples: Sequence[Sample]) -> "Summary":
         return cls(statistics.median(s.seconds for s in samples),
-                   max(s.peak_rss_kib for s in samples), len(samples))
+                   max(s.peak_rss_kib for s in samples), len(samples),
+                   statistics.median(s.cpu_seconds for s in samples))
 
 
 def _summarise_profile(prof: Path, top: int = 30) -> None:

@@ -96,12 +96,14 @@ def cell(text: str) -> str:
 def results_table(rows: Sequence[RowResult]) -> str:
     """The main table: median seconds, ratio (edgebundle / baseline: below 1 we are faster), RSS."""
     lines = [
-        "| Row | edgebundle | baseline | edgebundle s | baseline s | ratio | edgebundle peak RSS | baseline peak RSS | notes |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| Row | edgebundle | baseline | edgebundle s | baseline s | ratio | edgebundle CPU s | baseline CPU s "
+        "| load avg | edgebundle peak RSS | baseline peak RSS | notes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(f"| {r.name} | {cell(r.ours)} | {cell(r.baseline)} | {r.a.seconds:.2f} | {r.b.seconds:.2f} | "
-                     f"{r.ratio:.2f} | {_rss(r.a.peak_rss_kib)} | {_rss(r.b.peak_rss_kib)} | "
+                     f"{r.ratio:.2f} | {r.a.cpu_seconds:.2f} | {r.b.cpu_seconds:.2f} | "
+                     f"{r.load[0]:.1f}-{r.load[1]:.1f} | {_rss(r.a.peak_rss_kib)} | {_rss(r.b.peak_rss_kib)} | "
                      f"{cell('; '.join(r.notes))} |")
     return "\n".join(lines)
 

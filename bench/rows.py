@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ class RowResult:
     notes: list[str] = field(default_factory=list)
     #: Byte counts a row reports besides time (the delta rows: delta, patches, whole, full).
     sizes: dict[str, int] = field(default_factory=dict)
+    #: The machine's 1-minute load average when the row started and ended (others' work too).
+    load: tuple[float, float] = (0.0, 0.0)
 
     @property
     def ratio(self) -> float:
@@ -48,8 +51,10 @@ class RowResult:
 def measure_pair(bench: Bench, name: str, ours: str, baseline: str, a: Command, b: Command) -> RowResult:
     """``runs`` interleaved runs of ``a`` (edgebundle) and ``b`` (the baseline), summarised."""
     bench.log(f"row {name}: {ours} vs {baseline} ({bench.settings.runs} runs, interleaved)")
+    before = os.getloadavg()[0]
     sa, sb = bench.runner.interleave(a, b, bench.settings.runs, bench.log)
-    return RowResult(name, ours, baseline, Summary.of(sa), Summary.of(sb))
+    return RowResult(name, ours, baseline, Summary.of(sa), Summary.of(sb),
+                     load=(before, os.getloadavg()[0]))
 
 
 def rm(*paths: Path) -> None:

@@ -65,9 +65,11 @@ DEFAULT_EXPIRES_IN = 180 * 86400.0
 class BlobStore:
     """``blobs/sha256`` of a bundle being built; remembers what it holds, in insertion order.
 
-    For a delta's full target (bundler/delta.py) two shortcuts: ``elsewhere`` (digest -> size)
+    For a delta's full target (bundler/delta.py) three shortcuts: ``elsewhere`` (digest -> size)
     names blobs the base already has, which are pinned without being fetched or copied; with
-    ``copy_files=False`` a model file is hashed in place and only read again if it is carried.
+    ``copy_files=False`` a model file is hashed in place and only read again if it is carried;
+    ``encodings`` ((file digest, size) -> :class:`edgebundle.compress.Encoded`) names ``tar+zstd`` layers of the base
+    made by this very encoder (``compress.ENCODER``), pinned instead of compressing the file again.
 
     With ``defer=True`` (a tar build) a large blob whose digest is known in advance (a locked
     image layer, a locked model file) is only pinned here; :func:`write_tar` streams it from its
@@ -75,11 +77,13 @@ class BlobStore:
     """
 
     def __init__(self, root_dir: Path, elsewhere: dict[str, int] | None = None,
-                 copy_files: bool = True, defer: bool = False) -> None:
+                 copy_files: bool = True, defer: bool = False,
+                 encodings: dict[tuple[str, int], compress.Encoded] | None = None) -> None:
         self.dir = root_dir / layout.BLOBS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pins: dict[str, BlobPin] = {}
-        self.elsewhere = elsewhere or {}
+        self.encodings = encodings or {}
+        self.elsewhere = {**(elsewhere or {}), **{e.blob: e.size for e in self.encodings.values()}}
         self.copy_files = copy_files
         self.defer = defer
         self.external: dict[str, Path] = {}  # digest -> the model file holding its bytes
@@ -309,13 +313,19 @@ class Builder:
             self.input_bytes += size
             self.log(f"model {model.name} {model.version}: {mf.relpath} ({size} bytes)")
             role = mf.role
-            if compress.compression_pays(mf.abs_path):
+            reused = store.encodings.get((digest, size))
+            if reused is not None:  # a delta's base holds this very encoding: pinned, not re-encoded
+                media = {"weight": mt.MODEL_WEIGHT_TAR_ZSTD}.get(role, mt.MODEL_WEIGHT_CONFIG_TAR_ZSTD)
+                pin = store.put_writer(media, lambda out: None, expect=(reused.blob, reused.size))
+                diff_ids.append(reused.diff_id)
+                encoding = "tar+zstd"
+            elif compress.compression_pays(mf.abs_path):
                 if hash_file(mf.abs_path) != (digest, size):  # the encoder does not hash the raw file
                     raise changed()
                 media = {"weight": mt.MODEL_WEIGHT_TAR_ZSTD}.get(role, mt.MODEL_WEIGHT_CONFIG_TAR_ZSTD)
                 tar_digest: list[str] = []
                 pin = store.put_writer(media, lambda out, p=mf: tar_digest.append(
-                    compress.write_tar_zstd(p.abs_path, p.relpath, out, self.mtime)))
+                    compress.write_tar_zstd(p.abs_path, p.relpath, out)))
                 diff_ids.append(tar_digest[0])
                 encoding = "tar+zstd"
             else:
@@ -325,9 +335,10 @@ class Builder:
                 diff_ids.append(digest)
                 encoding = "identity"
             files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))
+            encoder = {compress.ENCODER_ANNOTATION: compress.ENCODER} if encoding == "tar+zstd" else {}
             layers.append(_descriptor(pin, {FILEPATH: mf.relpath, TITLE: mf.relpath,
                                             "dev.edgebundle.file.digest": digest,
-                                            "dev.edgebundle.file.size": str(size)}))
+                                            "dev.edgebundle.file.size": str(size), **encoder}))
         config = store.put_bytes(model_config_bytes(desc, diff_ids, self.created),
                                  mt.MODEL_CONFIG)
         manifest = canonical_json({

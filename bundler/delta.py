@@ -21,7 +21,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +41,8 @@ from edgebundle.digest import (
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.patch import BSDIFF_MAX, MARGIN, ZPF_MAX
 from edgebundle.rebuild import (
+    IMPLIED,
+    IMPLIED_KEYS,
     PATCH_METHODS,
     ZSTD_VERSION,
     CheckedStream,
@@ -117,6 +121,57 @@ def image_parts(source: BundleSource, root: Root) -> dict[str, Part]:
     return parts
 
 
+def base_encodings(source: BundleSource, root: Root) -> dict[tuple[str, int], compress.Encoded]:
+    """The ``tar+zstd`` model layers of ``root`` that this builder's encoder would make again.
+
+    A layer qualifies when its descriptor's encoder annotation equals ``compress.ENCODER`` (same
+    zstd, level and fixed tar mtime), so the same file encodes to the very same blob: the target
+    pins it instead of compressing the file again. Reads two small pinned documents per model.
+    """
+    found: dict[tuple[str, int], compress.Encoded] = {}
+    for m in root.models:
+        by_blob = {f.blob: f for f in m.files if f.encoding == "tar+zstd"}
+        if not by_blob:
+            continue
+        what = f"base model {m.name} {m.version}"
+        manifest = _doc(source, m.manifest, f"{what} manifest")
+        layers = manifest.get("layers")
+        config_digest = (manifest.get("config") or {}).get("digest")
+        if not isinstance(layers, list) or config_digest not in root.blobs:
+            continue
+        diff_ids = (_doc(source, config_digest, f"{what} config").get("modelfs") or {}).get("diffIds")
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+            continue
+        for layer, diff_id in zip(layers, diff_ids):
+            f = by_blob.get(layer.get("digest")) if isinstance(layer, dict) else None
+            annotations = layer.get("annotations") if f is not None else None
+            if f is None or not isinstance(annotations, dict) or not isinstance(diff_id, str) \
+                    or annotations.get(compress.ENCODER_ANNOTATION) != compress.ENCODER:
+                continue
+            found[(f.digest, f.size)] = compress.Encoded(f.blob, root.blobs[f.blob].size, diff_id)
+    return found
+
+
+def similar_base_file(base: Root, name: str, kind: str, path: str, size: int) -> dict[str, Any] | None:
+    """A base model file to patch a target file against: same model and path, else same model
+    and file type, else the same path in a model of the same kind (closest size within a tier)."""
+    ext = Path(path).suffix
+    tiers: list[list[dict[str, Any]]] = [[], [], []]
+    for bm in base.models:
+        for bf in bm.files:
+            ref = {"digest": bf.digest, "size": bf.size, "at": _nas_ref(bm, bf)}
+            if bm.name == name and bf.path == path:
+                tiers[0].append(ref)
+            elif bm.name == name and Path(bf.path).suffix == ext:
+                tiers[1].append(ref)
+            elif bm.kind == kind and bf.path == path:
+                tiers[2].append(ref)
+    for tier in tiers:
+        if tier:
+            return min(tier, key=lambda r: abs(r["size"] - size))
+    return None
+
+
 def _nas_ref(m: ModelEntry, f: ModelFile) -> dict[str, Any]:
     return {"nas": {"kind": m.kind, "name": m.name, "version": m.version, "path": f.path}}
 
@@ -148,16 +203,32 @@ class BundleBase:
         self._files: dict[tuple[str, str, str, str], ModelFile] = {
             (m.kind, m.name, m.version, f.path): f for m in root.models for f in m.files}
         self._unpacked: dict[str, Path] = {}
-        self._proven: set[str] = set()
+        self._proofs: dict[str, Future[None]] = {}  # blob -> its proof, done or under way
+        self._lock = threading.Lock()
+        self._prover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prove-base")
 
-    def _prove(self, f: ModelFile) -> None:
-        """Hash an ``identity`` model file's blob once before anything reads it in pieces."""
-        if f.blob in self._proven:
-            return
+    def _proof(self, f: ModelFile) -> Future[None]:
+        with self._lock:
+            if f.blob not in self._proofs:
+                self._proofs[f.blob] = self._prover.submit(self._hash, f)
+            return self._proofs[f.blob]
+
+    def _hash(self, f: ModelFile) -> None:
         with self.source.open(layout.blob_path(f.blob)) as blob:
             got, size = hash_stream(blob)
         check(f"{self.description}: model file {f.path} ({layout.blob_path(f.blob)})", f.digest, f.size, got, size)
-        self._proven.add(f.blob)
+
+    def _prove(self, f: ModelFile) -> None:
+        """Hash an ``identity`` model file's blob once before anything reads it in pieces."""
+        self._proof(f).result()
+
+    def prove_ahead(self, refs: list[dict[str, Any]]) -> None:
+        """Start proving these base inputs in the background (the planner will patch against
+        them), so their hashing overlaps the target's own; a failure surfaces when one is used."""
+        for ref in refs:
+            f = self._model_file(ref)
+            if f.encoding == "identity":
+                self._proof(f)
 
     def _model_file(self, src: dict[str, Any]) -> ModelFile:
         n = src["at"]["nas"]
@@ -200,6 +271,7 @@ class BundleBase:
                 yield fh
 
     def close(self) -> None:
+        self._prover.shutdown(wait=True, cancel_futures=True)
         for p in self._unpacked.values():
             p.unlink(missing_ok=True)
         self._unpacked.clear()
@@ -224,7 +296,11 @@ class PlanResult:
         self.carried[digest] = {"size": size, "kind": kind}
 
     def document(self) -> dict[str, Any]:
-        return {"carried": dict(sorted(self.carried.items())), "rebuild": dict(sorted(self.rebuild.items()))}
+        """The signed ``delta``; ``base`` and ``whole`` entries omit ``reason`` and ``carriedBytes``
+        (the builder's log has the reason; the bytes are 0 and ``size``), which keeps the root small."""
+        rebuild = {d: {k: v for k, v in e.items() if e["method"] not in IMPLIED or k not in IMPLIED_KEYS}
+                   for d, e in sorted(self.rebuild.items())}
+        return {"carried": dict(sorted(self.carried.items())), "rebuild": rebuild}
 
 
 class DeltaPlanner:
@@ -324,25 +400,6 @@ class DeltaPlanner:
             entry["file"] = file
         return entry
 
-    def _similar(self, m: ModelEntry, f: ModelFile) -> dict[str, Any] | None:
-        """A base model file to patch ``f`` against: same model and path, else same model and
-        file type, else the same path in a model of the same kind."""
-        ext = Path(f.path).suffix
-        tiers: list[list[dict[str, Any]]] = [[], [], []]
-        for bm in self.base.root.models:
-            for bf in bm.files:
-                ref = {"digest": bf.digest, "size": bf.size, "at": _nas_ref(bm, bf)}
-                if bm.name == m.name and bf.path == f.path:
-                    tiers[0].append(ref)
-                elif bm.name == m.name and Path(bf.path).suffix == ext:
-                    tiers[1].append(ref)
-                elif bm.kind == m.kind and bf.path == f.path:
-                    tiers[2].append(ref)
-        for tier in tiers:
-            if tier:
-                return min(tier, key=lambda r: abs(r["size"] - f.size))
-        return None
-
     def _model_layer(self, m: ModelEntry, f: ModelFile, digest: str, size: int,
                      out: PlanResult) -> dict[str, Any]:
         what = f"model {m.name} {m.version} {f.path}"
@@ -355,7 +412,7 @@ class DeltaPlanner:
                     "file": file, **extra,
                     "reason": f"file unchanged: the NAS has it as {n['name']} {n['version']} {n['path']}"
                               + (" (layer re-encoded at the site)" if extra else "")}
-        src = self._similar(m, f)
+        src = similar_base_file(self.base.root, m.name, m.kind, f.path, f.size)
         if src is None:
             return self._whole(digest, size, out, what, "new file, nothing similar in the base")
         new_path = self.target_files[(m.name, m.version, f.path)]
@@ -460,13 +517,21 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     scratch.mkdir(parents=True)
     base = BundleBase(base_source, base_vb.root, scratch)
     try:
+        # The base files the planner will patch against (those similar to a changed file) are
+        # proven now, in the background, while the target is assembled (which hashes its files).
+        base_digests = {f.digest for m in base_vb.root.models for f in m.files}
+        locked = {(m["name"], m["version"]): m["files"] for m in builder.lock["models"]}
+        base.prove_ahead([ref for m in builder.spec.models for lf in locked.get((m.name, m.version), [])
+                          if lf["digest"] not in base_digests
+                          and (ref := similar_base_file(base_vb.root, m.name, m.kind, lf["path"], lf["size"]))])
         log("building the full target")
         # What the delta rebuilds from the site, so the target needs no bytes of it: the base's
         # image layers (pinned by its hashed manifests) and its model files.
         elsewhere = {d: base_vb.root.blobs[d].size for d, p in image_parts(base_source, base_vb.root).items()
                      if p.kind == "layer" and d in base_vb.root.blobs}
         elsewhere.update({f.digest: f.size for m in base_vb.root.models for f in m.files})
-        target_store = BlobStore(target_dir, elsewhere=elsewhere, copy_files=False)
+        target_store = BlobStore(target_dir, elsewhere=elsewhere, copy_files=False,
+                                 encodings=base_encodings(base_source, base_vb.root))
         target_root = builder.assemble(target_dir, target_store, keys)
         target = DirectorySource(target_dir)
         files = {(m.name, m.version, rel): p for m in builder.spec.models for rel, p in model_files(m)}

@@ -5,7 +5,10 @@ holding a ustar archive of exactly that one file (edgebundle/tarfmt.py dialect).
 compress (quantized GGUF weights mostly do not) are carried raw.
 
 Invariants:
-- Compression output is deterministic for a given zstandard library, level and input.
+- Compression output is deterministic for a given zstandard library, level and input, and
+  depends on nothing else: the inner tar's mtime is the fixed ``TAR_MTIME``, not the bundle's
+  ``created``, so an unchanged file encodes to the same blob in every release (a delta pins the
+  base's blob instead of re-encoding it; ``ENCODER`` names the encoding in the layer annotation).
 - Decompression never yields more than the signed size and caps the zstd window, so an
   endless or memory-hungry frame cannot exhaust the installer.
 """
@@ -13,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +31,23 @@ LEVEL = 3
 PAYS_BELOW = 0.92
 SAMPLE = 4 * 1024 * 1024
 MAX_WINDOW = 1 << 27
+#: The mtime of the one member of a ``tar+zstd`` layer (docs/FORMAT.md §2): fixed, so the layer's
+#: bytes depend only on the file's path and content (and the zstd version).
+TAR_MTIME = 0
+#: The layer annotation value naming this encoding exactly (docs/FORMAT.md §2): equal values
+#: promise equal layers for equal files, which is what lets a delta reuse a base's layer.
+ENCODER = f"zstd {'.'.join(map(str, zstandard.ZSTD_VERSION))} level {LEVEL} tar-mtime {TAR_MTIME}"
+#: The annotation that carries ``ENCODER`` on a ``tar+zstd`` model layer descriptor.
+ENCODER_ANNOTATION = "dev.edgebundle.file.encoder"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A ``tar+zstd`` layer a bundle holds: its blob, size and diffId (the inner tar's digest)."""
+
+    blob: str
+    size: int
+    diff_id: str
 
 
 def compression_pays(path: Path) -> bool:
@@ -49,7 +70,7 @@ def single_file_tar_size(size: int) -> int:
     return tarfmt.BLOCK + size + len(tarfmt.padding(size)) + len(tarfmt.END)
 
 
-def write_tar_zstd(path: Path, arcname: str, out: BinaryIO, mtime: int) -> str:
+def write_tar_zstd(path: Path, arcname: str, out: BinaryIO, mtime: int = TAR_MTIME) -> str:
     """Write a zstd frame of a one-member tar holding ``path`` as ``arcname``.
 
     Returns the digest of the uncompressed tar (the layer's OCI ``diffId``).

@@ -37,6 +37,9 @@ from edgebundle.sources import BundleSource
 
 
 METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
+#: Methods whose ``reason`` and ``carriedBytes`` follow from the method (left out of the root).
+IMPLIED = ("whole", "base")
+IMPLIED_KEYS = ("reason", "carriedBytes")
 
 
 PATCH_METHODS = ("bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
@@ -58,10 +61,6 @@ def full_root_bytes(root: Root) -> bytes:
 def full_root_digest(root: Root) -> str:
     return full_root(root).digest
 
-
-def mtime_of(root: Root) -> int:
-    """The tar mtime the builder gave ``tar+zstd`` layers of this bundle (its ``created``)."""
-    return root.created_epoch
 
 
 class BaseInputs(Protocol):
@@ -157,7 +156,6 @@ class ReconstructedSource(BundleSource):
             raise UsageError("not a delta bundle")
         self.delta, self.root, self.base, self.scratch = delta, root, base, Path(scratch)
         self.description = f"{delta.description} rebuilt against {base.description}"
-        self.mtime = mtime_of(root)
 
     def members(self) -> dict[str, int]:
         have = self.delta.members()
@@ -235,7 +233,7 @@ class ReconstructedSource(BundleSource):
         layer = self._scratch_file(stack)
         with open(layer, "wb") as out:
             w = HashingWriter(out)
-            compress.write_tar_zstd(src_path, file["path"], w, self.mtime)  # type: ignore[arg-type]
+            compress.write_tar_zstd(src_path, file["path"], w)  # type: ignore[arg-type]
         if (w.digest, w.size) != (digest, size):
             raise VerificationError(
                 f"{what}: re-encoding {file['path']} gave {w.digest} ({w.size} bytes), not the signed "
@@ -350,7 +348,7 @@ def describe_delta(root: Root) -> dict[str, Any] | None:
     rows = []
     for digest, e in sorted(root.delta["rebuild"].items(), key=lambda kv: kv[1].get("what", "")):
         src = e.get("from") or {}
-        carried = int(e.get("carriedBytes", 0))
+        carried = int(e.get("carriedBytes", e["size"] if e["method"] == "whole" else 0))
         rows.append({"digest": digest, "what": e.get("what"), "method": e["method"], "size": e["size"],
                      "carriedBytes": carried, "ratio": round(carried / e["size"], 4) if e["size"] else 0.0,
                      "base": src.get("digest"), "baseAt": src.get("at"), "patch": e.get("patch"),

@@ -31,7 +31,6 @@ import http.client
 import ipaddress
 import json
 import os
-import re
 import socket
 import threading
 import time
@@ -52,6 +51,11 @@ import urllib3.connection
 from edgebundle.digest import CHUNK, is_digest, sha256_bytes
 from edgebundle.errors import RegistryError, UsageError, VerificationError
 from edgebundle.mediatypes import ALL_MANIFEST_TYPES
+from edgebundle.ocinames import DOMAIN_RE as _DOMAIN_RE
+from edgebundle.ocinames import MAX_MANIFEST_BYTES, is_repository, is_tag
+from edgebundle.ocinames import MAX_NAME as _MAX_NAME
+from edgebundle.ocinames import PATH_RE as _PATH_RE
+from edgebundle.ocinames import TAG_RE as _TAG_RE
 
 __all__ = [
     "DOCKER_HUB",
@@ -65,8 +69,6 @@ __all__ = [
     "parse_reference",
 ]
 
-#: Registries refuse manifests above 4 MiB; so do we, in both directions.
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 #: Bound for small JSON answers (tag lists, catalog pages, error bodies).
 _MAX_SMALL_JSON = 4 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
@@ -88,27 +90,6 @@ BlobSource = Callable[[], BinaryIO] | BinaryIO
 # --------------------------------------------------------------------------------------------
 # References
 # --------------------------------------------------------------------------------------------
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
-_DOMAIN_RE = re.compile(
-    r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
-    r"|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-)
-_MAX_NAME = 255
-
-
-def is_repository(name: str) -> bool:
-    """A repository name by the OCI distribution grammar (lower-case path components, <= 255)."""
-    return len(name) <= _MAX_NAME and _PATH_RE.fullmatch(name) is not None
-
-
-def is_tag(tag: str) -> bool:
-    """A tag by the OCI distribution grammar: ``[A-Za-z0-9_][A-Za-z0-9._-]{0,127}``."""
-    return _TAG_RE.fullmatch(tag) is not None
-
 
 @dataclass(frozen=True)
 class ImageRef:

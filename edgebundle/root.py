@@ -26,7 +26,7 @@ from typing import Any
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
 from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, blob_path, member_order
-from edgebundle.registry import is_repository, is_tag
+from edgebundle.ocinames import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
 #: The one timestamp format of signed documents (UTC, whole seconds).

@@ -42,8 +42,8 @@ from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.compress import open_tar_zstd_member
 from edgebundle.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from edgebundle.errors import VerificationError
+from edgebundle.ocinames import MAX_MANIFEST_BYTES
 from edgebundle.rebuild import prove_patches
-from edgebundle.registry import MAX_MANIFEST_BYTES
 from edgebundle.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
 from edgebundle.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
 from edgebundle.sources import BundleSource, read_small

@@ -19,9 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.timeout(120)
 
-#: A row line of the main table: name, two descriptions, seconds, seconds, ratio, RSS, RSS, notes.
+#: A row line of the main table: name, two descriptions, seconds, seconds, ratio, CPU seconds of
+#: each side, load average at the row's start and end, RSS, RSS, notes.
 ROW = re.compile(r"^\| (?P<name>[^|]+?) \|(?:[^|]|\\\|)+\|(?:[^|]|\\\|)+\| (?P<a>\d+\.\d\d) \| (?P<b>\d+\.\d\d) \| "
-                 r"(?P<ratio>\d+\.\d\d) \| (?P<rss_a>[\d,]+) MiB \| (?P<rss_b>[\d,]+) MiB \| (?P<notes>.*) \|$")
+                 r"(?P<ratio>\d+\.\d\d) \| (?P<cpu_a>\d+\.\d\d) \| (?P<cpu_b>\d+\.\d\d) \| "
+                 r"(?P<load0>\d+\.\d)-(?P<load1>\d+\.\d) \| "
+                 r"(?P<rss_a>[\d,]+) MiB \| (?P<rss_b>[\d,]+) MiB \| (?P<notes>.*) \|$")
 
 
 def test_bench_harness_measures_every_row(tmp_path: Path) -> None:
@@ -41,6 +44,7 @@ def test_bench_harness_measures_every_row(tmp_path: Path) -> None:
         lo, hi = (a - 0.005) / (b + 0.005), (a + 0.005) / max(b - 0.005, 1e-9)  # times shown to 0.01 s
         assert lo - 0.005 <= ratio <= hi + 0.005, name
         assert int(m["rss_a"].replace(",", "")) > 0 and int(m["rss_b"].replace(",", "")) >= 0, name
+        assert float(m["cpu_a"]) > 0, f"{name}: a Python CLI cannot run in no CPU time"
     assert re.search(r"delta [\d,]+ KiB, zstd patches [\d,]+ (B|KiB)", rows["delta S4"]["notes"])
     text = out.read_text()
     assert "<!-- bench:main -->" in text and "**Machine:** cores" in text

@@ -25,6 +25,7 @@ import os
 import shutil
 import struct
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
-from edgebundle import layout
+from edgebundle import compress, layout
 from bundler.build import Builder
 from bundler.commands.common import registry_factory
 from edgebundle.rebuild import describe_carried, full_root_digest
@@ -287,8 +289,9 @@ def test_s2_only_manifests_change(releases: Releases, base_release: Release, mak
     assert all(how == "base" for w, how in m.items() if w.startswith("image"))
     assert m[f"k8s manifest {first.relative_to(manifests).as_posix()}"] == "whole"
     # Only small documents travel: every image and model file comes from the site.
-    carried = {w: e["carriedBytes"] for e in delta.root.delta["rebuild"].values()  # type: ignore[index]
-               for w in [e["what"]]}
+    whole = delta.root.delta["carried"]  # type: ignore[index]
+    carried = {e["what"]: e.get("carriedBytes", whole.get(d, {}).get("size", 0))
+               for d, e in delta.root.delta["rebuild"].items()}  # type: ignore[index]
     assert sum(carried.values()) < 64 * 1024
 
 
@@ -580,3 +583,62 @@ def test_delta_create_reads_only_the_base_blobs_it_patches(releases: Releases, b
     models = [{**releases.world.models["tiny-llm"], "path": str(gguf), "version": "1.1"}, *MODELS[1:]]
     with pytest.raises(Exception, match=re.escape(layout.blob_path(llm.blob)) + ".*does not match the signed"):
         releases.delta(releases.spec("reads-s3", "1.1.0", models=models), base)
+
+
+def _layer_descriptors(bundle: Path, root: Root, name: str) -> list[dict[str, Any]]:
+    """The layer descriptors of model ``name``'s manifest, read from the bundle tar with tarfile."""
+    manifest = next(m for m in root.models if m.name == name).manifest
+    with tarfile.open(bundle) as t:
+        f = t.extractfile(layout.blob_path(manifest))
+        assert f is not None
+        return json.load(f)["layers"]
+
+
+def test_an_unchanged_compressed_model_file_is_pinned_from_the_base_not_encoded_again(
+        releases: Releases, base_release: Release, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tar+zstd`` layers depend only on the file (inner tar mtime 0), so a delta whose base was
+    made by the same encoder pins the base's layer and compresses nothing; the layer's tar, read
+    with Python's tarfile, has mtime 0 whatever the release's ``created``."""
+    packed = [(m.name, f) for m in base_release.root.models for f in m.files if f.encoding == "tar+zstd"]
+    assert packed, "the test world must have a compressed model file"
+    name, f = packed[0]
+    with tarfile.open(base_release.full) as t:
+        blob = t.extractfile(layout.blob_path(f.blob))
+        assert blob is not None
+        inner = zstandard.ZstdDecompressor().stream_reader(blob)
+        with tarfile.open(fileobj=inner, mode="r|") as layer_tar:
+            member = next(iter(layer_tar))
+            assert (member.name, member.size, member.mtime) == (f.path, f.size, 0)
+    descriptor = next(d for d in _layer_descriptors(base_release.full, base_release.root, name)
+                      if d["digest"] == f.blob)
+    assert descriptor["annotations"]["dev.edgebundle.file.encoder"] == compress.ENCODER
+
+    def no_encoding(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError(f"{args[1]} was compressed again although the base holds its layer")
+
+    manifests = tmp_path / "manifests"
+    shutil.copytree(releases.world.manifests, manifests)
+    changed = sorted(manifests.rglob("*.yaml"))[-1]
+    changed.write_text(changed.read_text() + "\n# a changed manifest\n")
+    spec = releases.spec("reuse", "1.1.0", manifests=manifests)
+    with monkeypatch.context() as m:
+        m.setattr(compress, "write_tar_zstd", no_encoding)
+        result, _ = releases.delta(spec, base_release)
+    target_file = next(x for mm in result.root.models if mm.name == name for x in mm.files if x.path == f.path)
+    assert (target_file.blob, target_file.encoding) == (f.blob, "tar+zstd")
+    assert result.root.delta["rebuild"][f.blob]["method"] == "base"  # type: ignore[index]
+
+    # Another encoder in the base's annotation: the file is encoded again, to the same bytes here.
+    monkeypatch.setattr(compress, "ENCODER", compress.ENCODER + " (another)")
+    calls: list[str] = []
+    real = compress.write_tar_zstd
+
+    def counting(*args: Any, **kwargs: Any) -> str:
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compress, "write_tar_zstd", counting)
+    (spec.parent / "delta.tar").unlink()
+    again, _ = releases.delta(spec, base_release)
+    assert f.path in calls
+    assert next(x for mm in again.root.models if mm.name == name for x in mm.files if x.path == f.path).blob == f.blob

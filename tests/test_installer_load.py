@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from click.testing import CliRunner, Result
 from edgebundle import layout
 from edgebundle.registry import Registry
 from installer.cli import main
+from installer.destinations import registry as load_destination
 from tests.fixtures.bundles import BuiltBundle, member_location, nas_snapshot, registry_snapshot
 
 pytestmark = pytest.mark.timeout(120)
@@ -149,3 +152,23 @@ def test_load_and_stage_record_the_installed_bundle(bundle_factory: Any, registr
     (entry,) = json.loads(installed.read_text())["bundles"]
     assert entry["name"] == "rag-edge" and entry["version"] == "1.0.0"
     assert entry["root"] == b.root_digest and entry["operator"] == "alice" and entry["installedAt"]
+
+
+def test_parallel_uploads_report_the_first_failure_in_push_order_and_start_nothing_after() -> None:
+    """Blobs go up several at a time; a failure stops the queue, and of several failures the one a
+    sequential run would have hit first is reported (hostile-bundle messages stay deterministic)."""
+    ran: list[int] = []
+    lock = threading.Lock()
+
+    def job(i: int) -> Any:
+        def run() -> None:
+            with lock:
+                ran.append(i)
+            if i in (1, 2):
+                time.sleep(0.2 if i == 1 else 0.0)  # job 2 fails first in time, job 1 first in order
+                raise ValueError(f"job {i}")
+        return run
+
+    with pytest.raises(ValueError, match="job 1"):
+        load_destination._run_all([job(i) for i in range(40)])
+    assert {1, 2} <= set(ran) and len(ran) < 40, "jobs queued after a failure must not start"

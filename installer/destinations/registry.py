@@ -1,9 +1,12 @@
 """The ``load`` step: push a verified bundle's images into the site registry, bytes unchanged.
 
-For each image the layers and config go first, then the per-platform manifests by digest, then
+Every image's layers and config go first, then the per-platform manifests by digest, then
 the index (if any), and the tag last, so a tag never names an image whose parts are missing.
 Every blob is pushed to the image's own repository (a blob another repository already has is
 mounted, not sent again); blobs the registry already holds are skipped after a ``HEAD``.
+Blobs go up ``UPLOADS`` at a time, largest first (the registry writes and hashes them on its own
+cores while we read and hash the next), and each distinct blob is sent once: its other
+repositories mount it afterwards. Manifests and tags follow only when every blob is in.
 Afterwards every manifest digest is confirmed from the registry.
 
 Invariants:
@@ -23,6 +26,9 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -38,6 +44,11 @@ from installer.destinations import ProgressFactory, StepResult
 from edgebundle.faults import faultpoint
 from installer.site import Site
 from installer.state import Journal
+
+
+#: Blob uploads in flight at once (the registry and the source read overlap; the memory per
+#: upload is one read chunk).
+UPLOADS = 3
 
 
 @dataclass(frozen=True)
@@ -146,6 +157,7 @@ class RegistryDestination:
         self.registry = registry
         self.target = registry.host
         self._trusted = 0  # items skipped in this pass only because the journal says done
+        self._lock = threading.Lock()  # journal, progress and result are shared by the uploads
 
     @classmethod
     def for_site(cls, site: Site) -> "RegistryDestination":
@@ -177,12 +189,26 @@ class RegistryDestination:
         result = StepResult(self.step, self.target)
         self._trusted = 0
         sent_before = self.registry.stats.bytes_sent
-        bar = progress(f"load {self.target}", sum(p.size for p in plans))
+        shared_bar = progress(f"load {self.target}", sum(p.size for p in plans))
+
+        def bar(n: int) -> None:
+            with self._lock:
+                shared_bar(n)
+
         known: dict[str, str] = {}  # blob digest -> a repository of this registry that has it
+        first: list[tuple[str, str, BlobPin]] = []  # each distinct blob, in its first repository
+        again: list[tuple[str, str, BlobPin]] = []  # the same blob in further repositories: mounted
+        seen: set[str] = set()
+        for plan in plans:
+            for pin in plan.blobs:
+                (again if pin.digest in seen else first).append((plan.image.repository, plan.image.refName, pin))
+                seen.add(pin.digest)
+        first.sort(key=lambda job: -job[2].size)
+        for jobs in (first, again):
+            _run_all([lambda job=job: self._blob(vb, journal, *job, known, bar, result, trust_journal)
+                      for job in jobs])
         for plan in plans:
             repo = plan.image.repository
-            for pin in plan.blobs:
-                self._blob(vb, journal, repo, plan.image.refName, pin, known, bar, result, trust_journal)
             if plan.is_index:
                 for child in plan.children:
                     self._manifest(journal, repo, child.digest, child, result, trust_journal)
@@ -192,7 +218,7 @@ class RegistryDestination:
             if not journal.item_done(self.step, item):
                 journal.mark_item(self.step, item, ref=plan.image.refName)
                 faultpoint("load.image.journaled")
-        bar.done()
+        shared_bar.done()
         result.bytes = self.registry.stats.bytes_sent - sent_before
         return result
 
@@ -200,10 +226,11 @@ class RegistryDestination:
               known: dict[str, str], bar: Any, result: StepResult, trust_journal: bool) -> None:
         item = f"blob {self.target}/{repo}@{pin.digest}"
         if trust_journal and journal.item_done(self.step, item):
-            known.setdefault(pin.digest, repo)
+            with self._lock:
+                known.setdefault(pin.digest, repo)
+                result.skipped += 1
+                self._trusted += 1
             bar(pin.size)
-            result.skipped += 1
-            self._trusted += 1
             return
         mount = known.get(pin.digest)
         readers: list[_MemberReader] = []
@@ -223,13 +250,14 @@ class RegistryDestination:
                      "host (nothing was stored under that digest, no tag names it)") from None
         faultpoint("load.blob.pushed")
         bar(max(0, pin.size - sum(r.read_bytes for r in readers)))  # skipped or mounted bytes
-        known.setdefault(pin.digest, repo)
-        journal.mark_item(self.step, item, size=pin.size, pushed=added)
-        faultpoint("load.blob.journaled")
-        if added:
-            result.done += 1
-        else:
-            result.skipped += 1
+        with self._lock:
+            known.setdefault(pin.digest, repo)
+            journal.mark_item(self.step, item, size=pin.size, pushed=added)
+            faultpoint("load.blob.journaled")
+            if added:
+                result.done += 1
+            else:
+                result.skipped += 1
 
     def _manifest(self, journal: Journal, repo: str, ref: str, doc: Document, result: StepResult,
                   trust_journal: bool) -> None:
@@ -266,6 +294,32 @@ class RegistryDestination:
                         f"the bundle pins {want}",
                         hint="something else writes to this repository, or the registry lost data; "
                              "run load again")
+
+
+def _run_all(jobs: list[Callable[[], None]]) -> None:
+    """Run ``jobs`` ``UPLOADS`` at a time; after a failure start no more, let the running ones
+    end, then raise the failure of the earliest job (the one a sequential run would report)."""
+    if len(jobs) <= 1:
+        for job in jobs:
+            job()
+        return
+    failed = threading.Event()
+
+    def guarded(job: Callable[[], None]) -> None:
+        if failed.is_set():
+            return
+        try:
+            job()
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=UPLOADS, thread_name_prefix="load") as pool:
+        futures = [pool.submit(guarded, job) for job in jobs]
+        wait(futures)
+    for f in futures:
+        if f.exception() is not None:
+            raise f.exception()  # type: ignore[misc]
 
 
 def list_images(registry: Registry) -> list[dict[str, Any]]:
