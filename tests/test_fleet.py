@@ -335,3 +335,18 @@ def test_gitops_target_with_a_kubeconfig_watches_health_of_what_the_controller_a
     assert dep is not None and dep["status"].get("readyReplicas") == dep["spec"]["replicas"]
     managers = {m["manager"] for m in dep["metadata"]["managedFields"]}
     assert "flux-stand-in" in managers and "edgebundle" not in managers  # the controller applied it, not us
+
+
+def test_a_site_whose_registry_is_the_depot_mounts_instead_of_copying(
+        v1: BuiltBundle, registry_factory: Any, tmp_path: Path) -> None:
+    both = registry_factory()
+    loc = f"oci://{both.host}/depot/rag-edge:1.0.0"
+    push(v1.path, loc)
+    site = v1.site(tmp_path / "site", both.host)
+    served = served_blob_bytes(both)
+    r = run_installer("load", loc, "--site", site, "--json")
+    assert r.returncode == 0, r.stderr
+    image_blob_bytes = sum(p.size for d, p in v1.root.blobs.items() if not p.mediaType.startswith("application/vnd.cncf.model"))
+    moved = served_blob_bytes(both) - served
+    assert moved < image_blob_bytes / 2, (moved, image_blob_bytes)  # mounted, not streamed out and back
+    assert {t.split("/_manifests")[0].split("repositories/")[1] for t in tags(both)} >= {"rag/llm-service", "rag/vector-db"}

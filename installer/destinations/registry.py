@@ -36,6 +36,7 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.digest import CHUNK, DigestMismatchError, sha256_bytes
 from edgebundle.errors import RegistryError, VerificationError
+from edgebundle.remote import RegistrySource
 from edgebundle.registry import MAX_MANIFEST_BYTES, Registry
 from edgebundle.root import BlobPin, ImageEntry, load_json_bounded
 from edgebundle.sources import BundleSource, read_small
@@ -158,6 +159,7 @@ class RegistryDestination:
         self.target = registry.host
         self._trusted = 0  # items skipped in this pass only because the journal says done
         self._lock = threading.Lock()  # journal, progress and result are shared by the uploads
+        self._depot: str | None = None  # the bundle's repository when the bundle is in this registry
 
     @classmethod
     def for_site(cls, site: Site) -> "RegistryDestination":
@@ -196,6 +198,10 @@ class RegistryDestination:
                 shared_bar(n)
 
         known: dict[str, str] = {}  # blob digest -> a repository of this registry that has it
+        # Installing from a depot that is this very registry: blobs are mounted from the bundle's
+        # repository, not streamed out and back in (the registry proved each digest on upload).
+        self._depot = (vb.source.repository if isinstance(vb.source, RegistrySource)
+                       and vb.source.registry.host == self.registry.host else None)
         first: list[tuple[str, str, BlobPin]] = []  # each distinct blob, in its first repository
         again: list[tuple[str, str, BlobPin]] = []  # the same blob in further repositories: mounted
         seen: set[str] = set()
@@ -232,7 +238,7 @@ class RegistryDestination:
                 self._trusted += 1
             bar(pin.size)
             return
-        mount = known.get(pin.digest)
+        mount = known.get(pin.digest) or self._depot
         readers: list[_MemberReader] = []
 
         def opener() -> _MemberReader:
