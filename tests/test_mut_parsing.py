@@ -506,12 +506,11 @@ def test_blob_paths_name_only_sha256_digests() -> None:
         assert layout.digest_of_blob_path(name) is None, name
 
 
-def test_tar_order_puts_the_signed_root_first() -> None:
-    blob_a, blob_b = "blobs/sha256/" + "a" * 64, "blobs/sha256/" + "b" * 64
-    assert layout.tar_order([blob_b, "index.json", blob_a, "edgebundle/root.dsse.json", "oci-layout"]) == [
-        "oci-layout", "edgebundle/root.dsse.json", "index.json", blob_b, blob_a]
-    assert layout.tar_order([blob_a, "index.json"]) == ["index.json", blob_a]
-    assert layout.tar_order([blob_b, blob_a]) == [blob_b, blob_a]
+def test_member_order_puts_the_signed_root_first_then_blobs_by_digest() -> None:
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert layout.member_order([b, a]) == ["oci-layout", "edgebundle/root.dsse.json", "index.json",
+                                           "blobs/sha256/" + "a" * 64, "blobs/sha256/" + "b" * 64]
+    assert layout.member_order([]) == ["oci-layout", "edgebundle/root.dsse.json", "index.json"]
 
 
 @pytest.mark.parametrize("payload", [0, 1, 2, 3, 4, 5, 6, 1000, 3 * 1024])
