@@ -328,8 +328,9 @@ def test_approval_in_the_old_format_is_named(tmp_path: Path) -> None:
     path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({**doc, "signature": "x"}))
-    with pytest.raises(approval.ApprovalError, match="pre-DSSE"):
+    with pytest.raises(approval.ApprovalError, match="pre-DSSE") as e:
         approval.check_approval(StateDir(tmp_path / "state"), plan(), now=T0)
+    assert e.value.message.startswith(f"approval {path} is a bare 'edgebundle.approval' document")
 
 
 def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
@@ -645,3 +646,13 @@ def test_signed_delta_verifies_and_stages_onto_its_base(bundles: Bundles, delta_
     staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
     good = w.base / "tok" / "good" / "tokenizer.json"
     assert hashlib.sha256(staged.read_bytes()).digest() == hashlib.sha256(good.read_bytes()).digest()
+
+
+def test_approval_of_the_wrong_shape_is_named_with_its_file(tmp_path: Path) -> None:
+    doc = {**approval.make_approval(plan(), "ops", now=T0), "revision": "three"}
+    state = record(tmp_path, doc)
+    with pytest.raises(UsageError) as e:
+        approval.check_approval(state, plan(), now=T0)
+    path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
+    assert e.value.message.startswith("approval is invalid") and str(path) in e.value.message, e.value.message
+    assert "revision" in e.value.message
