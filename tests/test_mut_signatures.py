@@ -656,3 +656,54 @@ def test_approval_of_the_wrong_shape_is_named_with_its_file(tmp_path: Path) -> N
     path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
     assert e.value.message.startswith("approval is invalid") and str(path) in e.value.message, e.value.message
     assert "revision" in e.value.message
+
+
+def test_signed_delta_with_a_carried_manifest_bomb_is_refused(bundles: Bundles, tmp_path: Path) -> None:
+    """A signed delta that does not carry its first manifest (a.yaml) but carries the second (b.yaml),
+    an alias bomb: the carried one is still parsed within bounds, and refused, by `bundle verify`."""
+    w = bundles.world
+    bomb = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+    built = {}
+    for version, data in (("5.0.0", "1"), ("5.1.0", "2")):
+        mdir = tmp_path / f"manifests-{version}"
+        mdir.mkdir()
+        (mdir / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\n")
+        (mdir / "b.yaml").write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: b, namespace: default}}\n"
+                                     f"data: {{v: \"{data}\"}}\n")
+        spec = tmp_path / f"spec-{version}.yaml"
+        spec.write_text(json.dumps({
+            "apiVersion": "edgebundle/v1", "kind": "Bundle",
+            "metadata": {"name": "two-manifests", "version": version, "compatible": "tiny/x86_64"},
+            "spec": {"images": [], "manifests": [str(mdir)], "models": []}}))
+        assert bundle("lock", spec).exit_code == 0
+        extra = ("--base", built["5.0.0"]) if built else ()
+        out = tmp_path / f"b-{version}"
+        r = bundle("create", spec, "--key", w.keys["release"].key, "-o", out, *extra)
+        assert r.exit_code == 0, r.output
+        built[version] = out
+    delta = built["5.1.0"]
+    root = envelope_payload(delta / ROOT)
+    files = root["manifests"]["files"]
+    assert [f["path"] for f in files] == ["a.yaml", "b.yaml"]
+    carried = root["delta"]["carried"]
+    # the builder carries every manifest; a (signed, hostile) delta may leave the first one out
+    first = files[0]["digest"]
+    del carried[first]
+    blob_file(delta, first).unlink()
+    root["delta"]["rebuild"][first] = {
+        **{k: v for k, v in root["delta"]["rebuild"][first].items() if k not in ("carriedBytes",)},
+        "method": "base", "carriedBytes": 0, "from": {"digest": first, "size": files[0]["size"], "at": {
+            "registry": {"repository": "library/anything", "endpoint": "blobs"}}}}
+    old = files[1]["digest"]
+    digest = "sha256:" + hashlib.sha256(bomb).hexdigest()
+    blob_file(delta, old).unlink()
+    blob_file(delta, digest).write_bytes(bomb)
+    root["blobs"][digest] = {**root["blobs"].pop(old), "digest": digest, "size": len(bomb)}
+    carried[digest] = {**carried.pop(old), "size": len(bomb)}
+    rebuild = root["delta"]["rebuild"]
+    rebuild[digest] = {**rebuild.pop(old), "size": len(bomb), "carriedBytes": len(bomb)}
+    files[1].update(digest=digest, size=len(bomb))
+    resign(delta, root, w.keys["release"].key)
+    r = bundle("verify", delta, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY and "manifest b.yaml" in r.stderr and "not safe to parse" in r.stderr, r.output
