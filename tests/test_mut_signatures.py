@@ -546,6 +546,13 @@ def test_apply_reads_a_plan_only_up_to_its_size_limit(bundles: Bundles, tmp_path
             load_plan(plan)
     with pytest.raises(UsageError, match="cannot read plan"):
         load_plan(tmp_path)
+    # a field of the wrong type: named with the file and its line (counted here in the text written)
+    text = json.dumps({**doc, "revision": "three"}, indent=2, sort_keys=True)
+    plan.write_text(text)
+    line = 1 + text[:text.index('"revision"')].count("\n")
+    with pytest.raises(UsageError) as e:
+        load_plan(plan)
+    assert e.value.message.startswith(f"plan is invalid: {plan}:{line}: revision: expected an integer"), e.value.message
 
 
 def test_signed_bundle_digest_failure_is_named_before_a_decode_failure(bundles: Bundles, bad_layer: Path,
@@ -654,7 +661,7 @@ def test_approval_of_the_wrong_shape_is_named_with_its_file(tmp_path: Path) -> N
     with pytest.raises(UsageError) as e:
         approval.check_approval(state, plan(), now=T0)
     path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
-    assert e.value.message.startswith("approval is invalid") and str(path) in e.value.message, e.value.message
+    assert e.value.message.startswith(f"approval is invalid: {path}"), e.value.message
     assert "revision" in e.value.message
 
 
