@@ -423,3 +423,47 @@ def test_stage_conflict_names_planted_links_and_what_a_version_holds(bundles: Bu
     for name in ("l1", "l2", "l3", "l4"):
         (vdir / name).unlink()
     assert tree(tmp_path / "s" / "nas") == staged
+
+
+def test_stage_resume_rewrites_a_later_file_killed_before_it_was_journaled(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the second file was renamed but before it was journaled: the first (journaled) is
+    reused, the second is written again, and only its bytes are counted."""
+    b, src = nested_bundle(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "llm" / "nest"
+    at_fault(monkeypatch, "stage.file.renamed@2")
+    with pytest.raises(Killed):
+        installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    present = sorted(rel for rel in NESTED if (partial / rel).exists())
+    assert len(present) == 2, present
+    [journal] = list((tmp_path / "s" / "state" / "journal").iterdir())
+    done = [rel for rel in present if f"/0.1/{rel}" in journal.read_text()]
+    assert len(done) == 1, done  # the first file is journaled, the second is not
+    step = stage_json(b, site)
+    assert step["bytes"] == sum(NESTED.values()) - NESTED[done[0]], step
+    assert {rel: sha256_file(parent / "0.1" / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
+
+
+@pytest.mark.parametrize("planted", ["0.1", ".0.1.partial-x/y"])
+def test_stage_resume_ignores_a_journal_naming_another_dir(planted: str, bundles: Bundles, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state directory is not trusted: a journaled partial-dir name that is the version itself, or a
+    path, is not used; the rerun stages into a fresh hidden dir and the version appears whole."""
+    b, src = nested_bundle(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "llm" / "nest"
+    at_fault(monkeypatch, "stage.file.journaled@1")
+    with pytest.raises(Killed):
+        installer("stage", b, "--site", site)
+    monkeypatch.undo()
+    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    [journal] = list((tmp_path / "s" / "state" / "journal").iterdir())
+    text = journal.read_text()
+    assert f'"{partial.name}"' in text
+    journal.write_text(text.replace(f'"{partial.name}"', json.dumps(planted)))
+    r = installer("stage", b, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert {rel: sha256_file(parent / "0.1" / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
