@@ -26,7 +26,7 @@ import pytest
 
 from installer import faults
 from tests.fixtures.digests import sha256_file
-from tests.test_trust_core import (EXIT_ERROR, Bundles, bundles, hidden_files, installer, tree,  # noqa: F401
+from tests.test_trust_core import (EXIT_ERROR, Bundles, bad_layer, bundles, hidden_files, installer, tree,  # noqa: F401
                                    two_models, visible_versions)
 
 pytestmark = pytest.mark.timeout(120)
@@ -467,3 +467,15 @@ def test_stage_resume_ignores_a_journal_naming_another_dir(planted: str, bundles
     r = installer("stage", b, "--site", site)
     assert r.exit_code == 0, r.output
     assert {rel: sha256_file(parent / "0.1" / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
+
+
+def test_stage_decodes_a_compressed_layer_to_the_builders_file(bundles: Bundles, bad_layer: Path,
+                                                               tmp_path: Path) -> None:
+    """A model file stored ``tar+zstd`` (a compressible tokenizer) lands on the NAS as the builder's
+    input file, byte for byte, with its decoded size counted."""
+    good = bundles.world.base / "out" / "tok-layer"  # the bad layer's intact twin (same fixture)
+    src = bundles.world.base / "tok" / "good" / "tokenizer.json"
+    step = stage_json(good, bundles.world.site(tmp_path / "s"))
+    assert (step["done"], step["bytes"]) == (1, src.stat().st_size)
+    staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
+    assert sha256_file(staged) == sha256_file(src)
