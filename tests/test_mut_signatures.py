@@ -344,6 +344,18 @@ def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
 
 
 
+#: 9 aliases, each nine times the one before ("billion laughs"): a few hundred bytes, 9**9 nodes.
+BILLION_LAUGHS = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+
+
+def flip(path: Path, at: int) -> None:
+    """Flip one bit of the byte at ``at`` (negative: from the end): same size, other bytes."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
+
+
 def blob_file(b: Path, digest: str) -> Path:
     return b / "blobs" / "sha256" / digest.split(":", 1)[1]
 
@@ -383,10 +395,7 @@ def test_signed_manifest_damaged_is_named_by_its_blob(bundles: Bundles, tmp_path
     w = bundles.world
     b = private_copy(bundles.v100, tmp_path)
     [mf] = envelope_payload(b / ROOT)["manifests"]["files"]
-    path = blob_file(b, mf["digest"])
-    data = bytearray(path.read_bytes())
-    data[0] ^= 1
-    path.write_bytes(bytes(data))
+    flip(blob_file(b, mf["digest"]), 0)
     r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY, r.output
     assert f"blobs/sha256/{mf['digest'].split(':')[1]}" in r.stderr, r.stderr
@@ -397,8 +406,7 @@ def test_signed_manifest_alias_bomb_is_refused_before_anything_is_written(bundle
 
     w = bundles.world
     b = private_copy(bundles.v100, tmp_path)
-    bomb = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+    bomb = BILLION_LAUGHS
     digest = "sha256:" + hashlib.sha256(bomb).hexdigest()
     root = envelope_payload(b / ROOT)
     [mf] = root["manifests"]["files"]
@@ -669,8 +677,7 @@ def test_signed_delta_with_a_carried_manifest_bomb_is_refused(bundles: Bundles, 
     """A signed delta that does not carry its first manifest (a.yaml) but carries the second (b.yaml),
     an alias bomb: the carried one is still parsed within bounds, and refused, by `bundle verify`."""
     w = bundles.world
-    bomb = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+    bomb = BILLION_LAUGHS
     built = {}
     for version, data in (("5.0.0", "1"), ("5.1.0", "2")):
         mdir = tmp_path / f"manifests-{version}"

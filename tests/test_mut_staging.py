@@ -72,6 +72,28 @@ def at_fault(monkeypatch: pytest.MonkeyPatch, point: str, action: Callable[[], N
     monkeypatch.setattr(os, "kill", kill)
 
 
+def die_at(monkeypatch: pytest.MonkeyPatch, point: str, bundle: Path, site: Path) -> None:
+    """Run ``stage`` and let it die at ``point``."""
+    at_fault(monkeypatch, point)
+    with pytest.raises(Killed):
+        installer("stage", bundle, "--site", site)
+    monkeypatch.undo()
+
+
+def hidden_dir(parent: Path, version: str) -> Path:
+    """The one hidden partial dir of ``version`` under ``parent``."""
+    [d] = [p for p in parent.iterdir() if p.name.startswith(f".{version}.partial-")]
+    return d
+
+
+def v100_killed_at(bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   point: str) -> tuple[Path, Path, Path]:
+    """Stage tiny 1.0.0 and let it die at ``point``: (the model's inputs, the site file, idx's NAS dir)."""
+    site = bundles.world.site(tmp_path / "s")
+    die_at(monkeypatch, point, bundles.v100, site)
+    return inputs(bundles)[0], site, tmp_path / "s" / "nas" / "indices" / "idx"
+
+
 def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_models: tuple[Path, Any],
                                                        tmp_path: Path) -> None:
     b, _ = two_models
@@ -118,14 +140,8 @@ def test_stage_resume_reuses_a_finished_file_and_counts_only_new_bytes(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the first file was finished and journaled: the rerun keeps that file (same inode)
     and reports only the bytes it wrote itself."""
-    idx, _ = inputs(bundles)
-    site = bundles.world.site(tmp_path / "s")
-    parent = tmp_path / "s" / "nas" / "indices" / "idx"
-    at_fault(monkeypatch, "stage.file.journaled@1")
-    with pytest.raises(Killed):
-        installer("stage", bundles.v100, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".1.0.partial-")]
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.journaled@1")
+    partial = hidden_dir(parent, "1.0")
     [done] = [p for p in partial.iterdir() if p.name in IDX]
     inode, size = done.stat().st_ino, done.stat().st_size
     step = stage_json(bundles.v100, site)
@@ -139,14 +155,8 @@ def test_stage_resume_reuses_a_finished_file_and_counts_only_new_bytes(
 def test_stage_resume_rewrites_a_finished_file_whose_bytes_changed(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The finished file in the hidden dir was altered after the kill (same size): it is not trusted."""
-    idx, _ = inputs(bundles)
-    site = bundles.world.site(tmp_path / "s")
-    parent = tmp_path / "s" / "nas" / "indices" / "idx"
-    at_fault(monkeypatch, "stage.file.journaled@1")
-    with pytest.raises(Killed):
-        installer("stage", bundles.v100, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".1.0.partial-")]
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.journaled@1")
+    partial = hidden_dir(parent, "1.0")
     [done] = [p for p in partial.iterdir() if p.name in IDX]
     data = bytearray(done.read_bytes())
     data[len(data) // 2] ^= 0x40
@@ -160,13 +170,7 @@ def test_stage_resume_rewrites_a_finished_file_whose_bytes_changed(
 def test_stage_resume_rewrites_a_file_killed_before_it_was_journaled(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Renamed into the hidden dir but not journaled: the rerun writes it again (it is not counted as done)."""
-    idx, _ = inputs(bundles)
-    site = bundles.world.site(tmp_path / "s")
-    parent = tmp_path / "s" / "nas" / "indices" / "idx"
-    at_fault(monkeypatch, "stage.file.renamed@1")
-    with pytest.raises(Killed):
-        installer("stage", bundles.v100, "--site", site)
-    monkeypatch.undo()
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.renamed@1")
     step = stage_json(bundles.v100, site)
     assert step["bytes"] == sizes(idx, IDX)
     assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
@@ -177,10 +181,7 @@ def test_stage_killed_inside_the_commit_is_rolled_forward(
     b, expected = two_models
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
-    at_fault(monkeypatch, "stage.version.renamed@1")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
+    die_at(monkeypatch, "stage.version.renamed@1", b, site)
     assert visible_versions(nas) == {"indices/idx/1.0": expected["indices/idx/1.0"]}
     assert {h.split("/")[2].split(".partial-")[0] for h in hidden_files(nas)} == {".2.0"}
     step = stage_json(b, site)  # the commit is finished first: both versions are then present
@@ -196,11 +197,8 @@ def test_stage_roll_forward_ignores_a_partial_dir_that_is_not_whole(
     _, vec = inputs(bundles)
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
-    at_fault(monkeypatch, "stage.version.renamed@1")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
-    [waiting] = [p for p in (nas / "indices" / "vec").iterdir() if p.name.startswith(".2.0.partial-")]
+    die_at(monkeypatch, "stage.version.renamed@1", b, site)
+    waiting = hidden_dir(nas / "indices" / "vec", "2.0")
     (waiting / "config.json").unlink()
     step = stage_json(b, site)
     assert (step["done"], step["skipped"]) == (1, 1)
@@ -366,11 +364,8 @@ def test_stage_resume_sweeps_stray_directories_but_keeps_the_models(bundles: Bun
     b, src = nested_bundle(bundles)
     site = bundles.world.site(tmp_path / "s")
     parent = tmp_path / "s" / "nas" / "llm" / "nest"
-    at_fault(monkeypatch, "stage.file.journaled@2")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    die_at(monkeypatch, "stage.file.journaled@2", b, site)
+    partial = hidden_dir(parent, "0.1")
     for junk in ("junk/deeper", "tok/junk", "tok/extra/junk"):
         (partial / junk).mkdir(parents=True)
         (partial / junk / "f").write_bytes(b"stray")
@@ -432,11 +427,8 @@ def test_stage_resume_rewrites_a_later_file_killed_before_it_was_journaled(
     b, src = nested_bundle(bundles)
     site = bundles.world.site(tmp_path / "s")
     parent = tmp_path / "s" / "nas" / "llm" / "nest"
-    at_fault(monkeypatch, "stage.file.renamed@2")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    die_at(monkeypatch, "stage.file.renamed@2", b, site)
+    partial = hidden_dir(parent, "0.1")
     present = sorted(rel for rel in NESTED if (partial / rel).exists())
     assert len(present) == 2, present
     [journal] = list((tmp_path / "s" / "state" / "journal").iterdir())
@@ -455,11 +447,8 @@ def test_stage_resume_ignores_a_journal_naming_another_dir(planted: str, bundles
     b, src = nested_bundle(bundles)
     site = bundles.world.site(tmp_path / "s")
     parent = tmp_path / "s" / "nas" / "llm" / "nest"
-    at_fault(monkeypatch, "stage.file.journaled@1")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    die_at(monkeypatch, "stage.file.journaled@1", b, site)
+    partial = hidden_dir(parent, "0.1")
     [journal] = list((tmp_path / "s" / "state" / "journal").iterdir())
     text = journal.read_text()
     assert f'"{partial.name}"' in text
