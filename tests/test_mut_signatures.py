@@ -328,8 +328,9 @@ def test_approval_in_the_old_format_is_named(tmp_path: Path) -> None:
     path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({**doc, "signature": "x"}))
-    with pytest.raises(approval.ApprovalError, match="pre-DSSE"):
+    with pytest.raises(approval.ApprovalError, match="pre-DSSE") as e:
         approval.check_approval(StateDir(tmp_path / "state"), plan(), now=T0)
+    assert e.value.message.startswith(f"approval {path} is a bare 'edgebundle.approval' document")
 
 
 def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
@@ -341,6 +342,18 @@ def test_approval_with_a_bad_expiry_is_refused(tmp_path: Path) -> None:
 
 # --- the verifier: content, manifests, the encoded layer, the order of failures ----------------------
 
+
+
+#: 9 aliases, each nine times the one before ("billion laughs"): a few hundred bytes, 9**9 nodes.
+BILLION_LAUGHS = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+
+
+def flip(path: Path, at: int) -> None:
+    """Flip one bit of the byte at ``at`` (negative: from the end): same size, other bytes."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 1
+    path.write_bytes(bytes(data))
 
 
 def blob_file(b: Path, digest: str) -> Path:
@@ -382,10 +395,7 @@ def test_signed_manifest_damaged_is_named_by_its_blob(bundles: Bundles, tmp_path
     w = bundles.world
     b = private_copy(bundles.v100, tmp_path)
     [mf] = envelope_payload(b / ROOT)["manifests"]["files"]
-    path = blob_file(b, mf["digest"])
-    data = bytearray(path.read_bytes())
-    data[0] ^= 1
-    path.write_bytes(bytes(data))
+    flip(blob_file(b, mf["digest"]), 0)
     r = bundle("verify", b, "--pubkey", w.keys["release"].pub)
     assert r.exit_code == EXIT_VERIFY, r.output
     assert f"blobs/sha256/{mf['digest'].split(':')[1]}" in r.stderr, r.stderr
@@ -396,8 +406,7 @@ def test_signed_manifest_alias_bomb_is_refused_before_anything_is_written(bundle
 
     w = bundles.world
     b = private_copy(bundles.v100, tmp_path)
-    bomb = ("a: &a [" + ",".join(["lol"] * 9) + "]\n" + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))).encode()
+    bomb = BILLION_LAUGHS
     digest = "sha256:" + hashlib.sha256(bomb).hexdigest()
     root = envelope_payload(b / ROOT)
     [mf] = root["manifests"]["files"]
@@ -545,6 +554,13 @@ def test_apply_reads_a_plan_only_up_to_its_size_limit(bundles: Bundles, tmp_path
             load_plan(plan)
     with pytest.raises(UsageError, match="cannot read plan"):
         load_plan(tmp_path)
+    # a field of the wrong type: named with the file and its line (counted here in the text written)
+    text = json.dumps({**doc, "revision": "three"}, indent=2, sort_keys=True)
+    plan.write_text(text)
+    line = 1 + text[:text.index('"revision"')].count("\n")
+    with pytest.raises(UsageError) as e:
+        load_plan(plan)
+    assert e.value.message.startswith(f"plan is invalid: {plan}:{line}: revision: expected an integer"), e.value.message
 
 
 def test_signed_bundle_digest_failure_is_named_before_a_decode_failure(bundles: Bundles, bad_layer: Path,
@@ -645,3 +661,63 @@ def test_signed_delta_verifies_and_stages_onto_its_base(bundles: Bundles, delta_
     staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
     good = w.base / "tok" / "good" / "tokenizer.json"
     assert hashlib.sha256(staged.read_bytes()).digest() == hashlib.sha256(good.read_bytes()).digest()
+
+
+def test_approval_of_the_wrong_shape_is_named_with_its_file(tmp_path: Path) -> None:
+    doc = {**approval.make_approval(plan(), "ops", now=T0), "revision": "three"}
+    state = record(tmp_path, doc)
+    with pytest.raises(UsageError) as e:
+        approval.check_approval(state, plan(), now=T0)
+    path = tmp_path / "state" / "approvals" / ("ab" * 32 + ".json")
+    assert e.value.message.startswith(f"approval is invalid: {path}"), e.value.message
+    assert "revision" in e.value.message
+
+
+def test_signed_delta_with_a_carried_manifest_bomb_is_refused(bundles: Bundles, tmp_path: Path) -> None:
+    """A signed delta that does not carry its first manifest (a.yaml) but carries the second (b.yaml),
+    an alias bomb: the carried one is still parsed within bounds, and refused, by `bundle verify`."""
+    w = bundles.world
+    bomb = BILLION_LAUGHS
+    built = {}
+    for version, data in (("5.0.0", "1"), ("5.1.0", "2")):
+        mdir = tmp_path / f"manifests-{version}"
+        mdir.mkdir()
+        (mdir / "a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\n")
+        (mdir / "b.yaml").write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: b, namespace: default}}\n"
+                                     f"data: {{v: \"{data}\"}}\n")
+        spec = tmp_path / f"spec-{version}.yaml"
+        spec.write_text(json.dumps({
+            "apiVersion": "edgebundle/v1", "kind": "Bundle",
+            "metadata": {"name": "two-manifests", "version": version, "compatible": "tiny/x86_64"},
+            "spec": {"images": [], "manifests": [str(mdir)], "models": []}}))
+        assert bundle("lock", spec).exit_code == 0
+        extra = ("--base", built["5.0.0"]) if built else ()
+        out = tmp_path / f"b-{version}"
+        r = bundle("create", spec, "--key", w.keys["release"].key, "-o", out, *extra)
+        assert r.exit_code == 0, r.output
+        built[version] = out
+    delta = built["5.1.0"]
+    root = envelope_payload(delta / ROOT)
+    files = root["manifests"]["files"]
+    assert [f["path"] for f in files] == ["a.yaml", "b.yaml"]
+    carried = root["delta"]["carried"]
+    # the builder carries every manifest; a (signed, hostile) delta may leave the first one out
+    first = files[0]["digest"]
+    del carried[first]
+    blob_file(delta, first).unlink()
+    root["delta"]["rebuild"][first] = {
+        **{k: v for k, v in root["delta"]["rebuild"][first].items() if k not in ("carriedBytes",)},
+        "method": "base", "carriedBytes": 0, "from": {"digest": first, "size": files[0]["size"], "at": {
+            "registry": {"repository": "library/anything", "endpoint": "blobs"}}}}
+    old = files[1]["digest"]
+    digest = "sha256:" + hashlib.sha256(bomb).hexdigest()
+    blob_file(delta, old).unlink()
+    blob_file(delta, digest).write_bytes(bomb)
+    root["blobs"][digest] = {**root["blobs"].pop(old), "digest": digest, "size": len(bomb)}
+    carried[digest] = {**carried.pop(old), "size": len(bomb)}
+    rebuild = root["delta"]["rebuild"]
+    rebuild[digest] = {**rebuild.pop(old), "size": len(bomb), "carriedBytes": len(bomb)}
+    files[1].update(digest=digest, size=len(bomb))
+    resign(delta, root, w.keys["release"].key)
+    r = bundle("verify", delta, "--pubkey", w.keys["release"].pub)
+    assert r.exit_code == EXIT_VERIFY and "manifest b.yaml" in r.stderr and "not safe to parse" in r.stderr, r.output

@@ -26,7 +26,7 @@ import pytest
 
 from edgebundle import faults
 from tests.fixtures.digests import sha256_file
-from tests.test_trust_core import (EXIT_ERROR, Bundles, bundles, hidden_files, installer, tree,  # noqa: F401
+from tests.test_trust_core import (EXIT_ERROR, Bundles, bad_layer, bundles, hidden_files, installer, tree,  # noqa: F401
                                    two_models, visible_versions)
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,6 +70,28 @@ def at_fault(monkeypatch: pytest.MonkeyPatch, point: str, action: Callable[[], N
     monkeypatch.setenv(faults.ENV, f"{point}:stop")
     monkeypatch.setattr(faults, "_hits", {})
     monkeypatch.setattr(os, "kill", kill)
+
+
+def die_at(monkeypatch: pytest.MonkeyPatch, point: str, bundle: Path, site: Path) -> None:
+    """Run ``stage`` and let it die at ``point``."""
+    at_fault(monkeypatch, point)
+    with pytest.raises(Killed):
+        installer("stage", bundle, "--site", site)
+    monkeypatch.undo()
+
+
+def hidden_dir(parent: Path, version: str) -> Path:
+    """The one hidden partial dir of ``version`` under ``parent``."""
+    [d] = [p for p in parent.iterdir() if p.name.startswith(f".{version}.partial-")]
+    return d
+
+
+def v100_killed_at(bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                   point: str) -> tuple[Path, Path, Path]:
+    """Stage tiny 1.0.0 and let it die at ``point``: (the model's inputs, the site file, idx's NAS dir)."""
+    site = bundles.world.site(tmp_path / "s")
+    die_at(monkeypatch, point, bundles.v100, site)
+    return inputs(bundles)[0], site, tmp_path / "s" / "nas" / "indices" / "idx"
 
 
 def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_models: tuple[Path, Any],
@@ -118,14 +140,8 @@ def test_stage_resume_reuses_a_finished_file_and_counts_only_new_bytes(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed after the first file was finished and journaled: the rerun keeps that file (same inode)
     and reports only the bytes it wrote itself."""
-    idx, _ = inputs(bundles)
-    site = bundles.world.site(tmp_path / "s")
-    parent = tmp_path / "s" / "nas" / "indices" / "idx"
-    at_fault(monkeypatch, "stage.file.journaled@1")
-    with pytest.raises(Killed):
-        installer("stage", bundles.v100, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".1.0.partial-")]
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.journaled@1")
+    partial = hidden_dir(parent, "1.0")
     [done] = [p for p in partial.iterdir() if p.name in IDX]
     inode, size = done.stat().st_ino, done.stat().st_size
     step = stage_json(bundles.v100, site)
@@ -139,14 +155,8 @@ def test_stage_resume_reuses_a_finished_file_and_counts_only_new_bytes(
 def test_stage_resume_rewrites_a_finished_file_whose_bytes_changed(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The finished file in the hidden dir was altered after the kill (same size): it is not trusted."""
-    idx, _ = inputs(bundles)
-    site = bundles.world.site(tmp_path / "s")
-    parent = tmp_path / "s" / "nas" / "indices" / "idx"
-    at_fault(monkeypatch, "stage.file.journaled@1")
-    with pytest.raises(Killed):
-        installer("stage", bundles.v100, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".1.0.partial-")]
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.journaled@1")
+    partial = hidden_dir(parent, "1.0")
     [done] = [p for p in partial.iterdir() if p.name in IDX]
     data = bytearray(done.read_bytes())
     data[len(data) // 2] ^= 0x40
@@ -160,13 +170,7 @@ def test_stage_resume_rewrites_a_finished_file_whose_bytes_changed(
 def test_stage_resume_rewrites_a_file_killed_before_it_was_journaled(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Renamed into the hidden dir but not journaled: the rerun writes it again (it is not counted as done)."""
-    idx, _ = inputs(bundles)
-    site = bundles.world.site(tmp_path / "s")
-    parent = tmp_path / "s" / "nas" / "indices" / "idx"
-    at_fault(monkeypatch, "stage.file.renamed@1")
-    with pytest.raises(Killed):
-        installer("stage", bundles.v100, "--site", site)
-    monkeypatch.undo()
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.renamed@1")
     step = stage_json(bundles.v100, site)
     assert step["bytes"] == sizes(idx, IDX)
     assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
@@ -177,10 +181,7 @@ def test_stage_killed_inside_the_commit_is_rolled_forward(
     b, expected = two_models
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
-    at_fault(monkeypatch, "stage.version.renamed@1")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
+    die_at(monkeypatch, "stage.version.renamed@1", b, site)
     assert visible_versions(nas) == {"indices/idx/1.0": expected["indices/idx/1.0"]}
     assert {h.split("/")[2].split(".partial-")[0] for h in hidden_files(nas)} == {".2.0"}
     step = stage_json(b, site)  # the commit is finished first: both versions are then present
@@ -196,11 +197,8 @@ def test_stage_roll_forward_ignores_a_partial_dir_that_is_not_whole(
     _, vec = inputs(bundles)
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
-    at_fault(monkeypatch, "stage.version.renamed@1")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
-    [waiting] = [p for p in (nas / "indices" / "vec").iterdir() if p.name.startswith(".2.0.partial-")]
+    die_at(monkeypatch, "stage.version.renamed@1", b, site)
+    waiting = hidden_dir(nas / "indices" / "vec", "2.0")
     (waiting / "config.json").unlink()
     step = stage_json(b, site)
     # the damaged commit is not rolled forward: the bundle's versions are staged again, whole
@@ -366,11 +364,8 @@ def test_stage_resume_sweeps_stray_directories_but_keeps_the_models(bundles: Bun
     b, src = nested_bundle(bundles)
     site = bundles.world.site(tmp_path / "s")
     parent = tmp_path / "s" / "nas" / "llm" / "nest"
-    at_fault(monkeypatch, "stage.file.journaled@2")
-    with pytest.raises(Killed):
-        installer("stage", b, "--site", site)
-    monkeypatch.undo()
-    [partial] = [p for p in parent.iterdir() if p.name.startswith(".0.1.partial-")]
+    die_at(monkeypatch, "stage.file.journaled@2", b, site)
+    partial = hidden_dir(parent, "0.1")
     for junk in ("junk/deeper", "tok/junk", "tok/extra/junk"):
         (partial / junk).mkdir(parents=True)
         (partial / junk / "f").write_bytes(b"stray")
@@ -423,3 +418,53 @@ def test_stage_conflict_names_planted_links_and_what_a_version_holds(bundles: Bu
     for name in ("l1", "l2", "l3", "l4"):
         (vdir / name).unlink()
     assert tree(tmp_path / "s" / "nas") == staged
+
+
+def test_stage_resume_rewrites_a_later_file_killed_before_it_was_journaled(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the second file was renamed but before it was journaled: the first (journaled) is
+    reused, the second is written again, and only its bytes are counted."""
+    b, src = nested_bundle(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "llm" / "nest"
+    die_at(monkeypatch, "stage.file.renamed@2", b, site)
+    partial = hidden_dir(parent, "0.1")
+    present = sorted(rel for rel in NESTED if (partial / rel).exists())
+    assert len(present) == 2, present
+    [journal] = list((tmp_path / "s" / "state" / "journal").iterdir())
+    done = [rel for rel in present if f"/0.1/{rel}" in journal.read_text()]
+    assert len(done) == 1, done  # the first file is journaled, the second is not
+    step = stage_json(b, site)
+    assert step["bytes"] == sum(NESTED.values()) - NESTED[done[0]], step
+    assert {rel: sha256_file(parent / "0.1" / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
+
+
+@pytest.mark.parametrize("planted", ["0.1", ".0.1.partial-x/y"])
+def test_stage_resume_ignores_a_journal_naming_another_dir(planted: str, bundles: Bundles, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The state directory is not trusted: a journaled partial-dir name that is the version itself, or a
+    path, is not used; the rerun stages into a fresh hidden dir and the version appears whole."""
+    b, src = nested_bundle(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    parent = tmp_path / "s" / "nas" / "llm" / "nest"
+    die_at(monkeypatch, "stage.file.journaled@1", b, site)
+    partial = hidden_dir(parent, "0.1")
+    [journal] = list((tmp_path / "s" / "state" / "journal").iterdir())
+    text = journal.read_text()
+    assert f'"{partial.name}"' in text
+    journal.write_text(text.replace(f'"{partial.name}"', json.dumps(planted)))
+    r = installer("stage", b, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert {rel: sha256_file(parent / "0.1" / rel) for rel in NESTED} == {rel: sha256_file(src / rel) for rel in NESTED}
+
+
+def test_stage_decodes_a_compressed_layer_to_the_builders_file(bundles: Bundles, bad_layer: Path,
+                                                               tmp_path: Path) -> None:
+    """A model file stored ``tar+zstd`` (a compressible tokenizer) lands on the NAS as the builder's
+    input file, byte for byte, with its decoded size counted."""
+    good = bundles.world.base / "out" / "tok-layer"  # the bad layer's intact twin (same fixture)
+    src = bundles.world.base / "tok" / "good" / "tokenizer.json"
+    step = stage_json(good, bundles.world.site(tmp_path / "s"))
+    assert (step["done"], step["bytes"]) == (1, src.stat().st_size)
+    staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
+    assert sha256_file(staged) == sha256_file(src)
