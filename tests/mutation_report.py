@@ -4,7 +4,7 @@ Reads mutmut's result files (``mutants/<group>/mutants/**/*.py.meta``), keeps th
 each group's scope, and writes per module: generated, killed, survived (timeouts, "no tests" and
 anything not killed count as survived: a mutant nothing kills is a gap, whatever the reason), the
 survival rate, each group's wall time, and every survivor with its changed lines, so each
-can be killed by a test or explained in docs/MUTATION.md.
+can be killed by a test or explained in docs/mutation-notes/<group>.md.
 
 Usage (re-write the report from existing results, from the repository root):
     python -m tests.mutation_report [--no-diffs]
@@ -76,8 +76,8 @@ def write_report(work: Path, scopes: dict[str, tuple[str, ...]], times: dict[str
                         f"{100 * (n - k - pending) / max(n - pending, 1):.1f}% | {minutes} |")
             survivors += [(group, m, c) for m, c in sorted(codes.items()) if c not in KILLED and c is not None]
     lines = ["# Mutation run of the trust core", "",
-             f"`make mutation`, {sum(times.values()) / 60:.1f} min wall time in all (method, scope and the "
-             "explanation of each survivor: docs/MUTATION.md).", "",
+             f"`make mutation`, {sum(times.values()) / 60:.1f} min wall time in all (method and scope: "
+             "docs/MUTATION.md; the explanation of each survivor: docs/mutation-notes/<group>.md).", "",
              "| module | group | generated | killed | survived | not run | survival | group time (min) |",
              "|---|---|---:|---:|---:|---:|---:|---:|", *rows,
              f"| **trust core** | | **{total}** | **{killed}** | **{total - killed - not_run}** | **{not_run}** | "
