@@ -1,12 +1,12 @@
-"""Run commands as children and measure them: wall time and peak RSS, pairs interleaved.
+"""Run commands as children and measure them: wall time, CPU time and peak RSS, pairs interleaved.
 
 Every measured command runs under GNU ``/usr/bin/time -f '%e %U %S %M'`` (written to a file, so
 the child's own output is untouched); the wall time we report is our own monotonic clock around
 the child (``%e`` has only 10 ms resolution), the CPU time is ``%U + %S`` (user + system, of the
 child and its waited-for descendants: what the work costs, whatever else loads the machine; a
-registry started outside the timed command is not in it), the peak RSS is ``%M``. For a shell pipeline ``%M`` is
-the largest single process of the pipeline (``wait4`` reports the maximum over descendants,
-not the sum), which is also what it is for our one Python process.
+registry started outside the timed command is not in it), the peak RSS is ``%M``. For a shell
+pipeline ``%M`` is the largest single process of the pipeline (``wait4`` reports the maximum
+over descendants, not the sum), which is also what it is for our one Python process.
 
 Invariants:
 - A pair's runs alternate (A B A B ...), so a slow phase of this noisy machine hits both sides;

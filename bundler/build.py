@@ -68,8 +68,9 @@ class BlobStore:
     For a delta's full target (bundler/delta.py) three shortcuts: ``elsewhere`` (digest -> size)
     names blobs the base already has, which are pinned without being fetched or copied; with
     ``copy_files=False`` a model file is hashed in place and only read again if it is carried;
-    ``encodings`` ((file digest, size) -> :class:`edgebundle.compress.Encoded`) names ``tar+zstd`` layers of the base
-    made by this very encoder (``compress.ENCODER``), pinned instead of compressing the file again.
+    ``encodings`` ((file digest, size, path) -> :class:`edgebundle.compress.Encoded`) names the
+    base's ``tar+zstd`` layers made by this very encoder (``compress.ENCODER``), pinned instead of
+    compressing the file again.
 
     With ``defer=True`` (a tar build) a large blob whose digest is known in advance (a locked
     image layer, a locked model file) is only pinned here; :func:`write_tar` streams it from its
@@ -78,7 +79,7 @@ class BlobStore:
 
     def __init__(self, root_dir: Path, elsewhere: dict[str, int] | None = None,
                  copy_files: bool = True, defer: bool = False,
-                 encodings: dict[tuple[str, int], compress.Encoded] | None = None) -> None:
+                 encodings: dict[tuple[str, int, str], compress.Encoded] | None = None) -> None:
         self.dir = root_dir / layout.BLOBS_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pins: dict[str, BlobPin] = {}
@@ -313,7 +314,7 @@ class Builder:
             self.input_bytes += size
             self.log(f"model {model.name} {model.version}: {mf.relpath} ({size} bytes)")
             role = mf.role
-            reused = store.encodings.get((digest, size))
+            reused = store.encodings.get((digest, size, mf.relpath))  # the path is in the inner tar
             if reused is not None:  # a delta's base holds this very encoding: pinned, not re-encoded
                 media = {"weight": mt.MODEL_WEIGHT_TAR_ZSTD}.get(role, mt.MODEL_WEIGHT_CONFIG_TAR_ZSTD)
                 pin = store.put_writer(media, lambda out: None, expect=(reused.blob, reused.size))

@@ -121,14 +121,15 @@ def image_parts(source: BundleSource, root: Root) -> dict[str, Part]:
     return parts
 
 
-def base_encodings(source: BundleSource, root: Root) -> dict[tuple[str, int], compress.Encoded]:
+def base_encodings(source: BundleSource, root: Root) -> dict[tuple[str, int, str], compress.Encoded]:
     """The ``tar+zstd`` model layers of ``root`` that this builder's encoder would make again.
 
     A layer qualifies when its descriptor's encoder annotation equals ``compress.ENCODER`` (same
-    zstd, level and fixed tar mtime), so the same file encodes to the very same blob: the target
-    pins it instead of compressing the file again. Reads two small pinned documents per model.
+    zstd, level and fixed tar mtime), so the same file under the same path (the inner tar names
+    it) encodes to the very same blob: the target pins it instead of compressing the file again.
+    Reads two small pinned documents per model.
     """
-    found: dict[tuple[str, int], compress.Encoded] = {}
+    found: dict[tuple[str, int, str], compress.Encoded] = {}
     for m in root.models:
         by_blob = {f.blob: f for f in m.files if f.encoding == "tar+zstd"}
         if not by_blob:
@@ -148,7 +149,7 @@ def base_encodings(source: BundleSource, root: Root) -> dict[tuple[str, int], co
             if f is None or not isinstance(annotations, dict) or not isinstance(diff_id, str) \
                     or annotations.get(compress.ENCODER_ANNOTATION) != compress.ENCODER:
                 continue
-            found[(f.digest, f.size)] = compress.Encoded(f.blob, root.blobs[f.blob].size, diff_id)
+            found[(f.digest, f.size, f.path)] = compress.Encoded(f.blob, root.blobs[f.blob].size, diff_id)
     return found
 
 
