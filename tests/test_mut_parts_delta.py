@@ -650,3 +650,48 @@ def test_a_wrapped_delta_says_what_it_is_rebuilt_against(bundles: Bundles, delta
     assert (vb.root.version, vb.root.is_delta) == ("1.2.0", False)
     assert vb.source.description == (f"directory {delta_case.delta} rebuilt against site plant-1 "
                                      f"(registry 127.0.0.1:9, NAS {tmp_path / 's' / 'nas'})")
+
+
+def _push_blob(host: str, repo: str, data: bytes) -> str:
+    """A monolithic blob upload over plain HTTP (the distribution API, not the product's client)."""
+    import urllib.parse
+    import urllib.request
+
+    digest = sha256_of(data)
+    with urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"),
+                                timeout=10) as resp:
+        location = urllib.parse.urljoin(f"http://{host}/", resp.headers["Location"])
+    sep = "&" if "?" in location else "?"
+    put = urllib.request.Request(f"{location}{sep}digest={digest}", data=data, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(put, timeout=10) as resp:
+        assert resp.status == 201, resp.status
+    return digest
+
+
+def test_a_signed_delta_may_rebuild_a_model_file_from_the_site_registry(bundles: Bundles, registry: Any,
+                                                                        tmp_path: Path) -> None:
+    """The source of an unchanged ``tar+zstd`` model file relabelled to a registry blob (same bytes,
+    validly signed): the installer fetches it by digest, checks it and re-encodes it; no crash."""
+    import yaml
+
+    w = bundles.world
+    many = _many_files(w)
+    site = w.site(tmp_path / "s")
+    doc = yaml.safe_load(site.read_text())
+    doc["spec"]["registry"] = {"address": registry.host, "plainHTTP": True}
+    site.write_text(yaml.safe_dump(doc))
+    install(many["base"], site)
+    digest = _push_blob(registry.host, "edge/notes", NOTES.encode())
+
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(many["delta"], relabelled)
+    root = json.loads(root_payload(relabelled))
+    [notes] = [e for e in root["delta"]["rebuild"].values() if e["what"].endswith(" notes.txt")]
+    assert (notes["method"], notes["from"]["digest"]) == ("base", digest)
+    notes["from"]["at"] = {"registry": {"repository": "edge/notes", "endpoint": "blobs"}}
+    resign(relabelled, root, w.keys["release"].key)
+    (tmp_path / "s" / "nas" / "indices" / "files" / "1.0" / "notes.txt").unlink()  # not read from the NAS
+    r = installer("stage", relabelled, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s" / "nas" / "indices" / "files" / "1.1" / "notes.txt").read_text() == NOTES
