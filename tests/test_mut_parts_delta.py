@@ -11,10 +11,15 @@ mutants that remain, and why they are equivalent):
 - a delta whose base is not installed is refused with a message listing what the site has
   installed; one whose base inputs are gone lists them (the first eight, then a count);
 - a delta install counts as its full target for the next delta, byte for byte the root a full
-  build of the same spec gives.
+  build of the same spec gives;
+- every location a signed delta names is checked (also two locations of one digest), in the
+  site registry as the site file says (blob or manifest, plain HTTP or TLS), and a delta built
+  with another libzstd is rebuilt and refused at ``verify`` when its patch gives other bytes.
 
-Expected values are written out or computed here (``hashlib``, file sizes), never with the
-product's own helpers. The small bundles come from tests/test_trust_core.py (built once per process).
+Expected values are written out or computed here (``hashlib``, ``tarfile``, file sizes), never
+with the product's own helpers. The small bundles come from tests/test_trust_core.py (built once
+per process); the registry cases use the real docker-registry (tests/test_delta_scenarios.py's
+releases, tests/fixtures/registry.py).
 """
 
 from __future__ import annotations
