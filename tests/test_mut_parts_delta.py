@@ -11,10 +11,15 @@ mutants that remain, and why they are equivalent):
 - a delta whose base is not installed is refused with a message listing what the site has
   installed; one whose base inputs are gone lists them (the first eight, then a count);
 - a delta install counts as its full target for the next delta, byte for byte the root a full
-  build of the same spec gives.
+  build of the same spec gives;
+- every location a signed delta names is checked (also two locations of one digest), in the
+  site registry as the site file says (blob or manifest, plain HTTP or TLS), and a delta built
+  with another libzstd is rebuilt and refused at ``verify`` when its patch gives other bytes.
 
-Expected values are written out or computed here (``hashlib``, file sizes), never with the
-product's own helpers. The small bundles come from tests/test_trust_core.py (built once per process).
+Expected values are written out or computed here (``hashlib``, ``tarfile``, file sizes), never
+with the product's own helpers. The small bundles come from tests/test_trust_core.py (built once
+per process); the registry cases use the real docker-registry (tests/test_delta_scenarios.py's
+releases, tests/fixtures/registry.py).
 """
 
 from __future__ import annotations
@@ -22,16 +27,28 @@ from __future__ import annotations
 import base64
 import json
 import random
-import re
 import shutil
 import tarfile
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 
+from edgebundle.errors import VerificationError
+from edgebundle.parts import CorruptPartError, PartIndexError, PartsSource, parse_part_index
+from edgebundle.root import BaseRef
+from edgebundle.signing import TrustStore
+from installer.core import open_verified
+from installer.delta_source import BaseMissingError, find_base_record, site_registry
+from installer.site import load_site
+from installer.state import StateDir
+from tests.fixtures.bundles import bundle_world  # noqa: F401  (a fixture, used by name)
 from tests.fixtures.digests import sha256_file, sha256_of
+from tests.test_delta_scenarios import base_release, make_site, releases, s2_delta  # noqa: F401  (fixtures)
 from tests.test_trust_core import (  # noqa: F401  (the fixtures are used by name)
     _BUILT,
     EXIT_VERIFY,
@@ -74,14 +91,10 @@ def index_doc(sizes: tuple[int, ...] = (4096, 4096, 1808), part_size: int = 4096
 
 
 def parse(doc: dict[str, Any] | bytes) -> Any:
-    from edgebundle.parts import parse_part_index
-
     return parse_part_index(doc if isinstance(doc, bytes) else canonical(doc))
 
 
 def refusal(doc: dict[str, Any] | bytes) -> str:
-    from edgebundle.errors import VerificationError
-
     with pytest.raises(VerificationError) as e:
         parse(doc)
     return e.value.message
@@ -176,8 +189,6 @@ def test_an_oversized_or_broken_part_index_is_refused_as_the_part_index() -> Non
 # --- a split bundle on media ---------------------------------------------------------------------
 
 def _trust(bundles: Bundles) -> Any:
-    from edgebundle.signing import TrustStore
-
     pub = serialization.load_pem_public_key(bundles.world.keys["release"].pub.read_bytes())
     return TrustStore([pub])  # type: ignore[list-item]
 
@@ -192,8 +203,6 @@ def parts(bundles: Bundles, tmp_path: Path) -> Path:
 
 
 def _source(parts: Path) -> Any:
-    from edgebundle.parts import PartsSource
-
     [index] = parts.glob("*.parts.json")
     return PartsSource(index)
 
@@ -221,8 +230,6 @@ class Counter:
 
 
 def test_check_parts_hashes_by_default_and_names_the_byte_range(bundles: Bundles, parts: Path) -> None:
-    from edgebundle.parts import CorruptPartError
-
     victim, first, last = _corrupt_middle(parts)
     for check in ("check_parts", "precheck"):
         with pytest.raises(CorruptPartError) as e:
@@ -250,8 +257,6 @@ def test_the_cheap_precheck_reads_no_part_and_the_full_one_hashes_each_once(bund
 
 
 def test_a_cheap_check_first_does_not_excuse_the_hashing_pass(bundles: Bundles, parts: Path) -> None:
-    from edgebundle.parts import CorruptPartError
-
     victim, _, _ = _corrupt_middle(parts)
     src = _source(parts)
     src.precheck(_trust(bundles), content=False)  # same sizes: passes
@@ -261,8 +266,6 @@ def test_a_cheap_check_first_does_not_excuse_the_hashing_pass(bundles: Bundles, 
 
 
 def test_a_part_index_that_is_not_a_small_regular_file_is_refused(bundles: Bundles, parts: Path) -> None:
-    from edgebundle.parts import PartIndexError, PartsSource
-
     [index] = parts.glob("*.parts.json")
     data = index.read_bytes()
     index.unlink()
@@ -283,8 +286,6 @@ def test_the_source_says_how_many_parts_it_reads(parts: Path) -> None:
 
 
 def test_a_part_index_that_is_not_an_envelope_is_named(parts: Path) -> None:
-    from edgebundle.parts import PartIndexError, PartsSource
-
     [index] = parts.glob("*.parts.json")
     index.write_text('{"parts": []}')
     with pytest.raises(PartIndexError) as e:
@@ -294,8 +295,6 @@ def test_a_part_index_that_is_not_an_envelope_is_named(parts: Path) -> None:
 
 def test_a_damaged_root_inside_the_parts_is_named_by_the_cheap_check(bundles: Bundles, parts: Path) -> None:
     """Same size, so presence and sizes pass; the root envelope read from the joined parts is named."""
-    from edgebundle.errors import VerificationError
-
     first = _part_files(parts)[0]
     data = first.read_bytes()
     assert data.count(b'"payloadType"') == 1
@@ -498,10 +497,6 @@ def test_a_record_naming_a_delta_root_counts_as_its_full_target(
         bundles: Bundles, delta_case: DeltaCase, tmp_path: Path) -> None:
     """An installed.json entry that names the delta's own root (whose signed root the state keeps)
     is the delta's full target; a stored root that no longer parses is skipped, not a crash."""
-    from edgebundle.root import BaseRef
-    from installer.delta_source import find_base_record
-    from installer.state import StateDir
-
     w = bundles.world
     chain = _chain(w, delta_case)
     site = w.site(tmp_path / "s")
@@ -556,13 +551,7 @@ def test_a_delta_built_with_another_libzstd_is_rebuilt_before_anything_is_staged
 
 # --- deltas that rebuild from the site registry (the real docker-registry) -------------------------
 
-from tests.fixtures.bundles import bundle_world  # noqa: E402,F401  (fixtures, used by name)
-from tests.test_delta_scenarios import base_release, make_site, releases, s2_delta  # noqa: E402,F401
-
-
 def _delete(url: str) -> None:
-    import urllib.request
-
     with urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10) as resp:
         assert resp.status == 202, resp.status
 
@@ -571,8 +560,6 @@ def test_a_delta_names_the_registry_blob_and_manifest_the_site_lacks(base_releas
                                                                      make_site: Any) -> None:
     """The site registry (plain HTTP, as the site file says) is asked for each base input by
     repository and digest: a deleted layer is named as a blob, a deleted image as a manifest."""
-    from installer.delta_source import BaseMissingError
-
     site = make_site("registry-inputs")
     site.install(base_release.full)
     inputs = [e["from"] for e in s2_delta.root.delta["rebuild"].values() if "from" in e]
@@ -620,10 +607,7 @@ def test_the_base_check_speaks_to_the_site_registry_as_the_site_file_says(
         bundles: Bundles, tmp_path: Path, plain: bool, scheme: str) -> None:
     """``registry.plainHTTP`` of a non-loopback site registry decides HTTP or HTTPS, as for ``load``
     (only the client is built here: tests never leave 127.0.0.1)."""
-    import yaml
 
-    from installer.delta_source import site_registry
-    from installer.site import load_site
 
     path = bundles.world.site(tmp_path / "s")
     doc = yaml.safe_load(path.read_text())
@@ -636,10 +620,6 @@ def test_the_base_check_speaks_to_the_site_registry_as_the_site_file_says(
 def test_a_wrapped_delta_says_what_it_is_rebuilt_against(bundles: Bundles, delta_case: DeltaCase,
                                                          tmp_path: Path) -> None:
     """The full target a delta stands for names the delta and the site it rebuilds from."""
-    from installer.core import open_verified
-    from installer.site import load_site
-    from installer.state import StateDir
-
     w = bundles.world
     path = w.site(tmp_path / "s")
     install(delta_case.base, path)
@@ -650,3 +630,44 @@ def test_a_wrapped_delta_says_what_it_is_rebuilt_against(bundles: Bundles, delta
     assert (vb.root.version, vb.root.is_delta) == ("1.2.0", False)
     assert vb.source.description == (f"directory {delta_case.delta} rebuilt against site plant-1 "
                                      f"(registry 127.0.0.1:9, NAS {tmp_path / 's' / 'nas'})")
+
+
+def _push_blob(host: str, repo: str, data: bytes) -> str:
+    """A monolithic blob upload over plain HTTP (the distribution API, not the product's client)."""
+
+    digest = sha256_of(data)
+    with urllib.request.urlopen(urllib.request.Request(f"http://{host}/v2/{repo}/blobs/uploads/", method="POST"),
+                                timeout=10) as resp:
+        location = urllib.parse.urljoin(f"http://{host}/", resp.headers["Location"])
+    sep = "&" if "?" in location else "?"
+    put = urllib.request.Request(f"{location}{sep}digest={digest}", data=data, method="PUT",
+                                 headers={"Content-Type": "application/octet-stream"})
+    with urllib.request.urlopen(put, timeout=10) as resp:
+        assert resp.status == 201, resp.status
+    return digest
+
+
+def test_a_signed_delta_may_rebuild_a_model_file_from_the_site_registry(bundles: Bundles, registry: Any,
+                                                                        tmp_path: Path) -> None:
+    """The source of an unchanged ``tar+zstd`` model file relabelled to a registry blob (same bytes,
+    validly signed): the installer fetches it by digest, checks it and re-encodes it; no crash."""
+    w = bundles.world
+    many = _many_files(w)
+    site = w.site(tmp_path / "s")
+    doc = yaml.safe_load(site.read_text())
+    doc["spec"]["registry"] = {"address": registry.host, "plainHTTP": True}
+    site.write_text(yaml.safe_dump(doc))
+    install(many["base"], site)
+    digest = _push_blob(registry.host, "edge/notes", NOTES.encode())
+
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(many["delta"], relabelled)
+    root = json.loads(root_payload(relabelled))
+    [notes] = [e for e in root["delta"]["rebuild"].values() if e["what"].endswith(" notes.txt")]
+    assert (notes["method"], notes["from"]["digest"]) == ("base", digest)
+    notes["from"]["at"] = {"registry": {"repository": "edge/notes", "endpoint": "blobs"}}
+    resign(relabelled, root, w.keys["release"].key)
+    (tmp_path / "s" / "nas" / "indices" / "files" / "1.0" / "notes.txt").unlink()  # not read from the NAS
+    r = installer("stage", relabelled, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "s" / "nas" / "indices" / "files" / "1.1" / "notes.txt").read_text() == NOTES
