@@ -166,9 +166,13 @@ def test_depot_to_site_and_an_upgrade_moves_only_new_blobs(
     push(carried, f"oci://{depot.host}/rag/edge:1.0.0")
 
     site = v1.site(tmp_path / "site", site_reg.host)
+    served_v1 = served_blob_bytes(depot)
     for step in ("load", "stage"):
         r = run_installer(step, f"oci://{depot.host}/rag/edge:1.0.0", "--site", site, "--json")
         assert r.returncode == 0, r.stderr
+    moved_v1 = served_blob_bytes(depot) - served_v1
+    print(f"v1 from the depot: {moved_v1} bytes moved; full v1 {v1.path.stat().st_size}")
+    assert moved_v1 <= 1.01 * v1.path.stat().st_size  # each blob once (small documents read by verify and load)
     assert {t.split("/_manifests")[0].split("repositories/")[1] for t in tags(site_reg)} >= {
         "rag/llm-service", "rag/vector-db"}
     assert any((tmp_path / "site" / "nas").rglob("*.gguf"))
