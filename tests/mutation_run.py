@@ -169,6 +169,9 @@ def rerun_survivors(name: str, group: Group, children: int) -> float:
     if not names:
         return 0.0
     _keep_verdicts(d)
+    # mutmut records which tests reach which function once; edited tests may reach new ones, so
+    # the record is dropped and rebuilt (otherwise such a mutant stays "no tests" for good).
+    (d / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     mutmut = Path(sys.executable).with_name("mutmut")
     t0 = time.monotonic()
     with open(d / "mutmut-rerun.log", "wb") as log:
