@@ -18,7 +18,8 @@ from bundler.spec import load_spec
 @json_option
 @handle_errors
 def command(spec_path: Path, lockfile: Path | None, as_json: bool) -> None:
-    """Check that SPEC's bundle would deploy: images, models, the models volume, Kubernetes schemas.
+    """Check that SPEC's bundle would deploy: images, models, the models volume, Kubernetes schemas,
+    and that no plaintext credential would travel in it (spec.secrets.allow vouches for one).
 
     Reads only; writes nothing. Exit 0 when bundle create would accept the manifests, 2 otherwise.
     """
