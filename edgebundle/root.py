@@ -261,10 +261,6 @@ def parse_duration(text: str) -> float:
     return float(m[1]) * _DURATION_UNITS[m[2]]
 
 
-
-_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-                     r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
-                     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?")
 #: One identifier's sort key: numeric identifiers below alphanumeric ones, as SemVer 2.0 says.
 _Ident = tuple[int, int, str]
 
@@ -272,10 +268,6 @@ _Ident = tuple[int, int, str]
 def _ident(part: str) -> _Ident:
     # ASCII digits only: str.isdigit() is also true of "²", which int() refuses (SemVer's digits are ASCII).
     return (0, int(part), "") if part.isascii() and part.isdigit() else (1, 0, part)
-
-
-def is_semver(version: str) -> bool:
-    return _SEMVER.fullmatch(version) is not None
 
 
 def version_key(version: str) -> tuple[tuple[_Ident, ...], int, tuple[_Ident, ...]]:
