@@ -21,6 +21,7 @@ import pytest
 from edgebundle import layout
 from edgebundle.root import MalformedRootError, load_json_bounded, parse_root, version_key
 from tests.test_trust_core import canonical
+from tests.test_trust_parsing import _del, _set
 from tests.test_trust_parsing import _doc, _file_rebuild, _rebuild
 
 D = "sha256:" + "ab" * 32  # a well-formed digest the sample roots do not pin
@@ -42,21 +43,11 @@ def _first(d: dict[str, Any]) -> str:
 
 
 def _pop(*path: Any) -> Edit:
-    def edit(doc: dict[str, Any]) -> None:
-        node = doc
-        for k in path[:-1]:
-            node = node[k]
-        del node[path[-1]]
-    return edit
+    return _del(path)
 
 
 def _put(*path: Any, value: Any) -> Edit:
-    def edit(doc: dict[str, Any]) -> None:
-        node = doc
-        for k in path[:-1]:
-            node = node[k]
-        node[path[-1]] = value
-    return edit
+    return _set(path, value)
 
 
 def _blob0(doc: dict[str, Any]) -> dict[str, Any]:
