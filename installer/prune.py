@@ -99,10 +99,9 @@ def plan_prune(site: Site, state: StateDir, registry: Any, keep: int) -> PrunePl
         plan.models = [m for m in list_staged(site.models_root)
                        if not m["partial"] and m.get("bundle") and (m["kind"], m["name"], m["version"]) not in keep_models]
     seen_repos = set()
-    bundles_dir = state.path / "bundles"
-    for d in sorted(bundles_dir.iterdir()) if bundles_dir.is_dir() else []:
+    for name in state.safe.listdir(["bundles"]):  # below the state dir, following no link
         try:
-            seen_repos |= {im.repository for im in _root(state, "sha256:" + d.name).images}
+            seen_repos |= {im.repository for im in _root(state, "sha256:" + name).images}
         except EdgebundleError:
             continue
     plan.images = [im for im in list_images(registry)

@@ -24,25 +24,28 @@ from edgebundle.errors import VerificationError
 from edgebundle.signing import TrustStore
 from edgebundle.trustupdate import MAX_UPDATE_BYTES, TrustState, TrustUpdateError, apply_update
 from installer.site import Site
-from installer.state import StateDir, atomic_write
+from installer.state import StateDir
 
 TRUST_DIR = "trust"
 _STORED = re.compile(r"(\d{1,15})\.dsse\.json")
 
 
-def _stored(state: StateDir) -> list[tuple[int, Path]]:
-    d = state.path / TRUST_DIR
-    found = [(int(m[1]), p) for p in d.iterdir() if (m := _STORED.fullmatch(p.name))] if d.is_dir() else []
-    return sorted(found)
+def _stored(state: StateDir) -> list[tuple[int, str]]:
+    """(version, file name) of the kept updates, read below the state dir without following links."""
+    return sorted((int(m[1]), name) for name in state.safe.listdir([TRUST_DIR]) if (m := _STORED.fullmatch(name)))
 
 
 def current_trust(site: Site, state: StateDir) -> TrustState:
     """The site file's trust, advanced through every stored update newer than it."""
     trust = TrustState(site.trust_version, TrustStore.from_files(list(site.trust_keys), site.trust_threshold))
-    for version, path in _stored(state):
+    for version, name in _stored(state):
         if version <= trust.version:
             continue
-        data = read_bounded(path, MAX_UPDATE_BYTES, "stored trust update", VerificationError)
+        path = state.path / TRUST_DIR / name
+        data = state.safe.read([TRUST_DIR, name], MAX_UPDATE_BYTES)
+        if data is None:
+            raise TrustUpdateError(f"stored trust update {path} vanished while it was read",
+                                   hint="something else changes the state directory; stop it and run again")
         try:
             trust = apply_update(trust, data, f"stored trust update {path}")
         except VerificationError as e:
@@ -66,7 +69,7 @@ def accept_update(site: Site, state: StateDir, path: Path) -> TrustState:
     """Verify the update at ``path`` against the site's current trust and keep it."""
     data = read_bounded(Path(path), MAX_UPDATE_BYTES, "trust update")
     new = apply_update(current_trust(site, state), data, f"trust update {Path(path).name}")
-    atomic_write(state.path / TRUST_DIR / f"{new.version}.dsse.json", data)
+    state.write_bytes(f"{TRUST_DIR}/{new.version}.dsse.json", data)
     return new
 
 

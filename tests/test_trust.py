@@ -189,3 +189,25 @@ def test_root_expiry_is_required_and_after_creation(bundle_factory: Any) -> None
             assert why in e.message
         else:
             raise AssertionError(f"root accepted: {why}")
+
+
+def test_a_planted_link_in_the_state_dirs_trust_folder_is_refused_and_nothing_is_written_through_it(
+        bundle_world: BundleWorld, bundle_factory: Any, tmp_path: Path) -> None:
+    """The state directory is not trusted to be clean: ``trust/`` as a link to elsewhere neither
+    receives the update nor feeds stored updates back in."""
+    a_key, a_pub = bundle_world.key("release")
+    b_key, b_pub = bundle_world.key("rotated-b")
+    site_dir = tmp_path / "site"
+    site_dir.mkdir()
+    site = write_site(site_dir, "127.0.0.1:9", trust=[a_pub])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (site_dir / "state").mkdir(exist_ok=True)
+    (site_dir / "state" / "trust").symlink_to(elsewhere)
+    to_b = _rotate(tmp_path, "to-b.json", 2, [b_pub], [a_key, b_key])
+    r = installer("trust", "update", to_b, "--site", site)
+    assert r.exit_code != 0 and "trust" in r.output and "Traceback" not in r.output, r.output
+    assert list(elsewhere.iterdir()) == []  # nothing written through the link
+    (elsewhere / "2.dsse.json").write_bytes(to_b.read_bytes())  # a genuine update, planted behind the link
+    r = installer("verify", bundle_factory().path, "--site", site)
+    assert r.exit_code != 0 and str(site_dir / "state" / "trust") in r.output, r.output
