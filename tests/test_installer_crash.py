@@ -10,6 +10,8 @@ not server-stamped fields) and the revision the cluster runs.
 
 from __future__ import annotations
 
+import os
+
 import re
 import signal
 import subprocess
@@ -51,8 +53,10 @@ def commits(reg: RegistryProcess) -> int:
 
 
 def uploads_in_progress(reg: RegistryProcess) -> int:
+    """Upload sessions the registry holds open. os.walk, not rglob: the registry may finish or
+    drop another of the parallel uploads while we look, and a vanished directory is no error."""
     repos = reg.data_dir / "docker" / "registry" / "v2" / "repositories"
-    return sum(1 for p in repos.rglob("_uploads/*") if p.is_dir()) if repos.exists() else 0
+    return sum(len(dirs) for top, dirs, _ in os.walk(repos) if os.path.basename(top) == "_uploads")
 
 
 @dataclass(frozen=True)
