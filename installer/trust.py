@@ -24,6 +24,7 @@ from edgebundle.errors import VerificationError
 from edgebundle.signing import TrustStore
 from edgebundle.trustupdate import MAX_UPDATE_BYTES, TrustState, TrustUpdateError, apply_update
 from installer.site import Site
+from installer.safefs import UnsafePathError
 from installer.state import StateDir
 
 TRUST_DIR = "trust"
@@ -42,7 +43,11 @@ def current_trust(site: Site, state: StateDir) -> TrustState:
         if version <= trust.version:
             continue
         path = state.path / TRUST_DIR / name
-        data = state.safe.read([TRUST_DIR, name], MAX_UPDATE_BYTES)
+        try:
+            data = state.safe.read([TRUST_DIR, name], MAX_UPDATE_BYTES)
+        except UnsafePathError as e:
+            raise VerificationError(f"stored trust update {path} is over the {MAX_UPDATE_BYTES}-byte limit"
+                                    if "limit" in e.message else e.message, hint=e.hint) from None
         if data is None:
             raise TrustUpdateError(f"stored trust update {path} vanished while it was read",
                                    hint="something else changes the state directory; stop it and run again")
