@@ -1,0 +1,291 @@
+"""Signatures, attestations and referrers attached upstream travel with their images.
+
+An upstream registry (the real ``docker-registry``, distribution 2.8: no referrers API, so the
+OCI 1.1 referrers tag schema is what it holds) gets an image the test builds, a cosign-style
+``sha256-<hex>.sig`` signature made here with ``cryptography`` (the simple-signing payload,
+its ECDSA P-256 signature in the layer annotation, exactly as cosign writes them), and an SBOM
+artifact whose ``subject`` is the image, listed in the ``sha256-<hex>`` fallback index. The
+real ``bundle lock``/``create`` carry them; the real ``installer load`` pushes them to a second
+registry, which must serve every one under the upstream's digest. A spec that requires a
+signature refuses an unsigned image, a signature by another key, and a payload naming another
+image, at ``bundle create``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from bundler.cli import main as bundle_main
+from bundler.spec import load_spec
+from edgebundle.registry import Registry
+from edgebundle.signing import generate_keypair
+from installer.cli import main as installer_main
+from tests.fixtures.bundles import write_site
+from tests.fixtures.registry import RegistryFactory, RegistryProcess
+
+pytestmark = pytest.mark.timeout(180)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+SBOM_TYPE = "application/spdx+json"
+REPO = "app/signed"
+
+
+def canonical(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def put_blob(reg: Registry, data: bytes) -> dict[str, Any]:
+    digest = sha(data)
+    reg.push_blob(REPO, digest, len(data), io.BytesIO(data))
+    return {"digest": digest, "size": len(data)}
+
+
+def put_manifest(reg: Registry, doc: dict[str, Any], ref: str | None = None) -> tuple[str, bytes]:
+    data = canonical(doc)
+    reg.put_manifest(REPO, ref or sha(data), data, doc["mediaType"])
+    return sha(data), data
+
+
+def push_image(reg: Registry, tag: str, text: bytes) -> str:
+    """A one-layer linux/amd64 OCI image; returns its manifest digest."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("app/hello.txt")
+        info.size, info.mtime = len(text), 0
+        tar.addfile(info, io.BytesIO(text))
+    raw = buf.getvalue()
+    layer = gzip.compress(raw, mtime=0)
+    config = canonical({"architecture": "amd64", "os": "linux",
+                        "rootfs": {"type": "layers", "diff_ids": [sha(raw)]}, "config": {}})
+    return put_manifest(reg, {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put_blob(reg, config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **put_blob(reg, layer)}],
+    }, tag)[0]
+
+
+def cosign_sign(reg: Registry, host: str, subject: str, key: Any, *, names: str | None = None) -> str:
+    """Attach a key-based cosign signature of ``subject`` (its payload naming ``names``, by default
+    the subject itself) under ``sha256-<hex>.sig``, as cosign does; returns the .sig digest."""
+    payload = canonical({"critical": {"identity": {"docker-reference": f"{host}/{REPO}"},
+                                      "image": {"docker-manifest-digest": names or subject},
+                                      "type": "cosign container image signature"},
+                         "optional": None})
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        sig = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    else:
+        sig = key.sign(payload)
+    layer = put_blob(reg, payload)
+    config = put_blob(reg, canonical({"architecture": "", "os": "", "config": {},
+                                      "rootfs": {"type": "layers", "diff_ids": [layer["digest"]]}}))
+    return put_manifest(reg, {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": [{"mediaType": SIMPLESIGNING, **layer,
+                    "annotations": {"dev.cosignproject.cosign/signature": base64.b64encode(sig).decode()}}],
+    }, "sha256-" + subject.removeprefix("sha256:") + ".sig")[0]
+
+
+def attach_sbom(reg: Registry, subject: str, subject_size: int) -> tuple[str, str]:
+    """An SBOM artifact naming ``subject``, listed by the referrers fallback tag (OCI 1.1 §
+    "Referrers Tag Schema"); returns (artifact digest, fallback index digest)."""
+    empty = put_blob(reg, b"{}")
+    sbom = put_blob(reg, canonical({"spdxVersion": "SPDX-2.3", "name": "app", "packages": []}))
+    artifact, data = put_manifest(reg, {
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": SBOM_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", **empty},
+        "layers": [{"mediaType": SBOM_TYPE, **sbom}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_size},
+    })
+    index, _ = put_manifest(reg, {
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": artifact, "size": len(data),
+                       "artifactType": SBOM_TYPE}],
+    }, "sha256-" + subject.removeprefix("sha256:"))
+    return artifact, index
+
+
+def pem(key: Any, path: Path) -> Path:
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def write_spec(directory: Path, ref: str, signatures: dict[str, Any] | None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    image: dict[str, Any] = {"ref": ref}
+    if signatures is not None:
+        image["signatures"] = signatures
+    spec = directory / "bundle.yaml"
+    spec.write_text(yaml.safe_dump({"apiVersion": "edgebundle/v1", "kind": "Bundle",
+                                    "metadata": {"name": "signed", "version": "1.0.0", "compatible": "x"},
+                                    "spec": {"images": [image]}}))
+    return spec
+
+
+def bundle(*args: Any) -> Result:
+    return CliRunner().invoke(bundle_main, [str(a) for a in args])
+
+
+def output(r: Result) -> str:
+    return r.stdout + (r.stderr if r.stderr_bytes is not None else "")
+
+
+@pytest.fixture
+def upstream(registry: RegistryProcess) -> tuple[RegistryProcess, Registry]:
+    with Registry(registry.host) as reg:
+        yield registry, reg
+
+
+def test_signature_and_referrer_reach_the_site_registry_with_upstream_digests(
+        upstream: tuple[RegistryProcess, Registry], registry_factory: RegistryFactory, tmp_path: Path) -> None:
+    proc, reg = upstream
+    image = push_image(reg, "1.0", b"hello\n")
+    image_size = len(reg.get_manifest(REPO, image).data)
+    signer = ec.generate_private_key(ec.SECP256R1())
+    sig = cosign_sign(reg, proc.host, image, signer)
+    artifact, referrers = attach_sbom(reg, image, image_size)
+
+    spec = write_spec(tmp_path / "build", f"{proc.host}/{REPO}:1.0",
+                      {"keys": [str(pem(signer, tmp_path / "cosign.pub"))]})
+    r = bundle("lock", spec, "--json")
+    assert r.exit_code == 0, output(r)
+    locked = json.loads((spec.parent / "bundles.lock").read_text())["images"][0]
+    assert sorted((a["kind"], a["tag"], a["digest"]) for a in locked["attached"]) == sorted([
+        ("signature", "sha256-" + image[7:] + ".sig", sig), ("referrers", "sha256-" + image[7:], referrers)])
+
+    key, pub = generate_keypair("release", tmp_path / "keys")
+    out = tmp_path / "signed.tar"
+    r = bundle("create", spec, "--key", key, "-o", out, "--locked")
+    assert r.exit_code == 0, output(r)
+
+    site_registry = registry_factory()
+    site = write_site(tmp_path / "site", site_registry.host, trust=[pub], compatible="x")
+    r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])
+    assert r.exit_code == 0, output(r)
+    with Registry(site_registry.host) as site_reg:
+        assert site_reg.has_manifest(REPO, "1.0") == image
+        assert site_reg.has_manifest(REPO, "sha256-" + image[7:] + ".sig") == sig
+        assert site_reg.has_manifest(REPO, "sha256-" + image[7:]) == referrers
+        assert site_reg.has_manifest(REPO, artifact) == artifact
+        for ref in ("1.0", sig, referrers, artifact):  # the exact upstream bytes
+            assert site_reg.get_manifest(REPO, ref).data == reg.get_manifest(REPO, ref).data
+        served = site_reg.get_manifest(REPO, artifact).json()
+        for desc in [served["config"], *served["layers"]]:
+            assert site_reg.has_blob(REPO, desc["digest"])
+        assert sorted(site_reg.list_tags(REPO)) == sorted(["1.0", "sha256-" + image[7:], "sha256-" + image[7:] + ".sig"])
+
+    # Loading again pushes nothing: every tag and manifest is already there.
+    writes = sum(1 for e in site_registry.requests() if e.method in ("PUT", "POST", "PATCH"))
+    r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])
+    assert r.exit_code == 0, output(r)
+    assert sum(1 for e in site_registry.requests() if e.method in ("PUT", "POST", "PATCH")) == writes
+
+
+def test_locked_create_refuses_a_signature_added_after_the_lock(
+        upstream: tuple[RegistryProcess, Registry], tmp_path: Path) -> None:
+    proc, reg = upstream
+    image = push_image(reg, "1.0", b"late\n")
+    spec = write_spec(tmp_path / "build", f"{proc.host}/{REPO}:1.0", None)
+    assert bundle("lock", spec).exit_code == 0
+    cosign_sign(reg, proc.host, image, ec.generate_private_key(ec.SECP256R1()))
+    key, _ = generate_keypair("release", tmp_path / "keys")
+    r = bundle("create", spec, "--key", key, "-o", tmp_path / "b.tar", "--locked")
+    assert r.exit_code == 1, output(r)
+    assert f"{proc.host}/{REPO}:1.0: its attached signatures" in output(r)
+    assert not (tmp_path / "b.tar").exists()
+
+
+@pytest.mark.parametrize("case", ["unsigned", "other-key", "other-digest"])
+def test_required_signature_missing_or_wrong_is_refused_at_create(
+        case: str, upstream: tuple[RegistryProcess, Registry], tmp_path: Path) -> None:
+    proc, reg = upstream
+    image = push_image(reg, "1.0", b"refuse\n")
+    other = push_image(reg, "2.0", b"another image\n")
+    trusted = ec.generate_private_key(ec.SECP256R1())
+    if case == "other-key":
+        cosign_sign(reg, proc.host, image, ec.generate_private_key(ec.SECP256R1()))
+    elif case == "other-digest":  # a genuine signature by the trusted key, of another image
+        cosign_sign(reg, proc.host, image, trusted, names=other)
+    ref = f"{proc.host}/{REPO}:1.0"
+    pub = pem(trusted, tmp_path / "cosign.pub")
+    key, _ = generate_keypair("release", tmp_path / "keys")
+    expected = {"unsigned": f"image {ref} ({image}) is not signed",
+                "other-key": f"no signature in sha256-{image[7:]}.sig verifies with the key {pub}",
+                "other-digest": f"the signature by {pub} vouches for {other}, not for this image"}[case]
+
+    # Locked before the spec asked for a signature (the requirement does not change the lock):
+    # create itself checks the carried signature.
+    spec = write_spec(tmp_path / "build", ref, None)
+    assert bundle("lock", spec).exit_code == 0
+    write_spec(tmp_path / "build", ref, {"keys": [str(pub)]})
+    r = bundle("create", spec, "--key", key, "-o", tmp_path / "b.tar", "--locked")
+    assert r.exit_code == 4, output(r)
+    assert ref in output(r) and expected in output(r)
+    assert not (tmp_path / "b.tar").exists() and not list(tmp_path.glob("b.tar*"))
+
+    r = bundle("lock", spec)  # and bundle lock refuses it the same way, before anything is pulled
+    assert r.exit_code == 4 and expected in output(r), output(r)
+
+
+def test_ed25519_signature_and_presence_only_requirement(
+        upstream: tuple[RegistryProcess, Registry], tmp_path: Path) -> None:
+    proc, reg = upstream
+    image = push_image(reg, "1.0", b"ed\n")
+    signer = ed25519.Ed25519PrivateKey.generate()
+    ref = f"{proc.host}/{REPO}:1.0"
+    key, _ = generate_keypair("release", tmp_path / "keys")
+    spec = write_spec(tmp_path / "a", ref, {"required": True})
+    r = bundle("lock", spec)
+    assert r.exit_code == 4 and f"image {ref} ({image}) is not signed" in output(r), output(r)
+    cosign_sign(reg, proc.host, image, signer)
+    assert bundle("lock", spec).exit_code == 0
+    spec = write_spec(tmp_path / "b", ref, {"keys": [str(pem(signer, tmp_path / "ed.pub"))]})
+    r = bundle("create", spec, "--key", key, "-o", tmp_path / "b.tar")
+    assert r.exit_code == 0, output(r)
+
+
+@pytest.mark.parametrize("signatures, message", [
+    ({"requried": True}, "requried"),
+    ({"keys": "cosign.pub"}, "signatures.keys"),
+    ({"keys": ["missing.pub"]}, "spec.images[0].signatures.keys[0]"),
+    ({"keys": ["not-a-key.pub"]}, "is not a PEM public key"),
+    ({"keys": ["p384.pub"]}, "secp384r1"),
+    ({"keys": ["cosign.pub"], "required": False}, "required: false"),
+])
+def test_spec_signature_fields_are_checked(signatures: dict[str, Any], message: str, tmp_path: Path) -> None:
+    d = tmp_path / "spec"
+    d.mkdir()
+    pem(ec.generate_private_key(ec.SECP256R1()), d / "cosign.pub")
+    pem(ec.generate_private_key(ec.SECP384R1()), d / "p384.pub")
+    (d / "not-a-key.pub").write_text("hello\n")
+    spec = write_spec(d, "127.0.0.1:1/app/signed:1.0", signatures)
+    r = bundle("lock", spec)
+    assert r.exit_code == 2, output(r)
+    assert message in output(r) and "Traceback" not in output(r)
+
+
+def test_rsa_keys_are_accepted_in_the_spec(tmp_path: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    spec = write_spec(tmp_path, "127.0.0.1:1/app/signed:1.0", {"keys": [str(pem(key, tmp_path / "rsa.pub"))]})
+    loaded = load_spec(spec).images[0]
+    assert loaded.signature_required and [k.path for k in loaded.signature_keys] == [tmp_path / "rsa.pub"]
