@@ -26,14 +26,15 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from bundler.cli import main as bundle_main
 from bundler.spec import load_spec
 from edgebundle.registry import Registry
 from edgebundle.signing import generate_keypair
 from installer.cli import main as installer_main
-from tests.fixtures.bundles import write_site
+from edgebundle.root import MalformedRootError, parse_root
+from tests.fixtures.bundles import read_root, write_site
 from tests.fixtures.registry import RegistryFactory, RegistryProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -92,6 +93,8 @@ def cosign_sign(reg: Registry, host: str, subject: str, key: Any, *, names: str 
                          "optional": None})
     if isinstance(key, ec.EllipticCurvePrivateKey):
         sig = key.sign(payload, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPrivateKey):
+        sig = key.sign(payload, padding.PKCS1v15(), hashes.SHA256())
     else:
         sig = key.sign(payload)
     layer = put_blob(reg, payload)
@@ -178,6 +181,16 @@ def test_signature_and_referrer_reach_the_site_registry_with_upstream_digests(
     r = bundle("create", spec, "--key", key, "-o", out, "--locked")
     assert r.exit_code == 0, output(r)
 
+    # The signed root lists them under the image; a root that would put one under another tag
+    # (the image's own, say) is refused before anything acts on it.
+    root = read_root(out).to_dict()
+    assert {(a["kind"], a["tag"]) for a in root["images"][0]["attached"]} == {
+        ("signature", "sha256-" + image[7:] + ".sig"), ("referrers", "sha256-" + image[7:])}
+    for bad_tag in ("1.0", "sha256-" + image[7:] + ".att", "sha256-" + sig[7:] + ".sig"):
+        root["images"][0]["attached"][0]["tag"] = bad_tag
+        with pytest.raises(MalformedRootError, match="may not use the tag"):
+            parse_root(canonical(root))
+
     site_registry = registry_factory()
     site = write_site(tmp_path / "site", site_registry.host, trust=[pub], compatible="x")
     r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])
@@ -247,11 +260,13 @@ def test_required_signature_missing_or_wrong_is_refused_at_create(
     assert r.exit_code == 4 and expected in output(r), output(r)
 
 
-def test_ed25519_signature_and_presence_only_requirement(
-        upstream: tuple[RegistryProcess, Registry], tmp_path: Path) -> None:
+@pytest.mark.parametrize("algorithm", ["ed25519", "rsa"])
+def test_ed25519_and_rsa_signatures_and_a_presence_only_requirement(
+        algorithm: str, upstream: tuple[RegistryProcess, Registry], tmp_path: Path) -> None:
     proc, reg = upstream
     image = push_image(reg, "1.0", b"ed\n")
-    signer = ed25519.Ed25519PrivateKey.generate()
+    signer = (ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519"
+              else rsa.generate_private_key(public_exponent=65537, key_size=2048))
     ref = f"{proc.host}/{REPO}:1.0"
     key, _ = generate_keypair("release", tmp_path / "keys")
     spec = write_spec(tmp_path / "a", ref, {"required": True})
@@ -259,9 +274,13 @@ def test_ed25519_signature_and_presence_only_requirement(
     assert r.exit_code == 4 and f"image {ref} ({image}) is not signed" in output(r), output(r)
     cosign_sign(reg, proc.host, image, signer)
     assert bundle("lock", spec).exit_code == 0
-    spec = write_spec(tmp_path / "b", ref, {"keys": [str(pem(signer, tmp_path / "ed.pub"))]})
+    spec = write_spec(tmp_path / "b", ref, {"keys": [str(pem(signer, tmp_path / "signer.pub"))]})
     r = bundle("create", spec, "--key", key, "-o", tmp_path / "b.tar")
     assert r.exit_code == 0, output(r)
+    other = write_spec(tmp_path / "c", ref, {"keys": [str(pem(ec.generate_private_key(ec.SECP256R1()),
+                                                                 tmp_path / "other.pub"))]})
+    r = bundle("create", other, "--key", key, "-o", tmp_path / "c.tar")
+    assert r.exit_code == 4 and f"verifies with the key {tmp_path / 'other.pub'}" in output(r), output(r)
 
 
 @pytest.mark.parametrize("signatures, message", [
@@ -284,8 +303,6 @@ def test_spec_signature_fields_are_checked(signatures: dict[str, Any], message: 
     assert message in output(r) and "Traceback" not in output(r)
 
 
-def test_rsa_keys_are_accepted_in_the_spec(tmp_path: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    spec = write_spec(tmp_path, "127.0.0.1:1/app/signed:1.0", {"keys": [str(pem(key, tmp_path / "rsa.pub"))]})
-    loaded = load_spec(spec).images[0]
-    assert loaded.signature_required and [k.path for k in loaded.signature_keys] == [tmp_path / "rsa.pub"]
+def test_spec_without_signatures_requires_none(tmp_path: Path) -> None:
+    loaded = load_spec(write_spec(tmp_path, "127.0.0.1:1/app/signed:1.0", None)).images[0]
+    assert not loaded.signature_required and loaded.signature_keys == ()
