@@ -16,9 +16,12 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import http.client
+import http.server
 import io
 import json
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -306,3 +309,115 @@ def test_spec_signature_fields_are_checked(signatures: dict[str, Any], message: 
 def test_spec_without_signatures_requires_none(tmp_path: Path) -> None:
     loaded = load_spec(write_spec(tmp_path, "127.0.0.1:1/app/signed:1.0", None)).images[0]
     assert not loaded.signature_required and loaded.signature_keys == ()
+
+
+class ReferrersFront:
+    """A referrers API in front of the real registry: ``GET /v2/<repo>/referrers/<digest>``
+    answers from ``listings``; every other GET/HEAD goes to the registry unchanged.
+
+    A stand-in (tests/README.md): Debian's docker-registry 2.8 has no referrers API, and no
+    registry that has one is packaged for Debian.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.listings: dict[str, bytes] = {}
+        self.asked: list[str] = []
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body: bool) -> None:
+                if "/referrers/" in self.path:
+                    front.asked.append(self.path)
+                    data = front.listings.get(self.path.rsplit("/", 1)[-1])
+                    if data is None:  # the API exists: no referrers is an empty index
+                        data = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+                    self.send_response(200)
+                    self.send_header("Content-Type", OCI_INDEX)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data if body else b"")
+                    return
+                conn = http.client.HTTPConnection(backend, timeout=10)
+                conn.request(self.command, self.path, headers={k: v for k, v in self.headers.items()
+                                                               if k.lower() != "host"})
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "date", "server"):
+                        self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data if body else b"")
+                conn.close()
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                self._answer(True)
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self._answer(False)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_referrers_from_the_api_reach_the_site_under_the_fallback_tag(
+        upstream: tuple[RegistryProcess, Registry], registry_factory: RegistryFactory, tmp_path: Path) -> None:
+    proc, reg = upstream
+    image = push_image(reg, "1.0", b"api\n")
+    image_size = len(reg.get_manifest(REPO, image).data)
+    empty = put_blob(reg, b"{}")
+    descriptors = []
+    for name in ("sbom", "provenance"):  # two referrers, pushed by digest only (no fallback tag)
+        layer = put_blob(reg, canonical({"name": name}))
+        digest, data = put_manifest(reg, {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": f"application/x.{name}",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", **empty},
+            "layers": [{"mediaType": f"application/x.{name}", **layer}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image, "size": image_size}})
+        descriptors.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(data),
+                            "artifactType": f"application/x.{name}"})
+    front = ReferrersFront(proc.host)
+    try:
+        # The API lists them in whatever order it likes; the lock pins them in digest order.
+        front.listings[image] = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                            "manifests": sorted(descriptors, key=lambda d: d["digest"],
+                                                                reverse=True)}).encode()
+        expected = json.dumps({"manifests": sorted(descriptors, key=lambda d: d["digest"]),
+                               "mediaType": OCI_INDEX, "schemaVersion": 2},
+                              separators=(",", ":"), sort_keys=True).encode()
+        spec = write_spec(tmp_path / "build", f"{front.host}/{REPO}:1.0", None)
+        r = bundle("lock", spec)
+        assert r.exit_code == 0, output(r)
+        assert front.asked, "the lock must ask the referrers API"
+        locked = json.loads((spec.parent / "bundles.lock").read_text())["images"][0]["attached"]
+        assert locked == [{"kind": "referrers", "subject": image, "tag": "sha256-" + image[7:],
+                           "digest": sha(expected), "mediaType": OCI_INDEX, "via": "api"}]
+        key, pub = generate_keypair("release", tmp_path / "keys")
+        out = tmp_path / "api.tar"
+        r = bundle("create", spec, "--key", key, "-o", out, "--locked")
+        assert r.exit_code == 0, output(r)
+
+        front.listings[image] = canonical({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                           "manifests": descriptors[:1]})  # one referrer went away
+        r = bundle("create", spec, "--key", key, "-o", tmp_path / "again.tar", "--locked")
+        assert r.exit_code == 1 and "attached signatures, attestations or referrers changed" in output(r)
+    finally:
+        front.close()
+
+    site_registry = registry_factory()
+    site = write_site(tmp_path / "site", site_registry.host, trust=[pub], compatible="x")
+    r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])
+    assert r.exit_code == 0, output(r)
+    with Registry(site_registry.host) as site_reg:
+        assert site_reg.get_manifest(REPO, "sha256-" + image[7:]).data == expected
+        for d in descriptors:
+            assert site_reg.get_manifest(REPO, d["digest"]).data == reg.get_manifest(REPO, d["digest"]).data
