@@ -34,7 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from bundler.cli import main as bundle_main
 from bundler.spec import load_spec
 from edgebundle.registry import Registry
-from edgebundle.signing import generate_keypair
+from edgebundle.mediatypes import PAYLOAD_ROOT
+from edgebundle.signing import generate_keypair, load_private_key, sign
 from installer.cli import main as installer_main
 from edgebundle.root import MalformedRootError, parse_root
 from tests.fixtures.bundles import read_root, write_site
@@ -421,3 +422,29 @@ def test_referrers_from_the_api_reach_the_site_under_the_fallback_tag(
         assert site_reg.get_manifest(REPO, "sha256-" + image[7:]).data == expected
         for d in descriptors:
             assert site_reg.get_manifest(REPO, d["digest"]).data == reg.get_manifest(REPO, d["digest"]).data
+
+
+def test_load_refuses_a_signed_root_attaching_to_what_is_not_the_image(
+        upstream: tuple[RegistryProcess, Registry], registry_factory: RegistryFactory, tmp_path: Path) -> None:
+    """Signed is not safe: a root whose attached artifact names a subject that is not one of the
+    image's manifests (here its config, under the tag that subject would allow) is refused by
+    ``load`` before the first write."""
+    proc, reg = upstream
+    image = push_image(reg, "1.0", b"subject\n")
+    cosign_sign(reg, proc.host, image, ec.generate_private_key(ec.SECP256R1()))
+    spec = write_spec(tmp_path / "build", f"{proc.host}/{REPO}:1.0", None)
+    key, pub = generate_keypair("release", tmp_path / "keys")
+    out = tmp_path / "bundle-dir"
+    assert bundle("create", spec, "--key", key, "-o", out).exit_code == 0
+    root = json.loads(base64.b64decode(json.loads((out / "edgebundle/root.dsse.json").read_bytes())["payload"]))
+    config = reg.get_manifest(REPO, image).json()["config"]["digest"]
+    attached = root["images"][0]["attached"][0]
+    attached.update(subject=config, tag="sha256-" + config[7:] + ".sig")
+    (out / "edgebundle/root.dsse.json").write_bytes(sign(canonical(root), PAYLOAD_ROOT, [load_private_key(key)]))
+
+    site_registry = registry_factory()
+    site = write_site(tmp_path / "site", site_registry.host, trust=[pub], compatible="x")
+    r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])
+    assert r.exit_code == 4, output(r)
+    assert f"attached sha256-{config[7:]}.sig names {config}, not one of the image's manifests" in output(r)
+    assert not [e for e in site_registry.requests() if e.method in ("PUT", "POST", "PATCH")]
