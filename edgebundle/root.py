@@ -409,6 +409,8 @@ def _attached(im: dict[str, Any], where: str, pinned: Any) -> list[AttachedEntry
                                           "[.sig|.att|.sbom]; rebuild the bundle")
         out.append(AttachedEntry(kind, subject, tag, pinned(_digest(a, "digest", w), w),
                                  _req(a, "mediaType", str, w)))
+        if any(o.tag == tag and o.digest != out[-1].digest for o in out):
+            raise MalformedRootError(f"root: {w} puts a second artifact under the tag {tag}")
     return out
 
 

@@ -194,6 +194,10 @@ def test_signature_and_referrer_reach_the_site_registry_with_upstream_digests(
         root["images"][0]["attached"][0]["tag"] = bad_tag
         with pytest.raises(MalformedRootError, match="may not use the tag"):
             parse_root(canonical(root))
+    root["images"][0]["attached"][0]["tag"] = "sha256-" + image[7:] + ".sig"
+    root["images"][0]["attached"].append({**root["images"][0]["attached"][0], "digest": referrers})
+    with pytest.raises(MalformedRootError, match="a second artifact under the tag"):
+        parse_root(canonical(root))
 
     site_registry = registry_factory()
     site = write_site(tmp_path / "site", site_registry.host, trust=[pub], compatible="x")
