@@ -105,11 +105,6 @@ def carried_subjects(locked: dict[str, Any], platforms: tuple[str, ...]) -> list
     return [locked["digest"], *dict.fromkeys(by_plat.values())]
 
 
-def carried_digest(locked: dict[str, Any], platforms: tuple[str, ...]) -> str:
-    """The digest the image is carried (and pushed, and must be signed) as."""
-    return carried_subjects(locked, platforms)[0]
-
-
 # --- discovery at lock time ---------------------------------------------------------------------
 
 def referrers_index(listing: bytes, what: str) -> bytes | None:

@@ -161,10 +161,11 @@ def lock_image(image: ImageSpec, registries: Callable[[str], Any]) -> dict[str, 
     locked = vars(resolve_image(image, registries))
     ref = parse_reference(image.ref)
     reg = registries(ref.registry)
-    locked["attached"] = discover(reg, ref.repository, carried_subjects(locked, image.platforms))
+    subjects = carried_subjects(locked, image.platforms)
+    locked["attached"] = discover(reg, ref.repository, subjects)
     required_keys_check(
-        image.ref, carried_subjects(locked, image.platforms)[0], image.signature_keys, image.signature_required,
-        locked["attached"], lambda e: load_json_bounded(fetch_document(reg, ref.repository, e)[0], e["tag"]),
+        image.ref, subjects[0], image.signature_keys, image.signature_required, locked["attached"],
+        lambda e: load_json_bounded(fetch_document(reg, ref.repository, e)[0], e["tag"]),
         registry_blob_reader(reg, ref.repository))
     return locked
 
