@@ -128,13 +128,14 @@ def discover(reg: Any, repo: str, subjects: list[str]) -> list[dict[str, Any]]:
     found = []
     for subject in subjects:
         for kind in COSIGN_SUFFIXES:
-            entry = _tagged(reg, repo, subject, kind)
+            entry, _ = _tagged(reg, repo, subject, kind)
             if entry:
                 found.append(entry)
         listing = reg.referrers(repo, subject)
         if listing is None:  # no referrers API: the tag schema
-            entry = _tagged(reg, repo, subject, REFERRERS)
+            entry, data = _tagged(reg, repo, subject, REFERRERS)
             if entry and mt.is_index(entry["mediaType"]):
+                listed_manifests(load_json_bounded(data, entry["tag"]), f"{repo}:{entry['tag']}")
                 found.append(entry)
             continue
         index = referrers_index(listing, f"referrers of {repo}@{subject}")
@@ -144,14 +145,25 @@ def discover(reg: Any, repo: str, subjects: list[str]) -> list[dict[str, Any]]:
     return found
 
 
-def _tagged(reg: Any, repo: str, subject: str, kind: str) -> dict[str, Any] | None:
+def _tagged(reg: Any, repo: str, subject: str, kind: str) -> tuple[dict[str, Any] | None, bytes]:
+    """The lock entry of what the tag for ``kind`` holds, and its bytes; (None, b"") if nothing."""
     tag = tag_for(subject, kind)
     digest = reg.has_manifest(repo, tag)
     if digest is None:
-        return None
+        return None, b""
     m = reg.get_manifest(repo, digest)
     return {"kind": kind, "subject": subject, "tag": tag, "digest": m.digest, "mediaType": m.media_type,
-            "via": "tag"}
+            "via": "tag"}, m.data
+
+
+def listed_manifests(doc: Any, what: str) -> list[str]:
+    """The digests an attached index lists (a malformed one is refused, naming it)."""
+    manifests = doc.get("manifests") if isinstance(doc, dict) else None
+    if not isinstance(manifests, list) or not all(isinstance(d, dict) and is_digest(d.get("digest"))
+                                                   for d in manifests):
+        raise EdgebundleError(f"{what} is not a well-formed image index",
+                              hint="ask upstream to fix it, or re-lock once it is")
+    return [d["digest"] for d in manifests]
 
 
 def fetch_document(reg: Any, repo: str, entry: dict[str, Any]) -> tuple[bytes, str]:

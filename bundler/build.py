@@ -32,7 +32,7 @@ from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
-from bundler.attached import fetch_document, required_keys_check
+from bundler.attached import fetch_document, listed_manifests, required_keys_check
 from bundler.lockfile import LockMismatchError, platform_of
 from edgebundle.registry import MAX_MANIFEST_BYTES
 from edgebundle.root import (
@@ -310,8 +310,8 @@ class Builder:
                 data, media = fetch_document(reg, repo, a)
                 pin, doc = store.put_bytes(data, media), load_json_bounded(data, f"{repo}:{a['tag']}")
                 self.input_bytes += len(data)
-                for child in doc.get("manifests", []):
-                    self._add_image_manifest(store, reg, repo, child["digest"])
+                for child in listed_manifests(doc, f"{repo}:{a['tag']}"):
+                    self._add_image_manifest(store, reg, repo, child)
             else:
                 pin, doc, _ = self._add_image_manifest(store, reg, repo, a["digest"])
             docs[a["digest"]] = doc
