@@ -259,7 +259,7 @@ class Builder:
         return pin, doc, size
 
     def add_image(self, store: BlobStore, image: ImageSpec, locked: dict[str, Any]) -> tuple[ImageEntry, dict[str, Any]]:
-        from edgebundle.registry import parse_reference
+        from edgebundle.ocinames import parse_reference
 
         ref = parse_reference(image.ref)
         reg = self.registries(ref.registry)

@@ -27,7 +27,7 @@ from typing import Any
 
 from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError
-from edgebundle.registry import parse_reference
+from edgebundle.ocinames import parse_reference
 from edgebundle.root import ImageEntry, ModelEntry, Root
 from bundler import secrets
 from bundler.spec import BundleSpec, manifest_files, model_files

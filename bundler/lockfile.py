@@ -112,7 +112,7 @@ def check_platforms(image: ImageSpec, available: list[str]) -> None:
 
 def resolve_image(image: ImageSpec, registries: Callable[[str], Any]) -> LockedImage:
     """Ask the image's registry what its reference points at now."""
-    from edgebundle.registry import parse_reference
+    from edgebundle.ocinames import parse_reference
 
     ref = parse_reference(image.ref)
     reg = registries(ref.registry)

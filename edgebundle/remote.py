@@ -36,7 +36,8 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError
-from edgebundle.registry import MAX_MANIFEST_BYTES, ImageRef, Registry, parse_reference
+from edgebundle.ocinames import MAX_MANIFEST_BYTES, ImageRef, parse_reference
+from edgebundle.registry import Registry
 from edgebundle.sources import REMOTE_SCHEME, BundleSource, SourceError, is_remote
 
 SCHEME = REMOTE_SCHEME

@@ -56,7 +56,7 @@ def input_total(spec: Any, lock: dict[str, Any], registries: Callable[[str], Any
     """Bytes the build reads: every model file (from the lock), every blob of every image carried
     (from the image manifests, which are small), so the progress line can give an ETA."""
     from edgebundle import mediatypes
-    from edgebundle.registry import parse_reference
+    from edgebundle.ocinames import parse_reference
     from edgebundle.root import load_json_bounded
 
     total = sum(f["size"] for m in lock["models"] for f in m["files"])
