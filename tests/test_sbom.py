@@ -30,7 +30,8 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.registry import Registry
 from examples.images import Layout, canonical_json, push_layout
-from tests.fixtures.bundles import BundleWorld, flip_byte
+from installer.cli import main as installer_main
+from tests.fixtures.bundles import BundleWorld, flip_byte, member_location
 from tests.fixtures.models import fetched_models
 
 DPKG_STATUS = b"""Package: base-files
@@ -287,3 +288,35 @@ def test_an_oversized_status_file_is_refused_naming_it(tmp_path: Path) -> None:
         scan_layer(raw, "image test (linux/amd64) layer sha256:0")
     assert "var/lib/dpkg/status" in e.value.message and str(MAX_DATABASE_BYTES) in e.value.message
     assert "image test" in e.value.message and e.value.hint
+
+
+def test_installer_status_prints_the_installed_bundles_sbom_proven(sbom_bundle: Any, registry: Any,
+                                                                  tmp_path: Path) -> None:
+    built, _ = sbom_bundle
+    site = built.site(tmp_path, registry.host)
+    r = run_installer_cli("status", "--sbom", "--site", site)
+    assert r.exit_code == 2 and "no bundle is installed" in r.output
+    for step in ("load", "stage"):
+        r = run_installer_cli(step, built.path, "--site", site)
+        assert r.exit_code == 0, r.output
+    r = run_installer_cli("status", "--sbom", "--site", site)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.encode() == member_bytes(built.path, layout.SBOM) + b"\n"
+    # The state directory is not trusted to be clean: a changed SBOM there is refused, naming it.
+    kept = tmp_path / "state" / "bundles" / built.root_digest.split(":")[1] / "sbom.cdx.json"
+    doc = json.loads(kept.read_bytes())
+    doc["components"] = doc["components"][1:]
+    kept.write_bytes(json.dumps(doc).encode())
+    r = run_installer_cli("status", "--sbom", "--site", site)
+    assert r.exit_code == 4 and "SBOM kept for bundle sbom-edge" in r.output
+
+
+def run_installer_cli(*args: Any) -> Any:
+    return CliRunner().invoke(installer_main, [str(a) for a in args])
+
+
+def member_bytes(bundle: Path, member: str) -> bytes:
+    path, offset, size = member_location(bundle, member)
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
