@@ -27,7 +27,7 @@ import json
 import re
 import uuid
 from importlib.metadata import version as dist_version
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
@@ -214,8 +214,8 @@ def sbom_document(spec: BundleSpec, created: str, images: list[ImageEntry], mode
             m, describe_model(m.name, m.kind, m.version, paths[(m.name, m.version)]))
         bom.components.add(comp)
     bom.components.update(_manifest_components(manifests))
-    bom.register_dependency(bom.metadata.component, [c for c in bom.components if c.type != ComponentType.LIBRARY])
     # Charts (when bundles carry them): one component each here, hashed with the chart blob's digest.
+    bom.register_dependency(bom.metadata.component, [c for c in bom.components if c.type != ComponentType.LIBRARY])
     bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, "edgebundle-sbom:" + json.dumps(
         [spec.name, spec.version, created, [i.digest for i in images], [m.manifest for m in models],
          manifests.manifest if manifests else None]))
