@@ -18,11 +18,12 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,7 +34,8 @@ from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
 from bundler.lockfile import LockMismatchError, platform_of
-from edgebundle.registry import MAX_MANIFEST_BYTES
+from edgebundle.rebuild import CheckedStream
+from edgebundle.registry import MAX_MANIFEST_BYTES, parse_reference
 from edgebundle.root import (
     BlobPin,
     FilePin,
@@ -50,6 +52,7 @@ from edgebundle.root import (
     parse_time,
 )
 from edgebundle.signing import sign
+from bundler.sbom import sbom_document
 from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -418,6 +421,10 @@ class Builder:
         if added:
             manifests, desc = added
             index.append(desc)
+        sbom = sbom_document(self.spec, self.created, images, models, manifests, store.read_small,
+                             lambda image, digest, size: self.open_layer(store, image, digest, size), self.log)
+        (work / "edgebundle").mkdir(exist_ok=True)
+        _write_small(work / layout.SBOM, sbom)
         index_bytes = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index})
         _write_small(work / layout.INDEX, index_bytes)
         _write_small(work / layout.OCI_LAYOUT, layout.OCI_LAYOUT_BYTES)
@@ -425,11 +432,25 @@ class Builder:
             name=self.spec.name, version=self.spec.version, compatible=self.spec.compatible,
             created=self.created,
             files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), len(layout.OCI_LAYOUT_BYTES)),
-                   layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes))},
+                   layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes)),
+                   layout.SBOM: FilePin(sha256_bytes(sbom), len(sbom))},
             blobs=dict(store.pins), images=images, models=models, manifests=manifests,
             expires=self.expires)
         self.write_trust_files(work, root, keys)
         return root
+
+    @contextlib.contextmanager
+    def open_layer(self, store: BlobStore, image: ImageEntry, digest: str, size: int) -> Iterator[BinaryIO]:
+        """A layer of ``image`` for the SBOM: from the work dir when stored there (checked when
+        written), else streamed again from its registry (a deferred blob, a delta base's layer)."""
+        path = store.path(digest)
+        if digest not in store.deferred and path.is_file():
+            with open(path, "rb") as f:
+                yield f
+            return
+        reg = self.registries(parse_reference(image.ref).registry)
+        yield CheckedStream(reg.iter_blob(image.repository, digest, size), digest, size,  # type: ignore[misc]
+                            f"layer {digest} of {image.ref}")
 
     @staticmethod
     def write_trust_files(work: Path, root: Root, keys: list[Any]) -> None:

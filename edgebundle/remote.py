@@ -43,10 +43,11 @@ from edgebundle.sources import REMOTE_SCHEME, BundleSource, SourceError, is_remo
 SCHEME = REMOTE_SCHEME
 #: ``artifactType`` of a bundle manifest.
 BUNDLE_ARTIFACT = "application/vnd.edgebundle.bundle.v1"
-#: Layer media types of the three small members (blobs are ``application/octet-stream``).
+#: Layer media types of the small members (blobs are ``application/octet-stream``).
 LAYER_TYPES = {layout.OCI_LAYOUT: "application/vnd.oci.layout.header.v1+json",
                layout.INDEX: mt.OCI_INDEX,
-               layout.ROOT: "application/vnd.dsse.envelope.v1+json"}
+               layout.ROOT: "application/vnd.dsse.envelope.v1+json",
+               layout.SBOM: "application/vnd.cyclonedx+json"}
 BLOB_LAYER = "application/octet-stream"
 TITLE = "org.opencontainers.image.title"
 EMPTY_CONFIG = b"{}"

@@ -25,7 +25,7 @@ from typing import Any
 
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
-from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, blob_path, member_order
+from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, SBOM, blob_path, member_order
 from edgebundle.ocinames import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
@@ -197,7 +197,7 @@ class Root:
 
     def member_order(self) -> list[str]:
         """The members of this root's tar bundle in the order they are written (docs/FORMAT.md)."""
-        return member_order(self.blobs if self.delta is None else self.delta["carried"])
+        return member_order(self.blobs if self.delta is None else self.delta["carried"], self.files)
 
     def total_size(self) -> int:
         return sum(p.size for p in self.blobs.values())
@@ -403,11 +403,15 @@ def parse_root(data: bytes) -> Root:
 
     files_raw = _req(doc, "files", dict, "root")
     files: dict[str, FilePin] = {}
-    for k in (OCI_LAYOUT, INDEX):
-        f = _req(files_raw, k, dict, "root.files")
-        files[k] = FilePin(_digest(f, "digest", f"files[{k}]"), _size(f, f"files[{k}]"))
-    if set(files_raw) != {OCI_LAYOUT, INDEX}:
-        raise MalformedRootError("root: files must list exactly oci-layout and index.json")
+    for k in (OCI_LAYOUT, INDEX, SBOM):
+        if k != SBOM or k in files_raw:  # the SBOM is optional: bundles built before it have none
+            f = _req(files_raw, k, dict, "root.files")
+            files[k] = FilePin(_digest(f, "digest", f"files[{k}]"), _size(f, f"files[{k}]"))
+    if set(files_raw) != set(files):
+        raise MalformedRootError(f"root: files must list exactly oci-layout, index.json and optionally {SBOM}")
+    if SBOM in files and files[SBOM].size > MAX_JSON_BYTES:
+        raise MalformedRootError(f"root: files[{SBOM}] is {files[SBOM].size} bytes, over the "
+                                 f"{MAX_JSON_BYTES}-byte limit of a document read whole")
 
     blobs: dict[str, BlobPin] = {}
     for k, b in _req(doc, "blobs", dict, "root").items():

@@ -76,6 +76,10 @@ timed stage $BIN/installer stage "$MEDIA" --site "$SITE"
 step "installer status"
 $BIN/installer status --site "$SITE"
 
+step "installer status --sbom: the installed bundle's SBOM, proven against its signed root"
+$BIN/installer status --site "$SITE" --sbom > "$OUT/site-sbom.cdx.json"
+cmp "$OUT/sbom.cdx.json" "$OUT/site-sbom.cdx.json" && echo "the site's SBOM is the build host's ($(wc -c < "$OUT/site-sbom.cdx.json") bytes)"
+
 step "installer plan (exit 3: changes pending)"
 $BIN/installer plan "$MEDIA" --site "$SITE" -o plan.json || [ $? -eq 3 ]
 
