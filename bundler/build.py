@@ -33,10 +33,12 @@ from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
+from bundler.attached import fetch_document, required_keys_check
 from bundler.lockfile import LockMismatchError, platform_of
 from edgebundle.rebuild import CheckedStream
 from edgebundle.registry import MAX_MANIFEST_BYTES, parse_reference
 from edgebundle.root import (
+    AttachedEntry,
     BlobPin,
     FilePin,
     ImageEntry,
@@ -294,10 +296,33 @@ class Builder:
                 raise UsageError(f"image {image.ref} is {actual}, the spec asks for {', '.join(platforms)}")
             platforms = [actual]
         ref_name = f"{ref.repository}:{ref.tag}" if ref.tag else f"{ref.repository}@{top_digest}"
+        attached = self.add_attached(store, reg, image, locked, ref.repository, pin.digest)
         entry = ImageEntry(ref=image.ref, refName=ref_name, repository=ref.repository, tag=ref.tag,
-                           digest=pin.digest, mediaType=pin.mediaType, platforms=platforms, size=total)
+                           digest=pin.digest, mediaType=pin.mediaType, platforms=platforms, size=total,
+                           attached=attached)
         extra = {"platform": platform_field} if platform_field else {}
         return entry, _descriptor(pin, {REF_NAME: ref_name}, **extra)
+
+    def add_attached(self, store: BlobStore, reg: Any, image: ImageSpec, locked: dict[str, Any], repo: str,
+                     carried: str) -> list[AttachedEntry]:
+        """Carry what the lock pins as attached to the image (bundler/attached.py), each artifact
+        whole; then apply the spec's signature rule to the pinned ``.sig`` of ``carried``."""
+        entries, docs = [], {}
+        for a in locked.get("attached") or []:
+            if a.get("via") == "api" or mt.is_index(a["mediaType"]):
+                data, media = fetch_document(reg, repo, a)
+                pin, doc = store.put_bytes(data, media), load_json_bounded(data, f"{repo}:{a['tag']}")
+                self.input_bytes += len(data)
+                for child in doc.get("manifests", []):
+                    self._add_image_manifest(store, reg, repo, child["digest"])
+            else:
+                pin, doc, _ = self._add_image_manifest(store, reg, repo, a["digest"])
+            docs[a["digest"]] = doc
+            entries.append(AttachedEntry(a["kind"], a["subject"], a["tag"], pin.digest, pin.mediaType))
+        required_keys_check(image.ref, carried, image.signature_keys, image.signature_required,
+                            locked.get("attached") or [], lambda e: docs[e["digest"]],
+                            lambda digest, _size: store.read_small(digest))
+        return entries
 
     # -- models ----------------------------------------------------------------------------
     def add_model(self, store: BlobStore, model: ModelSpec, locked: dict[str, Any]) -> tuple[ModelEntry, dict[str, Any]]:
@@ -412,6 +437,8 @@ class Builder:
             entry, desc = self.add_image(store, im, locked_images[im.ref])
             images.append(entry)
             index.append(desc)
+            index.extend(_descriptor(store.pins[a.digest], {REF_NAME: f"{entry.repository}:{a.tag}"})
+                         for a in entry.attached)
         for m in self.spec.models:
             mentry, desc = self.add_model(store, m, locked_models[(m.name, m.version)])
             models.append(mentry)

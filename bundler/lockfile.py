@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from edgebundle import mediatypes
 from edgebundle.digest import hash_file, read_bounded, sha256_bytes
@@ -24,7 +24,9 @@ from edgebundle.diskspace import disk_full_error, is_disk_full
 from edgebundle.documents import Strict, validate_document
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.ocinames import parse_reference
 from edgebundle.root import format_time, load_json_bounded
+from bundler.attached import carried_subjects, discover, fetch_document, registry_blob_reader, required_keys_check
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 
 LOCK_VERSION = 1
@@ -43,11 +45,22 @@ class LockedBundle(Strict):
     version: str
 
 
+class LockedAttached(Strict):
+    kind: Literal["signature", "attestation", "sbom", "referrers"]
+    subject: str
+    tag: str
+    digest: str
+    mediaType: str
+    via: Literal["tag", "api"] = "tag"
+
+
 class LockedImageDoc(Strict):
     ref: str
     digest: str
     mediaType: str
     platforms: dict[str, str]
+    #: Artifacts attached upstream (bundler/attached.py); absent in locks written before them.
+    attached: list[LockedAttached] | None = None
 
 
 class LockedModel(Strict):
@@ -112,8 +125,6 @@ def check_platforms(image: ImageSpec, available: list[str]) -> None:
 
 def resolve_image(image: ImageSpec, registries: Callable[[str], Any]) -> LockedImage:
     """Ask the image's registry what its reference points at now."""
-    from edgebundle.ocinames import parse_reference
-
     ref = parse_reference(image.ref)
     reg = registries(ref.registry)
     m = reg.get_manifest(ref.repository, ref.digest or ref.tag)
@@ -144,6 +155,21 @@ def _config_platform(reg: Any, repo: str, manifest: bytes, ref: str) -> str:
                               + (f"/{cfg['variant']}" if cfg.get("variant") else ""))
 
 
+def lock_image(image: ImageSpec, registries: Callable[[str], Any]) -> dict[str, Any]:
+    """An image's lock entry: what its reference resolves to and what is attached to what it
+    carries; an image the spec requires signed is refused now unless it is (bundler/attached.py)."""
+    locked = vars(resolve_image(image, registries))
+    ref = parse_reference(image.ref)
+    reg = registries(ref.registry)
+    subjects = carried_subjects(locked, image.platforms)
+    locked["attached"] = discover(reg, ref.repository, subjects)
+    required_keys_check(
+        image.ref, subjects[0], image.signature_keys, image.signature_required, locked["attached"],
+        lambda e: load_json_bounded(fetch_document(reg, ref.repository, e)[0], e["tag"]),
+        registry_blob_reader(reg, ref.repository))
+    return locked
+
+
 def _file_pins(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
     out = []
     for rel, f in files:
@@ -163,7 +189,7 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
         "spec": sha256_bytes(spec.fingerprint_bytes()),
         "bundle": {"name": spec.name, "version": spec.version},
         "created": created,
-        "images": [vars(resolve_image(i, registries)) for i in spec.images],
+        "images": [lock_image(i, registries) for i in spec.images],
         "models": [{"name": m.name, "version": m.version, "files": _file_pins(model_files(m))}
                    for m in spec.models],
         "manifests": _file_pins(manifest_files(spec)),
@@ -203,10 +229,18 @@ def is_current(lock: dict[str, Any], spec: BundleSpec) -> bool:
 def check_sources(lock: dict[str, Any], spec: BundleSpec, registries: Callable[[str], Any]) -> list[str]:
     """Every way the sources differ from the lock (empty when they match)."""
     problems = []
+    platforms = {i.ref: i.platforms for i in spec.images}
     for li in lock["images"]:
         now = resolve_image(ImageSpec(li["ref"]), registries)
         if now.digest != li["digest"]:
             problems.append(f"image {li['ref']} now resolves to {now.digest}, locked {li['digest']}")
+            continue
+        ref = parse_reference(li["ref"])
+        attached = discover(registries(ref.registry), ref.repository,
+                            carried_subjects(li, platforms.get(li["ref"], ())))
+        if attached != (li.get("attached") or []):
+            problems.append(f"image {li['ref']}: its attached signatures, attestations or referrers "
+                            "changed since the lock")
     locked_models = {(m["name"], m["version"]): m for m in lock["models"]}
     for m in spec.models:
         pins = locked_models.get((m.name, m.version), {}).get("files", [])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bundler.attached import CosignKey, load_cosign_key
 from bundler.secrets import Allowance
 from edgebundle.documents import Strict, load_yaml_document, validate_document
 from edgebundle.errors import UsageError
@@ -29,9 +30,15 @@ class SpecMetadata(Strict):
     kubernetes: str | None = None
 
 
+class SpecSignatures(Strict):
+    required: bool = True
+    keys: list[str] = []
+
+
 class SpecImage(Strict):
     ref: str
     platforms: list[str] = []
+    signatures: SpecSignatures | None = None
 
 
 class SpecModel(Strict):
@@ -71,6 +78,10 @@ class SpecDocument(Strict):
 class ImageSpec:
     ref: str
     platforms: tuple[str, ...] = ()
+    #: ``signatures``: a cosign signature must be attached upstream (bundler/attached.py) ...
+    signature_required: bool = False
+    #: ... and verify under each of these keys.
+    signature_keys: tuple[CosignKey, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,14 @@ def load_spec(path: Path) -> BundleSpec:
     for i, im in enumerate(body.images or []):
         if not all("/" in p for p in im.platforms):
             raise UsageError(f"bundle spec: spec.images[{i}].platforms must be a list like [linux/amd64]")
-        images.append(ImageSpec(im.ref, tuple(dict.fromkeys(normalize_platform(p) for p in im.platforms))))
+        sigs = im.signatures
+        if sigs is not None and sigs.keys and not sigs.required:
+            raise UsageError(f"bundle spec: spec.images[{i}].signatures names keys but says required: false",
+                             hint="drop the keys, or the 'required: false'")
+        keys = tuple(load_cosign_key((base / k).resolve(), f"spec.images[{i}].signatures.keys[{j}]")
+                     for j, k in enumerate(sigs.keys if sigs else []))
+        images.append(ImageSpec(im.ref, tuple(dict.fromkeys(normalize_platform(p) for p in im.platforms)),
+                                bool(sigs and sigs.required), keys))
 
     models = []
     seen: set[tuple[str, str]] = set()

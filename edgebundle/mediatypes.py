@@ -59,3 +59,7 @@ PAYLOAD_APPROVAL = "application/vnd.edgebundle.approval.v1+json"
 PAYLOAD_TRUST = "application/vnd.edgebundle.trust.v1+json"
 #: in-toto's own payload type for a Statement (validation records).
 PAYLOAD_IN_TOTO = "application/vnd.in-toto+json"
+
+# cosign (sigstore): a key-based signature's layer, and the annotation carrying its signature
+COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"

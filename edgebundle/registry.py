@@ -50,7 +50,7 @@ import urllib3.connection
 
 from edgebundle.digest import CHUNK, is_digest, sha256_bytes
 from edgebundle.errors import RegistryError, UsageError, VerificationError
-from edgebundle.mediatypes import ALL_MANIFEST_TYPES
+from edgebundle.mediatypes import ALL_MANIFEST_TYPES, OCI_INDEX
 from edgebundle.ocinames import DOCKER_HUB, MAX_MANIFEST_BYTES, ImageRef, parse_reference
 from edgebundle.ocinames import DOMAIN_RE as _DOMAIN_RE
 from edgebundle.ocinames import MAX_NAME as _MAX_NAME
@@ -867,6 +867,21 @@ class Registry:
         if ":" in ref and served != ref:
             raise VerificationError(f"{what}: registry {self.host} answered with digest {served}")
         return served
+
+    def referrers(self, repo: str, digest: str) -> bytes | None:
+        """The OCI 1.1 referrers API's index of what names ``digest`` as its subject, or None when
+        the registry does not serve the API (404: use the ``sha256-<hex>`` tag schema instead)."""
+        _check_repo(repo)
+        _check_digest(digest)
+        what = f"referrers of {repo}@{digest}"
+        resp = self._request("GET", self._url(repo, "referrers", digest), repo=repo, what=what,
+                             headers={"Accept": OCI_INDEX})
+        if resp.status_code == 404:
+            resp.close()
+            return None
+        if resp.status_code != 200:
+            self._fail(resp, f"to list the {what}")
+        return self._read_bounded(resp, MAX_MANIFEST_BYTES, what)
 
     def put_manifest(self, repo: str, ref: str, data: bytes, media_type: str) -> str:
         """PUT the exact ``data`` under ``ref`` (a tag or its own digest); return its digest."""

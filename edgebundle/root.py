@@ -23,6 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgebundle.attached import KINDS as ATTACHED_KINDS, is_attached_tag
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
 from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, SBOM, blob_path, member_order
@@ -65,6 +66,17 @@ class FilePin:
 
 
 @dataclass(frozen=True)
+class AttachedEntry:
+    """An artifact attached upstream to one of an image's manifests (edgebundle/attached.py)."""
+
+    kind: str  # signature | attestation | sbom (cosign's tags) | referrers (an OCI 1.1 index)
+    subject: str  # the image manifest or index digest it is attached to
+    tag: str  # where it goes in the image's repository: sha256-<hex>[.sig|.att|.sbom]
+    digest: str  # its manifest (or, for referrers, index) digest
+    mediaType: str
+
+
+@dataclass(frozen=True)
 class ImageEntry:
     """One container image: the reference it was built from and what it resolved to."""
 
@@ -76,6 +88,8 @@ class ImageEntry:
     mediaType: str
     platforms: list[str]
     size: int  # sum of the sizes of every blob the image needs
+    #: Signatures, attestations, SBOMs and referrers carried with the image (omitted when none).
+    attached: list[AttachedEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,9 @@ class Root:
         d = asdict(self)
         d.pop("extra")
         d = {k: v for k, v in d.items() if v is not None}
+        for im in d["images"]:  # a root without attached artifacts keeps its pre-attached bytes
+            if not im["attached"]:
+                del im["attached"]
         d["_type"] = ROOT_TYPE
         d["specVersion"] = SPEC_VERSION
         d.update(self.extra)
@@ -376,6 +393,27 @@ def _check_image_names(im: ImageEntry, where: str) -> None:
 
 
 
+def _attached(im: dict[str, Any], where: str, pinned: Any) -> list[AttachedEntry]:
+    """An image's attached artifacts: each pinned, each under the one tag its kind and subject allow."""
+    out = []
+    for j, a in enumerate(_opt(im, "attached", list, where) or []):
+        w = f"{where}.attached[{j}]"
+        if not isinstance(a, dict):
+            raise MalformedRootError(f"root: {w} is not an object")
+        _exact_keys(a, {"kind", "subject", "tag", "digest", "mediaType"}, w)
+        kind, tag = _req(a, "kind", str, w), _req(a, "tag", str, w)
+        subject = pinned(_digest(a, "subject", w), w)
+        if kind not in ATTACHED_KINDS or not is_attached_tag(tag, subject, kind):
+            raise MalformedRootError(f"root: {w} ({kind[:40]!r}) may not use the tag {tag[:200]!r}",
+                                     hint="an attached artifact goes only under sha256-<subject hex>"
+                                          "[.sig|.att|.sbom]; rebuild the bundle")
+        out.append(AttachedEntry(kind, subject, tag, pinned(_digest(a, "digest", w), w),
+                                 _req(a, "mediaType", str, w)))
+        if any(o.tag == tag and o.digest != out[-1].digest for o in out):
+            raise MalformedRootError(f"root: {w} puts a second artifact under the tag {tag}")
+    return out
+
+
 def parse_root(data: bytes) -> Root:
     """Parse and validate root bytes; raise :class:`MalformedRootError` naming the first problem."""
     doc = load_json_bounded(data, "root.json")
@@ -438,7 +476,7 @@ def parse_root(data: bytes) -> Root:
             ref=_req(im, "ref", str, w), refName=_req(im, "refName", str, w),
             repository=_req(im, "repository", str, w), tag=_opt(im, "tag", str, w),
             digest=pinned(_digest(im, "digest", w), w), mediaType=_req(im, "mediaType", str, w),
-            platforms=plats, size=_size(im, w),
+            platforms=plats, size=_size(im, w), attached=_attached(im, w, pinned),
         ))
         _check_image_names(images[-1], w)
 

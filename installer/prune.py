@@ -93,7 +93,8 @@ def plan_prune(site: Site, state: StateDir, registry: Any, keep: int) -> PrunePl
     kept = kept_bundles(site, state, keep)
     roots = [_root(state, b["root"]) for b in kept]
     keep_models = {(m.kind, m.name, m.version) for r in roots for m in r.models}
-    keep_images = {(im.repository, im.digest) for r in roots for im in r.images}
+    keep_images = {(im.repository, d) for r in roots for im in r.images
+                   for d in (im.digest, *(a.digest for a in im.attached))}  # its signatures too
     plan = PrunePlan(kept)
     if site.models_root.is_dir():
         plan.models = [m for m in list_staged(site.models_root)

@@ -39,6 +39,8 @@ def command(spec_path: Path, lockfile: Path | None, plain_http: tuple[str, ...],
         click.echo(f"  image    {im['ref']} -> {im['digest']}")
         for plat, d in sorted(im["platforms"].items()):
             click.echo(f"             {plat}: {d}")
+        for a in im["attached"]:
+            click.echo(f"             attached {a['kind']}: {a['tag']} -> {a['digest']}")
     for m in lock["models"]:
         click.echo(f"  model    {m['name']} {m['version']}: {len(m['files'])} file(s)")
     click.echo(f"  manifests {len(lock['manifests'])} file(s)")

@@ -38,7 +38,7 @@ from edgebundle.digest import CHUNK, DigestMismatchError, sha256_bytes
 from edgebundle.errors import RegistryError, VerificationError
 from edgebundle.remote import RegistrySource
 from edgebundle.registry import MAX_MANIFEST_BYTES, Registry
-from edgebundle.root import BlobPin, ImageEntry, load_json_bounded
+from edgebundle.root import AttachedEntry, BlobPin, ImageEntry, load_json_bounded
 from edgebundle.sources import BundleSource, read_small
 from edgebundle.verify import VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
@@ -63,13 +63,23 @@ class Document:
 
 
 @dataclass(frozen=True)
+class AttachedPlan:
+    """An artifact attached to the image (a signature, attestation, SBOM or referrers index)."""
+
+    entry: AttachedEntry
+    top: Document  # pushed under entry.tag, last
+    children: list[Document]  # a referrers index's manifests, pushed by digest first; else []
+
+
+@dataclass(frozen=True)
 class ImagePlan:
     """Everything one image needs in the registry, in push order."""
 
     image: ImageEntry
     top: Document
     children: list[Document]  # per-platform manifests; [top] for a single-platform image
-    blobs: list[BlobPin]  # configs and layers, each once
+    blobs: list[BlobPin]  # configs and layers, each once (the attached artifacts' too)
+    attached: tuple[AttachedPlan, ...] = ()
 
     @property
     def size(self) -> int:
@@ -118,14 +128,30 @@ def plan_image(vb: VerifiedBundle, image: ImageEntry) -> ImagePlan:
     else:
         children = [top]
     blobs: dict[str, BlobPin] = {}
-    for child in children:
+    _add_blobs(vb, children, blobs, what)
+    subjects = {image.digest, *(c.digest for c in children)}
+    attached = []
+    for a in image.attached:
+        if a.subject not in subjects:
+            raise VerificationError(f"{what}: attached {a.tag} names {a.subject}, not one of the image's "
+                                    "manifests", hint="the bundle is inconsistent; rebuild it")
+        a_top = read_document(vb, a.digest, f"{what} attached {a.tag}")
+        a_children = ([read_document(vb, _pinned(vb, d, what).digest, f"{what} attached {a.tag}")
+                       for d in a_top.doc.get("manifests") or []] if mt.is_index(a_top.media_type) else [])
+        _add_blobs(vb, a_children or [a_top], blobs, f"{what} attached {a.tag}")
+        attached.append(AttachedPlan(a, a_top, a_children))
+    return ImagePlan(image, top, children, list(blobs.values()), tuple(attached))
+
+
+def _add_blobs(vb: VerifiedBundle, manifests: list[Document], blobs: dict[str, BlobPin], what: str) -> None:
+    """The config and layers of each manifest, each pinned, into ``blobs`` (first one wins)."""
+    for child in manifests:
         layers = child.doc.get("layers")
         if "config" not in child.doc or not isinstance(layers, list):
             raise VerificationError(f"{what}: {child.digest} is not an image manifest")
         for desc in [child.doc["config"], *layers]:
             pin = _pinned(vb, desc, f"{what} manifest {child.digest[:19]}")
             blobs.setdefault(pin.digest, pin)
-    return ImagePlan(image, top, children, list(blobs.values()))
 
 
 class _MemberReader:
@@ -220,6 +246,10 @@ class RegistryDestination:
                     self._manifest(journal, repo, child.digest, child, result, trust_journal)
             ref = plan.image.tag or plan.image.digest
             self._manifest(journal, repo, ref, plan.top, result, trust_journal)
+            for a in plan.attached:  # after the image they name, each after every part it names
+                for child in a.children:
+                    self._manifest(journal, repo, child.digest, child, result, trust_journal)
+                self._manifest(journal, repo, a.entry.tag, a.top, result, trust_journal)
             item = f"image {self.target}/{repo}@{plan.image.digest}"
             if not journal.item_done(self.step, item):
                 journal.mark_item(self.step, item, ref=plan.image.refName)
@@ -291,6 +321,7 @@ class RegistryDestination:
             repo = plan.image.repository
             checks = [(plan.image.tag or plan.image.digest, plan.image.digest)]
             checks += [(c.digest, c.digest) for c in plan.children] if plan.is_index else []
+            checks += [(a.entry.tag, a.entry.digest) for a in plan.attached]
             for ref, want in checks:
                 got = self.registry.has_manifest(repo, ref)
                 if got != want:
