@@ -32,10 +32,13 @@ from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.helmchart import MAX_CHART_BYTES, chart_ref_name
+from bundler import charts
 from bundler.lockfile import LockMismatchError, platform_of
 from edgebundle.registry import MAX_MANIFEST_BYTES
 from edgebundle.root import (
     BlobPin,
+    ChartEntry,
     FilePin,
     ImageEntry,
     ManifestFile,
@@ -50,7 +53,7 @@ from edgebundle.root import (
     parse_time,
 )
 from edgebundle.signing import sign
-from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
+from bundler.spec import BundleSpec, ChartSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
@@ -384,6 +387,26 @@ class Builder:
         return (ManifestsEntry(mpin.digest, entries),
                 _descriptor(mpin, {REF_NAME: ref_name}, artifactType=mt.EDGEBUNDLE_MANIFESTS_ARTIFACT))
 
+    # -- Helm charts (bundler/charts.py, docs/HELM.md) --------------------------------------
+    def add_chart(self, store: BlobStore, chart: ChartSpec, locked: dict[str, Any] | None) -> tuple[ChartEntry, dict[str, Any]]:
+        """One chart release: Helm's OCI artifact (config + chart layer) and the bundle's values."""
+        with charts.packed(chart) as p:
+            if locked is None or (p.digest, p.size) != (locked["digest"], locked["size"]):
+                raise LockMismatchError(f"chart {chart.release} ({chart.path}) changed since bundles.lock was written",
+                                        hint=f"run: bundle lock {self.spec.path}")
+            archive = store.put_bytes(read_bounded(p.archive, MAX_CHART_BYTES, f"chart {chart.release}"),
+                                      mt.HELM_CHART_CONTENT)
+            metadata = p.metadata
+        self.input_bytes += archive.size
+        config = store.put_bytes(charts.config_bytes(metadata), mt.HELM_CONFIG)
+        values = store.put_bytes(charts.values_bytes(chart), mt.EDGEBUNDLE_HELM_VALUES)
+        name, version = str(metadata.get("name")), str(metadata.get("version"))
+        title = {TITLE: f"{name}-{version}.tgz"}
+        mpin = store.put_bytes(charts.artifact_manifest(_descriptor(config), _descriptor(archive, title), self.created),
+                               mt.OCI_MANIFEST)
+        entry = ChartEntry(chart.release, chart.namespace, name, version, mpin.digest, archive.digest, values.digest)
+        return entry, _descriptor(mpin, {REF_NAME: chart_ref_name(name, version)})
+
     # -- the whole bundle ------------------------------------------------------------------
     def build(self, out: Path, keys: list[Any], *, force: bool = False) -> BuildResult:
         out = Path(out).resolve()
@@ -413,6 +436,13 @@ class Builder:
             mentry, desc = self.add_model(store, m, locked_models[(m.name, m.version)])
             models.append(mentry)
             index.append(desc)
+        chart_entries = []
+        locked_charts = {c["name"]: c for c in self.lock.get("charts", [])}
+        for chart in self.spec.charts:
+            centry, desc = self.add_chart(store, chart, locked_charts.get(chart.release))
+            chart_entries.append(centry)
+            if desc not in index:  # two releases of one chart: one artifact
+                index.append(desc)
         added = self.add_manifests(store)
         manifests = None
         if added:
@@ -427,7 +457,7 @@ class Builder:
             files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), len(layout.OCI_LAYOUT_BYTES)),
                    layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes))},
             blobs=dict(store.pins), images=images, models=models, manifests=manifests,
-            expires=self.expires)
+            expires=self.expires, charts=chart_entries or None)
         self.write_trust_files(work, root, keys)
         return root
 

@@ -29,7 +29,7 @@ from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.registry import parse_reference
 from edgebundle.root import ImageEntry, ModelEntry, Root
-from bundler import secrets
+from bundler import charts, secrets
 from bundler.spec import BundleSpec, manifest_files, model_files
 
 #: The registry address of the stand-in site the manifests are rendered for.
@@ -189,10 +189,24 @@ def _kubernetes_schema(spec: BundleSpec, docs: list[tuple[str, dict[str, Any]]],
                                            fix + ", or narrow metadata.kubernetes to the versions the sites run"))
 
 
+def read_chart_objects(spec: BundleSpec, report: LintReport) -> list[tuple[str, dict[str, Any]]]:
+    """What each chart renders with the bundle's values, by Helm's engine (bundler/charts.py)."""
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for chart in spec.charts:
+        report.files += 1
+        try:
+            docs += charts.render_defaults(chart)
+        except EdgebundleError as e:
+            report.findings.append(Finding(f"chart {chart.release}", e.message, e.hint or "fix the chart or its values"))
+    report.objects += len(docs)
+    return docs
+
+
 def lint(spec: BundleSpec, lock: dict[str, Any] | None) -> LintReport:
     """Every reason the site or its cluster would refuse this spec's bundle (read-only)."""
     report = LintReport()
     docs = read_objects(spec, report)
+    docs += read_chart_objects(spec, report)
     _site_rules(spec, lock, docs, report)
     _models_volume(spec, docs, report)
     _kubernetes_schema(spec, docs, report)

@@ -1,0 +1,157 @@
+"""Helm charts on the build host: package, pin, values, and the artifact a bundle carries.
+
+A chart directory is packaged by Helm itself (``.helmignore``, ``charts/`` subcharts) and the
+archive is rewritten with fixed times and owners, so the same directory always gives the same
+bytes and ``bundles.lock`` can pin it by digest. A packaged ``.tgz`` is pinned as it is.
+
+Invariants:
+- A chart whose ``Chart.yaml`` declares a dependency that ``charts/`` does not hold is refused
+  (the site has no network to fetch it): ``helm dependency build`` first.
+- The bundle's default values are the values files in order, then ``values``, overlaid by Helm's
+  rule (edgebundle/helmchart.py); the lock pins each values file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgebundle import mediatypes as mt
+from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
+from edgebundle.digest import hash_file, read_bounded
+from edgebundle.errors import UsageError
+from edgebundle.helmchart import MAX_CHART_BYTES, overlay
+from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.root import canonical_json
+from bundler.spec import ChartSpec
+from installer import helmrender
+from installer.render import containers, pod_spec
+
+
+@dataclass(frozen=True)
+class PackedChart:
+    """A chart as the bundle carries it: the archive and what its ``Chart.yaml`` says."""
+
+    archive: Path
+    digest: str
+    size: int
+    metadata: dict[str, Any]
+    dependencies: list[dict[str, str]]  # the subcharts the archive holds: name, version
+
+
+def _normalized(src: Path, out: Path) -> None:
+    """Rewrite Helm's archive with fixed member times and owners (members and order unchanged)."""
+    with tarfile.open(src, "r:gz") as tin, open(out, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tout:
+        for member in tin.getmembers():
+            member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "", ""
+            member.pax_headers = {}
+            tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+
+
+def _missing_dependencies(chart: ChartSpec) -> list[str]:
+    engine = helmrender.engine()
+    if chart.path.is_dir():
+        return [f"{d['name']} {d['version']} ({d['status']})" for d in engine.dependency_list(chart.path)
+                if d.get("status") not in ("ok", "unpacked")]
+    with engine.Chart.load(chart.path) as loaded:
+        present = {d.get("name") for d in loaded.dependencies}
+        return [f"{d.get('name')} {d.get('version')} (missing)"
+                for d in loaded.metadata.get("dependencies") or [] if d.get("name") not in present]
+
+
+@contextmanager
+def packed(chart: ChartSpec) -> Iterator[PackedChart]:
+    """The chart's archive (a temporary one for a directory), refused if a dependency is missing."""
+    engine = helmrender.engine()
+    missing = _missing_dependencies(chart)
+    if missing:
+        raise UsageError(f"chart {chart.release} ({chart.path}): dependencies not in charts/: {', '.join(missing)}",
+                         hint=f"run on the build host: helm dependency build {chart.path}")
+    with tempfile.TemporaryDirectory(prefix="edgebundle-chart-") as tmp:
+        archive = chart.path
+        try:
+            if chart.path.is_dir():
+                made = Path(engine.package(chart.path, destination=tmp))
+                archive = Path(tmp) / "chart.tgz"
+                _normalized(made, archive)
+            with engine.Chart.load(archive) as loaded:
+                metadata, deps = loaded.metadata, loaded.dependencies
+        except engine.HelmError as e:
+            raise UsageError(f"chart {chart.release} ({chart.path}): {e}", hint="helm lint the chart") from None
+        digest, size = hash_file(archive)
+        if size > MAX_CHART_BYTES:
+            raise UsageError(f"chart {chart.release}: the packaged chart is {size} bytes, over {MAX_CHART_BYTES}")
+        yield PackedChart(archive, digest, size, metadata,
+                          [{"name": str(d.get("name")), "version": str(d.get("version"))} for d in deps])
+
+
+def bundle_values(chart: ChartSpec) -> dict[str, Any]:
+    """The bundle's default values for this release: the values files in order, then ``values``."""
+    values: dict[str, Any] = {}
+    for f in chart.values_files:
+        try:
+            docs = load_all_bounded(read_bounded(f, MAX_JSON_BYTES, f"values file {f}"), f"values file {f}")
+        except YamlBoundError as e:
+            raise UsageError(e.message, hint=e.hint) from None
+        docs = [d for d in docs if d is not None]
+        if len(docs) > 1 or (docs and not isinstance(docs[0], dict)):
+            raise UsageError(f"values file {f} is not one YAML mapping")
+        values = overlay(values, docs[0] if docs else {})
+    return overlay(values, chart.values)
+
+
+def lock_entry(chart: ChartSpec, base: Path) -> dict[str, Any]:
+    """What ``bundles.lock`` pins of one chart release (values file paths relative to ``base``)."""
+    with packed(chart) as p:
+        files = []
+        for f in chart.values_files:
+            digest, size = hash_file(f)
+            files.append({"path": os.path.relpath(f, base).replace(os.sep, "/"), "digest": digest, "size": size})
+        return {"name": chart.release, "chart": str(p.metadata.get("name")),
+                "version": str(p.metadata.get("version")), "digest": p.digest, "size": p.size,
+                "dependencies": p.dependencies, "valuesFiles": files}
+
+
+def render_defaults(chart: ChartSpec, kube_version: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The objects the chart renders with the bundle's values (the build-time proof's input)."""
+    with packed(chart) as p:
+        data = read_bounded(p.archive, MAX_CHART_BYTES, f"chart {chart.release}")
+    return helmrender.render_chart(data, bundle_values(chart), chart.release,
+                                   chart.namespace or "default", kube_version)
+
+
+def values_bytes(chart: ChartSpec) -> bytes:
+    return canonical_json(bundle_values(chart))
+
+
+def config_bytes(metadata: dict[str, Any]) -> bytes:
+    """The Helm artifact's config: ``Chart.yaml`` as JSON (what ``helm push`` writes)."""
+    return canonical_json(metadata)
+
+
+def artifact_manifest(config: dict[str, Any], chart: dict[str, Any], created: str) -> bytes:
+    """The OCI manifest of a chart artifact; ``config`` and ``chart`` are OCI descriptors."""
+    return canonical_json({
+        "schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config, "layers": [chart],
+        "annotations": {"org.opencontainers.image.created": created},
+    })
+
+
+def images_of(docs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Every container image the rendered objects run, sorted, once (``--discover-images``)."""
+    found = set()
+    for _, obj in docs:
+        spec = pod_spec(obj)
+        for _, c in containers(spec) if spec else []:
+            if isinstance(c.get("image"), str):
+                found.add(c["image"])
+    return sorted(found)
