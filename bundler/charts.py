@@ -1,7 +1,7 @@
 """Helm charts on the build host: package, pin, values, and the artifact a bundle carries.
 
 A chart directory is packaged by Helm itself (``.helmignore``, ``charts/`` subcharts) and the
-archive is rewritten with fixed times and owners, so the same directory always gives the same
+archive is rewritten sorted, with fixed times and owners, so the same directory always gives the same
 bytes and ``bundles.lock`` can pin it by digest. A packaged ``.tgz`` is pinned as it is.
 
 Invariants:
@@ -47,11 +47,12 @@ class PackedChart:
 
 
 def _normalized(src: Path, out: Path) -> None:
-    """Rewrite Helm's archive with fixed member times and owners (members and order unchanged)."""
+    """Rewrite Helm's archive sorted by name, with fixed times and owners (Helm writes subcharts in
+    Go map order, which changes from run to run)."""
     with tarfile.open(src, "r:gz") as tin, open(out, "wb") as raw, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tout:
-        for member in tin.getmembers():
+        for member in sorted(tin.getmembers(), key=lambda m: m.name):
             member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "", ""
             member.pax_headers = {}
             tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
@@ -91,7 +92,8 @@ def packed(chart: ChartSpec) -> Iterator[PackedChart]:
         if size > MAX_CHART_BYTES:
             raise UsageError(f"chart {chart.release}: the packaged chart is {size} bytes, over {MAX_CHART_BYTES}")
         yield PackedChart(archive, digest, size, metadata,
-                          [{"name": str(d.get("name")), "version": str(d.get("version"))} for d in deps])
+                          sorted(({"name": str(d.get("name")), "version": str(d.get("version"))} for d in deps),
+                                 key=lambda d: (d["name"], d["version"])))
 
 
 def bundle_values(chart: ChartSpec) -> dict[str, Any]:
