@@ -19,6 +19,8 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 from typing import Any
 
@@ -33,12 +35,10 @@ from edgebundle.verify import VerifiedBundle
 from installer.render import Rendered, RenderError, parse_manifest, read_manifest_docs, render
 from installer.site import Site
 
-try:  # the optional extra ``edgebundle[helm]``: helm-python-sdk, Helm v4's Go SDK through ctypes
-    import helm_python
-    from helm_python import _native as helm_native
-except ImportError:  # pragma: no cover - exercised only on an installer without the extra
-    helm_python = None
-    helm_native = None
+#: The engine package (the optional extra ``edgebundle[helm]``: helm-python-sdk, Helm v4's Go SDK
+#: through ctypes). Loaded on first use, not at import: loading it starts a Go runtime (threads,
+#: signal handlers, an 85 MB library) in the installer, which a bundle without charts must not pay.
+ENGINE_MODULE = "helm_python"
 
 HOOK_ANNOTATION = "helm.sh/hook"
 #: What marks an object a ``helm install`` made (Helm 3 and 4 set both).
@@ -50,13 +50,24 @@ class EngineMissing(EdgebundleError):
     """The bundle has Helm charts and this installation has no Helm engine."""
 
 
+@functools.cache
 def engine() -> Any:
     """The Helm engine module, or a clear error saying how to install it."""
-    if helm_python is None:
+    try:
+        return importlib.import_module(ENGINE_MODULE)
+    except ImportError:
         raise EngineMissing("rendering Helm charts needs the Helm engine (helm-python-sdk), which is not installed",
                             hint="pip install 'edgebundle[helm]' (the offline installer media carry it "
-                                 "when the bundle has charts)")
-    return helm_python
+                                 "when the bundle has charts)") from None
+
+
+def _render_call(chart: Any, values: dict[str, Any], opts: dict[str, Any]) -> dict[str, str]:
+    """The library's ``helm_render`` with every option: ``Chart.render`` does not pass
+    ``kube_version`` on (docs/HELM.md), so the documented C entry point is called directly."""
+    native = importlib.import_module(ENGINE_MODULE + "._native")
+    result: dict[str, str] = json.loads(native.call_string("helm_render", chart._raw(),
+                                                           json.dumps(values, default=str), json.dumps(opts)))
+    return result
 
 
 def render_chart(archive: bytes, values: dict[str, Any], release: str, namespace: str,
@@ -68,9 +79,7 @@ def render_chart(archive: bytes, values: dict[str, Any], release: str, namespace
         opts["kube_version"] = kube_version
     try:
         with helm.Chart.load_archive(archive) as chart:
-            # Chart.render does not pass kube_version on; the library's helm_render takes it (docs/HELM.md)
-            rendered = json.loads(helm_native.call_string("helm_render", chart._raw(),
-                                                          json.dumps(values, default=str), json.dumps(opts)))
+            rendered = _render_call(chart, values, opts)
             crds = chart.crds
     except helm.HelmError as e:
         raise RenderError(f"chart release {release}: {e}",

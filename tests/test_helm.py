@@ -31,6 +31,8 @@ from bundler.spec import load_spec
 from edgebundle.errors import UsageError
 from edgebundle.signing import load_private_key
 from edgebundle.parts import open_source
+from edgebundle.root import MalformedRootError, parse_root
+from installer import helmrender
 from installer.helmrender import chart_docs
 from installer.plan import load_plan
 from installer.render import RenderError, render
@@ -268,6 +270,35 @@ def test_spec_refuses_a_typo_in_a_chart_entry(bundle_world: BundleWorld, tmp_pat
     with pytest.raises(UsageError) as e:
         load_spec(spec_path)
     assert "valus" in e.value.message
+
+
+def test_an_installer_without_the_engine_says_how_to_get_it(helm_bundle: BuiltBundle, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helmrender, "ENGINE_MODULE", "helm_python_not_installed")
+    helmrender.engine.cache_clear()
+    try:
+        with pytest.raises(helmrender.EngineMissing) as e:
+            _rendered(tmp_path, helm_bundle, None)
+    finally:
+        helmrender.engine.cache_clear()
+    assert "edgebundle[helm]" in (e.value.hint or "")
+
+
+def test_root_refuses_chart_entries_it_cannot_trust(helm_bundle: BuiltBundle) -> None:
+    doc = json.loads(helm_bundle.root.to_bytes())
+    for edit, needle in ((lambda c: c.update(values="sha256:" + "1" * 64), "does not pin"),
+                         (lambda c: c.update(release="Web_1"), "not a Helm release name"),
+                         (lambda c: c.update(namespace="../x"), "not a namespace name"),
+                         (lambda c: c.update(extra=1), "unknown keys")):
+        bad = json.loads(json.dumps(doc))
+        edit(bad["charts"][0])
+        with pytest.raises(MalformedRootError) as e:
+            parse_root(json.dumps(bad).encode())
+        assert needle in e.value.message
+    twice = json.loads(json.dumps(doc))
+    twice["charts"].append(twice["charts"][0])
+    with pytest.raises(MalformedRootError, match="a second time"):
+        parse_root(json.dumps(twice).encode())
 
 
 # --- the build-time proof -----------------------------------------------------------------------
