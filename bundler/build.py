@@ -390,9 +390,9 @@ class Builder:
     # -- Helm charts (bundler/charts.py, docs/HELM.md) --------------------------------------
     def add_chart(self, store: BlobStore, chart: ChartSpec, locked: dict[str, Any] | None) -> tuple[ChartEntry, dict[str, Any]]:
         """One chart release: Helm's OCI artifact (config + chart layer) and the bundle's values."""
-        with charts.packed(chart) as p:
+        with charts.packed(chart, self.registries) as p:
             if locked is None or (p.digest, p.size) != (locked["digest"], locked["size"]):
-                raise LockMismatchError(f"chart {chart.release} ({chart.path}) changed since bundles.lock was written",
+                raise LockMismatchError(f"chart {chart.release} ({chart.source}) changed since bundles.lock was written",
                                         hint=f"run: bundle lock {self.spec.path}")
             archive = store.put_bytes(read_bounded(p.archive, MAX_CHART_BYTES, f"chart {chart.release}"),
                                       mt.HELM_CHART_CONTENT)

@@ -1,6 +1,9 @@
 """Helm charts on the build host: package, pin, values, and the artifact a bundle carries.
 
-A chart directory is packaged by Helm itself (``.helmignore``, ``charts/`` subcharts) and the
+A chart comes from a directory, a packaged ``.tgz`` or an OCI registry (``oci://HOST/REPO/CHART``
+with its version: the chart layer of the artifact ``helm push`` wrote, through edgebundle's own
+registry client, so credentials and plain-HTTP rules are the images'). A chart directory is
+packaged by Helm itself (``.helmignore``, ``charts/`` subcharts) and the
 archive is rewritten sorted, with fixed times and owners, so the same directory always gives the same
 bytes and ``bundles.lock`` can pin it by digest. A packaged ``.tgz`` is pinned as it is.
 
@@ -17,7 +20,7 @@ import gzip
 import os
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,8 @@ from edgebundle.digest import hash_file, read_bounded
 from edgebundle.errors import UsageError
 from edgebundle.helmchart import MAX_CHART_BYTES, overlay
 from edgebundle.layout import MAX_JSON_BYTES
-from edgebundle.root import canonical_json
+from edgebundle.registry import Registry, parse_reference
+from edgebundle.root import canonical_json, load_json_bounded
 from bundler.spec import ChartSpec
 from installer import helmrender
 from installer.render import containers, pod_spec
@@ -58,36 +62,64 @@ def _normalized(src: Path, out: Path) -> None:
             tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
 
 
-def _missing_dependencies(chart: ChartSpec) -> list[str]:
+def _missing_dependencies(chart: ChartSpec, archive: Path) -> list[str]:
     engine = helmrender.engine()
-    if chart.path.is_dir():
+    if chart.path is not None and chart.path.is_dir():
         return [f"{d['name']} {d['version']} ({d['status']})" for d in engine.dependency_list(chart.path)
                 if d.get("status") not in ("ok", "unpacked")]
-    with engine.Chart.load(chart.path) as loaded:
+    with engine.Chart.load(archive) as loaded:
         present = {d.get("name") for d in loaded.dependencies}
         return [f"{d.get('name')} {d.get('version')} (missing)"
                 for d in loaded.metadata.get("dependencies") or [] if d.get("name") not in present]
 
 
+def _pull(chart: ChartSpec, registries: Callable[[str], Any], dest: Path) -> None:
+    """The chart layer of an OCI chart artifact (what ``helm push`` wrote) into ``dest``."""
+    ref = parse_reference(chart.oci or "")
+    reg = registries(ref.registry)
+    manifest = reg.get_manifest(ref.repository, ref.tag or ref.digest, accept=(mt.OCI_MANIFEST,))
+    doc = load_json_bounded(manifest.data, f"manifest of {chart.source}")
+    layers = [d for d in doc.get("layers") or [] if isinstance(d, dict) and d.get("mediaType") == mt.HELM_CHART_CONTENT]
+    if (doc.get("config") or {}).get("mediaType") != mt.HELM_CONFIG or len(layers) != 1:
+        raise UsageError(f"chart {chart.release}: {chart.source} is not a Helm chart artifact",
+                         hint="point spec.charts[].path at a chart pushed with `helm push`")
+    size = layers[0].get("size")
+    if not isinstance(size, int) or not 0 < size <= MAX_CHART_BYTES:
+        raise UsageError(f"chart {chart.release}: {chart.source}'s chart layer size {size!r} is not "
+                         f"between 1 and {MAX_CHART_BYTES} bytes")
+    with open(dest, "wb") as f:
+        reg.download_blob(ref.repository, layers[0]["digest"], f, size)
+
+
+def _default_registries(host: str) -> Any:
+    return Registry(host)
+
+
 @contextmanager
-def packed(chart: ChartSpec) -> Iterator[PackedChart]:
-    """The chart's archive (a temporary one for a directory), refused if a dependency is missing."""
+def packed(chart: ChartSpec, registries: Callable[[str], Any] = _default_registries) -> Iterator[PackedChart]:
+    """The chart's archive (a temporary one for a directory or an OCI chart), refused if a
+    dependency is missing."""
     engine = helmrender.engine()
-    missing = _missing_dependencies(chart)
-    if missing:
-        raise UsageError(f"chart {chart.release} ({chart.path}): dependencies not in charts/: {', '.join(missing)}",
-                         hint=f"run on the build host: helm dependency build {chart.path}")
     with tempfile.TemporaryDirectory(prefix="edgebundle-chart-") as tmp:
-        archive = chart.path
         try:
-            if chart.path.is_dir():
-                made = Path(engine.package(chart.path, destination=tmp))
+            if chart.oci:
+                archive = Path(tmp) / "pulled.tgz"
+                _pull(chart, registries, archive)
+            else:
+                archive = Path(str(chart.path))
+            missing = _missing_dependencies(chart, archive)  # a directory: before Helm packs it
+            if missing:
+                raise UsageError(f"chart {chart.release} ({chart.source}): dependencies not in charts/: "
+                                 f"{', '.join(missing)}",
+                                 hint=f"run on the build host: helm dependency build {chart.source}")
+            if archive.is_dir():
+                made = Path(engine.package(archive, destination=tmp))
                 archive = Path(tmp) / "chart.tgz"
                 _normalized(made, archive)
             with engine.Chart.load(archive) as loaded:
                 metadata, deps = loaded.metadata, loaded.dependencies
         except engine.HelmError as e:
-            raise UsageError(f"chart {chart.release} ({chart.path}): {e}", hint="helm lint the chart") from None
+            raise UsageError(f"chart {chart.release} ({chart.source}): {e}", hint="helm lint the chart") from None
         digest, size = hash_file(archive)
         if size > MAX_CHART_BYTES:
             raise UsageError(f"chart {chart.release}: the packaged chart is {size} bytes, over {MAX_CHART_BYTES}")
@@ -111,9 +143,9 @@ def bundle_values(chart: ChartSpec) -> dict[str, Any]:
     return overlay(values, chart.values)
 
 
-def lock_entry(chart: ChartSpec, base: Path) -> dict[str, Any]:
+def lock_entry(chart: ChartSpec, base: Path, registries: Callable[[str], Any] = _default_registries) -> dict[str, Any]:
     """What ``bundles.lock`` pins of one chart release (values file paths relative to ``base``)."""
-    with packed(chart) as p:
+    with packed(chart, registries) as p:
         files = []
         for f in chart.values_files:
             digest, size = hash_file(f)
@@ -123,9 +155,10 @@ def lock_entry(chart: ChartSpec, base: Path) -> dict[str, Any]:
                 "dependencies": p.dependencies, "valuesFiles": files}
 
 
-def render_defaults(chart: ChartSpec, kube_version: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+def render_defaults(chart: ChartSpec, registries: Callable[[str], Any] = _default_registries,
+                    kube_version: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The objects the chart renders with the bundle's values (the build-time proof's input)."""
-    with packed(chart) as p:
+    with packed(chart, registries) as p:
         data = read_bounded(p.archive, MAX_CHART_BYTES, f"chart {chart.release}")
     return helmrender.render_chart(data, bundle_values(chart), chart.release,
                                    chart.namespace or "default", kube_version)

@@ -184,7 +184,7 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
         "models": [{"name": m.name, "version": m.version, "files": _file_pins(model_files(m))}
                    for m in spec.models],
         "manifests": _file_pins(manifest_files(spec)),
-        **({"charts": [charts.lock_entry(c, spec.path.parent) for c in spec.charts]} if spec.charts else {}),
+        **({"charts": [charts.lock_entry(c, spec.path.parent, registries) for c in spec.charts]} if spec.charts else {}),
     }
 
 
@@ -234,8 +234,8 @@ def check_sources(lock: dict[str, Any], spec: BundleSpec, registries: Callable[[
         problems.append("manifests changed since the lock")
     locked_charts = {c["name"]: c for c in lock.get("charts", [])}
     for c in spec.charts:
-        if charts.lock_entry(c, spec.path.parent) != locked_charts.get(c.release):
-            problems.append(f"chart {c.release} ({c.path}) or its values files changed since the lock")
+        if charts.lock_entry(c, spec.path.parent, registries) != locked_charts.get(c.release):
+            problems.append(f"chart {c.release} ({c.source}) or its values files changed since the lock")
     return problems
 
 

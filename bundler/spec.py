@@ -15,6 +15,7 @@ from bundler.secrets import Allowance
 from edgebundle.documents import Strict, load_yaml_document, validate_document
 from edgebundle.errors import UsageError
 from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME
+from edgebundle.ocinames import is_tag
 from edgebundle.root import BUNDLE_NAME, MODEL_KINDS, PATH_COMPONENT, canonical_json
 
 
@@ -57,8 +58,10 @@ class SpecSecrets(Strict):
 class SpecChart(Strict):
     #: the Helm release name (also the key of the site file's ``spec.values``)
     name: str
-    #: a chart directory or a packaged ``.tgz``, relative to the spec file
+    #: a chart directory or a packaged ``.tgz``, relative to the spec file, or ``oci://HOST/REPO/CHART``
     path: str
+    #: the chart version of an ``oci://`` reference (the artifact's tag)
+    version: str | None = None
     #: the release namespace; default: the site's ``spec.cluster.namespace``
     namespace: str | None = None
     #: values files (YAML), overlaid in order, then ``values`` on top: the bundle's defaults
@@ -98,10 +101,17 @@ class ModelSpec:
 @dataclass(frozen=True)
 class ChartSpec:
     release: str
-    path: Path  # a chart directory or a .tgz
+    path: Path | None  # a chart directory or a .tgz; None for an OCI chart
     namespace: str | None
     values_files: tuple[Path, ...] = ()
     values: dict[str, Any] = field(default_factory=dict)
+    #: ``HOST/REPO/CHART:VERSION`` of a chart in an OCI registry (``oci://`` dropped), else None
+    oci: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the chart comes from, for messages and the spec's fingerprint."""
+        return f"oci://{self.oci}" if self.oci else str(self.path)
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,8 @@ class BundleSpec:
             "models": [{"name": m.name, "kind": m.kind, "version": m.version,
                         "path": _rel(m.path, base)} for m in self.models],
             "manifests": [_rel(p, base) for p in self.manifests],
-            **({"charts": [{"name": c.release, "path": _rel(c.path, base), "namespace": c.namespace,
+            **({"charts": [{"name": c.release, "path": _rel(c.path, base) if c.path else f"oci://{c.oci}",
+                            "namespace": c.namespace,
                             "valuesFiles": [_rel(f, base) for f in c.values_files], "values": c.values}
                            for c in self.charts]} if self.charts else {}),
         }
@@ -239,15 +250,26 @@ def _charts(charts: list[SpecChart], base: Path) -> tuple[ChartSpec, ...]:
                              hint="give each release its own name")
         if c.namespace is not None and not NAMESPACE_NAME.fullmatch(c.namespace):
             raise UsageError(f"bundle spec: {w}.namespace {c.namespace!r} is not a namespace name")
-        path = (base / c.path).resolve()
-        if not (path.is_dir() and (path / "Chart.yaml").is_file()) and not (path.is_file() and path.suffix == ".tgz"):
-            raise UsageError(f"bundle spec: {w}.path {path} is neither a chart directory (with Chart.yaml) "
-                             "nor a packaged chart (.tgz)", hint="fix the path (it is relative to the spec file)")
+        oci, path = None, None
+        if c.path.startswith("oci://"):
+            if not c.version or not is_tag(c.version):
+                raise UsageError(f"bundle spec: {w}.path {c.path} needs the chart's version",
+                                 hint=f"add {w}.version (the chart version, its tag in the registry)")
+            oci = f"{c.path.removeprefix('oci://')}:{c.version}"
+        elif c.version is not None:
+            raise UsageError(f"bundle spec: {w}.version is only for an oci:// chart",
+                             hint="a local chart's version is the one its Chart.yaml says")
+        else:
+            path = (base / c.path).resolve()
+            if not (path.is_dir() and (path / "Chart.yaml").is_file()) and not (path.is_file() and path.suffix == ".tgz"):
+                raise UsageError(f"bundle spec: {w}.path {path} is neither a chart directory (with Chart.yaml), "
+                                 "a packaged chart (.tgz) nor oci://HOST/REPO/CHART",
+                                 hint="fix the path (it is relative to the spec file)")
         files = tuple((base / f).resolve() for f in c.valuesFiles)
         for j, f in enumerate(files):
             if not f.is_file():
                 raise UsageError(f"bundle spec: {w}.valuesFiles[{j}] {f} does not exist")
-        out.append(ChartSpec(c.name, path, c.namespace, files, c.values))
+        out.append(ChartSpec(c.name, path, c.namespace, files, c.values, oci))
     return tuple(out)
 
 

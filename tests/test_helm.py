@@ -39,6 +39,7 @@ from installer.render import RenderError, render
 from installer.site import load_site
 from tests.fixtures.bundles import BuiltBundle, BundleWorld, bundle_world  # noqa: F401
 from tests.fixtures.kube import Cluster, control_plane, kube_cluster, kube_nodes  # noqa: F401
+from tests.fixtures.registry import registry  # noqa: F401
 from tests.fixtures.registry import RegistryProcess, free_port
 from tests.test_bootstrap import WHEEL_CACHE
 from tests.test_plan_apply import NS, RagBundles, World, install_bundle, write_site
@@ -299,6 +300,27 @@ def test_root_refuses_chart_entries_it_cannot_trust(helm_bundle: BuiltBundle) ->
     twice["charts"].append(twice["charts"][0])
     with pytest.raises(MalformedRootError, match="a second time"):
         parse_root(json.dumps(twice).encode())
+
+
+def test_a_chart_from_an_oci_registry_is_pinned_and_carried(bundle_world: BundleWorld, registry: Any,
+                                                            tmp_path: Path) -> None:
+    chart = write_chart(tmp_path / "src", f"{bundle_world.source.host}/rag/chat-ui")
+    pushed = Path(helm_python.package(chart, destination=str(tmp_path / "dist")))
+    with helm_python.RegistryClient(plain_http=True) as client:
+        client.push(pushed, f"oci://{registry.host}/charts")
+    spec_path = spec_with_chart(bundle_world, tmp_path, images=["rag/chat-ui:1.0"], chart_values={})
+    doc = yaml.safe_load(spec_path.read_text())
+    doc["spec"]["charts"][0].update(path=f"oci://{registry.host}/charts/webui")
+    spec_path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UsageError, match="needs the chart's version"):
+        load_spec(spec_path)
+    doc["spec"]["charts"][0]["version"] = "0.3.0"
+    spec_path.write_text(yaml.safe_dump(doc))
+    built = build(bundle_world, spec_path)
+    [entry] = built.root.charts or []
+    assert entry.archive == "sha256:" + hashlib.sha256(pushed.read_bytes()).hexdigest()  # the very bytes pushed
+    objs = _rendered(tmp_path, built, {"web": {"replicas": 4}})
+    assert objs["Deployment/edge-apps/web-webui"]["spec"]["replicas"] == 4
 
 
 # --- the build-time proof -----------------------------------------------------------------------

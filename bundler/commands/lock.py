@@ -30,7 +30,8 @@ def command(spec_path: Path, lockfile: Path | None, plain_http: tuple[str, ...],
     """
     spec = load_spec(spec_path)
     if discover:
-        found = {c.release: charts.images_of(charts.render_defaults(c)) for c in spec.charts}
+        registries = registry_factory(plain_http)
+        found = {c.release: charts.images_of(charts.render_defaults(c, registries)) for c in spec.charts}
         if as_json:
             emit_json({"ok": True, "charts": found})
             return
