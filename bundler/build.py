@@ -34,12 +34,15 @@ from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
 from bundler.attached import fetch_document, required_keys_check
+from edgebundle.helmchart import MAX_CHART_BYTES, chart_ref_name
+from bundler import charts
 from bundler.lockfile import LockMismatchError, platform_of
 from edgebundle.rebuild import CheckedStream
 from edgebundle.registry import MAX_MANIFEST_BYTES, parse_reference
 from edgebundle.root import (
     AttachedEntry,
     BlobPin,
+    ChartEntry,
     FilePin,
     ImageEntry,
     ManifestFile,
@@ -55,7 +58,7 @@ from edgebundle.root import (
 )
 from edgebundle.signing import sign
 from bundler.sbom import sbom_document
-from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
+from bundler.spec import BundleSpec, ChartSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
@@ -412,6 +415,26 @@ class Builder:
         return (ManifestsEntry(mpin.digest, entries),
                 _descriptor(mpin, {REF_NAME: ref_name}, artifactType=mt.EDGEBUNDLE_MANIFESTS_ARTIFACT))
 
+    # -- Helm charts (bundler/charts.py, docs/HELM.md) --------------------------------------
+    def add_chart(self, store: BlobStore, chart: ChartSpec, locked: dict[str, Any] | None) -> tuple[ChartEntry, dict[str, Any]]:
+        """One chart release: Helm's OCI artifact (config + chart layer) and the bundle's values."""
+        with charts.packed(chart, self.registries) as p:
+            if locked is None or (p.digest, p.size) != (locked["digest"], locked["size"]):
+                raise LockMismatchError(f"chart {chart.release} ({chart.source}) changed since bundles.lock was written",
+                                        hint=f"run: bundle lock {self.spec.path}")
+            archive = store.put_bytes(read_bounded(p.archive, MAX_CHART_BYTES, f"chart {chart.release}"),
+                                      mt.HELM_CHART_CONTENT)
+            metadata = p.metadata
+        self.input_bytes += archive.size
+        config = store.put_bytes(charts.config_bytes(metadata), mt.HELM_CONFIG)
+        values = store.put_bytes(charts.values_bytes(chart), mt.EDGEBUNDLE_HELM_VALUES)
+        name, version = str(metadata.get("name")), str(metadata.get("version"))
+        title = {TITLE: f"{name}-{version}.tgz"}
+        mpin = store.put_bytes(charts.artifact_manifest(_descriptor(config), _descriptor(archive, title), self.created),
+                               mt.OCI_MANIFEST)
+        entry = ChartEntry(chart.release, chart.namespace, name, version, mpin.digest, archive.digest, values.digest)
+        return entry, _descriptor(mpin, {REF_NAME: chart_ref_name(name, version)})
+
     # -- the whole bundle ------------------------------------------------------------------
     def build(self, out: Path, keys: list[Any], *, force: bool = False) -> BuildResult:
         out = Path(out).resolve()
@@ -443,6 +466,13 @@ class Builder:
             mentry, desc = self.add_model(store, m, locked_models[(m.name, m.version)])
             models.append(mentry)
             index.append(desc)
+        chart_entries = []
+        locked_charts = {c["name"]: c for c in self.lock.get("charts", [])}
+        for chart in self.spec.charts:
+            centry, desc = self.add_chart(store, chart, locked_charts.get(chart.release))
+            chart_entries.append(centry)
+            if desc not in index:  # two releases of one chart: one artifact
+                index.append(desc)
         added = self.add_manifests(store)
         manifests = None
         if added:
@@ -462,7 +492,7 @@ class Builder:
                    layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes)),
                    layout.SBOM: FilePin(sha256_bytes(sbom), len(sbom))},
             blobs=dict(store.pins), images=images, models=models, manifests=manifests,
-            expires=self.expires)
+            expires=self.expires, charts=chart_entries or None)
         self.write_trust_files(work, root, keys)
         return root
 

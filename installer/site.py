@@ -74,6 +74,8 @@ class SiteBody(Strict):
     requireValidation: SiteKeys | None = None
     siteKey: str | None = None
     approval: SiteKeys | None = None
+    #: per Helm chart release of the bundle: values overlaid on the bundle's defaults (docs/SITE.md)
+    values: dict[str, dict[str, Any]] | None = None
 
 
 class SiteDocument(Strict):
@@ -121,6 +123,8 @@ class Site:
     trust_version: int = 1
     #: ``spec.approval.keys``: when given, only approvals signed by one of them count.
     approval_keys: tuple[Path, ...] = ()
+    #: ``spec.values``: release name -> values overlaid on that chart's bundle defaults.
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -187,6 +191,7 @@ def load_site(path: Path) -> Site:
         registry_chunk_size=chunk,
         trust_version=spec.trust.version,
         approval_keys=tuple(_path(base, k) for k in (spec.approval.keys if spec.approval else ())),
+        values=dict(spec.values or {}),
         raw=data,
     )
 
