@@ -60,6 +60,10 @@ class SiteCluster(Strict):
     oci: SiteOciTarget | None = None
 
 
+class SiteMetrics(Strict):
+    prometheus: str | None = None  # http://HOST:PORT, read by rollout gates (docs/ROLLOUT.md)
+
+
 class SiteKeys(Strict):
     keys: list[str]
 
@@ -74,6 +78,7 @@ class SiteBody(Strict):
     requireValidation: SiteKeys | None = None
     siteKey: str | None = None
     approval: SiteKeys | None = None
+    metrics: SiteMetrics | None = None
 
 
 class SiteDocument(Strict):
@@ -121,6 +126,8 @@ class Site:
     trust_version: int = 1
     #: ``spec.approval.keys``: when given, only approvals signed by one of them count.
     approval_keys: tuple[Path, ...] = ()
+    #: ``spec.metrics.prometheus``: where canary gates read their metrics.
+    prometheus: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -187,6 +194,7 @@ def load_site(path: Path) -> Site:
         registry_chunk_size=chunk,
         trust_version=spec.trust.version,
         approval_keys=tuple(_path(base, k) for k in (spec.approval.keys if spec.approval else ())),
+        prometheus=spec.metrics.prometheus if spec.metrics else None,
         raw=data,
     )
 

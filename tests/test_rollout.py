@@ -8,12 +8,29 @@ cluster (tests/README.md). Intervals are seconds here; the field guide's hours a
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from installer.audit import AuditLog
 from installer.metrics import DEFAULT_QUERIES, DEFAULT_THRESHOLDS, Gate, read_gate
-from tests.fixtures.prometheus import StandIns
+from installer.revisions import RevisionStore
+from installer.state import StateDir
+from tests.cluster.agent import NodeSpec
+from tests.fixtures.bundles import INSTALLER, BundleWorld, run_installer
+from tests.fixtures.kube import Cluster
+from tests.fixtures.prometheus import StandIn, StandIns
+from tests.fixtures.registry import RegistryProcess, free_port
+from tests.test_plan_apply import (IMAGES_V1, IMAGES_V2, RagBundles, _models, build_with_manifests, cli,
+                                   install_bundle, manifests_variant, write_site)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,3 +69,240 @@ def test_an_unreadable_metric_fails_its_gate(model_metrics: StandIns) -> None:
     assert broken.verdict == "unreadable" and "400" in broken.detail, broken
     gone = read_gate("http://127.0.0.1:9", default_gate("error-rate"), workload="x", **where)
     assert gone.verdict == "unreadable" and "cannot be reached" in gone.detail, gone
+
+
+# --- canary on the real control plane -------------------------------------------------------------
+
+NS = "rag-system"
+STEP_SECONDS = 4
+#: llm-service with four replicas, so that the step weights map to distinct replica counts.
+CANARY_EDIT = ("    edgebundle.dev/models: smollm2-135m\nspec:\n  replicas: 1\n",
+               "    edgebundle.dev/models: smollm2-135m\n    edgebundle.dev/rollout: canary\n"
+               f"    edgebundle.dev/canary-interval: {STEP_SECONDS}s\nspec:\n  replicas: 4\n")
+
+
+@pytest.fixture
+def kube_nodes() -> list[NodeSpec]:
+    """Two nodes with room for four stable and two canary LLM pods (one GPU each)."""
+    return [NodeSpec(f"edge-node-{i}", cpu="32", memory="128Gi", gpus=4) for i in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def canary_rag(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RagBundles]:
+    """Bundle 1.0.0 and 1.1.0 (new llm-service image and model) with llm-service annotated for a canary."""
+    from examples.images import build_and_push
+    from tests.fixtures.bundles import BULK_LAYER_BYTES
+
+    build_and_push(bundle_world.source.host, version="1.1", layer_bytes=BULK_LAYER_BYTES)
+    v1 = build_with_manifests(bundle_world, manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("m1"),
+                                                              CANARY_EDIT),
+                              version="1.0.0", images=IMAGES_V1, models=_models(bundle_world, "v1.0"))
+    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("m2"), CANARY_EDIT,
+                                  ("rag/llm-service:1.0", "rag/llm-service:1.1"))
+    v2 = build_with_manifests(bundle_world, manifests, version="1.1.0", images=IMAGES_V2,
+                              models=_models(bundle_world, "v1.1"))
+    reg = RegistryProcess(tmp_path_factory.mktemp("site-registry"), free_port())
+    reg.start()
+    try:
+        yield RagBundles(v1, v2, reg, tmp_path_factory.mktemp("nas"))
+    finally:
+        reg.stop()
+
+
+@dataclass
+class CanarySite:
+    tmp: Path
+    path: Path
+    kube: Cluster
+    rag: RagBundles
+    canary: StandIn
+
+    @property
+    def store(self) -> RevisionStore:
+        return RevisionStore(StateDir(self.tmp / "state"))
+
+    def plan_v2(self) -> tuple[str, Path]:
+        install_bundle(self.path, self.rag.v2)
+        out = self.tmp / "v2.json"
+        res = cli("plan", self.rag.v2.path, "--site", self.path, "-o", out)
+        assert res.exit_code == 3, res.output
+        assert cli("approve", out, "--operator", "bob", "--yes").exit_code == 0
+        return res.output, out
+
+    def replicas(self) -> tuple[int | None, int | None, str]:
+        """(canary replicas, stable replicas, stable image) as the API server has them."""
+        canary = self.kube.get("Deployment", NS, "llm-service-canary")
+        stable = self.kube.get("Deployment", NS, "llm-service")
+        assert stable is not None
+        image = stable["spec"]["template"]["spec"]["containers"][0]["image"]
+        return (canary["spec"]["replicas"] if canary else None), stable["spec"]["replicas"], image
+
+    def step(self) -> int | None:
+        rec = self.store.get(2)
+        return None if rec is None else (rec.get("rollout") or {}).get("step")
+
+    def audit_rollout(self) -> list[dict[str, Any]]:
+        lines = (self.tmp / "state" / "audit.log").read_text().splitlines()
+        return [json.loads(line)["rollout"] for line in lines if json.loads(line)["command"] == "rollout"]
+
+
+@pytest.fixture
+def site(tmp_path: Path, kube_cluster: Cluster, canary_rag: RagBundles, model_metrics: StandIns) -> CanarySite:
+    """Bundle 1.0.0 deployed as revision 1; the canary's stand-in metrics served and scraped."""
+    path = write_site(tmp_path, canary_rag, metrics={"prometheus": model_metrics.url})
+    install_bundle(path, canary_rag.v1)
+    out = tmp_path / "v1.json"
+    assert cli("plan", canary_rag.v1.path, "--site", path, "-o", out).exit_code == 3
+    assert cli("approve", out, "--operator", "alice", "--yes").exit_code == 0
+    res = cli("apply", out, "--site", path, "--poll-interval", "0.05")
+    assert res.exit_code == 0, res.output
+    canary = model_metrics.serve(NS, "llm-service", "canary", error_rate=0.0, latency=0.2)
+    return CanarySite(tmp_path, path, kube_cluster, canary_rag, canary)
+
+
+class Watcher:
+    """Samples the Deployments' replica counts while a rollout runs; calls ``on_step`` on each new step."""
+
+    def __init__(self, site: CanarySite, on_step: Any = None) -> None:
+        self.site, self.on_step = site, on_step or (lambda step: None)
+        self.seen: list[tuple[int | None, int | None, str]] = []
+        self.steps: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Watcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                sample, step = self.site.replicas(), self.site.step()
+            except Exception:  # noqa: BLE001 - a record being replaced this instant: sample again
+                continue
+            if not self.seen or self.seen[-1] != sample:
+                self.seen.append(sample)
+            if step is not None and (not self.steps or self.steps[-1] != step):
+                self.steps.append(step)
+                self.on_step(step)
+
+
+def apply_v2(site: CanarySite, plan: Path) -> Any:
+    return cli("apply", plan, "--site", site.path, "--poll-interval", "0.1", "--timeout", "60")
+
+
+def test_a_good_canary_is_promoted_through_every_step(site: CanarySite) -> None:
+    text, plan = site.plan_v2()
+    assert ("Rollout: rag-system/llm-service canary: 10% (1 canary + 3 stable pods) for 4s, 25% (1 canary + 3 "
+            "stable pods) for 4s, 50% (2 canary + 2 stable pods) for 4s, 100% (promote)") in text, text
+    assert "gate error-rate < 1.00% to promote, > 2.00% rolls back" in text
+    assert "gate p95-latency < 1 s to promote, > 2 s rolls back" in text
+    doc = json.loads(plan.read_text())
+    assert [s["weight"] for s in doc["rollouts"][0]["steps"]] == [10, 25, 50, 100]
+    v1_image = site.replicas()[2]
+    started = time.monotonic()
+    with Watcher(site) as w:
+        res = apply_v2(site, plan)
+    took = time.monotonic() - started
+    assert res.exit_code == 0, res.output
+    assert took >= 3 * STEP_SECONDS, took  # every step held its interval
+    assert w.steps == [0, 1, 2], w.steps
+    during = [s for s in w.seen if s[0] is not None]
+    assert (1, 3, v1_image) in during and (2, 2, v1_image) in during, w.seen  # the stable kept its template
+    assert during.index((1, 3, v1_image)) < during.index((2, 2, v1_image))
+    canary, stable, image = site.replicas()
+    assert canary is None and stable == 4 and image != v1_image and "llm-service@sha256:" in image
+    assert [(r["revision"], r["status"]) for r in site.store.all()] == [(1, "superseded"), (2, "deployed")]
+    prog = site.store.get(2)["rollout"]
+    assert prog["phase"] == "promoted"
+    assert {g["gate"]: g["verdict"] for g in prog["gates"]} == {"error-rate": "pass", "p95-latency": "pass"}
+    events = site.audit_rollout()
+    assert [(e["event"], e.get("weight")) for e in events if e["event"] in ("step", "gates")] == \
+        [("step", 10), ("gates", 10), ("step", 25), ("gates", 25), ("step", 50), ("gates", 50)]
+    assert events[-1]["event"] == "promote"
+    assert AuditLog(site.tmp / "state").verify().ok
+    res = cli("rollout", "status", "--site", site.path)
+    assert "revision 2" in res.output and "deployed, rollout promoted" in res.output, res.output
+
+
+def test_an_error_rate_trigger_at_25_percent_rolls_back(site: CanarySite) -> None:
+    _, plan = site.plan_v2()
+    v1 = site.replicas()
+
+    def at(step: int) -> None:
+        if step == 1:  # 25 %: the new version starts failing 5 % of its requests
+            site.canary.set(error_rate=0.05)
+
+    with Watcher(site, at) as w:
+        res = apply_v2(site, plan)
+    assert res.exit_code == 1, res.output
+    assert "gate error-rate = " in res.output and "(> 2.00%) at 25%" in res.output, res.output
+    assert w.steps == [0, 1], w.steps
+    assert site.replicas() == (None, 4, v1[2])  # canary gone, stable as it was
+    assert site.kube.list("Pod", NS, label_selector="edgebundle.dev/track=canary") == []
+    assert [(r["revision"], r["status"]) for r in site.store.all()] == [(1, "deployed"), (2, "rolled-back")]
+    halt = site.store.get(2)["rollout"]["haltReading"]
+    assert halt["gate"] == "error-rate" and 0.03 < halt["value"] < 0.08 and halt["threshold"] == 0.02
+    assert site.audit_rollout()[-1]["event"] == "rolled-back"
+    res = cli("history", "--site", site.path)
+    assert "rolled-back" in res.output and "error-rate" in res.output, res.output
+
+
+def test_a_latency_trigger_rolls_back(site: CanarySite) -> None:
+    _, plan = site.plan_v2()
+    v1 = site.replicas()
+    site.canary.set(latency=2.4)
+    res = apply_v2(site, plan)
+    assert res.exit_code == 1, res.output
+    assert "gate p95-latency = " in res.output and "(> 2 s) at 10%" in res.output, res.output
+    assert site.replicas() == (None, 4, v1[2])
+    assert site.store.get(2)["status"] == "rolled-back" and site.store.get(1)["status"] == "deployed"
+
+
+def test_a_killed_rollout_resumes_from_its_recorded_step(site: CanarySite) -> None:
+    _, plan = site.plan_v2()
+    v1 = site.replicas()
+    killed = run_installer("apply", plan, "--site", site.path, "--poll-interval", "0.1",
+                           faultpoint="rollout.step.holding@2")  # killed while holding 25 %
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert site.replicas() == (1, 3, v1[2])  # the canary runs on, nobody drives it
+    rec = site.store.get(2)
+    assert rec["status"] == "pending" and rec["rollout"]["step"] == 1
+    res = cli("rollout", "status", "--site", site.path)
+    assert "pending, rollout canary at 25%" in res.output and "rollout resume" in res.output, res.output
+    other = cli("apply", plan, "--site", site.path)  # nothing else may start meanwhile
+    assert other.exit_code != 0
+    with Watcher(site) as w:
+        res = cli("rollout", "resume", "--site", site.path, "--operator", "carol", "--poll-interval", "0.1",
+                  "--timeout", "60")
+    assert res.exit_code == 0, res.output
+    assert "Revision 2: deployed" in res.output, res.output
+    assert w.steps[0] == 1 and 0 not in w.steps, w.steps  # carried on at 25 %, not from the start
+    canary, stable, image = site.replicas()
+    assert canary is None and stable == 4 and image != v1[2]
+    steps = [(e["weight"], e["resumed"]) for e in site.audit_rollout() if e["event"] == "step"]
+    assert steps == [(10, False), (25, False), (25, True), (50, False)], steps
+
+
+def test_abort_from_another_terminal_stops_a_running_rollout(site: CanarySite) -> None:
+    _, plan = site.plan_v2()
+    v1 = site.replicas()
+    proc = subprocess.Popen([INSTALLER, "apply", str(plan), "--site", str(site.path), "--poll-interval", "0.1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while site.step() != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        res = run_installer("rollout", "abort", "--site", site.path, "--operator", "dave", "--poll-interval", "0.1")
+        assert res.returncode == 0, res.stderr
+        assert "rolled-back" in res.stdout and "aborted by dave at 25%" in res.stdout, res.stdout
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 1 and "aborted by dave" in err, err
+    assert site.replicas() == (None, 4, v1[2])
