@@ -277,7 +277,7 @@ def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict
         "usedImages": images, "usedModels": models, "notes": notes, "validation": validation,
         "unsettled": unsettled,
     }
-    rollouts = rollout.plan_rollouts(entries, site, target, current)
+    rollouts = rollout.plan_rollouts(entries, site, target, current) if purpose == "apply" else []
     if rollouts:  # covered by the plan hash, so the approval covers steps, gates and thresholds
         doc["rollouts"] = rollouts
     doc["planHash"] = plan_hash(doc)

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from installer.audit import AuditLog
 from installer.metrics import DEFAULT_QUERIES, DEFAULT_THRESHOLDS, Gate, read_gate
 from installer.revisions import RevisionStore
+from installer.rollout import RolloutSpecError, replicas_for, spec_of
 from installer.state import StateDir
 from tests.cluster.agent import NodeSpec
 from tests.fixtures.bundles import INSTALLER, BundleWorld, run_installer
@@ -70,6 +72,45 @@ def test_an_unreadable_metric_fails_its_gate(model_metrics: StandIns) -> None:
     assert broken.verdict == "unreadable" and "400" in broken.detail, broken
     gone = read_gate("http://127.0.0.1:9", default_gate("error-rate"), workload="x", **where)
     assert gone.verdict == "unreadable" and "cannot be reached" in gone.detail, gone
+
+
+def test_weights_map_to_replica_counts_as_documented() -> None:
+    table = {1: [(1, 1), (1, 1), (1, 1)], 2: [(1, 1), (1, 1), (1, 1)], 4: [(1, 3), (1, 3), (2, 2)],
+             10: [(1, 9), (3, 7), (5, 5)]}  # docs/ROLLOUT.md, "Weights and replicas"
+    for total, want in table.items():
+        assert [replicas_for(w, total) for w in (10, 25, 50)] == want, total
+
+
+def _deployment(**annotations: str) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "llm", "namespace": "rag-system",
+                         "annotations": {"edgebundle.dev/rollout": "canary", **annotations}},
+            "spec": {"replicas": 2}}
+
+
+def test_the_field_guides_schedule_is_the_default() -> None:
+    spec = spec_of(_deployment(), "http://127.0.0.1:9090")
+    assert spec is not None
+    assert [(s["weight"], s["seconds"]) for s in spec["steps"]] == [(10, 3600), (25, 3600), (50, 7200), (100, 0)]
+    assert {g["name"]: (g["promote"], g["rollback"]) for g in spec["gates"]} == \
+        {"error-rate": (0.01, 0.02), "p95-latency": (1.0, 2.0)}
+
+
+@pytest.mark.parametrize("annotations, says", [
+    ({"edgebundle.dev/canary-steps": "10,50"}, "end at 100"),
+    ({"edgebundle.dev/canary-steps": "50,25,100"}, "rise strictly"),
+    ({"edgebundle.dev/canary-steps": "ten,100"}, "not a list of percentages"),
+    ({"edgebundle.dev/canary-interval": "1 fortnight"}, "not a duration"),
+    ({"edgebundle.dev/canary-interval": "1h,1h"}, "2 intervals for 3 steps"),
+    ({"edgebundle.dev/gate-error-rate": "0.05,0.01"}, "must not exceed the rollback trigger"),
+    ({"edgebundle.dev/gate-error-rate": "low"}, "is not PROMOTE,ROLLBACK"),
+    ({"edgebundle.dev/gate-hallucination": "0.1,0.2"}, "unknown gate annotation"),
+    ({"edgebundle.dev/rollout": "blue-green"}, "use one of canary"),
+])
+def test_bad_rollout_annotations_are_refused_naming_them(annotations: dict[str, str], says: str) -> None:
+    with pytest.raises(RolloutSpecError) as e:
+        spec_of(_deployment(**annotations), "http://127.0.0.1:9090")
+    assert says in f"{e.value.message} {e.value.hint}" and "Deployment/rag-system/llm" in e.value.message
 
 
 # --- canary on the real control plane -------------------------------------------------------------
@@ -229,6 +270,12 @@ def test_a_good_canary_is_promoted_through_every_step(site: CanarySite) -> None:
     res = cli("rollout", "status", "--site", site.path)
     assert "revision 2" in res.output and "deployed, rollout promoted" in res.output, res.output
 
+    # going back to a revision that ran healthy is not a trial: no canary, at once
+    res = cli("rollback", "--site", site.path, "--operator", "erin", "--yes", "--poll-interval", "0.1")
+    assert res.exit_code == 0, res.output
+    assert site.replicas() == (None, 4, v1_image)
+    assert site.store.get(3)["status"] == "deployed" and site.store.get(3).get("rollout") is None
+
 
 def test_an_error_rate_trigger_at_25_percent_rolls_back(site: CanarySite) -> None:
     _, plan = site.plan_v2()
@@ -262,6 +309,13 @@ def test_a_latency_trigger_rolls_back(site: CanarySite) -> None:
     assert "gate p95-latency = " in res.output and "(> 2 s) at 10%" in res.output, res.output
     assert site.replicas() == (None, 4, v1[2])
     assert site.store.get(2)["status"] == "rolled-back" and site.store.get(1)["status"] == "deployed"
+
+    doc = yaml.safe_load(site.path.read_text())  # the same site without a Prometheus cannot plan a canary
+    del doc["spec"]["metrics"]
+    bare = site.tmp / "no-metrics.yaml"
+    bare.write_text(yaml.safe_dump(doc))
+    res = cli("plan", site.rag.v2.path, "--site", bare, "-o", site.tmp / "refused.json")
+    assert res.exit_code == 1 and "names no Prometheus" in res.output and "spec.metrics.prometheus" in res.output
 
 
 def test_a_killed_rollout_resumes_from_its_recorded_step(site: CanarySite) -> None:
