@@ -105,7 +105,7 @@ def test_the_field_guides_schedule_is_the_default() -> None:
     ({"edgebundle.dev/gate-error-rate": "0.05,0.01"}, "must not exceed the rollback trigger"),
     ({"edgebundle.dev/gate-error-rate": "low"}, "is not PROMOTE,ROLLBACK"),
     ({"edgebundle.dev/gate-hallucination": "0.1,0.2"}, "unknown gate annotation"),
-    ({"edgebundle.dev/rollout": "blue-green"}, "use one of canary"),
+    ({"edgebundle.dev/rollout": "linear"}, "use one of canary, blue-green"),
 ])
 def test_bad_rollout_annotations_are_refused_naming_them(annotations: dict[str, str], says: str) -> None:
     with pytest.raises(RolloutSpecError) as e:
