@@ -231,6 +231,8 @@ def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict
     """Preview every rendered object on the target, and list what the revision history owns
     that this set drops. Refuses (:class:`PlanRefused`) when the cluster would refuse anything."""
     latest, current = store.latest(), store.current()
+    bg = rollout.blue_green_state(store) if purpose == "apply" else None
+    objects = rollout.settle(objects, bg)  # a blue-green switch: the green side and the switched Services stay
     owned = _owned(store)
     wanted = {ObjectKey.of(o).id for o in objects}
     drops = [o for kid, o in owned.items() if kid not in wanted]
@@ -277,7 +279,7 @@ def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict
         "usedImages": images, "usedModels": models, "notes": notes, "validation": validation,
         "unsettled": unsettled,
     }
-    rollouts = rollout.plan_rollouts(entries, site, target, current) if purpose == "apply" else []
+    rollouts = rollout.plan_rollouts(entries, site, target, current, bg) if purpose == "apply" else []
     if rollouts:  # covered by the plan hash, so the approval covers steps, gates and thresholds
         doc["rollouts"] = rollouts
     doc["planHash"] = plan_hash(doc)

@@ -52,7 +52,10 @@ INTERVAL = "edgebundle.dev/canary-interval"
 GATE_PREFIX = "edgebundle.dev/gate-"  # gate-error-rate: "0.01,0.02", gate-error-rate-query: PROMQL
 TRACK = "edgebundle.dev/track"
 WORKLOAD = "edgebundle.dev/workload"
-STRATEGIES = ("canary",)
+BLUE_GREEN = "blue-green"
+KEEP = "edgebundle.dev/blue-green-keep-replicas"
+SMOKE = "edgebundle.dev/smoke-test"
+STRATEGIES = ("canary", BLUE_GREEN)
 #: The field guide: 10 % at hour 0, 25 % at hour 1, 50 % at hour 2, 100 % at hour 4.
 DEFAULT_STEPS = (10, 25, 50, 100)
 DEFAULT_INTERVALS = (3600.0, 3600.0, 7200.0)
@@ -161,23 +164,115 @@ def spec_of(obj: dict[str, Any], prometheus: str | None) -> dict[str, Any] | Non
     where = str(key)
     if strategy not in STRATEGIES:
         raise RolloutSpecError(f"{where}: {ROLLOUT} is {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
+    total = int((obj.get("spec") or {}).get("replicas", 1))
+    base = {"id": key.id, "ref": ref(obj), "workload": key.name, "namespace": key.namespace, "strategy": strategy,
+            "replicas": total}
+    if strategy == BLUE_GREEN:
+        raw = ann.get(KEEP, str(total))
+        if not raw.isdigit():
+            raise RolloutSpecError(f"{where}: {KEEP} {raw!r} is not a replica count", hint=f'write e.g. "{total}"')
+        return {**base, "keep": int(raw), "smokeTest": ann.get(SMOKE)}
     if not prometheus:
         raise RolloutSpecError(f"{where} asks for a {strategy} rollout, but the site file names no Prometheus",
                                hint="set spec.metrics.prometheus: URL in the site file (docs/SITE.md)")
     steps = _parse_steps(ann, where)
     intervals = _parse_intervals(ann, where, len(steps) - 1) + [0.0]
-    total = int((obj.get("spec") or {}).get("replicas", 1))
     return {
-        "id": key.id, "ref": ref(obj), "workload": key.name, "namespace": key.namespace, "strategy": strategy,
-        "replicas": total, "prometheus": prometheus,
+        **base, "prometheus": prometheus,
         "steps": [{"weight": w, "seconds": s, **dict(zip(("canary", "stable"), replicas_for(w, total)))}
                   for w, s in zip(steps, intervals)],
         "gates": [g.to_doc() for g in _gates(ann, where)],
     }
 
 
+def _template_labels(obj: dict[str, Any]) -> dict[str, str]:
+    return dict((((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})
+
+
+def green_object(new: dict[str, Any], replicas: int, blue_selector: dict[str, str]) -> dict[str, Any]:
+    """The new template as ``<name>-green``: its pods carry the track and workload labels and *not*
+    the blue Service selector's labels, so each selector picks exactly one colour."""
+    obj = canary_object(new, replicas)
+    name = new["metadata"]["name"]
+    obj["metadata"]["name"] = f"{name}-green"
+    extra = {TRACK: "green", WORKLOAD: name}
+    obj["metadata"]["labels"] = {**obj["metadata"]["labels"], **extra}
+    obj["metadata"]["annotations"] = {k: v for k, v in obj["metadata"]["annotations"].items()
+                                      if k not in (KEEP, SMOKE)}
+    obj["spec"]["selector"] = {"matchLabels": extra}
+    tmeta = obj["spec"]["template"]["metadata"]
+    tmeta["labels"] = {**{k: v for k, v in tmeta["labels"].items() if k not in blue_selector}, **extra}
+    return obj
+
+
+def green_selector(workload: str) -> dict[str, str]:
+    return {TRACK: "green", WORKLOAD: workload}
+
+
+def blue_green_state(store: RevisionStore) -> dict[str, Any] | None:
+    """The blue-green switch the cluster is in (the newest switched rollout whose green object the
+    current revision still runs), or None: then every blue-green workload is on its blue side."""
+    current = store.current()
+    if current is None:
+        return None
+    ids = {ObjectKey.of(o).id for o in current.get("objects", [])}
+    for rec in reversed(store.all()):
+        prog = rec.get("rollout") or {}
+        if rec.get("status") in ("deployed", "superseded") and prog.get("phase") == "switched":
+            return prog if set(prog.get("effective", {})) <= ids else None
+    return None
+
+
+def settle(objects: list[dict[str, Any]], state: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The rendered objects as the cluster runs them after a blue-green switch.
+
+    The green Deployment is kept and each switched Service keeps its selector; a Deployment whose
+    rendered form is the one that was switched to keeps its live form too. So a plan of the bundle
+    that runs is "nothing to change", and a plan of the next bundle changes only the template.
+    """
+    if not state:
+        return objects
+    eff, rendered = state.get("effective", {}), state.get("rendered", {})
+    out = []
+    for o in objects:
+        kid = ObjectKey.of(o).id
+        same = rendered.get(kid) == o or (o.get("kind") == "Service" and kid in rendered)
+        out.append(eff[kid] if kid in eff and same else o)
+    have = {ObjectKey.of(o).id for o in out}
+    return out + [o for kid, o in eff.items() if kid not in have and kid not in rendered]
+
+
+def _blue_green_plan(spec: dict[str, Any], obj: dict[str, Any], entries: list[dict[str, Any]],
+                     bg: dict[str, Any] | None) -> dict[str, Any]:
+    """Which Services switch, which slot takes the new template, which Job smoke-tests it."""
+    where = str(ObjectKey.of(obj))
+    labels = _template_labels(obj)
+    rendered = (bg or {}).get("rendered", {})
+    services = {}
+    for e in entries:
+        svc = rendered.get(e["id"]) or e.get("object") or {}
+        sel = (svc.get("spec") or {}).get("selector") or {}
+        if svc.get("kind") == "Service" and ObjectKey.of(svc).namespace == spec["namespace"] and sel and \
+                all(labels.get(k) == v for k, v in sel.items()):
+            services[e["id"]] = {"blue": sel, "green": green_selector(spec["workload"]), "rendered": svc}
+    if not services:
+        raise RolloutSpecError(f"{where} asks for a blue-green rollout, but no Service of the bundle selects its pods",
+                               hint="blue-green switches a Service's selector: add the Service to the bundle")
+    smoke = None
+    if spec.get("smokeTest"):
+        job = next((e for e in entries if (e.get("object") or {}).get("kind") == "Job"
+                    and ObjectKey.of(e["object"]).name == spec["smokeTest"]
+                    and ObjectKey.of(e["object"]).namespace == spec["namespace"]), None)
+        if job is None:
+            raise RolloutSpecError(f"{where}: {SMOKE} names Job {spec['smokeTest']!r}, which the bundle does not have",
+                                   hint="add the Job to the manifests, or drop the annotation")
+        smoke = job["id"]
+    active = ((bg or {}).get("active") or {}).get(spec["id"], "blue")
+    return {**spec, "services": services, "smokeTest": smoke, "into": "blue" if active == "green" else "green"}
+
+
 def plan_rollouts(entries: list[dict[str, Any]], site: Site, target: Target,
-                  current: dict[str, Any] | None) -> list[dict[str, Any]]:
+                  current: dict[str, Any] | None, bg: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """A rollout for every annotated Deployment whose pod template this plan changes and that the
     current revision ``current`` runs (its stable side).
 
@@ -193,6 +288,8 @@ def plan_rollouts(entries: list[dict[str, Any]], site: Site, target: Target,
         spec = spec_of(obj, site.prometheus)
         if spec is None:
             continue
+        if spec["strategy"] == BLUE_GREEN:
+            spec = _blue_green_plan(spec, obj, entries, bg)
         if not hasattr(target, "apply_one"):
             raise RolloutSpecError(f"{ObjectKey.of(obj)} asks for a {spec['strategy']} rollout, but "
                                    f"{target.description} cannot be driven step by step",
@@ -206,6 +303,14 @@ def describe(rollouts: list[dict[str, Any]]) -> list[str]:
     """The plan's text for its rollouts: every step, gate and threshold the approval covers."""
     lines = []
     for r in rollouts:
+        if r["strategy"] == BLUE_GREEN:
+            slot = r["workload"] + ("-green" if r["into"] == "green" else "")
+            lines.append(f"Rollout: {r['namespace']}/{r['workload']} blue-green: the new template into {slot} "
+                         f"({r['replicas']} pods), waited healthy"
+                         + (f", smoke test {ObjectKey.parse(r['smokeTest'])} must succeed" if r["smokeTest"] else "")
+                         + f", then Service(s) {', '.join(ObjectKey.parse(k).name for k in r['services'])} switched "
+                         f"to it; the other side kept with {r['keep']} pods for an instant installer rollback")
+            continue
         steps = ", ".join(
             f"{s['weight']}% ({s['canary']} canary + {s['stable']} stable pods) for {_duration(s['seconds'])}"
             if s["weight"] < 100 else "100% (promote)" for s in r["steps"])
@@ -224,8 +329,9 @@ def _duration(seconds: float) -> str:
 
 
 def held_back(rollouts: list[dict[str, Any]]) -> set[str]:
-    """Ids of the Deployments the normal apply must leave alone (their rollout updates them)."""
-    return {r["id"] for r in rollouts}
+    """Ids of the objects the normal apply must leave alone (their rollout applies them)."""
+    return {r["id"] for r in rollouts} | {k for r in rollouts for k in r.get("services", {})} | \
+        {r["smokeTest"] for r in rollouts if r.get("smokeTest")}
 
 
 # --- carrying it out -----------------------------------------------------------------------------
@@ -300,12 +406,16 @@ class Runner:
         for i, spec in enumerate(prog.get("rollouts", [])):
             if i < int(prog.get("done", 0)):
                 continue
-            if (ctl := self._control()) and ctl["action"] == "abort":
+            if (ctl := self._control()) and ctl["action"] == "abort" and spec["strategy"] != BLUE_GREEN:
                 new, stable, stable_rev = self._objects(spec)
                 self._halt(spec, new, stable, stable_rev, None, int(prog.get("weight", 0)), by=str(ctl.get("operator")))
-            self._canary(spec)
+            if spec["strategy"] == BLUE_GREEN:
+                self._blue_green(spec)
+            else:
+                self._canary(spec)
             prog = self._progress(done=i + 1, step=None, stepStartedAt=None)
-        self._progress(phase="promoted")
+        if prog.get("phase") != "switched":
+            self._progress(phase="promoted")
 
     def _canary(self, spec: dict[str, Any]) -> None:
         new, stable, stable_rev = self._objects(spec)
@@ -343,6 +453,65 @@ class Runner:
             self.log(f"{key}: step {i + 1} passed: " + "; ".join(r.text() for r in readings))
             prog = self.rec.get("rollout") or {}
         self._promote(spec, new)
+
+    # -- blue-green ------------------------------------------------------------------------
+    def _blue_green(self, spec: dict[str, Any]) -> None:
+        """New template into the idle slot, healthy (and smoke-tested), then the Services switch."""
+        objects = {ObjectKey.of(o).id: o for o in self.rec["objects"]}
+        new = objects[spec["id"]]
+        key = str(ObjectKey.of(new))
+        blue_sel = next(iter(spec["services"].values()))["blue"]
+        green = green_object(new, spec["replicas"], blue_sel)
+        slot = green if spec["into"] == "green" else new
+        stable_rec = self.store.get(int((self.rec.get("rollout") or {})["stableRevision"])) or {}
+        old_id = ObjectKey.of(green).id if spec["into"] == "blue" else spec["id"]
+        old = next((o for o in stable_rec.get("objects", []) if ObjectKey.of(o).id == old_id), None)
+        self._progress(phase="blue-green", into=spec["into"])
+        self._audit("deploy-idle-side", workload=key, into=spec["into"])
+        self.log(f"{key}: blue-green: the new template into {ObjectKey.of(slot)}")
+        self.kube.apply_one(annotate_revision(slot, self.n))
+        try:
+            health.wait_healthy(self.target, [slot], timeout=self.timeout, poll=self.poll, log=self.log)  # type: ignore[arg-type]
+            if spec["smokeTest"]:
+                job = objects[spec["smokeTest"]]
+                self.kube.remove([ref(job)], self.log, timeout=self.timeout)
+                self.kube.apply_one(annotate_revision(job, self.n))
+                self._audit("smoke-test", workload=key, job=spec["smokeTest"])
+                health.wait_healthy(self.target, [job], timeout=self.timeout, poll=self.poll, log=self.log)  # type: ignore[arg-type]
+        except health.HealthError as e:
+            if spec["into"] == "green":
+                self.kube.remove([ref(green)], self.log, timeout=self.timeout)
+            self._record_halt(f"{e.key} not healthy: {e.reason}", None)
+            raise RolloutHalted(key, f"{key}: blue-green stopped before the switch: {e.message}; the Services "
+                                     "still select the side that was live", hint=e.hint) from None
+        switched = {}
+        started = time.monotonic()
+        for sid, sel in spec["services"].items():
+            svc = copy.deepcopy(sel["rendered"])
+            svc["spec"]["selector"] = sel[spec["into"]]
+            self.kube.apply_one(annotate_revision(svc, self.n))
+            switched[sid] = svc
+        took = time.monotonic() - started
+        self._audit("switch", workload=key, to=spec["into"], seconds=round(took, 3))
+        self.log(f"{key}: Service(s) switched to the {spec['into']} side in {took:.3f} s")
+        effective = {spec["id"]: new if spec["into"] == "blue" else None, ObjectKey.of(green).id: green, **switched}
+        if old is not None:  # the side that was live stays, scaled as configured, for an instant switch back
+            kept = _with_replicas(old, spec["keep"])
+            self.kube.apply_one(annotate_revision(kept, self.n))
+            effective[old_id] = kept
+        if spec["into"] == "blue" and old is None:
+            effective.pop(ObjectKey.of(green).id)
+        effective = {k: v for k, v in effective.items() if v is not None}
+        rendered = {spec["id"]: new}
+        rendered.update({sid: sel["rendered"] for sid, sel in spec["services"].items()})
+        prog = self.rec.get("rollout") or {}
+        self._progress(phase="switched", switchSeconds=round(took, 3),
+                       effective={**prog.get("effective", {}), **effective},
+                       rendered={**prog.get("rendered", {}), **rendered},
+                       active={**prog.get("active", {}), spec["id"]: spec["into"]})
+        merged = {ObjectKey.of(o).id: o for o in self.rec["objects"]}
+        merged.update(effective)
+        self.rec = self.store.update(self.n, objects=list(merged.values()))
 
     def _scale(self, spec: dict[str, Any], new: dict[str, Any], stable: dict[str, Any], stable_rev: int,
                step: dict[str, Any]) -> None:
@@ -476,8 +645,10 @@ def begin(rollouts: list[dict[str, Any]], store: RevisionStore, n: int, stable_r
     """Record that revision ``n`` carries these rollouts, before any canary exists."""
     if stable_revision is None:
         raise RolloutSpecError("a rollout needs a deployed revision to start from")
+    bg = blue_green_state(store) or {}  # carried forward: the switches of workloads this plan leaves alone
     store.update(n, rollout={"phase": "canary", "rollouts": rollouts, "stableRevision": stable_revision,
-                             "done": 0, "step": 0, "stepStartedAt": None, "updatedAt": now_iso()})
+                             "done": 0, "step": 0, "stepStartedAt": None, "updatedAt": now_iso(),
+                             **{k: bg[k] for k in ("effective", "rendered", "active") if k in bg}})
 
 
 def interrupted(store: RevisionStore) -> dict[str, Any] | None:
@@ -512,9 +683,7 @@ def status_lines(rec: dict[str, Any]) -> list[str]:
     lines = [f"revision {rec['revision']} ({rec['bundle']['name']} {rec['bundle']['version']}): "
              f"{rec['status']}, rollout {prog.get('phase')}"
              + (f" at {prog.get('weight')}%" if prog.get("phase") in IN_PROGRESS and prog.get("weight") else "")]
-    for spec in prog.get("rollouts", []):
-        lines.append(f"  {spec['namespace']}/{spec['workload']} {spec['strategy']}: steps "
-                     + ", ".join(f"{s['weight']}%" for s in spec["steps"]))
+    lines += ["  " + line for line in describe(prog.get("rollouts", []))]
     for r in prog.get("gates") or []:
         lines.append(f"  last reading: {metrics.Reading(**r).text()}")
     if prog.get("haltedBecause"):

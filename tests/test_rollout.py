@@ -129,26 +129,37 @@ def kube_nodes() -> list[NodeSpec]:
     return [NodeSpec(f"edge-node-{i}", cpu="32", memory="128Gi", gpus=4) for i in (1, 2)]
 
 
-@pytest.fixture(scope="module")
-def canary_rag(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RagBundles]:
-    """Bundle 1.0.0 and 1.1.0 (new llm-service image and model) with llm-service annotated for a canary."""
+BLUE_GREEN_EDIT = ("    edgebundle.dev/models: smollm2-135m\n",
+                   "    edgebundle.dev/models: smollm2-135m\n    edgebundle.dev/rollout: blue-green\n")
+
+
+def rag_pair(world: BundleWorld, tmp: pytest.TempPathFactory, edit: tuple[str, str]) -> Iterator[RagBundles]:
+    """Bundle 1.0.0 and 1.1.0 (new llm-service image and model) with the manifests ``edit``ed."""
     from examples.images import build_and_push
     from tests.fixtures.bundles import BULK_LAYER_BYTES
 
-    build_and_push(bundle_world.source.host, version="1.1", layer_bytes=BULK_LAYER_BYTES)
-    v1 = build_with_manifests(bundle_world, manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("m1"),
-                                                              CANARY_EDIT),
-                              version="1.0.0", images=IMAGES_V1, models=_models(bundle_world, "v1.0"))
-    manifests = manifests_variant(bundle_world.manifests, tmp_path_factory.mktemp("m2"), CANARY_EDIT,
+    build_and_push(world.source.host, version="1.1", layer_bytes=BULK_LAYER_BYTES)
+    v1 = build_with_manifests(world, manifests_variant(world.manifests, tmp.mktemp("m1"), edit),
+                              version="1.0.0", images=IMAGES_V1, models=_models(world, "v1.0"))
+    manifests = manifests_variant(world.manifests, tmp.mktemp("m2"), edit,
                                   ("rag/llm-service:1.0", "rag/llm-service:1.1"))
-    v2 = build_with_manifests(bundle_world, manifests, version="1.1.0", images=IMAGES_V2,
-                              models=_models(bundle_world, "v1.1"))
-    reg = RegistryProcess(tmp_path_factory.mktemp("site-registry"), free_port())
+    v2 = build_with_manifests(world, manifests, version="1.1.0", images=IMAGES_V2, models=_models(world, "v1.1"))
+    reg = RegistryProcess(tmp.mktemp("site-registry"), free_port())
     reg.start()
     try:
-        yield RagBundles(v1, v2, reg, tmp_path_factory.mktemp("nas"))
+        yield RagBundles(v1, v2, reg, tmp.mktemp("nas"))
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="module")
+def canary_rag(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RagBundles]:
+    yield from rag_pair(bundle_world, tmp_path_factory, CANARY_EDIT)
+
+
+@pytest.fixture(scope="module")
+def blue_green_rag(bundle_world: BundleWorld, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RagBundles]:
+    yield from rag_pair(bundle_world, tmp_path_factory, BLUE_GREEN_EDIT)
 
 
 @dataclass
@@ -188,16 +199,22 @@ class CanarySite:
         return [json.loads(line)["rollout"] for line in lines if json.loads(line)["command"] == "rollout"]
 
 
-@pytest.fixture
-def site(tmp_path: Path, kube_cluster: Cluster, canary_rag: RagBundles, model_metrics: StandIns) -> CanarySite:
-    """Bundle 1.0.0 deployed as revision 1; the canary's stand-in metrics served and scraped."""
-    path = write_site(tmp_path, canary_rag, metrics={"prometheus": model_metrics.url})
-    install_bundle(path, canary_rag.v1)
+def deployed_v1(tmp_path: Path, rag: RagBundles, **spec: Any) -> Path:
+    """A site file whose cluster runs bundle 1.0.0 as revision 1."""
+    path = write_site(tmp_path, rag, **spec)
+    install_bundle(path, rag.v1)
     out = tmp_path / "v1.json"
-    assert cli("plan", canary_rag.v1.path, "--site", path, "-o", out).exit_code == 3
+    assert cli("plan", rag.v1.path, "--site", path, "-o", out).exit_code == 3
     assert cli("approve", out, "--operator", "alice", "--yes").exit_code == 0
     res = cli("apply", out, "--site", path, "--poll-interval", "0.05")
     assert res.exit_code == 0, res.output
+    return path
+
+
+@pytest.fixture
+def site(tmp_path: Path, kube_cluster: Cluster, canary_rag: RagBundles, model_metrics: StandIns) -> CanarySite:
+    """Bundle 1.0.0 deployed as revision 1; the canary's stand-in metrics served and scraped."""
+    path = deployed_v1(tmp_path, canary_rag, metrics={"prometheus": model_metrics.url})
     canary = model_metrics.serve(NS, "llm-service", "canary", error_rate=0.0, latency=0.2)
     return CanarySite(tmp_path, path, kube_cluster, canary_rag, canary)
 
@@ -365,3 +382,61 @@ def test_abort_from_another_terminal_stops_a_running_rollout(site: CanarySite) -
     assert site.replicas() == (None, 4, v1[2])
     assert [(r["revision"], r["status"]) for r in site.store.all()] == [(1, "deployed"), (2, "rolled-back")]
     assert not (site.tmp / "state" / "rollout-control.json").exists()
+
+
+# --- blue-green -------------------------------------------------------------------------------------
+
+def selected_pods(kube: Cluster, selector: dict[str, str]) -> dict[str, str]:
+    """pod name -> uid of the pods the API server selects with a Service's selector."""
+    sel = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    return {p["metadata"]["name"]: p["metadata"]["uid"] for p in kube.list("Pod", NS, label_selector=sel)
+            if not p["metadata"].get("deletionTimestamp")}
+
+
+def test_blue_green_switches_the_service_and_switches_back_at_once(
+        tmp_path: Path, kube_cluster: Cluster, blue_green_rag: RagBundles) -> None:
+    path = deployed_v1(tmp_path, blue_green_rag)
+    store = RevisionStore(StateDir(tmp_path / "state"))
+    blue_selector = kube_cluster.get("Service", NS, "llm-service")["spec"]["selector"]
+    blue_pods = selected_pods(kube_cluster, blue_selector)
+    assert len(blue_pods) == 1
+    v1_image = kube_cluster.get("Deployment", NS, "llm-service")["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    install_bundle(path, blue_green_rag.v2)
+    plan = tmp_path / "v2.json"
+    res = cli("plan", blue_green_rag.v2.path, "--site", path, "-o", plan)
+    assert res.exit_code == 3, res.output
+    assert "blue-green: the new template into llm-service-green (1 pods), waited healthy, then Service(s) " \
+           "llm-service switched to it; the other side kept with 1 pods" in res.output, res.output
+    assert cli("approve", plan, "--operator", "bob", "--yes").exit_code == 0
+    res = cli("apply", plan, "--site", path, "--poll-interval", "0.1", "--timeout", "60")
+    assert res.exit_code == 0, res.output
+
+    service = kube_cluster.get("Service", NS, "llm-service")
+    green_selector = service["spec"]["selector"]
+    assert green_selector == {"edgebundle.dev/track": "green", "edgebundle.dev/workload": "llm-service"}
+    green = kube_cluster.get("Deployment", NS, "llm-service-green")
+    green_image = green["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert green_image != v1_image and green["status"].get("readyReplicas") == 1
+    green_pods = selected_pods(kube_cluster, green_selector)
+    assert len(green_pods) == 1 and not set(green_pods) & set(blue_pods)  # the Service selects green only
+    assert selected_pods(kube_cluster, blue_selector) == blue_pods  # blue kept running, never restarted
+    rec = store.get(2)
+    assert rec["status"] == "deployed" and rec["rollout"]["phase"] == "switched"
+
+    res = cli("plan", blue_green_rag.v2.path, "--site", path, "-o", tmp_path / "again.json")
+    assert res.exit_code == 0, res.output  # the bundle that runs: nothing to change
+
+    pulls = blue_green_rag.registry.count()
+    started = time.monotonic()
+    res = cli("rollback", "--site", path, "--operator", "erin", "--yes", "--poll-interval", "0.05")
+    took = time.monotonic() - started
+    assert res.exit_code == 0, res.output
+    assert kube_cluster.get("Service", NS, "llm-service")["spec"]["selector"] == blue_selector
+    assert selected_pods(kube_cluster, blue_selector) == blue_pods  # the same pods take the traffic again
+    assert kube_cluster.get("Deployment", NS, "llm-service-green") is None
+    assert blue_green_rag.registry.count() == pulls  # nothing reloaded
+    assert [(r["revision"], r["status"]) for r in store.all()] == \
+        [(1, "superseded"), (2, "superseded"), (3, "deployed")]
+    print(f"blue-green: rollback command {took:.2f} s, switch {rec['rollout']['switchSeconds']} s")
+    assert took < 10, took
