@@ -12,6 +12,12 @@ and removed, the stable Deployment gets its replicas back, the revision is recor
 ``rolled-back`` and :class:`RolloutHalted` names the gate, its value and the threshold. After the
 last step the stable Deployment takes the new template and the canary is removed.
 
+``edgebundle.dev/rollout: blue-green`` puts the new template into the idle side (``<name>-green``,
+or back into ``<name>`` when green is live), waits for it (and an optional smoke-test Job), then
+applies each Service selecting the workload with that side's selector. The side that was live is
+kept; the revision records the objects as they run (:func:`settle` maps a later plan onto them),
+so ``installer rollback`` is a plain re-apply: one selector change and the green side's deletion.
+
 The plan carries each rollout as a document (:func:`plan_rollouts`): steps, intervals, replica
 counts, gates with their queries and thresholds, the Prometheus URL. It is part of what the plan
 hash covers, so an approval approves exactly that rollout.
@@ -62,7 +68,7 @@ DEFAULT_INTERVALS = (3600.0, 3600.0, 7200.0)
 CONTROL = "rollout-control.json"
 #: Gates are also read this often during a long step, so that a trigger halts early.
 EARLY_CHECK_SECONDS = 60.0
-IN_PROGRESS = ("canary", "promoting")
+IN_PROGRESS = ("canary", "promoting", "blue-green")
 
 
 class RolloutSpecError(EdgebundleError):
@@ -710,6 +716,9 @@ def control(site: Site, state: StateDir, action: str, operator: str, *, poll: fl
     """
     rec = _in_progress(state, site)
     n = int(rec["revision"])
+    if action != "resume" and (rec.get("rollout") or {}).get("phase") == "blue-green":
+        raise UsageError(f"revision {n} is a blue-green rollout: it has no steps to {action}; it switches once "
+                         "the new side is healthy", hint="resume it, or after the switch: installer rollback --site SITE")
     if action != "resume":
         state.write_json(CONTROL, {"revision": n, "action": action, "operator": operator, "at": now_iso()})
     try:
