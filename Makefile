@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := docker-registry skopeo zstd time openssl
+APT_PACKAGES := docker-registry skopeo zstd time openssl prometheus
 MODELS := .cache/models
 DEMO := demo-out
 
@@ -13,7 +13,8 @@ DEMO := demo-out
 
 install: deps venv models wheels
 
-# System packages: the CNCF registry, skopeo, zstd and GNU time (only those missing).
+# System packages: the CNCF registry, skopeo, zstd, GNU time and Prometheus (rollout gate tests;
+# only those missing).
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

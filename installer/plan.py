@@ -40,7 +40,7 @@ from edgebundle.documents import validate_document
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
-from installer import policy
+from installer import policy, rollout
 from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
 from installer.records import PlanDocument
 from installer.destinations.cluster import KubeTarget
@@ -235,6 +235,8 @@ def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict
     that this set drops. Refuses (:class:`PlanRefused`) when the cluster would refuse anything,
     or when a live object belongs to a ``helm install`` release, unless ``adopt_helm``."""
     latest, current = store.latest(), store.current()
+    bg = rollout.blue_green_state(store) if purpose == "apply" else None
+    objects = rollout.settle(objects, bg)  # a blue-green switch: the green side and the switched Services stay
     owned = _owned(store)
     wanted = {ObjectKey.of(o).id for o in objects}
     drops = [o for kid, o in owned.items() if kid not in wanted]
@@ -288,6 +290,9 @@ def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict
         "usedImages": images, "usedModels": models, "notes": notes, "validation": validation,
         "unsettled": unsettled,
     }
+    rollouts = rollout.plan_rollouts(entries, site, target, current, bg) if purpose == "apply" else []
+    if rollouts:  # covered by the plan hash, so the approval covers steps, gates and thresholds
+        doc["rollouts"] = rollouts
     doc["planHash"] = plan_hash(doc)
     return Plan(doc)
 
@@ -396,6 +401,7 @@ def format_table(plan: Plan, show_unchanged: bool = False) -> str:
             lines.append(f"{label}:")
             for i in changed:
                 lines.append(f"  {i[key]}: {_short(i['from'])} -> {_short(i['to'])}")
+    lines.extend(rollout.describe(plan.doc.get("rollouts") or []))
     for n in plan.doc.get("notes") or []:
         lines.append(f"note: {n}")
     b = plan.bundle

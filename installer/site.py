@@ -60,6 +60,10 @@ class SiteCluster(Strict):
     oci: SiteOciTarget | None = None
 
 
+class SiteMetrics(Strict):
+    prometheus: str | None = None  # http://HOST:PORT, read by rollout gates (docs/ROLLOUT.md)
+
+
 class SiteKeys(Strict):
     keys: list[str]
 
@@ -76,6 +80,7 @@ class SiteBody(Strict):
     approval: SiteKeys | None = None
     #: per Helm chart release of the bundle: values overlaid on the bundle's defaults (docs/SITE.md)
     values: dict[str, dict[str, Any]] | None = None
+    metrics: SiteMetrics | None = None
 
 
 class SiteDocument(Strict):
@@ -125,6 +130,8 @@ class Site:
     approval_keys: tuple[Path, ...] = ()
     #: ``spec.values``: release name -> values overlaid on that chart's bundle defaults.
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``spec.metrics.prometheus``: where canary gates read their metrics.
+    prometheus: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -192,6 +199,7 @@ def load_site(path: Path) -> Site:
         trust_version=spec.trust.version,
         approval_keys=tuple(_path(base, k) for k in (spec.approval.keys if spec.approval else ())),
         values=dict(spec.values or {}),
+        prometheus=spec.metrics.prometheus if spec.metrics else None,
         raw=data,
     )
 
