@@ -479,7 +479,8 @@ class Builder:
             manifests, desc = added
             index.append(desc)
         sbom = sbom_document(self.spec, self.created, images, models, manifests, store.read_small,
-                             lambda image, digest, size: self.open_layer(store, image, digest, size), self.log)
+                             lambda image, digest, size: self.open_layer(store, image, digest, size), self.log,
+                             charts=chart_entries)
         (work / "edgebundle").mkdir(exist_ok=True)
         _write_small(work / layout.SBOM, sbom)
         index_bytes = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index})

@@ -10,8 +10,9 @@ Components:
 - one ``machine-learning-model`` per model with a ``modelCard`` (format, architecture,
   quantization, parameter count, context length; licence as the component's licence) from the
   GGUF header or ``config.json`` (bundler/modelpack.py), its files as nested ``file`` components;
-- one ``file`` per Kubernetes manifest. (Charts: add one component per chart in
-  :func:`sbom_document` beside the manifests, hashed with the chart blob's digest.)
+- one ``file`` per Kubernetes manifest;
+- one ``application`` per Helm chart release, hashed with its packaged chart's digest, its
+  artifact manifest and default values' digests as properties.
 
 Invariants:
 - Every hash is the digest the signed root pins for the same thing (manifest digest, file digest).
@@ -45,7 +46,7 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.errors import EdgebundleError
 from edgebundle.registry import parse_reference
-from edgebundle.root import ImageEntry, ManifestsEntry, ModelEntry, canonical_json, load_json_bounded, parse_time
+from edgebundle.root import ChartEntry, ImageEntry, ManifestsEntry, ModelEntry, canonical_json, load_json_bounded, parse_time
 from bundler.layerscan import LayerScan, Package, merge_layers, scan_layer
 from bundler.lockfile import platform_of
 from bundler.modelpack import ModelDescription, describe_model
@@ -183,11 +184,19 @@ def _manifest_components(manifests: ManifestsEntry | None) -> list[Component]:
             for f in (manifests.files if manifests else [])]
 
 
+def _chart_components(charts: list[ChartEntry]) -> list[Component]:
+    return [Component(type=ComponentType.APPLICATION, name=c.chart, version=c.version, bom_ref=f"chart:{c.release}",
+                      hashes=[_sha256(c.archive)], properties=_props(
+                          **{"helm-release": c.release, "namespace": c.namespace, "artifact-manifest": c.manifest,
+                             "default-values": c.values}))
+            for c in charts]
+
+
 # --- the document ---------------------------------------------------------------------------------
 
 def sbom_document(spec: BundleSpec, created: str, images: list[ImageEntry], models: list[ModelEntry],
                   manifests: ManifestsEntry | None, read_small: Callable[[str], bytes], open_layer: OpenLayer,
-                  log: Callable[[str], None] = lambda s: None) -> bytes:
+                  log: Callable[[str], None] = lambda s: None, charts: list[ChartEntry] | None = None) -> bytes:
     """The SBOM's canonical JSON bytes for a bundle with these root entries.
 
     ``read_small(digest)`` returns a stored manifest; ``open_layer`` streams a layer blob."""
@@ -214,11 +223,11 @@ def sbom_document(spec: BundleSpec, created: str, images: list[ImageEntry], mode
             m, describe_model(m.name, m.kind, m.version, paths[(m.name, m.version)]))
         bom.components.add(comp)
     bom.components.update(_manifest_components(manifests))
-    # Charts (when bundles carry them): one component each here, hashed with the chart blob's digest.
+    bom.components.update(_chart_components(charts or []))
     bom.register_dependency(bom.metadata.component, [c for c in bom.components if c.type != ComponentType.LIBRARY])
     bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, "edgebundle-sbom:" + json.dumps(
         [spec.name, spec.version, created, [i.digest for i in images], [m.manifest for m in models],
-         manifests.manifest if manifests else None]))
+         manifests.manifest if manifests else None, [c.archive for c in charts or []]]))
     doc = json.loads(JsonV1Dot6(bom).output_as_string())
     for comp_doc in doc.get("components", []):
         if comp_doc.get("bom-ref") in cards:
@@ -240,4 +249,8 @@ def sbom_summary(doc: dict[str, Any]) -> dict[str, int]:
     types = [c.get("type") for c in comps if isinstance(c, dict)]
     return {"images": types.count("container"), "packages": types.count("library"),
             "models": types.count("machine-learning-model"),
-            "manifests": sum(1 for c in comps if isinstance(c, dict) and str(c.get("bom-ref", "")).startswith("manifest:"))}
+            "manifests": _refs(comps, "manifest:"), "charts": _refs(comps, "chart:")}
+
+
+def _refs(comps: list[Any], prefix: str) -> int:
+    return sum(1 for c in comps if isinstance(c, dict) and str(c.get("bom-ref", "")).startswith(prefix))

@@ -207,6 +207,10 @@ def test_chart_travels_as_a_helm_oci_artifact(helm_bundle: BuiltBundle, tmp_path
     assert lock["charts"][0]["digest"] == layer["digest"]
     assert lock["charts"][0]["dependencies"] == [{"name": "cache", "version": "0.1.0"},
                                                  {"name": "metrics", "version": "0.2.0"}]
+    sbom = json.loads(members["edgebundle/sbom.cdx.json"])  # the chart is in the signed SBOM, by its archive
+    [comp] = [c for c in sbom["components"] if c["bom-ref"] == "chart:web"]
+    assert (comp["type"], comp["name"], comp["version"]) == ("application", "webui", "0.3.0")
+    assert comp["hashes"] == [{"alg": "SHA-256", "content": hashlib.sha256(archive).hexdigest()}]
 
 
 def test_lock_is_reproducible_and_notices_a_changed_chart(bundle_world: BundleWorld, tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def print_sbom(source: Any, bundle: Path, pubkeys: tuple[Path, ...], threshold: 
     click.echo(data.decode())
     n = sbom_summary(json.loads(data))
     click.echo(f"SBOM: {n['images']} image platform(s) with {n['packages']} package(s), {n['models']} model(s), "
-               f"{n['manifests']} manifest file(s)", err=True)
+               f"{n['manifests']} manifest file(s), {n['charts']} chart(s)", err=True)
 
 
 def echo_delta(d: dict[str, Any]) -> None:
