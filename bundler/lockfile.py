@@ -24,9 +24,10 @@ from edgebundle.diskspace import disk_full_error, is_disk_full
 from edgebundle.documents import Strict, validate_document
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
-from edgebundle.registry import parse_reference
+from edgebundle.ocinames import parse_reference
 from edgebundle.root import format_time, load_json_bounded
 from bundler.attached import carried_subjects, discover, fetch_document, registry_blob_reader, required_keys_check
+from bundler import charts
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 
 LOCK_VERSION = 1
@@ -69,6 +70,21 @@ class LockedModel(Strict):
     files: list[LockedFile]
 
 
+class LockedChartDependency(Strict):
+    name: str
+    version: str
+
+
+class LockedChart(Strict):
+    name: str
+    chart: str
+    version: str
+    digest: str
+    size: int
+    dependencies: list[LockedChartDependency]
+    valuesFiles: list[LockedFile]
+
+
 class LockDocument(Strict):
     lockVersion: int
     spec: str
@@ -77,6 +93,7 @@ class LockDocument(Strict):
     images: list[LockedImageDoc]
     models: list[LockedModel]
     manifests: list[LockedFile]
+    charts: list[LockedChart] = []
 
 
 class LockMismatchError(EdgebundleError):
@@ -193,6 +210,7 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
         "models": [{"name": m.name, "version": m.version, "files": _file_pins(model_files(m))}
                    for m in spec.models],
         "manifests": _file_pins(manifest_files(spec)),
+        **({"charts": [charts.lock_entry(c, spec.path.parent, registries) for c in spec.charts]} if spec.charts else {}),
     }
 
 
@@ -248,6 +266,10 @@ def check_sources(lock: dict[str, Any], spec: BundleSpec, registries: Callable[[
             problems.append(f"model {m.name} {m.version}: files under {m.path} changed since the lock")
     if _file_pins(manifest_files(spec)) != lock["manifests"]:
         problems.append("manifests changed since the lock")
+    locked_charts = {c["name"]: c for c in lock.get("charts", [])}
+    for c in spec.charts:
+        if charts.lock_entry(c, spec.path.parent, registries) != locked_charts.get(c.release):
+            problems.append(f"chart {c.release} ({c.source}) or its values files changed since the lock")
     return problems
 
 

@@ -44,6 +44,7 @@ from bundler.runbook import (
     SUMS,
     WHEELHOUSE,
     FileReport,
+    installer_extras,
     render_bootstrap,
     render_runbook,
     render_sums,
@@ -319,7 +320,7 @@ def write_media(bundle: Path, dest: Path, *, targets: list[Target] | None,
         if targets is not None:
             wheelhouse = stage / WHEELHOUSE
             own = build_wheelhouse(wheelhouse, targets, cache=wheel_cache or default_wheel_cache(),
-                                   own_wheel=own_wheel, log=log)
+                                   own_wheel=own_wheel, log=log, extras=installer_extras(bom.root))
             result.edgebundle_version = wheel_version(own)
             items += _wheel_items(wheelhouse)
         _preflight(dest, items, replace)
@@ -336,7 +337,8 @@ def write_media(bundle: Path, dest: Path, *, targets: list[Target] | None,
                     stale.unlink()
     generated: list[tuple[str, bytes]] = []
     if targets is not None:
-        generated.append((BOOTSTRAP, render_bootstrap(result.edgebundle_version or "", targets).encode()))
+        generated.append((BOOTSTRAP, render_bootstrap(result.edgebundle_version or "", targets,
+                                                      installer_extras(bom.root)).encode()))
     generated.append((README, render_runbook(bom, list(result.files), wheels=targets,
                                              version=result.edgebundle_version, site_file=site_file,
                                              mount_point=mount_point).encode()))

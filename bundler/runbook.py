@@ -33,8 +33,14 @@ class OnMedia(Protocol):
     tar_bytes: int
 
 
-def render_bootstrap(version: str, targets: list[Target]) -> str:
+def installer_extras(root: Root) -> tuple[str, ...]:
+    """The optional extras the site's installer needs for this bundle: the Helm engine for charts."""
+    return ("helm",) if root.charts else ()
+
+
+def render_bootstrap(version: str, targets: list[Target], extras: tuple[str, ...] = ()) -> str:
     """``bootstrap.sh``: check the wheelhouse, make a venv, install edgebundle with no index."""
+    package = f"edgebundle[{','.join(extras)}]" if extras else "edgebundle"
     pythons = sorted({t.python for t in targets}, key=lambda v: tuple(map(int, v.split("."))))
     machines = sorted({t.machine for t in targets})
     return f'''#!/bin/sh
@@ -94,7 +100,7 @@ PYEOF
 echo "bootstrap: creating $VENV"
 "$PY" -m venv "$VENV"
 PIP_CONFIG_FILE=/dev/null PIP_NO_INDEX=1 "$VENV/bin/python" -m pip install --quiet --isolated \\
-  --no-index --find-links "$MEDIA/{WHEELHOUSE}" "edgebundle==$VERSION"
+  --no-index --find-links "$MEDIA/{WHEELHOUSE}" "{package}==$VERSION"
 echo "bootstrap: installed edgebundle $VERSION into $VENV"
 echo "next: $VENV/bin/installer verify $MEDIA --site SITE.yaml"
 '''
@@ -107,11 +113,11 @@ _STEPS: tuple[tuple[str, str, str, Callable[[Root], bool]], ...] = (
     ("load", '"$MEDIA" --site "$SITE"', "push the images to the site registry", lambda r: bool(r.images)),
     ("stage", '"$MEDIA" --site "$SITE"', "copy the models to the NAS", lambda r: bool(r.models)),
     ("plan", '"$MEDIA" --site "$SITE" -o plan.json', "what applying would change in the cluster",
-     lambda r: r.manifests is not None),
+     lambda r: r.manifests is not None or bool(r.charts)),
     ("approve", 'plan.json --operator "$USER" --site "$SITE"', "look at the plan and approve it",
-     lambda r: r.manifests is not None),
+     lambda r: r.manifests is not None or bool(r.charts)),
     ("apply", 'plan.json --site "$SITE"', "apply the approved plan, wait for health",
-     lambda r: r.manifests is not None),
+     lambda r: r.manifests is not None or bool(r.charts)),
     ("status", '--site "$SITE"', "what the site runs now", lambda r: True),
 )
 

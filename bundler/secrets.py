@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.errors import UsageError
 
 #: Env var names that say "this is a credential" (matched on word parts, case-insensitive).
@@ -86,12 +85,12 @@ def _key(key: str) -> str:
     return rf"(^|[\s{{,\-]){re.escape(key)}[\"']?\s*:|[\"']{re.escape(key)}[\"']\s*:"
 
 
-def kubernetes_findings(name: str, text: str) -> Iterator[SecretFinding]:
+def kubernetes_findings(name: str, data: bytes) -> Iterator[SecretFinding]:
     """Secrets with values, and literal credential-named env values, in one manifest file."""
-    lines = text.splitlines()
+    lines = data.decode("utf-8", errors="replace").splitlines()
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError:
+        docs = load_all_bounded(data, f"manifest {name}")
+    except YamlBoundError:
         return  # lint reports unparsable manifests itself
     for doc in docs:
         if not isinstance(doc, dict):
@@ -124,8 +123,8 @@ def _env_entries(node: Any) -> Iterator[dict[str, Any]]:
             yield from _env_entries(item)
 
 
-def plugin_findings(name: str, path: Path) -> list[SecretFinding]:
-    """detect-secrets' plugins and filters over one file."""
+def plugin_findings(files: Iterable[tuple[str, Path]]) -> list[SecretFinding]:
+    """detect-secrets' plugins and filters over ``files`` (name, path), in one settings context."""
     try:  # heavy (its plugins compile many patterns): loaded by lint and create only
         from detect_secrets import SecretsCollection
         from detect_secrets.settings import default_settings
@@ -133,21 +132,23 @@ def plugin_findings(name: str, path: Path) -> list[SecretFinding]:
         raise UsageError("scanning for plaintext credentials needs detect-secrets, which is not installed",
                          hint="pip install 'edgebundle[build]' on the build host") from None
 
+    names = {str(path): name for name, path in files}
     with default_settings():
         found = SecretsCollection()
-        found.scan_file(str(path))
-    return [SecretFinding(name, s.line_number, s.type, s.secret_hash) for _, s in found]
+        for path in names:
+            found.scan_file(path)
+    return [SecretFinding(names[f], s.line_number, s.type, s.secret_hash) for f, s in found]
 
 
 def scan(files: Iterable[tuple[str, Path]], *, manifests: Iterable[tuple[str, Path]] = ()) -> list[SecretFinding]:
     """Every finding in ``files`` (name, path) and, Kubernetes-aware too, in ``manifests``."""
+    manifests = list(manifests)
     out: set[SecretFinding] = set()
     for name, path in manifests:
-        out.update(kubernetes_findings(name, path.read_text(errors="replace")))
-        out.update(plugin_findings(name, path))
-    for name, path in files:
-        if path.suffix.lower() in TEXT_SUFFIXES and path.stat().st_size <= MAX_TEXT_BYTES:
-            out.update(plugin_findings(name, path))
+        out.update(kubernetes_findings(name, path.read_bytes()))
+    texts = [(name, path) for name, path in files
+             if path.suffix.lower() in TEXT_SUFFIXES and path.stat().st_size <= MAX_TEXT_BYTES]
+    out.update(plugin_findings(manifests + texts))
     return sorted(out, key=lambda f: (f.file, f.line, f.detector))
 
 

@@ -15,6 +15,8 @@ from bundler.attached import CosignKey, load_cosign_key
 from bundler.secrets import Allowance
 from edgebundle.documents import Strict, load_yaml_document, validate_document
 from edgebundle.errors import UsageError
+from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME
+from edgebundle.ocinames import is_tag
 from edgebundle.root import BUNDLE_NAME, MODEL_KINDS, PATH_COMPONENT, canonical_json
 
 
@@ -60,10 +62,25 @@ class SpecSecrets(Strict):
     allow: list[SpecSecretAllowance] = []
 
 
+class SpecChart(Strict):
+    #: the Helm release name (also the key of the site file's ``spec.values``)
+    name: str
+    #: a chart directory or a packaged ``.tgz``, relative to the spec file, or ``oci://HOST/REPO/CHART``
+    path: str
+    #: the chart version of an ``oci://`` reference (the artifact's tag)
+    version: str | None = None
+    #: the release namespace; default: the site's ``spec.cluster.namespace``
+    namespace: str | None = None
+    #: values files (YAML), overlaid in order, then ``values`` on top: the bundle's defaults
+    valuesFiles: list[str] = []
+    values: dict[str, Any] = {}
+
+
 class SpecBody(Strict):
     images: list[SpecImage] | None = None
     models: list[SpecModel] | None = None
     manifests: list[str] | None = None
+    charts: list[SpecChart] | None = None
     secrets: SpecSecrets | None = None
 
 
@@ -93,6 +110,22 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class ChartSpec:
+    release: str
+    path: Path | None  # a chart directory or a .tgz; None for an OCI chart
+    namespace: str | None
+    values_files: tuple[Path, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+    #: ``HOST/REPO/CHART:VERSION`` of a chart in an OCI registry (``oci://`` dropped), else None
+    oci: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the chart comes from, for messages and the spec's fingerprint."""
+        return f"oci://{self.oci}" if self.oci else str(self.path)
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     path: Path
     name: str
@@ -107,6 +140,8 @@ class BundleSpec:
     kubernetes: str | None = None
     #: ``spec.secrets.allow``: credentials the author vouches may travel (bundler/secrets.py).
     secrets_allowed: tuple[Allowance, ...] = ()
+    #: ``spec.charts``: Helm charts rendered at the site (bundler/charts.py, installer/helmrender.py).
+    charts: tuple[ChartSpec, ...] = ()
 
     @property
     def lock_path(self) -> Path:
@@ -121,6 +156,10 @@ class BundleSpec:
             "models": [{"name": m.name, "kind": m.kind, "version": m.version,
                         "path": _rel(m.path, base)} for m in self.models],
             "manifests": [_rel(p, base) for p in self.manifests],
+            **({"charts": [{"name": c.release, "path": _rel(c.path, base) if c.path else f"oci://{c.oci}",
+                            "namespace": c.namespace,
+                            "valuesFiles": [_rel(f, base) for f in c.values_files], "values": c.values}
+                           for c in self.charts]} if self.charts else {}),
         }
 
     def fingerprint_bytes(self) -> bytes:
@@ -204,6 +243,8 @@ def load_spec(path: Path) -> BundleSpec:
             raise UsageError(f"bundle spec: spec.manifests[{i}] {mp} does not exist")
         manifests.append(mp)
 
+    charts = _charts(body.charts or [], base)
+
     allowed = []
     for i, a in enumerate(body.secrets.allow if body.secrets else []):
         if not a.reason.strip():
@@ -211,7 +252,43 @@ def load_spec(path: Path) -> BundleSpec:
                              hint="say why this credential may travel to every site (who revoked or scoped it)")
         allowed.append(Allowance(a.file, a.detector, a.reason, a.line, a.sha1))
     return BundleSpec(path, meta.name, meta.version, meta.compatible, meta.description,
-                      tuple(images), tuple(models), tuple(manifests), data, meta.kubernetes, tuple(allowed))
+                      tuple(images), tuple(models), tuple(manifests), data, meta.kubernetes, tuple(allowed),
+                      charts)
+
+
+def _charts(charts: list[SpecChart], base: Path) -> tuple[ChartSpec, ...]:
+    out: list[ChartSpec] = []
+    for i, c in enumerate(charts):
+        w = f"spec.charts[{i}]"
+        if not RELEASE_NAME.fullmatch(c.name):
+            raise UsageError(f"bundle spec: {w}.name {c.name!r} is not a Helm release name",
+                             hint="lower-case letters, digits and '-', at most 53 characters")
+        if c.name in {x.release for x in out}:
+            raise UsageError(f"bundle spec: chart release {c.name!r} is listed twice",
+                             hint="give each release its own name")
+        if c.namespace is not None and not NAMESPACE_NAME.fullmatch(c.namespace):
+            raise UsageError(f"bundle spec: {w}.namespace {c.namespace!r} is not a namespace name")
+        oci, path = None, None
+        if c.path.startswith("oci://"):
+            if not c.version or not is_tag(c.version):
+                raise UsageError(f"bundle spec: {w}.path {c.path} needs the chart's version",
+                                 hint=f"add {w}.version (the chart version, its tag in the registry)")
+            oci = f"{c.path.removeprefix('oci://')}:{c.version}"
+        elif c.version is not None:
+            raise UsageError(f"bundle spec: {w}.version is only for an oci:// chart",
+                             hint="a local chart's version is the one its Chart.yaml says")
+        else:
+            path = (base / c.path).resolve()
+            if not (path.is_dir() and (path / "Chart.yaml").is_file()) and not (path.is_file() and path.suffix == ".tgz"):
+                raise UsageError(f"bundle spec: {w}.path {path} is neither a chart directory (with Chart.yaml), "
+                                 "a packaged chart (.tgz) nor oci://HOST/REPO/CHART",
+                                 hint="fix the path (it is relative to the spec file)")
+        files = tuple((base / f).resolve() for f in c.valuesFiles)
+        for j, f in enumerate(files):
+            if not f.is_file():
+                raise UsageError(f"bundle spec: {w}.valuesFiles[{j}] {f} does not exist")
+        out.append(ChartSpec(c.name, path, c.namespace, files, c.values, oci))
+    return tuple(out)
 
 
 def manifest_files(spec: BundleSpec) -> list[tuple[str, Path]]:

@@ -119,17 +119,28 @@ def build_own_wheel(source_tree: Path, out_dir: Path) -> Path:
     return wheels[0]
 
 
-def _download(own: Path, t: Target, dest: Path, *, index: bool, find_links: Path) -> list[str]:
+#: Optional extras the offline installer may carry, and the newer platform tag their wheels need
+#: besides a ``manylinux2014`` target (helm-python-sdk ships manylinux_2_28 wheels only: glibc 2.28+).
+EXTRA_PLATFORMS = {"helm": "manylinux_2_28"}
+
+
+def _download(own: Path, t: Target, dest: Path, *, index: bool, find_links: Path,
+              extras: tuple[str, ...] = ()) -> list[str]:
     args = ["download", "--quiet", "--dest", str(dest), "--only-binary=:all:", "--platform", t.platform,
             "--python-version", t.python, "--implementation", "cp", "--find-links", str(find_links)]
+    for extra in extras:
+        if extra in EXTRA_PLATFORMS and t.platform.startswith("manylinux2014_"):
+            args += ["--platform", f"{EXTRA_PLATFORMS[extra]}_{t.machine}"]
     if not index:
         args.append("--no-index")
-    return args + [str(own)]
+    return args + [f"{own}[{','.join(extras)}]" if extras else str(own)]
 
 
 def build_wheelhouse(out: Path, targets: list[Target], *, cache: Path, own_wheel: Path | None = None,
-                     source_tree: Path | None = None, log: Callable[[str], None] = lambda s: None) -> Path:
-    """Fill ``out`` with the edgebundle wheel and every dependency's wheel for each target.
+                     source_tree: Path | None = None, log: Callable[[str], None] = lambda s: None,
+                     extras: tuple[str, ...] = ()) -> Path:
+    """Fill ``out`` with the edgebundle wheel and every dependency's wheel for each target, with
+    the optional ``extras`` (``helm`` for a bundle with charts).
 
     Dependencies are resolved from ``cache`` without an index first; only when that fails does
     pip download into ``cache`` (the build host's index, its own pip configuration), so a rerun
@@ -150,14 +161,16 @@ def build_wheelhouse(out: Path, targets: list[Target], *, cache: Path, own_wheel
         hint = (f"the build host could not get wheels for {t} from its package index; check pip's "
                 "index configuration, or choose other --target-platform / --python-version values")
         proc = subprocess.run([sys.executable, "-m", "pip",
-                               *_download(own_wheel, t, out, index=False, find_links=cache)],
+                               *_download(own_wheel, t, out, index=False, find_links=cache, extras=extras)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             log(f"downloading wheels for {t} into {cache}")
-            _pip(_download(own_wheel, t, cache, index=True, find_links=cache), f"pip download for {t}", hint)
+            _pip(_download(own_wheel, t, cache, index=True, find_links=cache, extras=extras),
+                 f"pip download for {t}", hint)
             for stale in cache.glob("edgebundle-*.whl"):  # never resolve our own package from the cache
                 stale.unlink()
-            _pip(_download(own_wheel, t, out, index=False, find_links=cache), f"collecting wheels for {t}", hint)
+            _pip(_download(own_wheel, t, out, index=False, find_links=cache, extras=extras),
+                 f"collecting wheels for {t}", hint)
         log(f"wheels for {t}: ready")
     return out / own_wheel.name
 

@@ -60,6 +60,7 @@ FAULTPOINTS: dict[str, str] = {
     "apply.objects.applied": "every object of the revision is applied; the health wait begins",
     "apply.healthy": "the revision is healthy, but not yet recorded as deployed",
     "apply.revision.failed": "the revision was recorded as failed; the automatic rollback has not started",
+    "rollout.step.holding": "a canary step is recorded and its replicas set; its interval is running (@N: step N)",
     # bundle push (bundler/publish.py)
     "push.blob.sent": "one more blob of the bundle is in the registry; the bundle manifest is not tagged yet",
     # core.install

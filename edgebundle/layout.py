@@ -21,6 +21,9 @@ OCI_LAYOUT = "oci-layout"
 INDEX = "index.json"
 #: The signed root: a DSSE envelope (edgebundle/signing.py) whose payload is the root document.
 ROOT = "edgebundle/root.dsse.json"
+#: The bundle's CycloneDX 1.6 SBOM (bundler/sbom.py): pinned in the root's ``files`` like
+#: ``index.json``, so verification covers it; absent from bundles built before it existed.
+SBOM = "edgebundle/sbom.cdx.json"
 #: The pre-DSSE format's bare root and detached signatures; only named to refuse them clearly.
 LEGACY_TRUST_FILES = ("edgebundle/root.json", "edgebundle/signatures.json")
 BLOBS_DIR = "blobs/sha256"
@@ -66,7 +69,7 @@ def digest_of_blob_path(name: str) -> str | None:
 
 def is_member_name(name: str) -> bool:
     """True when ``name`` may appear in a bundle at all (before checking the root lists it)."""
-    return name in (OCI_LAYOUT, INDEX, ROOT) or digest_of_blob_path(name) is not None
+    return name in (OCI_LAYOUT, INDEX, ROOT, SBOM) or digest_of_blob_path(name) is not None
 
 
 def normalise_member_name(raw: str) -> str | None:
@@ -84,6 +87,8 @@ def normalise_member_name(raw: str) -> str | None:
     return name.rstrip("/")
 
 
-def member_order(carried: Iterable[str]) -> list[str]:
-    """The order of a tar bundle's members: :data:`TAR_HEAD`, the index, then blobs by digest."""
-    return [*TAR_HEAD, INDEX] + [blob_path(d) for d in sorted(carried)]
+def member_order(carried: Iterable[str], files: Iterable[str] = ()) -> list[str]:
+    """The order of a tar bundle's members: :data:`TAR_HEAD`, the index, the SBOM when ``files``
+    (the root's non-blob members) has one, then blobs by digest."""
+    sbom = [SBOM] if SBOM in files else []
+    return [*TAR_HEAD, INDEX, *sbom] + [blob_path(d) for d in sorted(carried)]

@@ -31,7 +31,13 @@ MODEL_WEIGHT_CONFIG_RAW = "application/vnd.cncf.model.weight.config.v1.raw"
 MODEL_WEIGHT_CONFIG_TAR_ZSTD = "application/vnd.cncf.model.weight.config.v1.tar+zstd"
 MODEL_DOC_RAW = "application/vnd.cncf.model.doc.v1.raw"
 
+# Helm charts as OCI artifacts (helm.sh/docs/topics/registries)
+HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART_CONTENT = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+
 # edgebundle
+#: A chart's bundle default values (canonical JSON), pinned by the root beside the Helm artifact.
+EDGEBUNDLE_HELM_VALUES = "application/vnd.edgebundle.helm.values.v1+json"
 EDGEBUNDLE_MANIFESTS_ARTIFACT = "application/vnd.edgebundle.manifests.v1"
 EDGEBUNDLE_K8S_MANIFEST = "application/vnd.edgebundle.k8s-manifest.v1+yaml"
 

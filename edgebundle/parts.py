@@ -38,7 +38,7 @@ from edgebundle.digest import (
     sha256_bytes,
 )
 from edgebundle.errors import UsageError, VerificationError
-from edgebundle.root import canonical_json, load_json_bounded
+from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
 from edgebundle.signing import Envelope, TrustStore, parse_envelope
 from edgebundle.sources import BundleSource, DirectorySource, SizedReader, TarSource, is_remote
 from edgebundle.verify import read_root_envelope
@@ -186,7 +186,10 @@ def _field(d: Any, key: str, typ: type, where: str) -> Any:
 
 def parse_part_index(data: bytes) -> PartIndex:
     """Parse an index strictly: contiguous parts from 0, sizes adding up, well-formed names."""
-    doc = load_json_bounded(data, "part index", MAX_INDEX_BYTES)
+    try:
+        doc = load_json_bounded(data, "part index", MAX_INDEX_BYTES)
+    except MalformedRootError as e:  # the shared JSON bound speaks of roots; this is the index
+        raise PartIndexError(e.message, hint=e.hint) from None
     if not isinstance(doc, dict) or doc.get("_type") != PARTS_TYPE:
         raise PartIndexError(f"part index is not an {PARTS_TYPE} document")
     if doc.get("specVersion") != PARTS_SPEC_VERSION:

@@ -51,8 +51,8 @@ import urllib3.connection
 from edgebundle.digest import CHUNK, is_digest, sha256_bytes
 from edgebundle.errors import RegistryError, UsageError, VerificationError
 from edgebundle.mediatypes import ALL_MANIFEST_TYPES, OCI_INDEX
+from edgebundle.ocinames import DOCKER_HUB, MAX_MANIFEST_BYTES, ImageRef, parse_reference
 from edgebundle.ocinames import DOMAIN_RE as _DOMAIN_RE
-from edgebundle.ocinames import MAX_MANIFEST_BYTES, is_repository, is_tag
 from edgebundle.ocinames import MAX_NAME as _MAX_NAME
 from edgebundle.ocinames import PATH_RE as _PATH_RE
 from edgebundle.ocinames import TAG_RE as _TAG_RE
@@ -75,8 +75,7 @@ _MAX_ERROR_BODY = 64 * 1024
 DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
 #: Slowest transfer accepted (bytes/s) before a body's deadline passes (see ``Registry.deadline_for``).
 DEFAULT_MIN_RATE = 64 * 1024
-#: Canonical name of Docker Hub in references, and the host its API is really served from.
-DOCKER_HUB = "docker.io"
+#: The host Docker Hub's API is really served from.
 _DOCKER_HUB_API = "registry-1.docker.io"
 _DOCKER_HUB_AUTH_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", _DOCKER_HUB_API)
 
@@ -90,83 +89,6 @@ BlobSource = Callable[[], BinaryIO] | BinaryIO
 # --------------------------------------------------------------------------------------------
 # References
 # --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ImageRef:
-    """A parsed image reference: ``registry/repository[:tag][@digest]``.
-
-    ``registry`` is ``host[:port]`` (``docker.io`` for Docker Hub). ``tag`` defaults to
-    ``latest`` only when neither a tag nor a digest was given.
-    """
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @property
-    def reference(self) -> str:
-        """What to ask the registry for: the digest when pinned, else the tag."""
-        return self.digest or self.tag or "latest"
-
-    @property
-    def name(self) -> str:
-        """``registry/repository`` without tag or digest."""
-        return f"{self.registry}/{self.repository}"
-
-    def __str__(self) -> str:
-        out = self.name
-        if self.tag:
-            out += f":{self.tag}"
-        if self.digest:
-            out += f"@{self.digest}"
-        return out
-
-
-def _bad_reference(ref: str, why: str) -> NoReturn:
-    raise UsageError(
-        f"invalid image reference {ref!r}: {why}",
-        hint="write it as [registry[:port]/]repository[:tag][@sha256:<64 hex>], e.g. "
-        "registry.example.com/rag/llm-service:1.0",
-    )
-
-
-def parse_reference(ref: str) -> ImageRef:
-    """Parse ``ref`` with Docker's rules.
-
-    The first path component is a registry when it contains ``.`` or ``:``, is ``localhost`` or
-    has upper-case letters; otherwise the registry is Docker Hub, where one-component names get
-    the ``library/`` prefix. ``index.docker.io`` is normalised to ``docker.io``.
-    """
-    rest, _, digest = ref.partition("@")
-    if digest and not is_digest(digest):
-        _bad_reference(ref, f"digest {digest!r} is not sha256:<64 lower-case hex>")
-    tag: str | None = None
-    slash = rest.rfind("/")
-    colon = rest.rfind(":")
-    if colon > slash:
-        rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG_RE.fullmatch(tag):
-            _bad_reference(ref, f"tag {tag!r} is not valid")
-    first, sep, remainder = rest.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
-        registry, repository = first, remainder
-        if not _DOMAIN_RE.fullmatch(registry):
-            _bad_reference(ref, f"registry {registry!r} is not a valid host[:port]")
-    else:
-        registry, repository = DOCKER_HUB, rest
-    if registry == "index.docker.io":
-        registry = DOCKER_HUB
-    if registry == DOCKER_HUB and "/" not in repository:
-        repository = f"library/{repository}"
-    if not repository or not _PATH_RE.fullmatch(repository):
-        _bad_reference(ref, f"repository {repository!r} must be lower-case path components")
-    if len(f"{registry}/{repository}") > _MAX_NAME:
-        _bad_reference(ref, f"name is longer than {_MAX_NAME} characters")
-    if tag is None and not digest:
-        tag = "latest"
-    return ImageRef(registry=registry, repository=repository, tag=tag, digest=digest or None)
-
 
 def _check_repo(repo: str) -> None:
     """Refuse repository names that could escape the URL path."""

@@ -36,16 +36,18 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError
-from edgebundle.registry import MAX_MANIFEST_BYTES, ImageRef, Registry, parse_reference
+from edgebundle.ocinames import MAX_MANIFEST_BYTES, ImageRef, parse_reference
+from edgebundle.registry import Registry
 from edgebundle.sources import REMOTE_SCHEME, BundleSource, SourceError, is_remote
 
 SCHEME = REMOTE_SCHEME
 #: ``artifactType`` of a bundle manifest.
 BUNDLE_ARTIFACT = "application/vnd.edgebundle.bundle.v1"
-#: Layer media types of the three small members (blobs are ``application/octet-stream``).
+#: Layer media types of the small members (blobs are ``application/octet-stream``).
 LAYER_TYPES = {layout.OCI_LAYOUT: "application/vnd.oci.layout.header.v1+json",
                layout.INDEX: mt.OCI_INDEX,
-               layout.ROOT: "application/vnd.dsse.envelope.v1+json"}
+               layout.ROOT: "application/vnd.dsse.envelope.v1+json",
+               layout.SBOM: "application/vnd.cyclonedx+json"}
 BLOB_LAYER = "application/octet-stream"
 TITLE = "org.opencontainers.image.title"
 EMPTY_CONFIG = b"{}"

@@ -26,7 +26,8 @@ from typing import Any
 from edgebundle.attached import KINDS as ATTACHED_KINDS, is_attached_tag
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
-from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, blob_path, member_order
+from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME
+from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, SBOM, blob_path, member_order
 from edgebundle.ocinames import is_repository, is_tag
 
 ROOT_TYPE = "edgebundle.root"
@@ -139,6 +140,19 @@ class ManifestsEntry:
 
 
 @dataclass(frozen=True)
+class ChartEntry:
+    """A Helm chart release: the chart artifact (docs/HELM.md) and the bundle's default values."""
+
+    release: str  # the Helm release name; the site file's spec.values.<release> overlays values
+    namespace: str | None  # None: the site's cluster namespace
+    chart: str  # the chart's name (Chart.yaml)
+    version: str  # the chart's version (Chart.yaml)
+    manifest: str  # digest of the Helm OCI artifact manifest
+    archive: str  # digest of the packaged chart (the artifact's one layer)
+    values: str  # digest of the bundle's default values (canonical JSON)
+
+
+@dataclass(frozen=True)
 class BaseRef:
     """For a delta: the bundle it applies on top of."""
 
@@ -163,6 +177,8 @@ class Root:
     delta: dict[str, Any] | None = None
     #: After this time (TIME_FORMAT) sites refuse the bundle without an operator override.
     expires: str | None = None
+    #: Helm chart releases (absent, not empty, in a bundle without charts: older roots stay byte-identical).
+    charts: list[ChartEntry] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -214,7 +230,7 @@ class Root:
 
     def member_order(self) -> list[str]:
         """The members of this root's tar bundle in the order they are written (docs/FORMAT.md)."""
-        return member_order(self.blobs if self.delta is None else self.delta["carried"])
+        return member_order(self.blobs if self.delta is None else self.delta["carried"], self.files)
 
     def total_size(self) -> int:
         return sum(p.size for p in self.blobs.values())
@@ -427,7 +443,7 @@ def parse_root(data: bytes) -> Root:
             hint="use the edgebundle release that built this bundle, or rebuild it with this one",
         )
     known = {"_type", "specVersion", "name", "version", "compatible", "created", "expires", "files", "blobs",
-             "images", "models", "manifests", "base", "delta"}
+             "images", "models", "manifests", "base", "delta", "charts"}
     unknown = sorted(set(doc) - known)
     if unknown:
         raise MalformedRootError(f"root.json has unknown keys: {', '.join(unknown)}")
@@ -441,11 +457,15 @@ def parse_root(data: bytes) -> Root:
 
     files_raw = _req(doc, "files", dict, "root")
     files: dict[str, FilePin] = {}
-    for k in (OCI_LAYOUT, INDEX):
-        f = _req(files_raw, k, dict, "root.files")
-        files[k] = FilePin(_digest(f, "digest", f"files[{k}]"), _size(f, f"files[{k}]"))
-    if set(files_raw) != {OCI_LAYOUT, INDEX}:
-        raise MalformedRootError("root: files must list exactly oci-layout and index.json")
+    for k in (OCI_LAYOUT, INDEX, SBOM):
+        if k != SBOM or k in files_raw:  # the SBOM is optional: bundles built before it have none
+            f = _req(files_raw, k, dict, "root.files")
+            files[k] = FilePin(_digest(f, "digest", f"files[{k}]"), _size(f, f"files[{k}]"))
+    if set(files_raw) != set(files):
+        raise MalformedRootError(f"root: files must list exactly oci-layout, index.json and optionally {SBOM}")
+    if SBOM in files and files[SBOM].size > MAX_JSON_BYTES:
+        raise MalformedRootError(f"root: files[{SBOM}] is {files[SBOM].size} bytes, over the "
+                                 f"{MAX_JSON_BYTES}-byte limit of a document read whole")
 
     blobs: dict[str, BlobPin] = {}
     for k, b in _req(doc, "blobs", dict, "root").items():
@@ -520,6 +540,8 @@ def parse_root(data: bytes) -> Root:
         _check_tree([f.path for f in mf], "manifests.files")
         manifests = ManifestsEntry(pinned(_digest(mo, "manifest", "manifests"), "manifests"), mf)
 
+    charts = _charts(doc, pinned) if doc.get("charts") is not None else None
+
     base = None
     if doc.get("base") is not None:
         b = _req(doc, "base", dict, "root")
@@ -536,7 +558,27 @@ def parse_root(data: bytes) -> Root:
         raise MalformedRootError(f"root: expires {expires} is not after created {created}")
     return Root(name=name, version=version, compatible=_req(doc, "compatible", str, "root"),
                 created=created, files=files, blobs=blobs, images=images,
-                models=models, manifests=manifests, base=base, delta=delta, expires=expires)
+                models=models, manifests=manifests, base=base, delta=delta, expires=expires, charts=charts)
+
+
+def _charts(doc: dict[str, Any], pinned: Any) -> list[ChartEntry]:
+    charts: list[ChartEntry] = []
+    for i, c in enumerate(_req(doc, "charts", list, "root")):
+        w = f"charts[{i}]"
+        if not isinstance(c, dict):
+            raise MalformedRootError(f"root: {w} is not an object")
+        _exact_keys(c, {"release", "namespace", "chart", "version", "manifest", "archive", "values"}, w)
+        release, namespace = _req(c, "release", str, w), _opt(c, "namespace", str, w)
+        if not RELEASE_NAME.fullmatch(release):
+            raise MalformedRootError(f"root: {w}.release {release[:80]!r} is not a Helm release name")
+        if namespace is not None and not NAMESPACE_NAME.fullmatch(namespace):
+            raise MalformedRootError(f"root: {w}.namespace {namespace[:80]!r} is not a namespace name")
+        if release in {x.release for x in charts}:
+            raise MalformedRootError(f"root: {w} lists release {release} a second time")
+        charts.append(ChartEntry(release, namespace, _req(c, "chart", str, w), _req(c, "version", str, w),
+                                 pinned(_digest(c, "manifest", w), w), pinned(_digest(c, "archive", w), w),
+                                 pinned(_digest(c, "values", w), w)))
+    return charts
 
 
 # --- the delta section (docs/DELTA.md) ------------------------------------------------------

@@ -113,6 +113,16 @@ class VerifiedBundle:
     def root_digest(self) -> str:
         return sha256_bytes(self.root_bytes)
 
+    def read_sbom(self) -> bytes | None:
+        """The bundle's SBOM, hashed again against its signed pin as it is read (None: built
+        before bundles carried one)."""
+        pin = self.root.files.get(layout.SBOM)
+        if pin is None:
+            return None
+        data = read_small(self.source, layout.SBOM, layout.MAX_JSON_BYTES)
+        check(layout.SBOM, pin.digest, pin.size, sha256_bytes(data), len(data))
+        return data
+
 
 @dataclass
 class Policy:

@@ -76,6 +76,10 @@ timed stage $BIN/installer stage "$MEDIA" --site "$SITE"
 step "installer status"
 $BIN/installer status --site "$SITE"
 
+step "installer status --sbom: the installed bundle's SBOM, proven against its signed root"
+$BIN/installer status --site "$SITE" --sbom > "$OUT/site-sbom.cdx.json"
+cmp "$OUT/sbom.cdx.json" "$OUT/site-sbom.cdx.json" && echo "the site's SBOM is the build host's ($(wc -c < "$OUT/site-sbom.cdx.json") bytes)"
+
 step "installer plan (exit 3: changes pending)"
 $BIN/installer plan "$MEDIA" --site "$SITE" -o plan.json || [ $? -eq 3 ]
 
@@ -95,22 +99,22 @@ $BIN/installer audit show --site "$SITE"
 step "what k3s will apply: images pinned by digest in the site registry, versioned /models paths"
 ls -l "$K3S"
 grep -nE 'image: |value: /models/|server: |path: /export' "$RENDERED"
+echo "chat-ui, rendered by Helm's engine from the chart (site value: memory limit 384Mi):"
+grep -nE 'memory: 384Mi|image: .*/rag/chat-ui' "$RENDERED" || true
 
 step "skopeo inspect the pinned llm-service image in the site registry"
 PINNED=$(grep -m1 -oE "127\.0\.0\.1:$SITE_PORT/rag/llm-service@sha256:[0-9a-f]{64}" "$RENDERED")
 skopeo inspect --tls-verify=false \
   --format '{{.Name}}@{{.Digest}} {{.Os}}/{{.Architecture}}, {{len .Layers}} layers' "docker://$PINNED"
 
-step "build host: release 1.0.1 (chat-ui scaled to 2 replicas) as a delta against 1.0.0"
+step "build host: release 1.0.1 (the chat-ui chart's bundle values: 2 replicas) as a delta against 1.0.0"
 SPEC2=$OUT/spec-1.0.1
 mkdir -p "$SPEC2"
 cp -r "$OUT/spec/." "$SPEC2/"
-cp -r "$ROOT/manifests" "$SPEC2/manifests"
 rm -f "$SPEC2/bundles.lock"
-sed -i "s#^  version: 1\.0\.0\$#  version: 1.0.1#; s#- $ROOT/manifests/\$#- manifests/#" "$SPEC2/bundle.yaml"
-sed -i 's#^  replicas: 1$#  replicas: 2#' "$SPEC2/manifests/50-chat-ui.yaml"
-if ! grep -q '^  version: 1\.0\.1$' "$SPEC2/bundle.yaml" || ! grep -q '^  replicas: 2$' "$SPEC2/manifests/50-chat-ui.yaml"; then
-  echo "demo: could not make release 1.0.1 from examples/rag-edge/bundle.yaml and manifests/" >&2
+sed -i "s#^  version: 1\.0\.0\$#  version: 1.0.1#; s#values: {replicaCount: 1}#values: {replicaCount: 2}#" "$SPEC2/bundle.yaml"
+if ! grep -q '^  version: 1\.0\.1$' "$SPEC2/bundle.yaml" || ! grep -q 'values: {replicaCount: 2}' "$SPEC2/bundle.yaml"; then
+  echo "demo: could not make release 1.0.1 from examples/rag-edge/bundle.yaml" >&2
   exit 1
 fi
 $BIN/bundle lock "$SPEC2/bundle.yaml" >/dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make demo: the whole job on the built-in example, on loopback only.
-# build host: source registry -> keygen -> lock -> create -> verify -> inspect
+# build host: source registry -> keygen -> lock -> create -> verify -> inspect (and its SBOM)
 # then examples/demo-site.sh: field media, and the install at a loopback edge site
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,9 @@ skopeo inspect --format 'rag/llm-service:1.0 {{.Digest}} {{.Os}}/{{.Architecture
 
 step "bundle inspect"
 $BIN/bundle inspect "$OUT/rag-edge-1.0.0.tar"
+
+step "bundle inspect --sbom (the signed CycloneDX 1.6 SBOM, to $OUT/sbom.cdx.json; the summary below)"
+$BIN/bundle inspect "$OUT/rag-edge-1.0.0.tar" --sbom --pubkey "$OUT/keys/release.pub" > "$OUT/sbom.cdx.json"
 
 if [ -f examples/demo-site.sh ]; then source examples/demo-site.sh; fi
 step "demo finished in ${SECONDS} s: everything it made is under $OUT"

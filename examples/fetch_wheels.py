@@ -20,10 +20,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=Path(".cache/wheelhouse"))
     ap.add_argument("--python-version", action="append", default=[], help="default: %s" % ", ".join(DEFAULT_PYTHONS))
+    ap.add_argument("--extra", action="append", default=[],
+                    help="an optional extra the media may carry too (helm: for bundles with charts)")
     args = ap.parse_args()
     targets = parse_targets([f"manylinux2014_{platform.machine()}"], args.python_version)
     with tempfile.TemporaryDirectory() as tmp:
-        build_wheelhouse(Path(tmp), targets, cache=args.cache.resolve(), log=print)
+        build_wheelhouse(Path(tmp), targets, cache=args.cache.resolve(), log=print, extras=tuple(args.extra))
     print(f"wheel cache ready: {args.cache} ({len(list(args.cache.glob('*.whl')))} wheels)")
 
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.verify import VerifiedBundle
-from installer import health
+from installer import health, rollout
 from installer.approval import check_approval
 from installer.destinations.cluster import ClusterError, Target
 from installer.destinations.targets import open_target
@@ -194,6 +194,8 @@ def deploy(plan: Plan, site: Site, target: Target, store: RevisionStore, *, oper
     """
     n = plan.revision
     desired = plan.desired_objects()
+    rollout.refuse_if_interrupted(store)
+    rollouts = plan.doc.get("rollouts") or []
     for rec in store.all():  # we hold the state lock: a pending revision is one whose run died
         if rec.get("status") == "pending":
             store.update(int(rec["revision"]), status="failed", finishedAt=now_iso(),
@@ -208,14 +210,23 @@ def deploy(plan: Plan, site: Site, target: Target, store: RevisionStore, *, oper
     faultpoint("apply.revision.pending")
     log(f"revision {n}: applying {plan.summary_text()} to {target.description}")
     try:
-        target.apply_revision(desired, plan.changed_ids(), plan.delete_refs(), n, log, replace=plan.replace_ids())
+        if rollouts:
+            rollout.begin(rollouts, store, n, (store.current() or {}).get("revision"))
+        target.apply_revision(desired, plan.changed_ids() - rollout.held_back(rollouts), plan.delete_refs(), n, log,
+                              replace=plan.replace_ids())
         faultpoint("apply.objects.applied")
         if target.watches_health:
             health.wait_healthy(target, desired, timeout=timeout, poll=poll, log=log)  # type: ignore[arg-type]
+        if rollouts:
+            rollout.Runner(target, store.state, n, poll=poll, timeout=timeout, log=log).run()
     except (ClusterError, health.HealthError) as e:
         failed_object = getattr(e, "key", None)
-        store.update(n, status="failed", reason=e.message, failedObject=failed_object, finishedAt=now_iso())
+        halted = isinstance(e, rollout.RolloutHalted)
+        store.update(n, status="rolled-back" if halted else "failed", reason=e.message, failedObject=failed_object,
+                     finishedAt=now_iso())
         faultpoint("apply.revision.failed")
+        if halted and not (plan.changed_ids() - rollout.held_back(rollouts) or plan.delete_refs()):
+            raise ApplyFailed(f"revision {n} was rolled back: {e.message}", hint=e.hint) from None
         good = store.last_good(before=n) if auto_rollback else None
         if good is None and auto_rollback:
             raise ApplyFailed(f"revision {n} failed: {e.message}; "

@@ -23,6 +23,7 @@ def main() -> None:
       installer approve plan.json --operator NAME    shows the plan, asks y/N
       installer apply   plan.json --site site.yaml   waits for health, rolls back on failure
       installer status | history | rollback [--to N] --site site.yaml
+      installer rollout status | resume | promote | abort --site site.yaml   canary (docs/ROLLOUT.md)
       installer audit verify --site site.yaml        prove the audit log unedited
       installer prune --site site.yaml --operator NAME   delete what no recent deployment uses
       installer trust update trust-2.dsse.json --site site.yaml   apply a signed key rotation

@@ -96,6 +96,10 @@ def open_verified(bundle_path: Path | str, site: Site, *, state: StateDir | None
                                 hint="make sure nothing writes to the bundle, then run again")
     full = wrap_if_delta(vb, site, state)  # a delta: its base checked at the site, then its full target
     state.remember_bundle(vb.root_digest, vb.root_bytes, vb.envelope)  # only once nothing refused it
+    sbom = vb.read_sbom()  # proven against its signed pin as it is read
+    if sbom is not None:  # kept for `installer status --sbom` (a delta's under its full root too)
+        for digest in {vb.root_digest, full.root_digest}:
+            state.remember_sbom(digest, sbom)
     vb = full
     journal = state.journal(vb.root_digest)
     if running and version_key(vb.root.version) < version_key(running["version"]):

@@ -40,10 +40,12 @@ from edgebundle.documents import validate_document
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
-from installer import policy
+from installer import policy, rollout
 from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
 from installer.records import PlanDocument
-from installer.render import MANAGED_BY, MANAGER, ObjectKey, render_bundle
+from installer.destinations.cluster import KubeTarget
+from installer.helmrender import helm_owner, render_site
+from installer.render import MANAGED_BY, MANAGER, ObjectKey
 from installer.revisions import RevisionStore
 from installer.site import Site
 from installer.state import StateDir, atomic_write, now_iso
@@ -227,19 +229,30 @@ def _refuse(refused: list[ObjectRefused]) -> None:
 def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict[str, str],
                objects: list[dict[str, Any]], images: dict[str, str], models: dict[str, Any],
                notes: list[str] | None = None, purpose: str = "apply", rollback_of: int | None = None,
-               validation: dict[str, Any] | None = None, replace: frozenset[str] = frozenset()) -> Plan:
+               validation: dict[str, Any] | None = None, replace: frozenset[str] = frozenset(),
+               adopt_helm: bool = False) -> Plan:
     """Preview every rendered object on the target, and list what the revision history owns
-    that this set drops. Refuses (:class:`PlanRefused`) when the cluster would refuse anything."""
+    that this set drops. Refuses (:class:`PlanRefused`) when the cluster would refuse anything,
+    or when a live object belongs to a ``helm install`` release, unless ``adopt_helm``."""
     latest, current = store.latest(), store.current()
+    bg = rollout.blue_green_state(store) if purpose == "apply" else None
+    objects = rollout.settle(objects, bg)  # a blue-green switch: the green side and the switched Services stay
     owned = _owned(store)
     wanted = {ObjectKey.of(o).id for o in objects}
     drops = [o for kid, o in owned.items() if kid not in wanted]
     obs = target.observe([ref(o) for o in objects] + [ref(o) for o in drops])
     revision = (store.latest_number() or 0) + 1
+    notes = list(notes or [])
+    helm_owned = [(ObjectKey.of(o), rel) for o in objects if (rel := helm_owner(obs.live.get(ObjectKey.of(o).id)))]
+    if helm_owned and not adopt_helm:
+        raise PlanRefused(f"{len(helm_owned)} live object(s) belong to a release installed by helm: "
+                          + ", ".join(f"{k} (release {r})" for k, r in helm_owned[:5]),
+                          hint="to take them over (docs/SITE.md, \"Charts\"), plan with --adopt-helm, then "
+                               "delete that release's sh.helm.release.v1.* secrets; or uninstall it first")
+    notes += [f"{k}: adopted from helm release {r}" for k, r in helm_owned]
     previews, refused = preview_all(target, objects, obs.live, owned, revision, replace)
     if refused:
         _refuse(refused)
-    notes = list(notes or [])
     entries: list[dict[str, Any]] = []
     for obj, pv in previews:
         key = ObjectKey.of(obj)
@@ -277,6 +290,9 @@ def build_plan(*, site: Site, target: Target, store: RevisionStore, bundle: dict
         "usedImages": images, "usedModels": models, "notes": notes, "validation": validation,
         "unsettled": unsettled,
     }
+    rollouts = rollout.plan_rollouts(entries, site, target, current, bg) if purpose == "apply" else []
+    if rollouts:  # covered by the plan hash, so the approval covers steps, gates and thresholds
+        doc["rollouts"] = rollouts
     doc["planHash"] = plan_hash(doc)
     return Plan(doc)
 
@@ -385,6 +401,7 @@ def format_table(plan: Plan, show_unchanged: bool = False) -> str:
             lines.append(f"{label}:")
             for i in changed:
                 lines.append(f"  {i[key]}: {_short(i['from'])} -> {_short(i['to'])}")
+    lines.extend(rollout.describe(plan.doc.get("rollouts") or []))
     for n in plan.doc.get("notes") or []:
         lines.append(f"note: {n}")
     b = plan.bundle
@@ -409,7 +426,8 @@ def _short(v: Any) -> str:
 # --- planning a bundle --------------------------------------------------------------------------
 
 def plan_bundle(vb: "VerifiedBundle", site: Site, state: StateDir, target: Target, *,
-                validation_file: Path | None = None, replace: frozenset[str] = frozenset()) -> Plan:
+                validation_file: Path | None = None, replace: frozenset[str] = frozenset(),
+                adopt_helm: bool = False) -> Plan:
     """Everything ``installer plan`` does after verification: refuse early, render, check, diff.
 
     Refuses a bundle whose images and models are not in place yet (load and stage must have completed), one a production site has no staging record for,
@@ -421,7 +439,8 @@ def plan_bundle(vb: "VerifiedBundle", site: Site, state: StateDir, target: Targe
                         "its images and models must be in place before the cluster may use them",
                         hint="run installer load and installer stage (or installer install) first")
     validation = require_validation(site, state, bundle, validation_file)
-    rendered = render_bundle(vb, site)
+    kube_version = target.server_version() if vb.root.charts and isinstance(target, KubeTarget) else None
+    rendered = render_site(vb, site, kube_version)
     try:
         nodes = target.nodes()
     except ClusterError as e:  # e.g. RBAC forbids listing nodes: say so in the plan, do not guess
@@ -433,4 +452,4 @@ def plan_bundle(vb: "VerifiedBundle", site: Site, state: StateDir, target: Targe
         notes = [f"capacity not checked: {why}"]
     return build_plan(site=site, target=target, store=RevisionStore(state), bundle=bundle,
                       objects=rendered.objects, images=rendered.images, models=rendered.models,
-                      notes=notes, validation=validation, replace=replace)
+                      notes=notes, validation=validation, replace=replace, adopt_helm=adopt_helm)

@@ -62,6 +62,8 @@ class PlanDocument(Strict):
     notes: list[str]
     validation: dict[str, Any] | None
     unsettled: str | None
+    #: canary rollouts of annotated Deployments (installer/rollout.py); absent when there are none
+    rollouts: list[dict[str, Any]] = []
     planHash: str
 
 
@@ -137,7 +139,7 @@ class RevisionRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     revision: int = Field(ge=0)
-    status: Literal["pending", "deployed", "failed", "superseded"]
+    status: Literal["pending", "deployed", "failed", "superseded", "rolled-back"]
     trigger: str
     rollbackOf: int | None
     site: str
@@ -156,3 +158,5 @@ class RevisionRecord(BaseModel):
     health: Literal["healthy", "not-watched"] | None = None
     removedCreated: int | None = None
     stillPresent: list[str] | None = None
+    #: progress of a canary rollout (installer/rollout.py): phase, step, gate readings
+    rollout: dict[str, Any] | None = None

@@ -39,7 +39,7 @@ from edgebundle import layout
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.digest import sha256_bytes
 from edgebundle.errors import EdgebundleError, VerificationError
-from edgebundle.registry import parse_reference
+from edgebundle.ocinames import parse_reference
 from edgebundle.root import KIND_DIRS, ImageEntry, ModelEntry, Root
 from edgebundle.sources import BundleSource, read_small
 from edgebundle.verify import VerifiedBundle

@@ -8,6 +8,8 @@ objects, the images and models they use, and a status:
     deployed    applied and healthy (or written to a k3s directory, health not watched)
     failed      apply or health failed; the reason names the object
     superseded  was deployed; a later revision replaced it
+    rolled-back a canary rollout halted (a gate, an unhealthy canary, an abort): the canary was
+                removed and the revision before it still runs (installer/rollout.py)
 
 The current revision is the last ``deployed`` one. History is append-only: a rollback to revision
 K is a new revision whose objects are K's, so ``history`` tells what happened in order.
@@ -30,7 +32,7 @@ from installer.site import Site
 from installer.records import RevisionRecord
 from installer.state import StateDir, StateDocumentError, now_iso, parse_document
 
-STATUSES = ("pending", "deployed", "failed", "superseded")
+STATUSES = ("pending", "deployed", "failed", "superseded", "rolled-back")
 _FILE = re.compile(r"^(\d{1,9})\.json$")
 
 

@@ -60,6 +60,10 @@ class SiteCluster(Strict):
     oci: SiteOciTarget | None = None
 
 
+class SiteMetrics(Strict):
+    prometheus: str | None = None  # http://HOST:PORT, read by rollout gates (docs/ROLLOUT.md)
+
+
 class SiteKeys(Strict):
     keys: list[str]
 
@@ -74,6 +78,9 @@ class SiteBody(Strict):
     requireValidation: SiteKeys | None = None
     siteKey: str | None = None
     approval: SiteKeys | None = None
+    #: per Helm chart release of the bundle: values overlaid on the bundle's defaults (docs/SITE.md)
+    values: dict[str, dict[str, Any]] | None = None
+    metrics: SiteMetrics | None = None
 
 
 class SiteDocument(Strict):
@@ -121,6 +128,10 @@ class Site:
     trust_version: int = 1
     #: ``spec.approval.keys``: when given, only approvals signed by one of them count.
     approval_keys: tuple[Path, ...] = ()
+    #: ``spec.values``: release name -> values overlaid on that chart's bundle defaults.
+    values: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``spec.metrics.prometheus``: where canary gates read their metrics.
+    prometheus: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -187,6 +198,8 @@ def load_site(path: Path) -> Site:
         registry_chunk_size=chunk,
         trust_version=spec.trust.version,
         approval_keys=tuple(_path(base, k) for k in (spec.approval.keys if spec.approval else ())),
+        values=dict(spec.values or {}),
+        prometheus=spec.metrics.prometheus if spec.metrics else None,
         raw=data,
     )
 

@@ -3,7 +3,8 @@
 Layout (all under ``stateDir``)::
 
     lock                         held (flock) by the one installer process allowed to run
-    bundles/<root-hex>/          the verified root.json + root.dsse.json (its envelope) of every bundle seen
+    bundles/<root-hex>/          the verified root.json + root.dsse.json (its envelope) of every bundle seen,
+                                 and its SBOM (sbom.cdx.json), proven again when status --sbom reads it
     trust/<version>.dsse.json    accepted trust updates (installer/trust.py)
     journal/<root-hex>.jsonl     step journal of that bundle: one JSON record per line
     installed.json               bundles whose load+stage completed, newest last
@@ -42,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from edgebundle.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
 from edgebundle.errors import EdgebundleError
-from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.layout import MAX_JSON_BYTES, MAX_ROOT_ENVELOPE_BYTES
 from edgebundle.root import format_time, load_json_bounded
 from edgebundle.faults import faultpoint
 from installer.safefs import SafeRoot, open_regular
@@ -288,6 +289,18 @@ class StateDir:
 
     def bundle_root_bytes(self, root_digest: str) -> bytes | None:
         return self.read_bytes(f"bundles/{self._hex(root_digest)}/root.json")
+
+    def remember_sbom(self, root_digest: str, sbom: bytes) -> None:
+        """Keep a verified bundle's SBOM beside its root, for ``installer status --sbom``."""
+        self.write_bytes(f"bundles/{self._hex(root_digest)}/sbom.cdx.json", sbom)
+
+    def bundle_sbom_bytes(self, root_digest: str) -> bytes | None:
+        """The SBOM kept for ``root_digest`` (unproven: check it against the signed root's pin)."""
+        return self.read_bytes(f"bundles/{self._hex(root_digest)}/sbom.cdx.json")
+
+    def bundle_envelope_bytes(self, root_digest: str) -> bytes | None:
+        """The root envelope kept for ``root_digest`` (a delta's, for the full root it rebuilt)."""
+        return self.read_bytes(f"bundles/{self._hex(root_digest)}/root.dsse.json", MAX_ROOT_ENVELOPE_BYTES)
 
     def installed_document(self) -> InstalledDocument:
         data = self.read_bytes("installed.json")

@@ -73,6 +73,7 @@ def test_bootstrap_installs_offline_and_installer_verifies(media_with_installer:
     b, usb = media_with_installer
     names = sorted(p.name for p in (usb / "wheelhouse").iterdir())
     assert any(n.startswith("edgebundle-") for n in names) and any(n.startswith("cryptography-") for n in names)
+    assert not any(n.startswith("helm_python_sdk-") for n in names)  # no charts: no Helm engine (test_helm.py)
     readme = (usb / "README.txt").read_text()
     assert 'sh "$MEDIA/bootstrap.sh"' in readme and "wheelhouse/ holds" in readme
 

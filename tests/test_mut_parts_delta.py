@@ -184,6 +184,8 @@ def test_an_oversized_or_broken_part_index_is_refused_as_the_part_index() -> Non
     padded = doc + b" " * (1024 * 1024 + 1 - len(doc))  # valid JSON, one byte over 1 MiB
     assert refusal(padded) == "part index is 1048577 bytes, over the 1048576-byte limit"
     assert refusal(doc[:-1]).startswith("part index is not valid JSON")
+    with pytest.raises(PartIndexError):  # its own error class, not the root's
+        parse(doc[:-1])
 
 
 # --- a split bundle on media ---------------------------------------------------------------------

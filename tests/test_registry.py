@@ -20,7 +20,8 @@ import pytest
 from edgebundle import mediatypes as mt
 from edgebundle.digest import CHUNK, sha256_bytes
 from edgebundle.errors import RegistryError, UsageError, VerificationError
-from edgebundle.registry import ImageRef, Registry, parse_reference
+from edgebundle.ocinames import ImageRef, parse_reference
+from edgebundle.registry import Registry
 from examples.images import PseudoRandom
 from tests.fixtures.registry import RegistryProcess, free_port, write_docker_config
 

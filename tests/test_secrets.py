@@ -47,9 +47,9 @@ spec:
 
 
 def test_kubernetes_aware_findings_name_the_line_and_never_the_value(tmp_path: Path) -> None:
-    found = list(kubernetes_findings("m/10-db.yaml", SECRET_MANIFEST))
+    found = list(kubernetes_findings("m/10-db.yaml", SECRET_MANIFEST.encode()))
     assert [(f.line, f.detector) for f in found] == [(5, "Kubernetes Secret stringData")]
-    found = list(kubernetes_findings("m/20-api.yaml", ENV_MANIFEST))
+    found = list(kubernetes_findings("m/20-api.yaml", ENV_MANIFEST.encode()))
     assert [(f.line, f.detector) for f in found] == [(16, "credential in env HF_TOKEN")]  # not LOG_LEVEL, not valueFrom
     assert all(PASSWORD not in f.text() and GITHUB not in f.text() for f in found)
 
@@ -68,7 +68,7 @@ def test_plugins_find_keys_and_tokens_in_model_files(tmp_path: Path) -> None:
 
 
 def test_an_allowance_covers_only_what_it_names() -> None:
-    found = list(kubernetes_findings("m/20-api.yaml", ENV_MANIFEST))
+    found = list(kubernetes_findings("m/20-api.yaml", ENV_MANIFEST.encode()))
     f = found[0]
     assert refused(found, [Allowance("m/20-api.yaml", f.detector, "demo token", hashed=f.hashed)]) == []
     assert refused(found, [Allowance("m/20-api.yaml", f.detector, "x", line=f.line + 1)]) == found

@@ -56,7 +56,7 @@ def input_total(spec: Any, lock: dict[str, Any], registries: Callable[[str], Any
     """Bytes the build reads: every model file (from the lock), every blob of every image carried
     (from the image manifests, which are small), so the progress line can give an ETA."""
     from edgebundle import mediatypes
-    from edgebundle.registry import parse_reference
+    from edgebundle.ocinames import parse_reference
     from edgebundle.root import load_json_bounded
 
     total = sum(f["size"] for m in lock["models"] for f in m["files"])
@@ -108,9 +108,9 @@ def command(spec_path: Path, keys: tuple[Path, ...], output: Path, locked: bool,
     passphrase = read_passphrase(passphrase_file)
     signing_keys = [load_private_key(k, passphrase) for k in keys]
     spec = load_spec(spec_path)
-    check_deployable(spec, current_lock(spec, lockfile))  # before anything is fetched or written
-    say = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
     registries = registry_factory(plain_http)
+    check_deployable(spec, current_lock(spec, lockfile), registries)  # before anything is fetched or written
+    say = (lambda s: None) if as_json else (lambda s: click.echo(f"  {s}", err=True))
     lock = ensure_lock(spec, registries, locked=locked, log=say, path=lockfile)
     bar = Progress("create", input_total(spec, lock, registries), enabled=False if as_json else None)
 

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import click
 
+from bundler.commands.common import threshold_option, trust_store
 from bundler.runbook import describe
+from bundler.sbom import sbom_summary
 
 from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
+from edgebundle.errors import UsageError
 from edgebundle.progress import human
 from edgebundle.root import parse_root
-from edgebundle.verify import root_envelope
+from edgebundle.verify import Policy, Verifier, root_envelope
 from edgebundle.parts import open_source
 
 
 @click.command("inspect")
 @click.argument("bundle", type=BundleLocation())
+@click.option("--sbom", is_flag=True,
+              help="Print the bundle's CycloneDX 1.6 SBOM (JSON, on stdout; component counts on stderr), "
+                   "after checking the signature with --pubkey and the SBOM against its signed digest.")
+@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --sbom: a trusted public key (repeatable).")
+@threshold_option
 @json_option
 @handle_errors
-def command(bundle: Path, as_json: bool) -> None:
+def command(bundle: Path, sbom: bool, pubkeys: tuple[Path, ...], threshold: int, as_json: bool) -> None:
     """Show name, version, signers, images, models, manifests and sizes of BUNDLE.
 
-    Inspect does not check signatures or content: run 'bundle verify' for that.
+    Inspect does not check signatures or content: run 'bundle verify' for that. With --sbom it
+    prints the signed SBOM of a bundle whose signature checks (docs/SUPPLY_CHAIN.md).
     """
     source = open_source(bundle)
+    if sbom:
+        print_sbom(source, bundle, pubkeys, threshold)
+        return
     envelope = root_envelope(source)
     root, signers = parse_root(envelope.payload), envelope.signer_ids
     doc = describe(root, signers, sum(source.members().values()))
@@ -55,6 +69,22 @@ def command(bundle: Path, as_json: bool) -> None:
                f"bundle {human(t['bundleBytes'])}, compression saved {human(t['compressionSavedBytes'])}")
     if doc["delta"]:
         echo_delta(doc["delta"])
+
+
+def print_sbom(source: Any, bundle: Path, pubkeys: tuple[Path, ...], threshold: int) -> None:
+    """The SBOM of a verified bundle (signature, completeness, the SBOM's own digest) on stdout."""
+    if not pubkeys:
+        raise UsageError("--sbom prints the SBOM of a verified bundle only",
+                         hint="pass --pubkey with the public key the bundle was signed with")
+    vb = Verifier(trust_store(pubkeys, threshold), Policy(allow_expired=True)).verify(source, content=False)
+    data = vb.read_sbom()
+    if data is None:
+        raise UsageError(f"{bundle} carries no SBOM: it was built before bundles had one",
+                         hint="rebuild it with this edgebundle's bundle create")
+    click.echo(data.decode())
+    n = sbom_summary(json.loads(data))
+    click.echo(f"SBOM: {n['images']} image platform(s) with {n['packages']} package(s), {n['models']} model(s), "
+               f"{n['manifests']} manifest file(s), {n['charts']} chart(s)", err=True)
 
 
 def echo_delta(d: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgebundle.clikit import emit_json, handle_errors, json_option
+from bundler import charts
 from bundler.commands.common import lockfile_option, plain_http_option, registry_factory
 from bundler.lockfile import compute_lock, read_lock, write_lock
 from bundler.spec import load_spec
@@ -16,14 +17,29 @@ from bundler.spec import load_spec
 @click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @lockfile_option
 @plain_http_option
+@click.option("--discover-images", "discover", is_flag=True,
+              help="Print the images each chart renders with its bundle values (to add to spec.images); "
+                   "writes no lock.")
 @json_option
 @handle_errors
-def command(spec_path: Path, lockfile: Path | None, plain_http: tuple[str, ...], as_json: bool) -> None:
-    """Resolve images, hash models and manifests, and write bundles.lock beside SPEC (or --lockfile).
+def command(spec_path: Path, lockfile: Path | None, plain_http: tuple[str, ...], discover: bool,
+            as_json: bool) -> None:
+    """Resolve images, hash models, manifests and charts, and write bundles.lock beside SPEC (or --lockfile).
 
     Images are checked against the platform rules bundle create builds by.
     """
     spec = load_spec(spec_path)
+    if discover:
+        registries = registry_factory(plain_http)
+        found = {c.release: charts.images_of(charts.render_defaults(c, registries)) for c in spec.charts}
+        if as_json:
+            emit_json({"ok": True, "charts": found})
+            return
+        for release, images in found.items():
+            click.echo(f"chart {release}:")
+            for image in images:
+                click.echo(f"  {image}")
+        return
     path = lockfile or spec.lock_path
     old = read_lock(path)
     same_release = old is not None and old["bundle"] == {"name": spec.name, "version": spec.version}
@@ -44,3 +60,5 @@ def command(spec_path: Path, lockfile: Path | None, plain_http: tuple[str, ...],
     for m in lock["models"]:
         click.echo(f"  model    {m['name']} {m['version']}: {len(m['files'])} file(s)")
     click.echo(f"  manifests {len(lock['manifests'])} file(s)")
+    for c in lock.get("charts", []):
+        click.echo(f"  chart    {c['name']}: {c['chart']} {c['version']} -> {c['digest']}")

@@ -61,11 +61,13 @@ def exit_pending(plan: Plan) -> None:
 @click.option("--replace", "replace", multiple=True, metavar="KIND/NAMESPACE/NAME",
               help="Delete and re-create this object if the server refuses to change it in place "
                    "(immutable fields); repeatable. Cluster-scoped objects: KIND/NAME.")
+@click.option("--adopt-helm", "adopt_helm", is_flag=True,
+              help="Take over live objects a `helm install` release made (refused otherwise; docs/SITE.md).")
 @json_option
 @handle_errors
 def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
             allow_downgrade: str | None, allow_expired: str | None, show_all: bool, replace: tuple[str, ...],
-            as_json: bool) -> None:
+            adopt_helm: bool, as_json: bool) -> None:
     """Verify BUNDLE, render its manifests for the site, check policy, dry-run every object on the
     cluster (server-side apply, dryRun=All) and compare with what is live.
 
@@ -80,7 +82,7 @@ def command(bundle: Path, site: Site, out: Path, validation_file: Path | None,
                            progress=progress_enabled(as_json))
         audit.note(bundle=vb.root_digest)
         plan = plan_bundle(vb, site, state, open_target(site, state.scratch), validation_file=validation_file,
-                           replace=frozenset(replace))
+                           replace=frozenset(replace), adopt_helm=adopt_helm)
     plan.write(out)
     audit.note(plan=plan.hash)
     if as_json:

@@ -6,10 +6,15 @@ from typing import Any
 
 import click
 
+from edgebundle import layout
+from edgebundle import mediatypes as mt
 from edgebundle.clikit import emit_json, handle_errors, json_option
-from edgebundle.errors import EdgebundleError, VerificationError
+from edgebundle.digest import check, sha256_bytes
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.progress import human
+from edgebundle.rebuild import full_root_digest
 from edgebundle.root import parse_root
+from edgebundle.signing import verify as verify_envelope
 from installer.commands.common import site_options
 from installer.approval import approval_on_file
 from installer.revisions import RevisionStore, deployed_bundle
@@ -19,6 +24,7 @@ from installer.destinations.registry import RegistryDestination, list_images
 from installer.site import Site
 from installer.safefs import UnsafePathError
 from installer.state import StateDir, StateLockedError
+from installer.trust import site_trust
 
 
 def deployed_roots(site: Site, state: StateDir) -> set[str]:
@@ -168,6 +174,29 @@ def collect(site: Site, verify: bool = False) -> dict[str, Any]:
     return doc
 
 
+def installed_sbom(site: Site, state: StateDir) -> bytes:
+    """The SBOM of the bundle the site runs (else the last installed), proven now: the kept root
+    envelope against the site's trust, the kept SBOM against the digest that root pins."""
+    entry = deployed_bundle(site, state) or state.current()
+    if entry is None:
+        raise UsageError("no bundle is installed at this site", hint="install one first: installer install BUNDLE")
+    root_digest, what = entry["root"], f"bundle {entry.get('name')} {entry.get('version')} ({entry['root'][:19]})"
+    envelope, sbom = state.bundle_envelope_bytes(root_digest), state.bundle_sbom_bytes(root_digest)
+    if envelope is None or sbom is None:
+        raise UsageError(f"the state directory keeps no SBOM for {what}",
+                         hint="bundles built before edgebundle wrote SBOMs have none; for a newer one, "
+                              "run installer verify BUNDLE again to keep it")
+    payload = verify_envelope(envelope, mt.PAYLOAD_ROOT, site_trust(site, state), layout.ROOT,
+                              layout.MAX_ROOT_ENVELOPE_BYTES).payload
+    root = parse_root(payload)
+    if root_digest not in (sha256_bytes(payload), full_root_digest(root)) or layout.SBOM not in root.files:
+        raise VerificationError(f"the root envelope kept for {what} is not that bundle's",
+                                hint="the state directory was altered; run installer verify BUNDLE again")
+    pin = root.files[layout.SBOM]
+    check(f"the SBOM kept for {what}", pin.digest, pin.size, sha256_bytes(sbom), len(sbom))
+    return sbom
+
+
 def _print(doc: dict[str, Any]) -> None:
     s = doc["site"]
     click.echo(f"site {s['name']} ({s['compatible']})  state {s['stateDir']}")
@@ -220,13 +249,19 @@ def _print(doc: dict[str, Any]) -> None:
 @click.option("--verify", "verify", is_flag=True,
               help="Hash every staged model version again against the signed root the state kept "
                    "(or its marker); exit 4 when any differs.")
+@click.option("--sbom", is_flag=True,
+              help="Print the CycloneDX SBOM of the bundle the site runs (JSON), proven against its "
+                   "signed root; nothing else.")
 @json_option
 @handle_errors
-def command(site: Site, verify: bool, as_json: bool) -> None:
+def command(site: Site, verify: bool, sbom: bool, as_json: bool) -> None:
     """Show installed bundles, images in the site registry, model versions on the NAS, and how
     far each bundle got (from the journals).
 
     A stage killed in its commit is finished first (all its model versions visible, or none)."""
+    if sbom:
+        click.echo(installed_sbom(site, StateDir(site.state_dir)).decode())
+        return
     doc = collect(site, verify)
     bad = [m for m in doc["models"].get("versions", []) if m.get("verified") is False]
     if as_json:

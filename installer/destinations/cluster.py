@@ -283,13 +283,20 @@ class KubeTarget:
             obs.tokens[kid] = str((live.get("metadata") or {}).get("uid")) if live else None
         return obs
 
+    def _version_info(self) -> Any:
+        from kubernetes import client
+
+        with self._calls("read the server version"):
+            return client.VersionApi(self.api).get_code(_request_timeout=REQUEST_TIMEOUT)
+
+    def server_version(self) -> str:
+        """The API server's version as Helm's capabilities take it (``v1.20.2``)."""
+        return str(self._version_info().git_version)
+
     def server_minor(self) -> int:
         """The API server's minor version (20 for v1.20.2); 0 when it does not say."""
         if self._minor is None:
-            from kubernetes import client
-
-            with self._calls("read the server version"):
-                info = client.VersionApi(self.api).get_code(_request_timeout=REQUEST_TIMEOUT)
+            info = self._version_info()
             digits = "".join(ch for ch in str(info.minor) if ch.isdigit())
             self._minor = int(digits) if digits else 0
         return self._minor
