@@ -258,7 +258,9 @@ def describe(root: Root, signers: list[str], bundle_bytes: int) -> dict[str, Any
         "name": root.name, "version": root.version, "compatible": root.compatible,
         "created": root.created, "root": root.digest, "signers": signers,
         "images": [{"ref": im.ref, "refName": im.refName, "digest": im.digest,
-                    "platforms": im.platforms, "size": im.size} for im in root.images],
+                    "platforms": im.platforms, "size": im.size,
+                    "attached": [{"kind": a.kind, "tag": a.tag, "digest": a.digest} for a in im.attached]}
+                   for im in root.images],
         "models": models,
         "manifests": [{"path": f.path, "digest": f.digest, "size": f.size}
                       for f in (root.manifests.files if root.manifests else [])],

@@ -199,6 +199,13 @@ def test_signature_and_referrer_reach_the_site_registry_with_upstream_digests(
     with pytest.raises(MalformedRootError, match="a second artifact under the tag"):
         parse_root(canonical(root))
 
+    r = bundle("inspect", out, "--json")
+    assert r.exit_code == 0, output(r)
+    assert {(a["kind"], a["digest"]) for a in json.loads(r.stdout)["images"][0]["attached"]} == {
+        ("signature", sig), ("referrers", referrers)}
+    r = bundle("inspect", out)
+    assert r.exit_code == 0 and "+ signature" in r.stdout and sig[:19] in r.stdout, output(r)
+
     site_registry = registry_factory()
     site = write_site(tmp_path / "site", site_registry.host, trust=[pub], compatible="x")
     r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])

@@ -54,6 +54,8 @@ def command(bundle: Path, sbom: bool, pubkeys: tuple[Path, ...], threshold: int,
     for im in doc["images"]:
         click.echo(f"  {im['ref']:<44} {im['digest'][:19]:<21} {','.join(im['platforms']):<26} "
                    f"{human(im['size']):>10}")
+        for a in im["attached"]:  # upstream's signatures, attestations, SBOMs, referrers
+            click.echo(f"    + {a['kind']:<12} {a['tag'][:32] + '…' + a['tag'][71:]:<44} {a['digest'][:19]}")
     click.echo("\nMODELS")
     click.echo(f"  {'NAME':<22} {'KIND':<10} {'VERSION':<8} {'FORMAT':<12} {'QUANT':<8} {'PARAMS':>8} "
                f"{'SIZE':>10} {'STORED':>10}")
