@@ -40,8 +40,8 @@ from edgebundle.root import version_key
 from edgebundle.verify import Policy, VerifiedBundle, Verifier
 from installer.delta_source import wrap_if_delta
 from installer.destinations import QUIET, Destination, ProgressFactory, StepResult
-from installer.destinations.registry import plan_image
 from edgebundle.faults import faultpoint
+from installer.imageplan import plan_image
 from installer.revisions import deployed_bundle
 from installer.site import Site
 from installer.state import Journal, StateDir, now_iso, operator_name
