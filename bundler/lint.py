@@ -1,6 +1,8 @@
 """Prove on the build host that a bundle will deploy, before anything is built or written.
 
-``bundle lint`` and the start of ``bundle create`` run the same checks on the spec's manifests:
+``bundle lint`` and the start of ``bundle create`` run the same checks on the spec's manifests,
+and on the objects each Helm chart renders with the bundle's default values (bundler/charts.py,
+Helm's own engine; a finding names ``chart RELEASE: TEMPLATE``):
 
 1. the site's own rules, by calling them (installer/render.py and installer/policy.py): every
    container image of every workload (init containers too) is an image the spec carries; every
