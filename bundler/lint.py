@@ -33,7 +33,7 @@ from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.ocinames import parse_reference
 from edgebundle.root import ImageEntry, ModelEntry, Root
 from bundler import charts, secrets
-from bundler.spec import BundleSpec, manifest_files, model_files
+from bundler.spec import BundleSpec, ChartSpec, manifest_files, model_files
 
 #: The registry address of the stand-in site the manifests are rendered for.
 PREVIEW_REGISTRY = "site-registry.lint.invalid"
@@ -212,23 +212,33 @@ def lint(spec: BundleSpec, lock: dict[str, Any] | None,
     """Every reason the site or its cluster would refuse this spec's bundle (read-only)."""
     report = LintReport()
     docs = read_objects(spec, report)
-    docs += read_chart_objects(spec, report, registries)
+    chart_docs = read_chart_objects(spec, report, registries)
+    docs += chart_docs
     _site_rules(spec, lock, docs, report)
     _models_volume(spec, docs, report)
     _kubernetes_schema(spec, docs, report)
-    _secrets(spec, report)
+    _secrets(spec, report, chart_docs)
     return report
 
 
-def _secrets(spec: BundleSpec, report: LintReport) -> None:
-    """Plaintext credentials in the manifests and model configs, unless spec.secrets.allow vouches."""
-    models = [(f"{m.name}/{rel}", path) for m in spec.models for rel, path in model_files(m)]
-    for f in secrets.refused(secrets.scan(models, manifests=manifest_files(spec)), spec.secrets_allowed):
+def _secrets(spec: BundleSpec, report: LintReport, chart_docs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Plaintext credentials in the manifests, model configs, charts' values files and what the
+    charts render with the bundle's values, unless spec.secrets.allow vouches."""
+    files = [(f"{m.name}/{rel}", path) for m in spec.models for rel, path in model_files(m)]
+    files += [(f"chart {c.release}/{p.name}", p) for c in spec.charts for p in _values_files(c)]
+    found = secrets.scan(files, manifests=manifest_files(spec), objects=chart_docs)
+    for f in secrets.refused(found, spec.secrets_allowed):
         report.findings.append(Finding(
             f"{f.file}:{f.line}", f"plaintext credential ({f.detector}, value sha1 {f.hashed[:12]}...)",
             "let the site provide it (a Secret created there, env valueFrom.secretKeyRef), or, if it may "
             f"travel, add to spec.secrets.allow: {{file: {f.file}, line: {f.line}, detector: {f.detector}, "
             "reason: ...}"))
+
+
+def _values_files(chart: ChartSpec) -> list[Path]:
+    """The values files a chart's bundle values come from: the spec's, and a chart directory's own."""
+    own = chart.path / "values.yaml" if chart.path is not None and chart.path.is_dir() else None
+    return [*chart.values_files, *([own] if own is not None and own.is_file() else [])]
 
 
 def check_deployable(spec: BundleSpec, lock: dict[str, Any] | None,

@@ -1,9 +1,10 @@
 """Plaintext credentials stay home: find secrets in what a bundle would ship, before it is built.
 
 A bundle goes to every site of a fleet and is kept on sticks and depots; a password in a manifest
-travels with it. ``bundle lint`` and the start of ``bundle create`` scan every manifest file and
-the text files of every model directory (``config.json``, tokenizer configs, READMEs; weights are
-not text) with two kinds of detector:
+travels with it. ``bundle lint`` and the start of ``bundle create`` scan every manifest file,
+Helm charts' values files and what the charts render with the bundle's values, and the text
+files of every model directory (``config.json``, tokenizer configs, READMEs; weights are not
+text) with two kinds of detector:
 
 - **Kubernetes-aware**: a ``Secret`` with values in ``data``/``stringData`` (whatever they are);
   a container ``env`` entry whose name says credential (PASSWORD, TOKEN, SECRET, API_KEY, ...)
@@ -93,22 +94,29 @@ def kubernetes_findings(name: str, data: bytes) -> Iterator[SecretFinding]:
     except YamlBoundError:
         return  # lint reports unparsable manifests itself
     for doc in docs:
-        if not isinstance(doc, dict):
-            continue
-        if doc.get("kind") == "Secret":
-            for field in ("data", "stringData"):
-                values = doc.get(field)
-                if isinstance(values, dict):
-                    for key, value in values.items():
-                        if value not in (None, ""):
-                            yield SecretFinding(name, _line_of(lines, _key(str(key))), f"Kubernetes Secret {field}",
-                                                _sha1(str(value)))
-        for env in _env_entries(doc):
-            var, value = env.get("name"), env.get("value")
-            if isinstance(var, str) and CREDENTIAL_NAME.search(var) and isinstance(value, str) and value.strip():
-                named = _line_of(lines, rf"\bname\s*:\s*[\"']?{re.escape(var)}\b")
-                yield SecretFinding(name, _line_of(lines, _key("value"), max(named - 1, 0)),
-                                    f"credential in env {var}", _sha1(value))
+        yield from object_findings(name, doc, lines)
+
+
+def object_findings(name: str, doc: Any, lines: list[str] | None = None) -> Iterator[SecretFinding]:
+    """The Kubernetes-aware findings in one object; ``lines`` of its source text locate them
+    (a chart's rendered object has none: line 0)."""
+    lines = lines or []
+    if not isinstance(doc, dict):
+        return
+    if doc.get("kind") == "Secret":
+        for field in ("data", "stringData"):
+            values = doc.get(field)
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    if value not in (None, ""):
+                        yield SecretFinding(name, _line_of(lines, _key(str(key))), f"Kubernetes Secret {field}",
+                                            _sha1(str(value)))
+    for env in _env_entries(doc):
+        var, value = env.get("name"), env.get("value")
+        if isinstance(var, str) and CREDENTIAL_NAME.search(var) and isinstance(value, str) and value.strip():
+            named = _line_of(lines, rf"\bname\s*:\s*[\"']?{re.escape(var)}\b")
+            yield SecretFinding(name, _line_of(lines, _key("value"), max(named - 1, 0)),
+                                f"credential in env {var}", _sha1(value))
 
 
 def _env_entries(node: Any) -> Iterator[dict[str, Any]]:
@@ -140,10 +148,14 @@ def plugin_findings(files: Iterable[tuple[str, Path]]) -> list[SecretFinding]:
     return [SecretFinding(names[f], s.line_number, s.type, s.secret_hash) for f, s in found]
 
 
-def scan(files: Iterable[tuple[str, Path]], *, manifests: Iterable[tuple[str, Path]] = ()) -> list[SecretFinding]:
-    """Every finding in ``files`` (name, path) and, Kubernetes-aware too, in ``manifests``."""
+def scan(files: Iterable[tuple[str, Path]], *, manifests: Iterable[tuple[str, Path]] = (),
+         objects: Iterable[tuple[str, Any]] = ()) -> list[SecretFinding]:
+    """Every finding in ``files`` (name, path) and, Kubernetes-aware too, in ``manifests`` and in
+    rendered ``objects`` (name, object: what a chart renders with the bundle's values)."""
     manifests = list(manifests)
     out: set[SecretFinding] = set()
+    for name, doc in objects:
+        out.update(object_findings(name, doc))
     for name, path in manifests:
         out.update(kubernetes_findings(name, path.read_bytes()))
     texts = [(name, path) for name, path in files

@@ -340,6 +340,29 @@ def test_lint_refuses_a_chart_image_the_spec_does_not_carry(bundle_world: Bundle
     assert res.output.splitlines() == ["chart web:", f"  {bundle_world.source.host}/rag/chat-ui:1.0"]
 
 
+def test_a_credential_a_chart_would_render_is_refused_unless_allowed(bundle_world: BundleWorld, tmp_path: Path) -> None:
+    """Secrets stay home for charts too: what the chart renders with the bundle's values, and its
+    values files, are scanned like manifests."""
+    spec_path = spec_with_chart(bundle_world, tmp_path, images=["rag/chat-ui:1.0"],
+                                chart_values={"db": {"password": "hunter2-plant-9"}})
+    _write(tmp_path / "webui" / "templates" / "secret.yaml",
+           "{{- if .Values.db }}\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {{ .Release.Name }}-db\n"
+           "stringData:\n  password: {{ .Values.db.password | quote }}\n{{- end }}\n")
+    _write(tmp_path / "edge-values.yaml", yaml.safe_dump({"title": "plant chat", "apiKey": "AKIAIOSFODNN7EXAMPLE"}))
+    findings = {(f.file, f.problem.split(", value sha1")[0]) for f in lint(load_spec(spec_path), None).findings}
+    assert findings == {("chart web: webui/templates/secret.yaml:0", "plaintext credential (Kubernetes Secret stringData"),
+                        ("chart web/edge-values.yaml:1", "plaintext credential (AWS Access Key"),
+                        ("chart web/edge-values.yaml:1", "plaintext credential (Secret Keyword")}, findings
+    doc = yaml.safe_load(spec_path.read_text())
+    doc["spec"]["secrets"] = {"allow": [
+        {"file": "chart web: webui/templates/secret.yaml", "detector": "Kubernetes Secret stringData",
+         "reason": "a throwaway password of the plant-9 test rig"},
+        {"file": "chart web/edge-values.yaml", "detector": "AWS Access Key", "reason": "AWS's documented example key"},
+        {"file": "chart web/edge-values.yaml", "detector": "Secret Keyword", "reason": "the same example key"}]}
+    spec_path.write_text(yaml.safe_dump(doc))
+    assert lint(load_spec(spec_path), None).findings == []
+
+
 def test_lint_reports_a_schema_refusal_of_the_bundle_values(bundle_world: BundleWorld, tmp_path: Path) -> None:
     spec_path = spec_with_chart(bundle_world, tmp_path, images=["rag/chat-ui:1.0"], chart_values={"replicas": "two"})
     [finding] = lint(load_spec(spec_path), None).findings
