@@ -42,7 +42,6 @@ from edgebundle.errors import EdgebundleError, VerificationError
 from edgebundle.ocinames import parse_reference
 from edgebundle.root import KIND_DIRS, ImageEntry, ModelEntry, Root
 from edgebundle.sources import BundleSource, read_small
-from edgebundle.verify import VerifiedBundle
 from installer.site import Site
 
 #: The server-side-apply field manager, and the value of ``app.kubernetes.io/managed-by``.
@@ -388,9 +387,4 @@ def render(root: Root, root_digest: str, docs: list[tuple[str, dict[str, Any]]],
         out.origin[key.id] = path
     out.objects = apply_order(out.objects)
     return out
-
-
-def render_bundle(vb: VerifiedBundle, site: Site) -> Rendered:
-    """Read, re-check and render the manifests of a verified bundle."""
-    return render(vb.root, vb.root_digest, read_manifest_docs(vb.source, vb.root), site)
 
