@@ -68,8 +68,10 @@ GROUPS: dict[str, Group] = {
          "installer.approval.x_approval_rel_*", "installer.approval.x__hex_*",
          "installer.plan.x_check_drift_*", "installer.plan.x_check_target_*", "installer.plan.x_load_plan_*",
          "installer.plan.x_plan_hash_*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_signatures.py", "-k",
-         "(approval or apply) and not re_created")),  # re_created needs the control plane: run by make test
+        # test_mut_drift.py and the re_created test start the real control plane (check_drift's
+        # dry-run half acts only on a Kubernetes API); tests/conftest.py runs them after the fast ones
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_signatures.py",
+         "tests/test_mut_drift.py", "-k", "approval or apply")),
     "delta": Group(
         ("installer/delta_source.py",),
         ("installer.delta_source.*",),

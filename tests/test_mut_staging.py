@@ -468,3 +468,46 @@ def test_stage_decodes_a_compressed_layer_to_the_builders_file(bundles: Bundles,
     assert (step["done"], step["bytes"]) == (1, src.stat().st_size)
     staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
     assert sha256_file(staged) == sha256_file(src)
+
+
+_SAME: dict[str, Path] = {}
+
+
+def same_version_bundle(b: Bundles) -> tuple[Path, Path]:
+    """tiny 5.0.0 with two models of one version string, idx 1.0 and vec 1.0 (built once per process)."""
+    if "bundle" not in _SAME:
+        w = b.world
+        vec = w.base / "models" / "vec-same-version"
+        vec.mkdir(parents=True)
+        (vec / "vectors.bin").write_bytes(random.Random(11).randbytes(48 * 1024))
+        (vec / "config.json").write_text('{"dim": 32}\n')
+        spec = w.spec("same-version", "5.0.0", models=[
+            {"name": "idx", "kind": "index", "version": "1.0", "path": str(w.models / "idx")},
+            {"name": "vec", "kind": "index", "version": "1.0", "path": str(vec)}])
+        _SAME.update(bundle=w.build(spec, "same-version", "release"), vec=vec)
+    return _SAME["bundle"], _SAME["vec"]
+
+
+def test_stage_resume_keeps_each_models_own_partial_dir_when_versions_are_equal(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two models share the version string 1.0; the stage dies after the second model's first file.
+    The rerun reuses the first model's finished hidden dir (same inodes, no bytes counted), not the
+    second model's journaled name, and leaves no hidden dir behind."""
+    b, vec = same_version_bundle(bundles)
+    idx = inputs(bundles)[0]
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    die_at(monkeypatch, "stage.file.journaled@3", b, site)  # idx's two files, then vec's first
+    idx_partial, vec_partial = hidden_dir(nas / "indices" / "idx", "1.0"), hidden_dir(nas / "indices" / "vec", "1.0")
+    assert idx_partial.name != vec_partial.name
+    inodes = {n: (idx_partial / n).stat().st_ino for n in IDX}
+    [vec_done] = [n for n in VEC if (vec_partial / n).exists()]
+    step = stage_json(b, site)
+    assert (step["done"], step["skipped"]) == (2, 0), step
+    assert step["bytes"] == sizes(vec, VEC) - (vec / vec_done).stat().st_size, step
+    assert {n: (nas / "indices" / "idx" / "1.0" / n).stat().st_ino for n in IDX} == inodes
+    marker = ".edgebundle.json"
+    assert visible_versions(nas) == {"indices/idx/1.0": {*IDX, marker}, "indices/vec/1.0": {*VEC, marker}}
+    assert sorted(p.name for p in (nas / "indices" / "idx").iterdir()) == ["1.0"]
+    assert sorted(p.name for p in (nas / "indices" / "vec").iterdir()) == ["1.0"]
+    assert {n: sha256_file(nas / "indices" / "vec" / "1.0" / n) for n in VEC} == {n: sha256_file(vec / n) for n in VEC}

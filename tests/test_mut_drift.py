@@ -1,0 +1,124 @@
+"""Drift a dry run sees: the half of ``installer.plan.check_drift`` that only a Kubernetes API acts on.
+
+The mutation run of the trust core (docs/mutation-notes/approvals.md) found these lines untested: a
+k3s manifests directory has one drift token for the whole file, so any edit there is refused before
+the dry runs are compared. On a cluster an object keeps its uid while other managers change it, and
+only the server-side-apply dry run of the approved plan's objects shows it. Each test applies tiny
+1.0.0 to the real control plane, plans and approves 1.0.1, lets "another manager" (a merge patch as
+``kubectl-edit``, as ``kubectl edit`` does) change the live objects, and asserts what ``apply`` says
+and that it changed nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.test_trust_core import EXIT_ERROR, Bundles, bundles, install_and_plan  # noqa: F401
+from tests.test_trust_core import installer as installer_cli
+
+pytestmark = pytest.mark.timeout(300)
+
+CM = ("ConfigMap", "default", "tiny-config")
+PV = ("PersistentVolume", None, "tiny-models")
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+def cluster_site(bundles: Bundles, tmp_path: Path) -> Path:
+    site = bundles.world.site(tmp_path / "s")
+    doc = yaml.safe_load(site.read_text())
+    doc["spec"]["cluster"] = {"kubeconfig": str(tmp_path / "kubeconfig"), "context": "edge"}
+    site.write_text(yaml.safe_dump(doc))
+    return site
+
+
+def plan_and_approve(site: Path, bundle: Path, plan: Path, *extra: str) -> None:
+    if extra:  # already loaded and staged
+        r = installer_cli("plan", bundle, "--site", site, "-o", plan, *extra)
+        assert r.exit_code == 3, r.output
+    else:
+        install_and_plan(site, bundle, plan)
+    r = installer_cli("approve", plan, "--operator", "ops", "--yes")
+    assert r.exit_code == 0, r.output
+
+
+def applied_v100_approved_v101(bundles: Bundles, tmp_path: Path) -> tuple[Path, Path]:
+    """tiny 1.0.0 live on the cluster, tiny 1.0.1 planned and approved: (site, the approved plan)."""
+    site = cluster_site(bundles, tmp_path)
+    plan_and_approve(site, bundles.v100, tmp_path / "1.json")
+    r = installer_cli("apply", tmp_path / "1.json", "--site", site)
+    assert r.exit_code == 0, r.output
+    plan_and_approve(site, bundles.v101, tmp_path / "2.json")
+    return site, tmp_path / "2.json"
+
+
+def live(cluster: Any) -> dict[str, Any]:
+    """What the test compares before and after a refused apply: uid, data, labels, annotations."""
+    out = {}
+    for kind, ns, name in (CM, PV):
+        obj = cluster.get(kind, ns, name)
+        meta = obj["metadata"]
+        out[kind] = (meta["uid"], obj.get("data"), meta.get("labels"), meta.get("annotations"))
+    return out
+
+
+def refused(site: Path, plan: Path) -> str:
+    r = installer_cli("apply", plan, "--site", site)
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert r.stderr.startswith("error: the cluster drifted since the plan was made: "), r.stderr
+    return r.stderr.splitlines()[0].removeprefix("error: the cluster drifted since the plan was made: ")
+
+
+def test_apply_refuses_a_plan_whose_fields_another_manager_changed(bundles: Bundles, kube_cluster: Any,
+                                                                   tmp_path: Path) -> None:
+    """Same uids as at plan time, so only the dry runs tell: a field edgebundle sets taken over by
+    another manager is named with that manager; a field of ours another manager removed (no
+    conflict, but the dry run now changes it) is named as a change; both at once, in key order."""
+    site, plan = applied_v100_approved_v101(bundles, tmp_path)
+    kube_cluster.patch(*CM, {"data": {"a": "2"}})
+    before = live(kube_cluster)
+    assert refused(site, plan) == "ConfigMap/default/tiny-config: data.a (kubectl-edit) changed by another manager since the plan"
+    kube_cluster.patch(*PV, {"metadata": {"labels": {MANAGED_BY: None}}})
+    assert refused(site, plan) == ("ConfigMap/default/tiny-config: data.a (kubectl-edit) changed by another manager "
+                                   f'since the plan; PersistentVolume/tiny-models changed: metadata.labels["{MANAGED_BY}"]')
+    after = live(kube_cluster)
+    assert after["ConfigMap"] == before["ConfigMap"]  # nothing applied
+    assert after["PersistentVolume"][:2] == before["PersistentVolume"][:2]
+    assert MANAGED_BY not in (after["PersistentVolume"][2] or {})
+
+
+def test_apply_refuses_a_removed_field_alone_and_then_applies_a_fresh_plan(bundles: Bundles, kube_cluster: Any,
+                                                                           tmp_path: Path) -> None:
+    """Only the PersistentVolume's label was removed: the plan is refused naming that change alone;
+    a plan made now puts it back, and applies."""
+    site, plan = applied_v100_approved_v101(bundles, tmp_path)
+    kube_cluster.patch(*PV, {"metadata": {"labels": {MANAGED_BY: None}}})
+    assert refused(site, plan) == f'PersistentVolume/tiny-models changed: metadata.labels["{MANAGED_BY}"]'
+    plan_and_approve(site, bundles.v101, tmp_path / "3.json")
+    r = installer_cli("apply", tmp_path / "3.json", "--site", site)
+    assert r.exit_code == 0, r.output
+    assert kube_cluster.get(*PV)["metadata"]["labels"][MANAGED_BY] == "edgebundle"
+
+
+def test_apply_refuses_what_the_server_would_now_refuse_and_applies_a_planned_replace(
+        bundles: Bundles, kube_cluster: Any, tmp_path: Path) -> None:
+    """Another manager made the ConfigMap immutable and changed its data: the approved plan's dry run
+    is now refused by the server (refused, nothing changed). Planned again with ``--replace``, the
+    approved replacement applies: the ConfigMap is re-created (new uid) with the bundle's data."""
+    site, plan = applied_v100_approved_v101(bundles, tmp_path)
+    kube_cluster.patch(*CM, {"immutable": True, "data": {"a": "2"}})
+    uid = kube_cluster.get(*CM)["metadata"]["uid"]
+    problem = refused(site, plan)
+    assert problem.startswith("ConfigMap/default/tiny-config would now be refused: the server refuses it: "), problem
+    assert "immutable" in problem, problem
+    assert kube_cluster.get(*CM)["data"] == {"a": "2"}
+    r = installer_cli("plan", bundles.v101, "--site", site, "-o", tmp_path / "3.json")
+    assert r.exit_code == EXIT_ERROR and "--replace ConfigMap/default/tiny-config" in r.output, r.output
+    plan_and_approve(site, bundles.v101, tmp_path / "3.json", "--replace", "ConfigMap/default/tiny-config")
+    r = installer_cli("apply", tmp_path / "3.json", "--site", site)
+    assert r.exit_code == 0, r.output
+    cm = kube_cluster.get(*CM)
+    assert cm["data"] == {"a": "1"} and cm["metadata"]["uid"] != uid
