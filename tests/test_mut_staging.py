@@ -187,6 +187,10 @@ def test_stage_killed_inside_the_commit_is_rolled_forward(
     step = stage_json(b, site)  # the commit is finished first: both versions are then present
     assert (step["done"], step["skipped"], step["bytes"]) == (0, 2, 0)
     assert visible_versions(nas) == expected and hidden_files(nas) == set()
+    note = step["details"][0]["note"]  # the operator is told what the rerun finished
+    assert note.startswith("an interrupted stage of sha256:"), step["details"]
+    assert note.endswith(" was completed: indices/idx/1.0, indices/vec/2.0 now visible together"), note
+    assert [d.get("action") for d in step["details"][1:]] == ["present", "present"]
 
 
 def test_stage_roll_forward_ignores_a_partial_dir_that_is_not_whole(
@@ -491,8 +495,9 @@ def same_version_bundle(b: Bundles) -> tuple[Path, Path]:
 def test_stage_resume_keeps_each_models_own_partial_dir_when_versions_are_equal(
         bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two models share the version string 1.0; the stage dies after the second model's first file.
-    The rerun reuses the first model's finished hidden dir (same inodes, no bytes counted), not the
-    second model's journaled name, and leaves no hidden dir behind."""
+    Each hidden dir has its own random name (docs/SITE.md: ``.<version>.partial-<random>``, so seeing
+    one does not tell the other); the rerun reuses each model's own (the first model's finished files
+    keep their inodes, no bytes counted), and leaves no hidden dir behind."""
     b, vec = same_version_bundle(bundles)
     idx = inputs(bundles)[0]
     site = bundles.world.site(tmp_path / "s")
@@ -511,3 +516,32 @@ def test_stage_resume_keeps_each_models_own_partial_dir_when_versions_are_equal(
     assert sorted(p.name for p in (nas / "indices" / "idx").iterdir()) == ["1.0"]
     assert sorted(p.name for p in (nas / "indices" / "vec").iterdir()) == ["1.0"]
     assert {n: sha256_file(nas / "indices" / "vec" / "1.0" / n) for n in VEC} == {n: sha256_file(vec / n) for n in VEC}
+
+
+def test_stage_resume_replaces_a_directory_planted_where_a_model_file_belongs(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the first file; someone made the second file's name a directory (with a file in it)
+    in the hidden dir: the rerun sweeps it away and writes the file, and the version lands whole."""
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.journaled@1")
+    partial = hidden_dir(parent, "1.0")
+    [todo] = [n for n in IDX if not (partial / n).exists()]
+    (partial / todo).mkdir()
+    (partial / todo / "inside").write_bytes(b"planted")
+    r = installer("stage", bundles.v100, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
+    assert sorted(p.name for p in parent.iterdir()) == ["1.0"]
+
+
+def test_stage_refuses_a_symlinked_kind_directory_naming_the_models_root(bundles: Bundles, tmp_path: Path) -> None:
+    """``indices`` under the models root is a link to elsewhere: stage refuses naming the link and the
+    tree it is in, and writes nothing through it."""
+    site = bundles.world.site(tmp_path / "s")
+    nas, elsewhere = tmp_path / "s" / "nas", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (nas / "indices").symlink_to(elsewhere)
+    r = installer("stage", bundles.v100, "--site", site)
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert (f"{nas / 'indices'} is a symbolic link; refusing to follow it while opening the models root"
+            in r.stderr), r.stderr
+    assert list(elsewhere.iterdir()) == [] and [p.name for p in nas.iterdir()] == ["indices"]
