@@ -26,7 +26,7 @@ import pytest
 
 from edgebundle import faults
 from tests.fixtures.digests import sha256_file
-from tests.test_trust_core import (EXIT_ERROR, Bundles, bad_layer, bundles, hidden_files, installer, tree,  # noqa: F401
+from tests.test_trust_core import (EXIT_ERROR, EXIT_VERIFY, Bundles, bad_layer, bundles, hidden_files, installer, tree,  # noqa: F401
                                    two_models, visible_versions)
 
 pytestmark = pytest.mark.timeout(120)
@@ -545,3 +545,25 @@ def test_stage_refuses_a_symlinked_kind_directory_naming_the_models_root(bundles
     assert (f"{nas / 'indices'} is a symbolic link; refusing to follow it while opening the models root"
             in r.stderr), r.stderr
     assert list(elsewhere.iterdir()) == [] and [p.name for p in nas.iterdir()] == ["indices"]
+
+
+def test_stage_names_the_model_file_and_blob_whose_bytes_differ_from_the_signed(bundles: Bundles,
+                                                                                tmp_path: Path) -> None:
+    """Stage hashes each blob as it writes it (no second read of the media): a flipped byte in
+    index.bin's blob is refused (exit 4) naming the model, the file and the bundle member, with the
+    digest found and the signed one; nothing becomes visible and no temporary file is left."""
+    idx = inputs(bundles)[0]
+    signed = hashlib.sha256((idx / "index.bin").read_bytes()).hexdigest()  # stored as is (identity)
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles.v100, copy)
+    blob = copy / "blobs" / "sha256" / signed
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 1
+    blob.write_bytes(bytes(data))
+    r = installer("stage", copy, "--site", bundles.world.site(tmp_path / "s"))
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert (f"error: model idx 1.0, file index.bin (blobs/sha256/{signed}): content digest "
+            f"sha256:{hashlib.sha256(data).hexdigest()} does not match the signed sha256:{signed}") in r.stderr, r.stderr
+    nas = tmp_path / "s" / "nas"
+    assert visible_versions(nas) == {}
+    assert not [p for p in nas.rglob("*") if p.name.startswith(".edgebundle-tmp-")]
