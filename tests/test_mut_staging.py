@@ -97,7 +97,7 @@ def v100_killed_at(bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_models: tuple[Path, Any],
                                                        tmp_path: Path) -> None:
     b, _ = two_models
-    idx, vec = inputs(bundles)
+    _, vec = inputs(bundles)
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
     # 1.0.0 holds idx 1.0 only
@@ -117,7 +117,7 @@ def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_mod
 
 def test_stage_json_counts_two_new_versions(bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path) -> None:
     b, expected = two_models
-    idx, vec = inputs(bundles)
+    _, vec = inputs(bundles)
     step = stage_json(b, bundles.world.site(tmp_path / "s"))
     assert (step["done"], step["skipped"], step["bytes"]) == (2, 0, sizes(idx, IDX) + sizes(vec, VEC))
     assert visible_versions(tmp_path / "s" / "nas") == expected
@@ -477,29 +477,26 @@ def test_stage_decodes_a_compressed_layer_to_the_builders_file(bundles: Bundles,
 _SAME: dict[str, Path] = {}
 
 
-def same_version_bundle(b: Bundles) -> tuple[Path, Path]:
-    """tiny 5.0.0 with two models of one version string, idx 1.0 and vec 1.0 (built once per process)."""
+def same_version_bundle(b: Bundles) -> Path:
+    """tiny 5.0.0 with idx and vec (the inputs of ``two_models``) both at version 1.0 (built once per process)."""
     if "bundle" not in _SAME:
         w = b.world
-        vec = w.base / "models" / "vec-same-version"
-        vec.mkdir(parents=True)
-        (vec / "vectors.bin").write_bytes(random.Random(11).randbytes(48 * 1024))
-        (vec / "config.json").write_text('{"dim": 32}\n')
+        idx, vec = inputs(b)
         spec = w.spec("same-version", "5.0.0", models=[
-            {"name": "idx", "kind": "index", "version": "1.0", "path": str(w.models / "idx")},
+            {"name": "idx", "kind": "index", "version": "1.0", "path": str(idx)},
             {"name": "vec", "kind": "index", "version": "1.0", "path": str(vec)}])
-        _SAME.update(bundle=w.build(spec, "same-version", "release"), vec=vec)
-    return _SAME["bundle"], _SAME["vec"]
+        _SAME["bundle"] = w.build(spec, "same-version", "release")
+    return _SAME["bundle"]
 
 
 def test_stage_resume_keeps_each_models_own_partial_dir_when_versions_are_equal(
-        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two models share the version string 1.0; the stage dies after the second model's first file.
     Each hidden dir has its own random name (docs/SITE.md: ``.<version>.partial-<random>``, so seeing
     one does not tell the other); the rerun reuses each model's own (the first model's finished files
     keep their inodes, no bytes counted), and leaves no hidden dir behind."""
-    b, vec = same_version_bundle(bundles)
-    idx = inputs(bundles)[0]
+    b = same_version_bundle(bundles)  # two_models: its inputs exist
+    _, vec = inputs(bundles)
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
     die_at(monkeypatch, "stage.file.journaled@3", b, site)  # idx's two files, then vec's first
