@@ -1,4 +1,5 @@
-"""Drift a dry run sees: the half of ``installer.plan.check_drift`` that only a Kubernetes API acts on.
+"""Drift a dry run sees: the half of ``installer.plan.check_drift`` that only a Kubernetes API acts on
+(and, last, a plan that drops an object: not drift, on a k3s directory).
 
 The mutation run of the trust core (docs/mutation-notes/approvals.md) found these lines untested: a
 k3s manifests directory has one drift token for the whole file, so any edit there is refused before
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_trust_core import EXIT_ERROR, Bundles, bundles, install_and_plan  # noqa: F401
+from tests.test_trust_core import MANIFEST, EXIT_ERROR, Bundles, bundle, bundles, install_and_plan  # noqa: F401
 from tests.test_trust_core import installer as installer_cli
 
 pytestmark = pytest.mark.timeout(300)
@@ -122,3 +123,38 @@ def test_apply_refuses_what_the_server_would_now_refuse_and_applies_a_planned_re
     assert r.exit_code == 0, r.output
     cm = kube_cluster.get(*CM)
     assert cm["data"] == {"a": "1"} and cm["metadata"]["uid"] != uid
+
+
+_DROPPED: dict[str, Path] = {}
+
+
+def without_the_config_map(bundles: Bundles) -> Path:
+    """tiny 1.1.0: the PersistentVolume only (the ConfigMap left the bundle); built once per process."""
+    if "bundle" not in _DROPPED:
+        w = bundles.world
+        manifests = w.base / "manifests-pv-only"
+        manifests.mkdir()
+        (manifests / "pv.yaml").write_text(MANIFEST.split("---\n")[1])
+        spec = w.spec("pv-only", "1.1.0")
+        doc = yaml.safe_load(spec.read_text())
+        doc["spec"]["manifests"] = [str(manifests)]
+        spec.write_text(yaml.safe_dump(doc))
+        r = bundle("lock", spec)
+        assert r.exit_code == 0, r.output
+        _DROPPED["bundle"] = w.build(spec, "pv-only", "release")
+    return _DROPPED["bundle"]
+
+
+def test_apply_of_a_plan_that_drops_an_object_is_not_drift(bundles: Bundles, tmp_path: Path) -> None:
+    """The next bundle leaves the ConfigMap out: the approved plan deletes it, and apply (which
+    previews again only what the plan keeps) carries that out. A k3s directory: no control plane."""
+    site = bundles.world.site(tmp_path / "s")
+    plan_and_approve(site, bundles.v100, tmp_path / "1.json")
+    assert installer_cli("apply", tmp_path / "1.json", "--site", site).exit_code == 0
+    k3s = tmp_path / "s" / "k3s" / "edgebundle-plant-1.yaml"
+    kinds = lambda: sorted(d["kind"] for d in yaml.safe_load_all(k3s.read_text()) if d)  # noqa: E731
+    assert kinds() == ["ConfigMap", "PersistentVolume"]
+    plan_and_approve(site, without_the_config_map(bundles), tmp_path / "2.json")
+    r = installer_cli("apply", tmp_path / "2.json", "--site", site)
+    assert r.exit_code == 0, r.output
+    assert kinds() == ["PersistentVolume"]
