@@ -107,14 +107,17 @@ def test_apply_refuses_a_removed_field_alone_and_then_applies_a_fresh_plan(bundl
 def test_apply_refuses_what_the_server_would_now_refuse_and_applies_a_planned_replace(
         bundles: Bundles, kube_cluster: Any, tmp_path: Path) -> None:
     """Another manager made the ConfigMap immutable and changed its data: the approved plan's dry run
-    is now refused by the server (refused, nothing changed). Planned again with ``--replace``, the
-    approved replacement applies: the ConfigMap is re-created (new uid) with the bundle's data."""
+    is now refused by the server, and the PersistentVolume after it lost our label: both are named
+    (refused, nothing changed). Planned again with ``--replace``, the approved replacement applies:
+    the ConfigMap is re-created (new uid) with the bundle's data."""
     site, plan = applied_v100_approved_v101(bundles, tmp_path)
     kube_cluster.patch(*CM, {"immutable": True, "data": {"a": "2"}})
+    kube_cluster.patch(*PV, {"metadata": {"labels": {MANAGED_BY: None}}})
     uid = kube_cluster.get(*CM)["metadata"]["uid"]
     problem = refused(site, plan)
     assert problem.startswith("ConfigMap/default/tiny-config would now be refused: the server refuses it: "), problem
     assert "immutable" in problem, problem
+    assert problem.endswith(f'; PersistentVolume/tiny-models changed: metadata.labels["{MANAGED_BY}"]'), problem
     assert kube_cluster.get(*CM)["data"] == {"a": "2"}
     r = installer_cli("plan", bundles.v101, "--site", site, "-o", tmp_path / "3.json")
     assert r.exit_code == EXIT_ERROR and "--replace ConfigMap/default/tiny-config" in r.output, r.output
@@ -158,3 +161,18 @@ def test_apply_of_a_plan_that_drops_an_object_is_not_drift(bundles: Bundles, tmp
     r = installer_cli("apply", tmp_path / "2.json", "--site", site)
     assert r.exit_code == 0, r.output
     assert kinds() == ["PersistentVolume"]
+
+
+def test_apply_of_a_plan_that_approved_a_takeover_is_not_drift(bundles: Bundles, kube_cluster: Any,
+                                                                tmp_path: Path) -> None:
+    """Another manager changed the ConfigMap's data *before* the plan: the plan shows that takeover and
+    the operator approved it; at apply the dry run shows the same takeover, which is not drift. The
+    bundle's value is put back."""
+    site = cluster_site(bundles, tmp_path)
+    plan_and_approve(site, bundles.v100, tmp_path / "1.json")
+    assert installer_cli("apply", tmp_path / "1.json", "--site", site).exit_code == 0
+    kube_cluster.patch(*CM, {"data": {"a": "2"}})
+    plan_and_approve(site, bundles.v101, tmp_path / "2.json")
+    r = installer_cli("apply", tmp_path / "2.json", "--site", site)
+    assert r.exit_code == 0, r.output
+    assert kube_cluster.get(*CM)["data"] == {"a": "1"}
