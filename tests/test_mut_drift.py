@@ -176,3 +176,34 @@ def test_apply_of_a_plan_that_approved_a_takeover_is_not_drift(bundles: Bundles,
     r = installer_cli("apply", tmp_path / "2.json", "--site", site)
     assert r.exit_code == 0, r.output
     assert kube_cluster.get(*CM)["data"] == {"a": "1"}
+
+
+def test_apply_names_what_moved_per_object_three_at_most(bundles: Bundles, kube_cluster: Any, tmp_path: Path) -> None:
+    """Another manager removed four fields of ours from the ConfigMap (``data.a`` and three labels) and
+    three labels from the PersistentVolume, adding one of its own to each map: each object's changed
+    paths are named in order, three at most, with "..." when there are more."""
+    site, plan = applied_v100_approved_v101(bundles, tmp_path)
+    labels: dict[str, str | None] = {MANAGED_BY: None, "edgebundle.dev/bundle": None, "edgebundle.dev/site": None}
+    kube_cluster.patch(*CM, {"data": {"a": None, "b": "theirs"}, "metadata": {"labels": {**labels, "team": "x"}}})
+    kube_cluster.patch(*PV, {"metadata": {"labels": {**labels, "team": "x"}}})
+    named = ', '.join(f'metadata.labels["{k}"]' for k in sorted(labels))
+    assert refused(site, plan) == (f'ConfigMap/default/tiny-config changed: data.a, {named.rsplit(", ", 1)[0]} ...; '
+                                   f"PersistentVolume/tiny-models changed: {named}")
+
+
+def test_apply_refuses_a_change_beyond_the_changes_the_plan_showed(bundles: Bundles, kube_cluster: Any,
+                                                                  tmp_path: Path) -> None:
+    """The PersistentVolume had lost one label of ours before the plan, which therefore updates it (the
+    operator approved that); after the plan another label went: same action, other changes. Only the
+    change the plan did not show is named; two takeovers on the ConfigMap are named together."""
+    site = cluster_site(bundles, tmp_path)
+    plan_and_approve(site, bundles.v100, tmp_path / "1.json")
+    assert installer_cli("apply", tmp_path / "1.json", "--site", site).exit_code == 0
+    kube_cluster.patch(*PV, {"metadata": {"labels": {MANAGED_BY: None}}})
+    plan_and_approve(site, bundles.v101, tmp_path / "2.json")
+    kube_cluster.patch(*PV, {"metadata": {"labels": {"edgebundle.dev/site": None}}})
+    kube_cluster.patch(*CM, {"data": {"a": "2"}, "metadata": {"labels": {"edgebundle.dev/site": "elsewhere"}}})
+    assert refused(site, tmp_path / "2.json") == (
+        "ConfigMap/default/tiny-config: data.a (kubectl-edit), metadata.labels.edgebundle.dev/site (kubectl-edit) "
+        'changed by another manager since the plan; PersistentVolume/tiny-models changed: '
+        'metadata.labels["edgebundle.dev/site"]')
