@@ -97,7 +97,7 @@ def v100_killed_at(bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_models: tuple[Path, Any],
                                                        tmp_path: Path) -> None:
     b, _ = two_models
-    _, vec = inputs(bundles)
+    idx, vec = inputs(bundles)
     site = bundles.world.site(tmp_path / "s")
     nas = tmp_path / "s" / "nas"
     # 1.0.0 holds idx 1.0 only
@@ -117,7 +117,7 @@ def test_stage_json_counts_staged_and_present_versions(bundles: Bundles, two_mod
 
 def test_stage_json_counts_two_new_versions(bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path) -> None:
     b, expected = two_models
-    _, vec = inputs(bundles)
+    idx, vec = inputs(bundles)
     step = stage_json(b, bundles.world.site(tmp_path / "s"))
     assert (step["done"], step["skipped"], step["bytes"]) == (2, 0, sizes(idx, IDX) + sizes(vec, VEC))
     assert visible_versions(tmp_path / "s" / "nas") == expected
