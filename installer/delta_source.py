@@ -30,7 +30,6 @@ from edgebundle.rebuild import ZSTD_VERSION, CheckedStream, ReconstructedSource,
 from edgebundle.digest import hash_file
 from edgebundle.errors import VerificationError
 from edgebundle.root import KIND_DIRS, BaseRef, Root, parse_root
-from edgebundle.sources import BundleSource
 from edgebundle.verify import VerifiedBundle
 from installer.site import Site
 from installer.state import StateDir
@@ -57,9 +56,9 @@ def site_registry(site: Site) -> Registry:
 class SiteBase:
     """Base inputs from the site: registry blobs and manifests, NAS model files."""
 
-    def __init__(self, site: Site, registry: Registry | None = None) -> None:
+    def __init__(self, site: Site) -> None:
         self.site = site
-        self.registry = registry or site_registry(site)
+        self.registry = site_registry(site)
         self.description = f"site {site.name} (registry {site.registry_address}, NAS {site.models_root})"
         self._hashed: dict[Path, tuple[str, int]] = {}
 
@@ -124,16 +123,6 @@ class SiteBase:
         return None
 
 
-class DeltaSource(ReconstructedSource):
-    """A delta bundle plus the site's base, presented as the full target bundle."""
-
-    def __init__(self, delta: BundleSource, root: Root, base: SiteBase, scratch: Path,
-                 delta_root_digest: str) -> None:
-        super().__init__(delta, root, base, scratch)
-        self.delta_root = root
-        self.delta_root_digest = delta_root_digest
-
-
 def _equivalent_roots(state: StateDir, root_digest: str) -> set[str]:
     """``root_digest`` and, when its stored root is a delta's, the full root it stands for."""
     out = {root_digest}
@@ -177,24 +166,25 @@ def preflight(root: Root, base: SiteBase, state: StateDir) -> None:
             f"{len(missing)} of its inputs: " + "; ".join(missing[:SHOW_MISSING]) + more, hint=hint)
 
 
-def wrap_if_delta(vb: VerifiedBundle, site: Site, state: StateDir, *, registry: Registry | None = None,
-                  deep: bool = False) -> VerifiedBundle:
+def wrap_if_delta(vb: VerifiedBundle, site: Site, state: StateDir) -> VerifiedBundle:
     """``vb`` itself for a full bundle; for a verified delta, the full target it rebuilds.
 
     Checks (nothing is changed before they pass): the base is recorded as installed, every base
-    input is at the site and intact. With ``deep`` (or when this libzstd differs from the
-    builder's) every patched or re-encoded blob is also rebuilt and hashed now. The full root is
-    remembered in the state directory beside the delta's signed root, which it is derived from.
+    input is at the site and intact. When this libzstd differs from the builder's, every
+    re-encoded blob is also rebuilt and hashed now (the rest are rebuilt and hashed as they are
+    staged). The full root is remembered in the state directory beside the delta's signed root,
+    which it is derived from. The returned bundle carries no envelope: the caller keeps the
+    delta's own (installer/core.py).
     """
     root = vb.root
     if not root.is_delta:
         return vb
-    base = SiteBase(site, registry)
+    base = SiteBase(site)
     preflight(root, base, state)
-    source = DeltaSource(vb.source, root, base, state.scratch, vb.root_digest)
-    digests = rebuild_order(root)
-    if not deep:  # only blobs whose re-encoding this libzstd might not reproduce
-        digests = [d for d in digests if root.delta["rebuild"][d].get("zstd") not in (None, ZSTD_VERSION)]  # type: ignore[index]
+    source = ReconstructedSource(vb.source, root, base, state.scratch)
+    # only blobs whose re-encoding this libzstd might not reproduce
+    digests = [d for d in rebuild_order(root)
+               if root.delta["rebuild"][d].get("zstd") not in (None, ZSTD_VERSION)]  # type: ignore[index]
     try:
         check_reconstruction(source, digests)
     except VerificationError as e:
@@ -206,8 +196,8 @@ def wrap_if_delta(vb: VerifiedBundle, site: Site, state: StateDir, *, registry: 
     if state.bundle_root_bytes(full.digest) is None:  # keep the delta's signed root beside it
         state.write_bytes(f"bundles/{full.digest.split(':', 1)[1]}/delta-root.json", vb.root_bytes)
         state.remember_bundle(full.digest, full_bytes, vb.envelope)
-    return VerifiedBundle(full, full_bytes, vb.signers, source, vb.envelope)  # signed via the delta's root
+    return VerifiedBundle(full, full_bytes, vb.signers, source)  # signed via the delta's root
 
 
-__all__ = ["BaseMissingError", "DeltaSource", "SiteBase", "find_base_record", "preflight",
+__all__ = ["BaseMissingError", "SiteBase", "find_base_record", "preflight",
            "site_registry", "wrap_if_delta"]

@@ -5,3 +5,14 @@ from tests.fixtures.registry import registry, registry_factory  # noqa: F401,E40
 from tests.fixtures.kube import control_plane, kube_cluster, kube_nodes  # noqa: F401,E402
 from tests.fixtures.bundles import bundle_factory, bundle_world, site_factory  # noqa: F401,E402
 from tests.fixtures.prometheus import model_metrics, prometheus  # noqa: F401,E402
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """In a mutant's run (``make mutation``, docs/MUTATION.md), the tests that start the Kubernetes
+    control plane go last: with ``-x`` a mutant a fast test kills never pays for starting it."""
+    if "MUTANT_UNDER_TEST" in os.environ:
+        items.sort(key=lambda item: "control_plane" in getattr(item, "fixturenames", ()))

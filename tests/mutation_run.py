@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.mutation_report import KILLED, load_results, write_report
+
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "mutants"
 COPY = ("edgebundle", "bundler", "installer", "tests", "examples", "manifests", "pyproject.toml")
@@ -68,8 +70,10 @@ GROUPS: dict[str, Group] = {
          "installer.approval.x_approval_rel_*", "installer.approval.x__hex_*",
          "installer.plan.x_check_drift_*", "installer.plan.x_check_target_*", "installer.plan.x_load_plan_*",
          "installer.plan.x_plan_hash_*"),
-        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_signatures.py", "-k",
-         "(approval or apply) and not re_created")),  # re_created needs the control plane: run by make test
+        # test_mut_drift.py and the re_created test start the real control plane (check_drift's
+        # dry-run half acts only on a Kubernetes API); tests/conftest.py runs them after the fast ones
+        ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_mut_signatures.py",
+         "tests/test_mut_drift.py", "-k", "approval or apply")),
     "delta": Group(
         ("installer/delta_source.py",),
         ("installer.delta_source.*",),
@@ -137,8 +141,6 @@ def run(name: str, group: Group, children: int) -> float:
 
 def survivors(name: str) -> list[str]:
     """The group's mutants in scope that no test killed, or that were not run (mutmut's result files)."""
-    from tests.mutation_report import KILLED, load_results
-
     results = load_results(WORK / name, GROUPS[name].scope)
     return sorted(m for codes in results.values() for m, c in codes.items() if c not in KILLED)
 
@@ -158,14 +160,18 @@ def _keep_verdicts(d: Path) -> None:
         stats.write_text(json.dumps(data))
 
 
-def rerun_survivors(name: str, group: Group, children: int) -> float:
-    """Refresh the group's copy of tests/ and re-test only its survivors (after new tests were written)."""
+def rerun_survivors(name: str, group: Group, children: int, again: tuple[str, ...] = ()) -> float:
+    """Refresh the group's copy of tests/ and re-test only its survivors (after new tests were written),
+    and the mutants matching ``again`` whatever their verdict (after a flaky test or fixture was fixed)."""
     d = WORK / name
     configure(d, group)
     for target in (d / "tests", d / "mutants" / "tests"):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(REPO / "tests", target, ignore=shutil.ignore_patterns("__pycache__"))
     names = survivors(name)
+    if again:
+        results = load_results(d, again)
+        names = sorted(set(names) | {m for codes in results.values() for m in codes})
     if not names:
         return 0.0
     _keep_verdicts(d)
@@ -188,6 +194,9 @@ def main() -> int:
     ap.add_argument("--children", type=int, default=2, help="mutants tested in parallel")
     ap.add_argument("--survivors", action="store_true",
                     help="only re-test each group's survivors against the current tests (after writing new ones)")
+    ap.add_argument("--again", action="append", default=[], metavar="GLOB",
+                    help="with --survivors: also re-test the mutants matching GLOB (a mutmut name glob), "
+                         "killed or not (after a flaky test or fixture was fixed)")
     ap.add_argument("groups", nargs="*", help=f"default: all of {', '.join(GROUPS)}")
     args = ap.parse_args()
     names = args.groups or list(GROUPS)
@@ -195,12 +204,13 @@ def main() -> int:
         ap.error(f"unknown group(s) {', '.join(unknown)}; groups: {', '.join(GROUPS)}")
     times_path = WORK / "times.json"
     for name in names:
-        seconds = (rerun_survivors if args.survivors else run)(name, GROUPS[name], args.children)
+        if args.survivors:
+            seconds = rerun_survivors(name, GROUPS[name], args.children, tuple(args.again))
+        else:
+            seconds = run(name, GROUPS[name], args.children)
         times = json.loads(times_path.read_text()) if times_path.exists() else {}  # other runs may have added
         times[name] = times.get(name, 0) + seconds if args.survivors else seconds
         times_path.write_text(json.dumps(times, indent=2))
-    from tests.mutation_report import write_report
-
     write_report(WORK, {n: GROUPS[n].scope for n in GROUPS}, times, WORK / "REPORT.md")
     return 0
 

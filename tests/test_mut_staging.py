@@ -26,7 +26,7 @@ import pytest
 
 from edgebundle import faults
 from tests.fixtures.digests import sha256_file
-from tests.test_trust_core import (EXIT_ERROR, Bundles, bad_layer, bundles, hidden_files, installer, tree,  # noqa: F401
+from tests.test_trust_core import (EXIT_ERROR, EXIT_VERIFY, Bundles, bad_layer, bundles, hidden_files, installer, tree,  # noqa: F401
                                    two_models, visible_versions)
 
 pytestmark = pytest.mark.timeout(120)
@@ -187,6 +187,10 @@ def test_stage_killed_inside_the_commit_is_rolled_forward(
     step = stage_json(b, site)  # the commit is finished first: both versions are then present
     assert (step["done"], step["skipped"], step["bytes"]) == (0, 2, 0)
     assert visible_versions(nas) == expected and hidden_files(nas) == set()
+    note = step["details"][0]["note"]  # the operator is told what the rerun finished
+    assert note.startswith("an interrupted stage of sha256:"), step["details"]
+    assert note.endswith(" was completed: indices/idx/1.0, indices/vec/2.0 now visible together"), note
+    assert [d.get("action") for d in step["details"][1:]] == ["present", "present"]
 
 
 def test_stage_roll_forward_ignores_a_partial_dir_that_is_not_whole(
@@ -468,3 +472,95 @@ def test_stage_decodes_a_compressed_layer_to_the_builders_file(bundles: Bundles,
     assert (step["done"], step["bytes"]) == (1, src.stat().st_size)
     staged = tmp_path / "s" / "nas" / "embeddings" / "tok" / "1.2" / "tokenizer.json"
     assert sha256_file(staged) == sha256_file(src)
+
+
+_SAME: dict[str, Path] = {}
+
+
+def same_version_bundle(b: Bundles) -> Path:
+    """tiny 5.0.0 with idx and vec (the inputs of ``two_models``) both at version 1.0 (built once per process)."""
+    if "bundle" not in _SAME:
+        w = b.world
+        idx, vec = inputs(b)
+        spec = w.spec("same-version", "5.0.0", models=[
+            {"name": "idx", "kind": "index", "version": "1.0", "path": str(idx)},
+            {"name": "vec", "kind": "index", "version": "1.0", "path": str(vec)}])
+        _SAME["bundle"] = w.build(spec, "same-version", "release")
+    return _SAME["bundle"]
+
+
+def test_stage_resume_keeps_each_models_own_partial_dir_when_versions_are_equal(
+        bundles: Bundles, two_models: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two models share the version string 1.0; the stage dies after the second model's first file.
+    Each hidden dir has its own random name (docs/SITE.md: ``.<version>.partial-<random>``, so seeing
+    one does not tell the other); the rerun reuses each model's own (the first model's finished files
+    keep their inodes, no bytes counted), and leaves no hidden dir behind."""
+    b = same_version_bundle(bundles)  # two_models: its inputs exist
+    _, vec = inputs(bundles)
+    site = bundles.world.site(tmp_path / "s")
+    nas = tmp_path / "s" / "nas"
+    die_at(monkeypatch, "stage.file.journaled@3", b, site)  # idx's two files, then vec's first
+    idx_partial, vec_partial = hidden_dir(nas / "indices" / "idx", "1.0"), hidden_dir(nas / "indices" / "vec", "1.0")
+    assert idx_partial.name != vec_partial.name
+    inodes = {n: (idx_partial / n).stat().st_ino for n in IDX}
+    [vec_done] = [n for n in VEC if (vec_partial / n).exists()]
+    step = stage_json(b, site)
+    assert (step["done"], step["skipped"]) == (2, 0), step
+    assert step["bytes"] == sizes(vec, VEC) - (vec / vec_done).stat().st_size, step
+    assert {n: (nas / "indices" / "idx" / "1.0" / n).stat().st_ino for n in IDX} == inodes
+    marker = ".edgebundle.json"
+    assert visible_versions(nas) == {"indices/idx/1.0": {*IDX, marker}, "indices/vec/1.0": {*VEC, marker}}
+    assert sorted(p.name for p in (nas / "indices" / "idx").iterdir()) == ["1.0"]
+    assert sorted(p.name for p in (nas / "indices" / "vec").iterdir()) == ["1.0"]
+    assert {n: sha256_file(nas / "indices" / "vec" / "1.0" / n) for n in VEC} == {n: sha256_file(vec / n) for n in VEC}
+
+
+def test_stage_resume_replaces_a_directory_planted_where_a_model_file_belongs(
+        bundles: Bundles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after the first file; someone made the second file's name a directory (with a file in it)
+    in the hidden dir: the rerun sweeps it away and writes the file, and the version lands whole."""
+    idx, site, parent = v100_killed_at(bundles, tmp_path, monkeypatch, "stage.file.journaled@1")
+    partial = hidden_dir(parent, "1.0")
+    [todo] = [n for n in IDX if not (partial / n).exists()]
+    (partial / todo).mkdir()
+    (partial / todo / "inside").write_bytes(b"planted")
+    r = installer("stage", bundles.v100, "--site", site)
+    assert r.exit_code == 0, r.output
+    assert {n: sha256_file(parent / "1.0" / n) for n in IDX} == {n: sha256_file(idx / n) for n in IDX}
+    assert sorted(p.name for p in parent.iterdir()) == ["1.0"]
+
+
+def test_stage_refuses_a_symlinked_kind_directory_naming_the_models_root(bundles: Bundles, tmp_path: Path) -> None:
+    """``indices`` under the models root is a link to elsewhere: stage refuses naming the link and the
+    tree it is in, and writes nothing through it."""
+    site = bundles.world.site(tmp_path / "s")
+    nas, elsewhere = tmp_path / "s" / "nas", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (nas / "indices").symlink_to(elsewhere)
+    r = installer("stage", bundles.v100, "--site", site)
+    assert r.exit_code == EXIT_ERROR, r.output
+    assert (f"{nas / 'indices'} is a symbolic link; refusing to follow it while opening the models root"
+            in r.stderr), r.stderr
+    assert list(elsewhere.iterdir()) == [] and [p.name for p in nas.iterdir()] == ["indices"]
+
+
+def test_stage_names_the_model_file_and_blob_whose_bytes_differ_from_the_signed(bundles: Bundles,
+                                                                                tmp_path: Path) -> None:
+    """Stage hashes each blob as it writes it (no second read of the media): a flipped byte in
+    index.bin's blob is refused (exit 4) naming the model, the file and the bundle member, with the
+    digest found and the signed one; nothing becomes visible and no temporary file is left."""
+    idx = inputs(bundles)[0]
+    signed = hashlib.sha256((idx / "index.bin").read_bytes()).hexdigest()  # stored as is (identity)
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundles.v100, copy)
+    blob = copy / "blobs" / "sha256" / signed
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 1
+    blob.write_bytes(bytes(data))
+    r = installer("stage", copy, "--site", bundles.world.site(tmp_path / "s"))
+    assert r.exit_code == EXIT_VERIFY, r.output
+    assert (f"error: model idx 1.0, file index.bin (blobs/sha256/{signed}): content digest "
+            f"sha256:{hashlib.sha256(data).hexdigest()} does not match the signed sha256:{signed}") in r.stderr, r.stderr
+    nas = tmp_path / "s" / "nas"
+    assert visible_versions(nas) == {}
+    assert not [p for p in nas.rglob("*") if p.name.startswith(".edgebundle-tmp-")]
