@@ -28,15 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bundler import charts
+from bundler.attached import fetch_document, listed_manifests, required_keys_check
+from bundler.lockfile import LockMismatchError, platform_of
+from bundler.sbom import sbom_document
+from bundler.spec import BundleSpec, ChartSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 from edgebundle import compress, layout, tarfmt
 from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
-from bundler.attached import fetch_document, listed_manifests, required_keys_check
 from edgebundle.helmchart import MAX_CHART_BYTES, chart_ref_name
-from bundler import charts
-from bundler.lockfile import LockMismatchError, platform_of
 from edgebundle.rebuild import CheckedStream
 from edgebundle.registry import MAX_MANIFEST_BYTES, parse_reference
 from edgebundle.root import (
@@ -57,8 +59,6 @@ from edgebundle.root import (
     parse_time,
 )
 from edgebundle.signing import sign
-from bundler.sbom import sbom_document
-from bundler.spec import BundleSpec, ChartSpec, ImageSpec, ModelSpec, manifest_files, normalize_platform
 
 REF_NAME = "org.opencontainers.image.ref.name"
 TITLE = "org.opencontainers.image.title"

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bundler.spec import ChartSpec
 from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.digest import hash_file, read_bounded
@@ -34,7 +35,6 @@ from edgebundle.helmchart import MAX_CHART_BYTES, overlay
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.registry import Registry, parse_reference
 from edgebundle.root import canonical_json, load_json_bounded
-from bundler.spec import ChartSpec
 from installer import helmrender
 from installer.render import containers, pod_spec
 

@@ -28,16 +28,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bundler.gguf import GGUFError
+from bundler.lockfile import platform_of
+from bundler.patch import SMALL_PIECE, ContainerWriter, encode_piece, write_region
+from bundler.patch_gguf import is_gguf, write_gguf_patch
 from edgebundle import compress, layout
 from edgebundle import mediatypes as mt
-from edgebundle.digest import (
-    DigestMismatchError,
-    check,
-    copy_verified,
-    hash_stream,
-    iter_chunks,
-    sha256_bytes,
-)
+from edgebundle.digest import DigestMismatchError, check, copy_verified, hash_stream, iter_chunks, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.patch import BSDIFF_MAX, MARGIN, ZPF_MAX
 from edgebundle.rebuild import (
@@ -52,11 +49,6 @@ from edgebundle.rebuild import (
 )
 from edgebundle.root import BaseRef, ModelEntry, ModelFile, Root, load_json_bounded
 from edgebundle.sources import BundleSource, DirectorySource, read_small
-
-from bundler.gguf import GGUFError
-from bundler.lockfile import platform_of
-from bundler.patch import SMALL_PIECE, ContainerWriter, encode_piece, write_region
-from bundler.patch_gguf import is_gguf, write_gguf_patch
 
 
 class DeltaError(EdgebundleError):
@@ -490,9 +482,9 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
     delta is written out.
     """
     from bundler.build import BlobStore, Builder, publish
-    from edgebundle.signing import TrustStore
-    from edgebundle.parts import open_source
     from bundler.spec import model_files
+    from edgebundle.parts import open_source
+    from edgebundle.signing import TrustStore
     from edgebundle.verify import Policy, Verifier
 
     out = Path(out).resolve()

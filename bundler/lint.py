@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bundler import charts, secrets
+from bundler.spec import BundleSpec, ChartSpec, manifest_files, model_files
 from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.ocinames import parse_reference
 from edgebundle.root import ImageEntry, ModelEntry, Root
-from bundler import charts, secrets
-from bundler.spec import BundleSpec, ChartSpec, manifest_files, model_files
 
 #: The registry address of the stand-in site the manifests are rendered for.
 PREVIEW_REGISTRY = "site-registry.lint.invalid"

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from bundler import charts
+from bundler.attached import carried_subjects, discover, fetch_document, registry_blob_reader, required_keys_check
+from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 from edgebundle import mediatypes
 from edgebundle.digest import hash_file, read_bounded, sha256_bytes
 from edgebundle.diskspace import disk_full_error, is_disk_full
@@ -26,9 +29,6 @@ from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.ocinames import parse_reference
 from edgebundle.root import format_time, load_json_bounded
-from bundler.attached import carried_subjects, discover, fetch_document, registry_blob_reader, required_keys_check
-from bundler import charts
-from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 
 LOCK_VERSION = 1
 

@@ -28,16 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from edgebundle.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
-from edgebundle.errors import EdgebundleError, UsageError, VerificationError
-from bundler.split import bundle_file_name, bundle_tar_size, write_bundle_tar
-from edgebundle.parts import FAT32_MAX, PartIndex, PartsSource
-from edgebundle.progress import Progress, human
-from edgebundle.root import Root, parse_root
-from edgebundle.verify import root_envelope
-from edgebundle.parts import open_source
-from edgebundle.sources import BundleSource, TarSource
-
 from bundler.runbook import (
     BOOTSTRAP,
     README,
@@ -49,7 +39,15 @@ from bundler.runbook import (
     render_runbook,
     render_sums,
 )
+from bundler.split import bundle_file_name, bundle_tar_size, write_bundle_tar
 from bundler.wheelhouse import Target, build_wheelhouse, default_wheel_cache, wheel_version
+from edgebundle.digest import HashingWriter, fsync_dir, hash_file, hash_stream, iter_chunks
+from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.parts import FAT32_MAX, PartIndex, PartsSource, open_source
+from edgebundle.progress import Progress, human
+from edgebundle.root import Root, parse_root
+from edgebundle.sources import BundleSource, TarSource
+from edgebundle.verify import root_envelope
 
 #: Bundle files another bundle may have left on the media.
 _BUNDLE_FILE = re.compile(r".+(\.parts\.json|\.parts\.sig\.json|\.tar|\.tar\.part\d{3})")

@@ -29,13 +29,13 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
+from bundler.gguf import GGUFError, GGUFHeader, read_gguf_header, summarize
+from bundler.spec import ModelSpec, model_files
 from edgebundle import mediatypes as mt
 from edgebundle.digest import is_digest
 from edgebundle.errors import EdgebundleError
-from bundler.gguf import GGUFError, GGUFHeader, read_gguf_header, summarize
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.root import canonical_json
-from bundler.spec import ModelSpec, model_files
 
 ANNOTATION_FILEPATH = "org.cncf.model.filepath"
 MAX_CONFIG_JSON_BYTES = 1024 * 1024

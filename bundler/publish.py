@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bundler.split import write_bundle_tar
 from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.digest import CHUNK, fsync_dir, sha256_bytes
@@ -39,8 +40,6 @@ from edgebundle.root import Root, parse_root
 from edgebundle.signing import parse_envelope
 from edgebundle.sources import BundleSource, read_small
 from edgebundle.verify import read_root_envelope
-
-from bundler.split import write_bundle_tar
 
 #: Manifests pushed by digest before the bundle's index (children before the indexes naming them).
 _MANIFEST_ORDER = {mt.OCI_MANIFEST: 0, mt.DOCKER_MANIFEST: 0, mt.OCI_INDEX: 1, mt.DOCKER_MANIFEST_LIST: 1}

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from bundler.wheelhouse import Target
 from edgebundle.parts import INDEX_SUFFIX, PartIndex
 from edgebundle.progress import human
 from edgebundle.rebuild import describe_delta, full_root_digest
 from edgebundle.root import Root
-
-from bundler.wheelhouse import Target
 
 README = "README.txt"
 BOOTSTRAP = "bootstrap.sh"

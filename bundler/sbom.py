@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from importlib.metadata import version as dist_version
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
+from importlib.metadata import version as dist_version
 from typing import Any, BinaryIO
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -42,15 +42,23 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from edgebundle import layout
-from edgebundle import mediatypes as mt
-from edgebundle.errors import EdgebundleError
-from edgebundle.registry import parse_reference
-from edgebundle.root import ChartEntry, ImageEntry, ManifestsEntry, ModelEntry, canonical_json, load_json_bounded, parse_time
 from bundler.layerscan import LayerScan, Package, merge_layers, scan_layer
 from bundler.lockfile import platform_of
 from bundler.modelpack import ModelDescription, describe_model
 from bundler.spec import BundleSpec
+from edgebundle import layout
+from edgebundle import mediatypes as mt
+from edgebundle.errors import EdgebundleError
+from edgebundle.registry import parse_reference
+from edgebundle.root import (
+    ChartEntry,
+    ImageEntry,
+    ManifestsEntry,
+    ModelEntry,
+    canonical_json,
+    load_json_bounded,
+    parse_time,
+)
 
 #: CycloneDX property names of our own facts (the taxonomy's namespace for tools is free-form).
 PROP = "edgebundle:"

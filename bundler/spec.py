@@ -19,8 +19,6 @@ from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME
 from edgebundle.ocinames import is_tag
 from edgebundle.root import BUNDLE_NAME, MODEL_KINDS, PATH_COMPONENT, canonical_json
 
-
-
 # --- the schema (docs/SPEC.md lists exactly these fields; tests/test_documents.py keeps them in step)
 
 class SpecMetadata(Strict):

@@ -20,7 +20,18 @@ from edgebundle import mediatypes as mt
 from edgebundle.digest import CHUNK, HashingWriter, atomic_write, fsync_dir, sha256_bytes
 from edgebundle.diskspace import require_free
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
-from edgebundle.parts import INDEX_SUFFIX, LEGACY_SIG_SUFFIX, PART_NAME, Part, PartIndex, PartsSource, open_source, check_part_size, part_name, stem_of
+from edgebundle.parts import (
+    INDEX_SUFFIX,
+    LEGACY_SIG_SUFFIX,
+    PART_NAME,
+    Part,
+    PartIndex,
+    PartsSource,
+    check_part_size,
+    open_source,
+    part_name,
+    stem_of,
+)
 from edgebundle.progress import Progress
 from edgebundle.root import Root, parse_root
 from edgebundle.signing import TrustStore, sign, verify

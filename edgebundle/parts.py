@@ -30,13 +30,7 @@ from typing import Any, BinaryIO, cast
 
 from edgebundle import layout, tarfmt
 from edgebundle import mediatypes as mt
-from edgebundle.digest import (
-    hash_stream,
-    is_digest,
-    open_regular_file,
-    read_bounded,
-    sha256_bytes,
-)
+from edgebundle.digest import hash_stream, is_digest, open_regular_file, read_bounded, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
 from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
 from edgebundle.signing import Envelope, TrustStore, parse_envelope

@@ -35,7 +35,6 @@ from edgebundle.patch import BSDIFF_MAX, ZPF_MAX, PatchError, apply_container, b
 from edgebundle.root import Root
 from edgebundle.sources import BundleSource
 
-
 METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
 #: Methods whose ``reason`` and ``carriedBytes`` follow from the method (left out of the root).
 IMPLIED = ("whole", "base")

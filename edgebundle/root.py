@@ -23,7 +23,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgebundle.attached import KINDS as ATTACHED_KINDS, is_attached_tag
+from edgebundle.attached import KINDS as ATTACHED_KINDS
+from edgebundle.attached import is_attached_tag
 from edgebundle.digest import is_digest, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
 from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME

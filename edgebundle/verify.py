@@ -49,7 +49,6 @@ from edgebundle.signing import Envelope, LegacyFormatError, TrustStore, parse_en
 from edgebundle.sources import BundleSource, read_small
 from edgebundle.tarfmt import TarFormatError
 
-
 #: Blobs hashed at once in step 6: one per core (hashlib and zstd release the GIL).
 WORKERS = max(1, min(8, os.cpu_count() or 1))
 

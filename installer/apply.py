@@ -26,12 +26,12 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.faults import faultpoint
 from edgebundle.verify import VerifiedBundle
 from installer import health, rollout
 from installer.approval import check_approval
 from installer.destinations.cluster import ClusterError, Target
 from installer.destinations.targets import open_target
-from edgebundle.faults import faultpoint
 from installer.plan import Plan, PlanError, build_plan, check_current, check_drift, check_target, plan_bundle
 from installer.revisions import RevisionStore
 from installer.site import Site

@@ -21,8 +21,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgebundle.documents import validate_document
 from edgebundle import mediatypes as mt
+from edgebundle.documents import validate_document
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.layout import MAX_JSON_BYTES, envelope_limit
 from edgebundle.root import (

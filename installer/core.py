@@ -33,6 +33,7 @@ from typing import Any
 from edgebundle import layout
 from edgebundle.digest import DigestMismatchError
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.faults import faultpoint
 from edgebundle.parts import open_source
 from edgebundle.progress import Progress
 from edgebundle.rebuild import describe_carried, full_root_digest
@@ -40,7 +41,6 @@ from edgebundle.root import version_key
 from edgebundle.verify import Policy, VerifiedBundle, Verifier
 from installer.delta_source import wrap_if_delta
 from installer.destinations import QUIET, Destination, ProgressFactory, StepResult
-from edgebundle.faults import faultpoint
 from installer.imageplan import plan_image
 from installer.revisions import deployed_bundle
 from installer.site import Site

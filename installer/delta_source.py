@@ -26,9 +26,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from edgebundle.rebuild import ZSTD_VERSION, CheckedStream, ReconstructedSource, check_reconstruction, full_root, rebuild_order
 from edgebundle.digest import hash_file
 from edgebundle.errors import VerificationError
+from edgebundle.rebuild import (
+    ZSTD_VERSION,
+    CheckedStream,
+    ReconstructedSource,
+    check_reconstruction,
+    full_root,
+    rebuild_order,
+)
 from edgebundle.root import KIND_DIRS, BaseRef, Root, parse_root
 from edgebundle.verify import VerifiedBundle
 from installer.site import Site

@@ -41,10 +41,9 @@ from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.layout import MAX_JSON_BYTES
 from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
 from installer import policy, rollout
-from installer.destinations.cluster import ClusterError, ObjectRefused, Preview, Target, ref
-from installer.records import PlanDocument
-from installer.destinations.cluster import KubeTarget
+from installer.destinations.cluster import ClusterError, KubeTarget, ObjectRefused, Preview, Target, ref
 from installer.helmrender import helm_owner, render_site
+from installer.records import PlanDocument
 from installer.render import MANAGED_BY, MANAGER, ObjectKey
 from installer.revisions import RevisionStore
 from installer.site import Site

@@ -25,9 +25,9 @@ from typing import Any
 
 from edgebundle.errors import EdgebundleError
 from edgebundle.root import Root, parse_root, version_key
-from installer.revisions import RevisionStore, deployed_bundle
 from installer.destinations.nas import list_staged
 from installer.destinations.registry import list_images
+from installer.revisions import RevisionStore, deployed_bundle
 from installer.site import Site
 from installer.state import StateDir
 

@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-
 from edgebundle import layout
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.digest import sha256_bytes

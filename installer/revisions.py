@@ -28,8 +28,8 @@ import re
 from typing import Any
 
 from edgebundle.errors import EdgebundleError
-from installer.site import Site
 from installer.records import RevisionRecord
+from installer.site import Site
 from installer.state import StateDir, StateDocumentError, now_iso, parse_document
 
 STATUSES = ("pending", "deployed", "failed", "superseded", "rolled-back")

@@ -43,9 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from edgebundle.digest import atomic_write, fsync_dir, read_bounded  # noqa: F401 (atomic_write re-exported)
 from edgebundle.errors import EdgebundleError
+from edgebundle.faults import faultpoint
 from edgebundle.layout import MAX_JSON_BYTES, MAX_ROOT_ENVELOPE_BYTES
 from edgebundle.root import format_time, load_json_bounded
-from edgebundle.faults import faultpoint
 from installer.safefs import SafeRoot, open_regular
 
 #: Longest journal line we read (records are a few hundred bytes).

@@ -23,8 +23,8 @@ from edgebundle.digest import read_bounded
 from edgebundle.errors import VerificationError
 from edgebundle.signing import TrustStore
 from edgebundle.trustupdate import MAX_UPDATE_BYTES, TrustState, TrustUpdateError, apply_update
-from installer.site import Site
 from installer.safefs import UnsafePathError
+from installer.site import Site
 from installer.state import StateDir
 
 TRUST_DIR = "trust"

@@ -29,14 +29,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edgebundle import mediatypes as mt
 from edgebundle.digest import read_bounded
+from edgebundle.documents import validate_document
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.layout import envelope_limit
 from edgebundle.root import canonical_json, load_json_bounded
 from edgebundle.signing import LegacyFormatError, TrustStore, keyid, load_private_key, load_public_key, sign, verify
 from installer import health
-from installer.render import ObjectKey
-from edgebundle.documents import validate_document
 from installer.records import ValidationPredicate
+from installer.render import ObjectKey
 from installer.site import Site
 from installer.state import StateDir, now_iso
 

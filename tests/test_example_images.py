@@ -13,7 +13,6 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from edgebundle import mediatypes as mt
 from edgebundle.digest import hash_file, sha256_bytes

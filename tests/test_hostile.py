@@ -38,7 +38,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from edgebundle import layout
 from bundler.build import Builder
 from bundler.commands.common import registry_factory as source_registries
 from bundler.delta import build_delta

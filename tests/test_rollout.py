@@ -45,7 +45,7 @@ def default_gate(name: str) -> Gate:
 
 def test_gates_read_error_rate_and_p95_from_prometheus(model_metrics: StandIns) -> None:
     good = model_metrics.serve("rag-system", "llm-service", "canary", error_rate=0.0, latency=0.2)
-    bad = model_metrics.serve("rag-system", "vector-db", "canary", error_rate=0.05, latency=1.8)
+    model_metrics.serve("rag-system", "vector-db", "canary", error_rate=0.05, latency=1.8)
     time.sleep(4)  # a few scrapes
     where = {"namespace": "rag-system", "track": "canary", "window": "3s"}
     err, p95 = default_gate("error-rate"), default_gate("p95-latency")

@@ -31,7 +31,6 @@ import random
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -12,24 +12,23 @@ from typing import Any
 import click
 
 from bundler.build import Builder, tree_size
-from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import current_lock, lockfile_option, plain_http_option, registry_factory
 from bundler.commands.split import progress_factory
 from bundler.commands.split import report as split_report
 from bundler.commands.split import summary as split_summary
-from edgebundle.rebuild import full_root_digest
 from bundler.delta import build_delta
-from edgebundle.diskspace import disk_full_error, is_disk_full, require_free
-from edgebundle.errors import UsageError
 from bundler.lint import check_deployable
 from bundler.lockfile import ensure_lock
+from bundler.spec import load_spec
 from bundler.split import build_split
+from edgebundle.clikit import emit_json, handle_errors, json_option
+from edgebundle.diskspace import disk_full_error, is_disk_full, require_free
+from edgebundle.errors import UsageError
 from edgebundle.parts import parse_size
 from edgebundle.progress import Progress, human, percent
+from edgebundle.rebuild import full_root_digest
 from edgebundle.root import parse_duration
 from edgebundle.signing import load_private_key, read_passphrase
-from bundler.spec import load_spec
-
 
 #: What create, create --split and create --base leave beside OUT while they work.
 PARTIAL_SUFFIXES = (".partial", ".partial.d", ".unsplit", ".target.partial", ".delta.partial", ".scratch")

@@ -11,13 +11,12 @@ import click
 from bundler.commands.common import threshold_option, trust_store
 from bundler.runbook import describe
 from bundler.sbom import sbom_summary
-
 from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
 from edgebundle.errors import UsageError
+from edgebundle.parts import open_source
 from edgebundle.progress import human
 from edgebundle.root import parse_root
 from edgebundle.verify import Policy, Verifier, root_envelope
-from edgebundle.parts import open_source
 
 
 @click.command("inspect")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import current_lock, lockfile_option
 from bundler.lint import check_deployable
 from bundler.spec import load_spec
+from edgebundle.clikit import emit_json, handle_errors, json_option
 
 
 @click.command("lint")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler import charts
 from bundler.commands.common import lockfile_option, plain_http_option, registry_factory
 from bundler.lockfile import compute_lock, read_lock, write_lock
 from bundler.spec import load_spec
+from edgebundle.clikit import emit_json, handle_errors, json_option
 
 
 @click.command("lock")

@@ -6,14 +6,13 @@ from pathlib import Path
 
 import click
 
+from bundler.commands.common import plain_http_option, threshold_option, trust_store
+from bundler.publish import pull
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.parts import open_source
 from edgebundle.progress import Progress, human
 from edgebundle.remote import parse_location
 from edgebundle.verify import Policy, Verifier
-
-from bundler.commands.common import plain_http_option, threshold_option, trust_store
-from bundler.publish import pull
 
 
 @click.command("pull")

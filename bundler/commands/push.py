@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
+from bundler.commands.common import plain_http_option
+from bundler.publish import push
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.progress import Progress, human
 from edgebundle.remote import parse_location
-
-from bundler.commands.common import plain_http_option
-from bundler.publish import push
 
 
 @click.command("push")

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.split import SplitResult, split_bundle
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.parts import DEFAULT_PART_SIZE, parse_size
 from edgebundle.progress import Progress, human
 from edgebundle.signing import load_private_key, read_passphrase

@@ -8,14 +8,14 @@ from typing import Any
 
 import click
 
-from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
 from bundler.commands.common import pubkey_option, threshold_option, trust_store
-from edgebundle.rebuild import ReconstructedSource, full_root_digest
 from bundler.delta import BundleBase
+from edgebundle.clikit import BundleLocation, emit_json, handle_errors, json_option
 from edgebundle.errors import UsageError
-from edgebundle.progress import Progress, human
-from edgebundle.signing import TrustStore
 from edgebundle.parts import open_source
+from edgebundle.progress import Progress, human
+from edgebundle.rebuild import ReconstructedSource, full_root_digest
+from edgebundle.signing import TrustStore
 from edgebundle.verify import Policy, VerifiedBundle, Verifier, WrongBaseError
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from edgebundle.clikit import emit_json, handle_errors, json_option
 from bundler.commands.common import trust_store
 from bundler.media import MediaVerifyError, verify_media, write_media
 from bundler.runbook import FileReport
 from bundler.wheelhouse import DEFAULT_PLATFORMS, DEFAULT_PYTHONS, default_wheel_cache, parse_targets
+from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.progress import human
 
 

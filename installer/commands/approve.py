@@ -13,8 +13,8 @@ from edgebundle.signing import load_private_key
 from installer import audit
 from installer.approval import DEFAULT_TTL, make_approval, parse_duration, record_approval
 from installer.commands.common import operator_option
-from installer.site import resolve_site
 from installer.plan import Plan, format_table, load_plan
+from installer.site import resolve_site
 from installer.state import StateDir
 
 

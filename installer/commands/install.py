@@ -8,10 +8,17 @@ import click
 
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from installer import audit
-from installer.approval import DEFAULT_TTL
 from installer.apply import plan_and_deploy
+from installer.approval import DEFAULT_TTL
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import operator_option, outcome_line, poll_option, site_options, stderr_log, timeout_option
+from installer.commands.common import (
+    operator_option,
+    outcome_line,
+    poll_option,
+    site_options,
+    stderr_log,
+    timeout_option,
+)
 from installer.commands.install_common import (
     bundle_argument,
     downgrade_option,

@@ -14,12 +14,7 @@ import click
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from installer import audit
 from installer.commands.common import site_options
-from installer.commands.install_common import (
-    bundle_argument,
-    downgrade_option,
-    expired_option,
-    progress_enabled,
-)
+from installer.commands.install_common import bundle_argument, downgrade_option, expired_option, progress_enabled
 from installer.core import open_verified
 from installer.destinations.targets import open_target
 from installer.plan import Plan, format_table, plan_bundle

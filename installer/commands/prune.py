@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from edgebundle.clikit import emit_json, handle_errors, json_option
-from edgebundle.errors import EdgebundleError
 from edgebundle.digest import sha256_bytes
+from edgebundle.errors import EdgebundleError
 from edgebundle.progress import human
 from edgebundle.root import canonical_json
 from installer import audit

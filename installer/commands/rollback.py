@@ -11,7 +11,14 @@ from installer import audit
 from installer.apply import rollback
 from installer.approval import DEFAULT_TTL
 from installer.commands.approve import confirm_and_record
-from installer.commands.common import operator_option, outcome_line, poll_option, site_options, stderr_log, timeout_option
+from installer.commands.common import (
+    operator_option,
+    outcome_line,
+    poll_option,
+    site_options,
+    stderr_log,
+    timeout_option,
+)
 from installer.plan import Plan
 from installer.site import Site
 from installer.state import StateDir

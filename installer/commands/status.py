@@ -15,14 +15,14 @@ from edgebundle.progress import human
 from edgebundle.rebuild import full_root_digest
 from edgebundle.root import parse_root
 from edgebundle.signing import verify as verify_envelope
-from installer.commands.common import site_options
 from installer.approval import approval_on_file
-from installer.revisions import RevisionStore, deployed_bundle
+from installer.commands.common import site_options
 from installer.core import INSTALL_STEPS
 from installer.destinations.nas import COMMIT_RECORD, complete_pending_stage, file_pins, list_staged, verify_staged
 from installer.destinations.registry import RegistryDestination, list_images
-from installer.site import Site
+from installer.revisions import RevisionStore, deployed_bundle
 from installer.safefs import UnsafePathError
+from installer.site import Site
 from installer.state import StateDir, StateLockedError
 from installer.trust import site_trust
 

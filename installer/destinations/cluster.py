@@ -42,9 +42,9 @@ import yaml
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.digest import fsync_dir, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError
+from edgebundle.faults import faultpoint
 from edgebundle.layout import MAX_JSON_BYTES
 from installer.diff import diff_object, diff_result, dropped_fields
-from edgebundle.faults import faultpoint
 from installer.policy import Node
 from installer.render import MANAGED_BY, MANAGER, REVISION_ANNOTATION, ObjectKey, label_value, order_rank
 

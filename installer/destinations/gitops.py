@@ -29,7 +29,15 @@ from typing import Any
 from edgebundle.digest import sha256_bytes
 from edgebundle.errors import EdgebundleError
 from edgebundle.registry import Registry
-from installer.destinations.cluster import MAX_FILE_BYTES, ClusterError, DocumentSetTarget, KubeTarget, Log, parse_documents, render_documents
+from installer.destinations.cluster import (
+    MAX_FILE_BYTES,
+    ClusterError,
+    DocumentSetTarget,
+    KubeTarget,
+    Log,
+    parse_documents,
+    render_documents,
+)
 from installer.policy import Node
 from installer.render import label_value
 from installer.state import now_iso

@@ -60,13 +60,21 @@ from edgebundle import layout
 from edgebundle.compress import open_tar_zstd_member
 from edgebundle.digest import CHUNK, check, copy_verified, hash_stream, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.faults import faultpoint
 from edgebundle.root import KIND_DIRS, ModelEntry, ModelFile, canonical_json, load_json_bounded, parse_root
 from edgebundle.verify import VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
-from edgebundle.faults import faultpoint
-from installer.safefs import (SafeRoot, UnsafePathError, lstat_at, open_below, open_regular, os_error,
-                              rename_noreplace, temp_name)
 from installer.records import CommitVersion, StageCommitDocument
+from installer.safefs import (
+    SafeRoot,
+    UnsafePathError,
+    lstat_at,
+    open_below,
+    open_regular,
+    os_error,
+    rename_noreplace,
+    temp_name,
+)
 from installer.state import Journal, StateDir, StateDocumentError, parse_document
 
 MARKER = ".edgebundle.json"

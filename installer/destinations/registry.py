@@ -34,17 +34,16 @@ from typing import Any, BinaryIO
 from edgebundle import layout
 from edgebundle.digest import CHUNK, DigestMismatchError
 from edgebundle.errors import RegistryError, VerificationError
-from edgebundle.remote import RegistrySource
+from edgebundle.faults import faultpoint
 from edgebundle.registry import Registry
+from edgebundle.remote import RegistrySource
 from edgebundle.root import BlobPin
 from edgebundle.sources import BundleSource
 from edgebundle.verify import VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
 from installer.imageplan import Document, ImagePlan, plan_image
-from edgebundle.faults import faultpoint
 from installer.site import Site
 from installer.state import Journal
-
 
 #: Blob uploads in flight at once (the registry and the source read overlap; the memory per
 #: upload is one read chunk).

@@ -206,7 +206,7 @@ class NodeAgent:
         return None
 
     def _tend(self, pod: dict[str, Any], predicates: list[Predicate]) -> None:
-        meta, spec = pod["metadata"], pod["spec"]
+        meta = pod["metadata"]
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         if meta.get("deletionTimestamp"):
             try:
