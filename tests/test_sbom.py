@@ -33,6 +33,7 @@ from edgebundle.registry import Registry
 from examples.images import Layout, canonical_json, push_layout
 from installer.cli import main as installer_main
 from tests.fixtures.bundles import BundleWorld, flip_byte, member_location
+from tests.fixtures.digests import sha256_file
 from tests.fixtures.models import fetched_models
 
 DPKG_STATUS = b"""Package: base-files
@@ -225,8 +226,8 @@ def test_the_model_card_is_read_from_the_real_smollm2_gguf(sbom_bundle: Any) -> 
     assert 130e6 < params < 140e6  # SmolLM2-135M
     model = by_ref(doc)["model:llm/smollm2-135m-instruct@q4_1"]
     assert model["type"] == "machine-learning-model"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert [f["hashes"] for f in model["components"]] == [[{"alg": "SHA-256", "content": digest}]]
+    digest, _ = sha256_file(path)
+    assert [f["hashes"] for f in model["components"]] == [[{"alg": "SHA-256", "content": digest[7:]}]]
     card = model["modelCard"]
     assert card["modelParameters"]["modelArchitecture"] == arch
     assert card["modelParameters"]["task"] == "text-generation"
