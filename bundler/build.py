@@ -2,7 +2,8 @@
 
 Steps: pull every image by its locked digest (exact bytes, digest-checked while streaming),
 add each model as a ModelPack artifact (zstd only where it pays), add the manifests as an
-artifact, write ``index.json``, then the root, and sign it (one DSSE envelope, edgebundle/signing.py). The work happens in ``OUT.partial``
+artifact, write the SBOM (bundler/sbom.py; it reads a deferred layer from its registry once more)
+and ``index.json``, then the root, and sign it (one DSSE envelope, edgebundle/signing.py). The work happens in ``OUT.partial``
 beside the output and is renamed into place at the end, so an interrupted build never leaves
 something that looks like a bundle; a rerun reuses the blobs already fetched. Each byte is written
 once: a large blob whose digest is locked (an image layer, a raw model file) is not stored in the

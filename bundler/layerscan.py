@@ -196,7 +196,7 @@ class _TarWalk:
             name = pax.get("path") or long_name or info.name
             size = int(pax["size"]) if pax.get("size", "").isdigit() else info.size
             long_name, pax = None, {}
-            has_data = kind in _REGULAR or kind not in tarfile.SUPPORTED_TYPES
+            has_data = kind in _REGULAR or kind == tarfile.GNUTYPE_SPARSE or kind not in tarfile.SUPPORTED_TYPES
             self._left = size + (-size % tarfile.BLOCKSIZE) if has_data else 0
             yield name, kind, size if has_data else 0
             _skip(self.f, self._left)

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from typing import Any, BinaryIO
 
@@ -214,7 +215,7 @@ def sbom_document(spec: BundleSpec, created: str, images: list[ImageEntry], mode
         component=Component(type=ComponentType.APPLICATION, name=spec.name, version=spec.version,
                             bom_ref="bundle", properties=_props(compatible=spec.compatible)))
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="edgebundle",
-                                                version=dist_version("edgebundle"), bom_ref="tool:edgebundle"))
+                                                version=_edgebundle_version(), bom_ref="tool:edgebundle"))
     cache: dict[str, LayerScan] = {}
     for image in images:
         for plat, digest, manifest in image_platforms(image, read_small):
@@ -249,6 +250,13 @@ def sbom_document(spec: BundleSpec, created: str, images: list[ImageEntry], mode
         raise SbomError(f"the SBOM is {len(data)} bytes, over the {layout.MAX_JSON_BYTES}-byte bound of a "
                         "bundle document", hint="split the bundle: fewer images per bundle")
     return data
+
+
+def _edgebundle_version() -> str:
+    try:
+        return dist_version("edgebundle")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def sbom_summary(doc: dict[str, Any]) -> dict[str, int]:

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import tarfile
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from edgebundle.registry import Registry
 from examples.images import Layout, canonical_json, push_layout
 from installer.cli import main as installer_main
 from tests.fixtures.bundles import BundleWorld, flip_byte, member_location
+from tests.fixtures.digests import sha256_file
 from tests.fixtures.models import fetched_models
 
 DPKG_STATUS = b"""Package: base-files
@@ -224,8 +226,8 @@ def test_the_model_card_is_read_from_the_real_smollm2_gguf(sbom_bundle: Any) -> 
     assert 130e6 < params < 140e6  # SmolLM2-135M
     model = by_ref(doc)["model:llm/smollm2-135m-instruct@q4_1"]
     assert model["type"] == "machine-learning-model"
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    assert [f["hashes"] for f in model["components"]] == [[{"alg": "SHA-256", "content": digest}]]
+    digest, _ = sha256_file(path)
+    assert [f["hashes"] for f in model["components"]] == [[{"alg": "SHA-256", "content": digest[7:]}]]
     card = model["modelCard"]
     assert card["modelParameters"]["modelArchitecture"] == arch
     assert card["modelParameters"]["task"] == "text-generation"
@@ -320,3 +322,44 @@ def member_bytes(bundle: Path, member: str) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+class _LargeLayer(io.RawIOBase):
+    """A plain tar streamed from nothing: a ``size``-byte file of zeros, then a dpkg status file."""
+
+    def __init__(self, size: int) -> None:
+        big = tarfile.TarInfo("usr/share/big.bin")
+        big.size = size
+        status = tarfile.TarInfo("var/lib/dpkg/status")
+        status_data = b"Package: late\nStatus: install ok installed\nVersion: 2\n"
+        status.size = len(status_data)
+        self._pieces: list[tuple[bytes, int]] = [
+            (big.tobuf(tarfile.GNU_FORMAT), 1), (b"\0" * (1 << 20), size >> 20),
+            (status.tobuf(tarfile.GNU_FORMAT) + status_data + b"\0" * (-len(status_data) % 512) + b"\0" * 1024, 1)]
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and self._pieces:
+            data, times = self._pieces[0]
+            self._buf = data
+            self._pieces[0] = (data, times - 1)
+            if times == 1:
+                self._pieces.pop(0)
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+
+def test_a_large_layer_is_read_in_bounded_memory() -> None:
+    """256 MiB of layer pass through the scan while it holds a few MiB at most."""
+    tracemalloc.start()
+    try:
+        scan = scan_layer(io.BufferedReader(_LargeLayer(256 << 20)), "image big (linux/amd64) layer sha256:1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(p.name, p.version) for p in scan.packages["var/lib/dpkg/status"]] == [("late", "2")]
+    assert peak < 16 << 20, f"peak {peak} bytes"
