@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from edgebundle.errors import EdgebundleError
+from edgebundle.errors import EdgebundleError, UsageError
 
 #: The error :func:`handle_errors` last turned into an exit code, so a wrapper around a verb (the
 #: installer's audit log) can record what went wrong, not only the exit status.
@@ -98,6 +98,25 @@ class BundleLocation(click.ParamType):
         return click.Path(exists=True, path_type=Path).convert(value, param, ctx)  # type: ignore[no-any-return]
 
 
+#: Top-level packages of edgebundle itself (a missing one of these is a bug, not a missing extra).
+OWN_PACKAGES = frozenset({"edgebundle", "bundler", "installer"})
+
+
+def _unavailable(verb: str, missing: str) -> click.Command:
+    """A verb whose module needs a Python package this install lacks (an optional extra): it says
+    so, exit 2, instead of an ImportError traceback, and the other verbs stay usable."""
+
+    @handle_errors
+    def run(args: tuple[str, ...]) -> None:
+        raise UsageError(f"'{verb}' needs the Python package '{missing}', which is not installed",
+                         hint="install edgebundle with the builder's extras on a build host: "
+                              "pip install 'edgebundle[build]' (Helm charts also need 'edgebundle[helm]')")
+
+    return click.Command(verb, callback=run, help=f"(unavailable here: needs '{missing}')",
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True, "help_option_names": []})
+
+
 class VerbGroup(click.Group):
     """A group whose verbs (one module each, see :func:`register_verbs`) are imported only when
     needed: running one verb imports that verb's module alone, since start-up time is part of
@@ -124,7 +143,12 @@ class VerbGroup(click.Group):
 
     def _load(self, module_name: str) -> None:
         assert self._package is not None
-        cmd = getattr(importlib.import_module(f"{self._package.__name__}.{module_name}"), "command", None)
+        try:
+            cmd = getattr(importlib.import_module(f"{self._package.__name__}.{module_name}"), "command", None)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] in OWN_PACKAGES:
+                raise  # our own code missing is a broken install, not an optional extra
+            cmd = _unavailable(module_name.replace("_", "-"), (e.name or "?").split(".")[0])
         if isinstance(cmd, click.Command) and cmd.name and cmd.name not in self._commands:
             if self._wrap is not None:
                 self._wrap(cmd)

@@ -15,6 +15,8 @@ own exits, no "Traceback" in the output, and nothing written to the working dire
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -108,3 +110,20 @@ def test_any_argv_gets_a_documented_exit_code(which: str, real_inputs: tuple[Pat
 
     run()
     assert sorted(p.name for p in work.parent.iterdir()) == outside_before
+
+
+def test_a_verb_whose_optional_extra_is_missing_says_how_to_get_it(tmp_path: Path) -> None:
+    """A build host without the ``build`` extra: ``bundle create`` names the missing package and the
+    extra (exit 2, no traceback), and the verbs that need nothing more still work."""
+    script = ("import sys; sys.modules['cyclonedx'] = None\n"  # as if cyclonedx-python-lib were not installed
+              "from bundler.cli import main; main()")
+    run = [sys.executable, "-c", script]
+    r = subprocess.run([*run, "create", "spec.yaml", "--key", "k"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "'create' needs the Python package 'cyclonedx', which is not installed" in r.stderr
+    assert "pip install 'edgebundle[build]'" in r.stderr
+    r = subprocess.run([*run, "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "unavailable here: needs 'cyclonedx'" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([*run, "keygen", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
