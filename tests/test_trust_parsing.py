@@ -482,6 +482,7 @@ def _tar_of(bundle_dir: Path, out: Path, *, prefix: str = "", extra: tuple[tuple
     import tarfile
 
     head = ["oci-layout", "edgebundle/root.dsse.json", "index.json"]
+    head += [n for n in ("edgebundle/sbom.cdx.json",) if (bundle_dir / n).is_file()]
     names = head + sorted(p.relative_to(bundle_dir).as_posix() for p in (bundle_dir / "blobs").rglob("*") if p.is_file())
     with tarfile.open(out, "w", format=tarfile.USTAR_FORMAT) as tar:
         for name in names:
