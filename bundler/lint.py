@@ -39,6 +39,8 @@ from edgebundle.root import ImageEntry, ModelEntry, Root
 PREVIEW_REGISTRY = "site-registry.lint.invalid"
 #: Digest of a spec image whose tag is not locked yet (manifests may still name it by tag).
 UNLOCKED = "sha256:" + "0" * 64
+#: Stands for the site's Prometheus when rollout annotations are checked (the site file names it).
+LINT_PROMETHEUS = "http://prometheus.lint.invalid"
 
 
 class LintError(UsageError):
@@ -217,6 +219,7 @@ def lint(spec: BundleSpec, lock: dict[str, Any] | None,
     _site_rules(spec, lock, docs, report)
     _models_volume(spec, docs, report)
     _kubernetes_schema(spec, docs, report)
+    _rollouts(docs, report)
     _secrets(spec, report, chart_docs)
     return report
 
@@ -233,6 +236,18 @@ def _secrets(spec: BundleSpec, report: LintReport, chart_docs: list[tuple[str, d
             "let the site provide it (a Secret created there, env valueFrom.secretKeyRef), or, if it may "
             f"travel, add to spec.secrets.allow: {{file: {f.file}, line: {f.line}, detector: {f.detector}, "
             "reason: ...}"))
+
+
+def _rollouts(docs: list[tuple[str, dict[str, Any]]], report: LintReport) -> None:
+    """Rollout annotations (docs/ROLLOUT.md) the site's plan would refuse: strategy, steps,
+    intervals, gates, replicas. The site's Prometheus is the site file's, checked at plan."""
+    from installer import rolloutspec
+
+    for rel, obj in docs:
+        try:
+            rolloutspec.spec_of(obj, prometheus=LINT_PROMETHEUS)
+        except EdgebundleError as e:
+            report.findings.append(Finding(rel, e.message, e.hint or "fix the annotation (docs/ROLLOUT.md)"))
 
 
 def _values_files(chart: ChartSpec) -> list[Path]:

@@ -34,45 +34,37 @@ Invariants:
 from __future__ import annotations
 
 import copy
-import math
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.faults import faultpoint
-from installer import audit, health, metrics
+from installer import audit, health, metrics, rolloutspec
 from installer.destinations.cluster import ClusterError, Target, annotate_revision, ref
 from installer.destinations.targets import open_target
 from installer.render import ObjectKey
 from installer.revisions import RevisionStore
+from installer.rolloutspec import (
+    BLUE_GREEN,
+    GATE_PREFIX,
+    KEEP,
+    ROLLOUT,
+    SMOKE,
+    TRACK,
+    WORKLOAD,
+    RolloutSpecError,
+    window,
+)
 from installer.site import Site
 from installer.state import StateDir, StateLockedError, now_iso
 
 Log = Callable[[str], None]
 
-ROLLOUT = "edgebundle.dev/rollout"
-STEPS = "edgebundle.dev/canary-steps"
-INTERVAL = "edgebundle.dev/canary-interval"
-GATE_PREFIX = "edgebundle.dev/gate-"  # gate-error-rate: "0.01,0.02", gate-error-rate-query: PROMQL
-TRACK = "edgebundle.dev/track"
-WORKLOAD = "edgebundle.dev/workload"
-BLUE_GREEN = "blue-green"
-KEEP = "edgebundle.dev/blue-green-keep-replicas"
-SMOKE = "edgebundle.dev/smoke-test"
-STRATEGIES = ("canary", BLUE_GREEN)
-#: The field guide: 10 % at hour 0, 25 % at hour 1, 50 % at hour 2, 100 % at hour 4.
-DEFAULT_STEPS = (10, 25, 50, 100)
-DEFAULT_INTERVALS = (3600.0, 3600.0, 7200.0)
 CONTROL = "rollout-control.json"
 #: Gates are also read this often during a long step, so that a trigger halts early.
 EARLY_CHECK_SECONDS = 60.0
 IN_PROGRESS = ("canary", "promoting", "blue-green")
-
-
-class RolloutSpecError(EdgebundleError):
-    """A workload's rollout annotations cannot be carried out."""
 
 
 class RolloutHalted(ClusterError):
@@ -85,110 +77,10 @@ class RolloutHalted(ClusterError):
 
 # --- the rollout a plan carries ----------------------------------------------------------------
 
-def _seconds(text: str, where: str) -> float:
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*", text)
-    if not m:
-        raise RolloutSpecError(f"{where}: {text!r} is not a duration", hint="write e.g. 30s, 15m or 1h")
-    return float(m[1]) * {"s": 1, "m": 60, "h": 3600}[m[2]]
-
-
-def _window(seconds: float) -> str:
-    return f"{max(1, int(round(seconds)))}s"
-
-
-def replicas_for(weight: int, total: int) -> tuple[int, int]:
-    """(canary, stable) pods for ``weight`` % of ``total``: at least one canary pod, and the stable
-    keeps at least one until promotion, so a one-replica workload runs 1 + 1 (50 %) at every step."""
-    canary = min(total, max(1, math.ceil(total * weight / 100)))
-    return canary, max(1, total - canary)
-
-
-def _parse_steps(ann: dict[str, str], where: str) -> list[int]:
-    raw = ann.get(STEPS)
-    if raw is None:
-        return list(DEFAULT_STEPS)
-    try:
-        steps = [int(s) for s in raw.split(",")]
-    except ValueError:
-        raise RolloutSpecError(f"{where}: {STEPS} {raw!r} is not a list of percentages",
-                               hint='write e.g. "10,25,50,100"') from None
-    if not steps or steps[-1] != 100 or any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
-        raise RolloutSpecError(f"{where}: {STEPS} {raw!r} must rise strictly from above 0 and end at 100",
-                               hint='write e.g. "10,25,50,100"')
-    return steps
-
-
-def _parse_intervals(ann: dict[str, str], where: str, n: int) -> list[float]:
-    raw = ann.get(INTERVAL)
-    if raw is None:
-        if n == len(DEFAULT_INTERVALS):
-            return list(DEFAULT_INTERVALS)
-        return [DEFAULT_INTERVALS[0]] * n
-    got = [_seconds(s, f"{where}: {INTERVAL}") for s in raw.split(",")]
-    if len(got) == 1:
-        got = got * n
-    if len(got) != n:
-        raise RolloutSpecError(f"{where}: {INTERVAL} lists {len(got)} intervals for {n} steps before 100%",
-                               hint="give one interval for all steps, or one per step before the last")
-    return got
-
-
-def _gates(ann: dict[str, str], where: str) -> list[metrics.Gate]:
-    known = set(metrics.DEFAULT_QUERIES)
-    for key in ann:
-        if key.startswith(GATE_PREFIX):
-            name = key[len(GATE_PREFIX):].removesuffix("-query")
-            if name not in known:
-                raise RolloutSpecError(f"{where}: unknown gate annotation {key}",
-                                       hint=f"gates are {', '.join(sorted(known))} (docs/ROLLOUT.md)")
-    gates = []
-    for name in sorted(known):
-        promote, rollback = metrics.DEFAULT_THRESHOLDS[name]
-        raw = ann.get(f"{GATE_PREFIX}{name}")
-        if raw is not None:
-            try:
-                promote, rollback = (float(v) for v in raw.split(","))
-            except ValueError:
-                raise RolloutSpecError(f"{where}: {GATE_PREFIX}{name} {raw!r} is not PROMOTE,ROLLBACK",
-                                       hint=f'write e.g. "{promote:g},{rollback:g}"') from None
-            if not 0 <= promote <= rollback:
-                raise RolloutSpecError(f"{where}: {GATE_PREFIX}{name}: the promote threshold {promote:g} must "
-                                       f"not exceed the rollback trigger {rollback:g}")
-        query = ann.get(f"{GATE_PREFIX}{name}-query", metrics.DEFAULT_QUERIES[name])
-        gates.append(metrics.Gate(name, query, promote, rollback))
-    return gates
-
-
 def spec_of(obj: dict[str, Any], prometheus: str | None) -> dict[str, Any] | None:
-    """The rollout document for a rendered Deployment, or None when it is not annotated."""
-    meta = obj.get("metadata") or {}
-    ann = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
-    strategy = ann.get(ROLLOUT)
-    if strategy is None or obj.get("kind") != "Deployment":
-        return None
-    key = ObjectKey.of(obj)
-    where = str(key)
-    if strategy not in STRATEGIES:
-        raise RolloutSpecError(f"{where}: {ROLLOUT} is {strategy!r}", hint=f"use one of {', '.join(STRATEGIES)}")
-    total = int((obj.get("spec") or {}).get("replicas", 1))
-    base = {"id": key.id, "ref": ref(obj), "workload": key.name, "namespace": key.namespace, "strategy": strategy,
-            "replicas": total}
-    if strategy == BLUE_GREEN:
-        raw = ann.get(KEEP, str(total))
-        if not raw.isdigit():
-            raise RolloutSpecError(f"{where}: {KEEP} {raw!r} is not a replica count", hint=f'write e.g. "{total}"')
-        return {**base, "keep": int(raw), "smokeTest": ann.get(SMOKE)}
-    if not prometheus:
-        raise RolloutSpecError(f"{where} asks for a {strategy} rollout, but the site file names no Prometheus",
-                               hint="set spec.metrics.prometheus: URL in the site file (docs/SITE.md)")
-    steps = _parse_steps(ann, where)
-    intervals = _parse_intervals(ann, where, len(steps) - 1) + [0.0]
-    return {
-        **base, "prometheus": prometheus,
-        "steps": [{"weight": w, "seconds": s, **dict(zip(("canary", "stable"), replicas_for(w, total)))}
-                  for w, s in zip(steps, intervals)],
-        "gates": [g.to_doc() for g in _gates(ann, where)],
-    }
+    """The rollout document for a rendered Deployment (installer/rolloutspec.py), with its ``ref``."""
+    doc = rolloutspec.spec_of(obj, prometheus)
+    return None if doc is None else {**doc, "ref": ref(obj)}
 
 
 def _template_labels(obj: dict[str, Any]) -> dict[str, str]:
@@ -563,7 +455,7 @@ class Runner:
         canary = canary_object(new, step["canary"])
         key = str(ObjectKey.of(new))
         where = {"namespace": spec["namespace"], "workload": spec["workload"], "track": "canary",
-                 "window": _window(step["seconds"])}
+                 "window": window(step["seconds"])}
         gates = [metrics.Gate.from_doc(g) for g in spec["gates"]]
         baseline = self._restarts(canary)
         end = started + step["seconds"]

@@ -22,7 +22,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("edgebundle", "bundler", "installer")
 # installer.helmrender: the build-time proof renders charts with the site's own Helm renderer.
-BUILDER_MAY_USE = {"installer.render", "installer.policy", "installer.site", "installer.helmrender"}
+# installer.rolloutspec (and the gate defaults of installer.metrics): lint checks rollout annotations.
+BUILDER_MAY_USE = {"installer.render", "installer.policy", "installer.site", "installer.helmrender",
+                   "installer.rolloutspec", "installer.metrics"}
 
 
 def product_modules() -> dict[str, Path]:

@@ -100,6 +100,23 @@ def test_models_path_of_a_version_the_bundle_does_not_stage(project: Path) -> No
             "LLM_MODEL_PATH points at /models/llm/smollm2-135m/v0.9/", "fix: list the model in the workload's")
 
 
+def test_rollout_annotations_the_site_would_refuse(project: Path) -> None:
+    """Catch it where it is cheapest: a rollout annotation's typo fails lint, not the site's plan."""
+    edit(project / "manifests/20-llm-service.yaml", "    edgebundle.dev/models: smollm2-135m\n",
+         "    edgebundle.dev/models: smollm2-135m\n    edgebundle.dev/rollout: canary\n"
+         "    edgebundle.dev/canary-steps: \"10,50,25,100\"\n")
+    refused(project, "20-llm-service.yaml: Deployment/rag-system/llm-service: edgebundle.dev/canary-steps "
+            "'10,50,25,100' must rise strictly from above 0 and end at 100", 'fix: write e.g. "10,25,50,100"')
+    edit(project / "manifests/20-llm-service.yaml", '"10,50,25,100"', '"10,25,50,100"')
+    edit(project / "manifests/20-llm-service.yaml", "  replicas: 1\n", "  replicas: 4\n")
+    r = bundle("lint", project / "bundle.yaml")  # the control: the same annotations, well formed
+    assert r.exit_code == 0, r.output
+    edit(project / "manifests/50-chat-ui.yaml", "metadata:\n", "metadata:\n  annotations:\n"
+         "    edgebundle.dev/rollout: blue-grean\n")
+    refused(project, "50-chat-ui.yaml: Deployment/rag-system/chat-ui: edgebundle.dev/rollout is 'blue-grean'",
+            "fix: use one of canary, blue-green")
+
+
 def test_duplicate_object(project: Path) -> None:
     shutil.copy(project / "manifests/50-chat-ui.yaml", project / "manifests/51-chat-ui-copy.yaml")
     refused(project, "51-chat-ui-copy.yaml: Deployment/rag-system/chat-ui is defined twice: in 50-chat-ui.yaml "

@@ -25,15 +25,25 @@ import yaml
 from installer.audit import AuditLog
 from installer.metrics import DEFAULT_QUERIES, DEFAULT_THRESHOLDS, Gate, read_gate
 from installer.revisions import RevisionStore
-from installer.rollout import RolloutSpecError, replicas_for, spec_of
+from installer.rollout import spec_of
+from installer.rolloutspec import RolloutSpecError, replicas_for
 from installer.state import StateDir
 from tests.cluster.agent import NodeSpec
 from tests.fixtures.bundles import INSTALLER, BundleWorld, run_installer
 from tests.fixtures.kube import Cluster
 from tests.fixtures.prometheus import StandIn, StandIns
 from tests.fixtures.registry import RegistryProcess, free_port
-from tests.test_plan_apply import (IMAGES_V1, IMAGES_V2, RagBundles, _models, build_with_manifests, cli,
-                                   install_bundle, manifests_variant, write_site)
+from tests.test_plan_apply import (
+    IMAGES_V1,
+    IMAGES_V2,
+    RagBundles,
+    _models,
+    build_with_manifests,
+    cli,
+    install_bundle,
+    manifests_variant,
+    write_site,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,11 +91,11 @@ def test_weights_map_to_replica_counts_as_documented() -> None:
         assert [replicas_for(w, total) for w in (10, 25, 50)] == want, total
 
 
-def _deployment(**annotations: str) -> dict[str, Any]:
+def _deployment(replicas: Any = 2, **annotations: str) -> dict[str, Any]:
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "llm", "namespace": "rag-system",
                          "annotations": {"edgebundle.dev/rollout": "canary", **annotations}},
-            "spec": {"replicas": 2}}
+            "spec": {"replicas": replicas}}
 
 
 def test_the_field_guides_schedule_is_the_default() -> None:
@@ -106,6 +116,9 @@ def test_the_field_guides_schedule_is_the_default() -> None:
     ({"edgebundle.dev/gate-error-rate": "low"}, "is not PROMOTE,ROLLBACK"),
     ({"edgebundle.dev/gate-hallucination": "0.1,0.2"}, "unknown gate annotation"),
     ({"edgebundle.dev/rollout": "linear"}, "use one of canary, blue-green"),
+    ({"replicas": "4"}, "spec.replicas '4' is not a replica count from 1 to 10000"),
+    ({"replicas": 0}, "spec.replicas '0' is not a replica count"),
+    ({"replicas": True}, "spec.replicas 'True' is not a replica count"),
 ])
 def test_bad_rollout_annotations_are_refused_naming_them(annotations: dict[str, str], says: str) -> None:
     with pytest.raises(RolloutSpecError) as e:
