@@ -150,7 +150,7 @@ def _refuse_compressed(first: bytes) -> None:
     for magic, kind in _COMPRESSED.items():
         if first.startswith(magic):
             raise TarFormatError(f"the bundle file is not a tar: it is {kind}-compressed data",
-                                 hint=f"decompress it first (a bundle is an uncompressed tar), "
+                                 hint="decompress it first (a bundle is an uncompressed tar), "
                                       "or pass the bundle directory")
 
 
