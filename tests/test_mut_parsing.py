@@ -549,3 +549,135 @@ def test_any_version_string_has_a_place_in_the_order(odd: str) -> None:
     """The installed version comes from the state directory, which is not trusted to be clean: never raise."""
     key = version_key(odd)
     assert (key < version_key("0.0.1")) + (key > version_key("0.0.1")) + (key == version_key("0.0.1")) == 1
+
+
+# --- attached artifacts, Helm charts and the SBOM pin (added with issues 18 and 19) ---------------
+
+SIG_MT = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _subject_and_other(doc: dict[str, Any]) -> tuple[str, str]:
+    """The sample image's digest, and another digest the sample root pins."""
+    subject = doc["images"][0]["digest"]
+    return subject, next(b for b in sorted(doc["blobs"]) if b != subject)
+
+
+def _attach(*entries: dict[str, Any]) -> Edit:
+    """Put attached artifacts on image 0; each entry's missing fields default to a signature of the
+    image (``...`` leaves a field out; ``{hex}`` in a tag stands for the image digest's hex)."""
+    def edit(doc: dict[str, Any]) -> None:
+        subject, other = _subject_and_other(doc)
+        base = {"kind": "signature", "subject": subject, "tag": "sha256-{hex}.sig", "digest": other,
+                "mediaType": SIG_MT}
+        doc["images"][0]["attached"] = [
+            {k: v.replace("{hex}", subject[7:]) if k == "tag" else v for k, v in {**base, **e}.items() if v is not ...}
+            for e in entries]
+    return edit
+
+
+def _chart(*entries: dict[str, Any]) -> Edit:
+    def edit(doc: dict[str, Any]) -> None:
+        subject, other = _subject_and_other(doc)
+        base = {"release": "web", "namespace": None, "chart": "webui", "version": "0.3.0", "manifest": other,
+                "archive": subject, "values": other}
+        doc["charts"] = [{**base, **e} for e in entries]
+    return edit
+
+
+def _sbom_pin(**pin: Any) -> Edit:
+    def edit(doc: dict[str, Any]) -> None:
+        doc["files"][layout.SBOM] = {"digest": _subject_and_other(doc)[1], "size": 100, **pin}
+    return edit
+
+
+UNPINNED = "sha256:" + "cd" * 32
+EXTRA_REFUSALS: list[tuple[str, Edit, str]] = [
+    ("attached-not-a-list", _put(*IMG, "attached", value={}), "root: images[0].attached has the wrong type"),
+    ("attached-not-an-object", _put(*IMG, "attached", value=["x"]), "root: images[0].attached[0] is not an object"),
+    ("attached-unknown-key", _attach({"x": 1}), "root: images[0].attached[0] has unknown keys: x"),
+    ("attached-lacks-media-type", _attach({"mediaType": ...}), "root: images[0].attached[0] lacks 'mediaType'"),
+    ("attached-kind-unknown", _attach({"kind": "sig"}),
+     "root: images[0].attached[0] ('sig') may not use the tag 'sha256-{hex}.sig'"),
+    ("attached-signature-under-att", _attach({"tag": "sha256-{hex}.att"}),
+     "root: images[0].attached[0] ('signature') may not use the tag 'sha256-{hex}.att'"),
+    ("attached-moves-the-image-tag", _attach({"tag": "1.0"}),
+     "root: images[0].attached[0] ('signature') may not use the tag '1.0'"),
+    ("attached-referrers-with-suffix", _attach({"kind": "referrers"}),
+     "root: images[0].attached[0] ('referrers') may not use the tag 'sha256-{hex}.sig'"),
+    ("attached-subject-unpinned", _attach({"subject": UNPINNED, "tag": f"sha256-{'cd' * 32}.sig"}),
+     "root: images[0].attached[0] names blob sha256:… that the root does not pin"),
+    ("attached-digest-unpinned", _attach({"digest": UNPINNED}),
+     "root: images[0].attached[0] names blob sha256:… that the root does not pin"),
+    ("attached-two-under-one-tag", lambda d: (_attach({}, {"digest": d["images"][0]["digest"]})(d)),
+     "root: images[0].attached[1] puts a second artifact under the tag sha256-{hex}.sig"),
+    ("charts-not-a-list", _put("charts", value={}), "root: root.charts has the wrong type"),
+    ("chart-not-an-object", _put("charts", value=[1]), "root: charts[0] is not an object"),
+    ("chart-unknown-key", _chart({"x": 1}), "root: charts[0] has unknown keys: x"),
+    ("chart-release-not-dns", _chart({"release": "Web_1"}), "root: charts[0].release 'Web_1' is not a Helm release name"),
+    ("chart-release-54-chars", _chart({"release": "a" * 54}),
+     f"root: charts[0].release {'a' * 54!r} is not a Helm release name"),
+    ("chart-namespace-not-a-label", _chart({"namespace": "Edge.Apps"}),
+     "root: charts[0].namespace 'Edge.Apps' is not a namespace name"),
+    ("chart-release-twice", _chart({}, {}), "root: charts[1] lists release web a second time"),
+    ("chart-values-unpinned", _chart({"values": UNPINNED}), "root: charts[0] names blob sha256:… that the root does not pin"),
+    ("chart-manifest-unpinned", _chart({"manifest": UNPINNED}), "root: charts[0] names blob sha256:… that the root does not pin"),
+    ("chart-archive-unpinned", _chart({"archive": UNPINNED}), "root: charts[0] names blob sha256:… that the root does not pin"),
+    ("chart-version-not-a-string", _chart({"version": 3}), "root: charts[0].version has the wrong type"),
+    ("chart-name-missing", lambda d: (_chart({})(d), d["charts"][0].pop("chart")), "root: charts[0] lacks 'chart'"),
+    ("sbom-over-16-mib", _sbom_pin(size=16 * 1024 * 1024 + 1),
+     f"root: files[{layout.SBOM}] is 16777217 bytes, over the 16777216-byte limit of a document read whole"),
+    ("sbom-pin-not-an-object", _put("files", layout.SBOM, value=[]), f"root: root.files.{layout.SBOM} has the wrong type"),
+    ("files-with-another-member", _put("files", "extra.json", value={"digest": D, "size": 1}),
+     f"root: files must list exactly oci-layout, index.json and optionally {layout.SBOM}"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), [c[1:] for c in EXTRA_REFUSALS], ids=[c[0] for c in EXTRA_REFUSALS])
+def test_attached_chart_and_sbom_refusals_name_the_field(edit: Edit, message: str) -> None:
+    doc = _doc()
+    subject = doc["images"][0]["digest"]
+    edit(doc)
+    assert _refusal(doc) == message.replace("{hex}", subject[7:])
+
+
+EXTRA_ACCEPTED: list[tuple[str, Edit]] = [
+    ("a-signature", _attach({})),
+    ("the-same-artifact-listed-twice", _attach({}, {})),
+    ("an-attestation", _attach({"kind": "attestation", "tag": "sha256-{hex}.att"})),
+    ("an-sbom", _attach({"kind": "sbom", "tag": "sha256-{hex}.sbom"})),
+    ("a-referrers-index", _attach({"kind": "referrers", "tag": "sha256-{hex}"})),
+    ("a-chart-in-the-sites-namespace", _chart({})),
+    ("a-chart-in-its-own-namespace", _chart({"namespace": "edge-apps"})),
+    ("a-release-of-53-chars", _chart({"release": "a" * 53})),
+    ("two-releases-of-one-chart", _chart({}, {"release": "web-b"})),
+    ("an-sbom-of-exactly-16-mib", _sbom_pin(size=16 * 1024 * 1024)),
+]
+
+
+@pytest.mark.parametrize("edit", [c[1] for c in EXTRA_ACCEPTED], ids=[c[0] for c in EXTRA_ACCEPTED])
+def test_attached_chart_and_sbom_forms_are_accepted(edit: Edit) -> None:
+    doc = _doc()
+    edit(doc)
+    parse_root(canonical(doc))
+
+
+def test_attached_charts_and_sbom_pin_round_trip_as_written() -> None:
+    """The parsed entries say what the document says, and a root writes them back byte for byte;
+    a root without attached artifacts or charts has neither key (older roots keep their bytes)."""
+    plain = _doc()
+    assert "attached" not in plain["images"][0] and "charts" not in plain
+    doc = _doc()
+    subject, other = _subject_and_other(doc)
+    _attach({"kind": "attestation", "tag": f"sha256-{subject[7:]}.att"})(doc)
+    _chart({"namespace": "edge-apps"})(doc)
+    _sbom_pin(size=321)(doc)
+    root = parse_root(canonical(doc))
+    [a] = root.images[0].attached
+    assert (a.kind, a.subject, a.tag, a.digest, a.mediaType) == ("attestation", subject, f"sha256-{subject[7:]}.att",
+                                                                 other, SIG_MT)
+    [c] = root.charts or []
+    assert (c.release, c.namespace, c.chart, c.version, c.manifest, c.archive, c.values) == \
+        ("web", "edge-apps", "webui", "0.3.0", other, subject, other)
+    assert (root.files[layout.SBOM].digest, root.files[layout.SBOM].size) == (other, 321)
+    assert root.to_bytes() == canonical(doc)
+    assert parse_root(canonical(plain)).to_bytes() == canonical(plain)
