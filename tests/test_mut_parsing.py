@@ -502,6 +502,9 @@ def test_member_order_puts_the_signed_root_first_then_blobs_by_digest() -> None:
     assert layout.member_order([b, a]) == ["oci-layout", "edgebundle/root.dsse.json", "index.json",
                                            "blobs/sha256/" + "a" * 64, "blobs/sha256/" + "b" * 64]
     assert layout.member_order([]) == ["oci-layout", "edgebundle/root.dsse.json", "index.json"]
+    files = ["oci-layout", "index.json", "edgebundle/sbom.cdx.json"]  # a root that pins an SBOM
+    assert layout.member_order([a], files) == ["oci-layout", "edgebundle/root.dsse.json", "index.json",
+                                               "edgebundle/sbom.cdx.json", "blobs/sha256/" + "a" * 64]
 
 
 @pytest.mark.parametrize("payload", [0, 1, 2, 3, 4, 5, 6, 1000, 3 * 1024])
