@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import dataclasses
 import hashlib
 import json
 import time
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgebundle import signing
 from edgebundle import verify as verify_mod
 from edgebundle.compress import write_tar_zstd
+from edgebundle.digest import DigestMismatchError
 from edgebundle.errors import UsageError
 from edgebundle.parts import open_source
 from edgebundle.verify import ExpiredError, Policy, Verifier
@@ -367,6 +369,24 @@ def test_signed_bundle_verifies_through_the_api_without_a_progress_callback(bund
     payload = base64.b64decode(json.loads((bundles.v100 / ROOT).read_text())["payload"])
     assert vb.signers == [w.keys["release"].id]
     assert vb.root_bytes == payload and vb.root.version == "1.0.0"
+
+
+def test_the_sbom_is_read_only_as_its_signed_root_pins_it(bundles: Bundles, tmp_path: Path) -> None:
+    """``VerifiedBundle.read_sbom``: the member's bytes when the root pins them, re-hashed as read
+    (a copy changed after verification is refused naming the member); None for a root without one."""
+    trust = signing.TrustStore.from_files([bundles.world.keys["release"].pub])
+    b = private_copy(bundles.v100, tmp_path)
+    sbom = b / "edgebundle" / "sbom.cdx.json"
+    vb = Verifier(trust).verify(open_source(b))
+    assert vb.read_sbom() == sbom.read_bytes() and json.loads(sbom.read_bytes())["bomFormat"] == "CycloneDX"
+    without = dataclasses.replace(vb, root=dataclasses.replace(
+        vb.root, files={k: v for k, v in vb.root.files.items() if k != "edgebundle/sbom.cdx.json"}))
+    assert without.read_sbom() is None
+    data = sbom.read_bytes()
+    sbom.write_bytes(data[:-2] + b" }")  # same size, other bytes: only the digest can tell
+    with pytest.raises(DigestMismatchError) as e:
+        vb.read_sbom()
+    assert e.value.message.startswith("edgebundle/sbom.cdx.json: ")
 
 
 def test_signed_bundle_inspect_shows_the_claimed_signers_unverified(bundles: Bundles) -> None:
