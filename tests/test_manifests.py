@@ -255,6 +255,7 @@ def test_example_bundle_loads(tmp_path: Path, smollm2_gguf: Path, minilm_dir: Pa
     ex = tmp_path / "examples" / "rag-edge"
     (ex / "models").mkdir(parents=True)
     (ex / "bundle.yaml").write_bytes((EXAMPLE / "bundle.yaml").read_bytes())
+    (ex / "charts").symlink_to(EXAMPLE / "charts")
     (tmp_path / "manifests").symlink_to(MANIFESTS)
     (ex / "models" / smollm2_gguf.name).symlink_to(smollm2_gguf)
     (ex / "models" / minilm_dir.name).symlink_to(minilm_dir)
@@ -263,7 +264,11 @@ def test_example_bundle_loads(tmp_path: Path, smollm2_gguf: Path, minilm_dir: Pa
     assert [(m.name, m.kind, m.version) for m in spec.models] == [
         ("smollm2-135m", "llm", "v1.0"), ("all-minilm-l6-v2", "embedding", "v1.0")]
     assert spec.images[0].platforms == ("linux/amd64",)
-    assert spec.manifests == ((tmp_path / "manifests").resolve(),)
+    # every manifest but chat-ui's, which the example ships as the Helm chart charts/chat-ui/
+    assert [p.name for p in spec.manifests] == ["00-namespace.yaml", "10-models-storage.yaml", "20-llm-service.yaml",
+                                                "30-vector-db.yaml", "40-orchestrator.yaml", "60-data-connector.yaml"]
+    assert all(p.parent == (tmp_path / "manifests").resolve() for p in spec.manifests)
+    assert [(c.release, c.path) for c in spec.charts] == [("chat-ui", (ex / "charts" / "chat-ui").resolve())]
     assert (EXAMPLE / ".gitignore").read_text().splitlines()[-1] == "models/"
 
 
