@@ -39,9 +39,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from edgebundle import mediatypes as mt
 from edgebundle.attached import COSIGN_SUFFIXES, REFERRERS, tag_for
-from edgebundle.digest import is_digest, sha256_bytes
+from edgebundle.digest import is_digest, read_bounded, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 from edgebundle.root import MalformedRootError, canonical_json, load_json_bounded
+from edgebundle.signing import MAX_KEY_BYTES
 
 #: A simple-signing payload is a few hundred bytes; anything past this is not one.
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -80,7 +81,7 @@ def load_cosign_key(path: Path, where: str) -> CosignKey:
     if not path.is_file():
         raise UsageError(f"bundle spec: {where} {path} does not exist", hint=hint)
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = serialization.load_pem_public_key(read_bounded(path, MAX_KEY_BYTES, f"bundle spec: {where}"))
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         raise UsageError(f"bundle spec: {where} {path} is not a PEM public key ({e})", hint=hint) from None
     if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(key.curve, ec.SECP256R1):

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
+from edgebundle.digest import read_bounded
 from edgebundle.errors import UsageError
+from installer.render import MAX_MANIFEST_BYTES
 
 #: Env var names that say "this is a credential" (matched on word parts, case-insensitive).
 CREDENTIAL_NAME = re.compile(r"(^|_)(PASSWORD|PASSWD|PASS|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|"
@@ -157,7 +159,7 @@ def scan(files: Iterable[tuple[str, Path]], *, manifests: Iterable[tuple[str, Pa
     for name, doc in objects:
         out.update(object_findings(name, doc))
     for name, path in manifests:
-        out.update(kubernetes_findings(name, path.read_bytes()))
+        out.update(kubernetes_findings(name, read_bounded(path, MAX_MANIFEST_BYTES, f"manifest {name}")))
     texts = [(name, path) for name, path in files
              if path.suffix.lower() in TEXT_SUFFIXES and path.stat().st_size <= MAX_TEXT_BYTES]
     out.update(plugin_findings(manifests + texts))

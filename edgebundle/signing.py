@@ -75,7 +75,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()
     try:
-        data = read_bounded(Path(path), _MAX_KEY_BYTES, "key file")
+        data = read_bounded(Path(path), MAX_KEY_BYTES, "key file")
         key = serialization.load_pem_private_key(data, password=passphrase)
     except FileNotFoundError:
         raise UsageError(f"signing key {path} does not exist",
@@ -93,7 +93,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(read_bounded(Path(path), _MAX_KEY_BYTES, "public key file"))
+        key = serialization.load_pem_public_key(read_bounded(Path(path), MAX_KEY_BYTES, "public key file"))
     except FileNotFoundError:
         raise UsageError(f"public key {path} does not exist") from None
     except ValueError as e:
@@ -257,7 +257,7 @@ __all__ = ["EdgebundleError", "Envelope", "LegacyFormatError", "MalformedEnvelop
            "load_private_key", "load_public_key", "pae", "parse_envelope", "sign", "unsigned", "verify"]
 
 
-_MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is a few hundred bytes
+MAX_KEY_BYTES = 64 * 1024  # a PEM Ed25519 key is a few hundred bytes
 
 
 def read_passphrase(path: Path | None) -> bytes | None:
