@@ -57,11 +57,15 @@ def iter_chunks(stream: BinaryIO, limit: int | None = None, chunk: int = CHUNK) 
         yield data
 
 
-def hash_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
-    """Digest and size of everything left in ``stream``."""
+def hash_stream(stream: BinaryIO, progress: Callable[[int], None] | None = None,
+                stop: threading.Event | None = None, limit: int | None = None) -> tuple[str, int]:
+    """Digest and size of everything left in ``stream`` (at most ``limit`` bytes); raises
+    :class:`Cancelled` once ``stop`` is set."""
     h = hashlib.sha256()
     size = 0
-    for data in iter_chunks(stream):
+    for data in iter_chunks(stream, limit):
+        if stop is not None and stop.is_set():
+            raise Cancelled()
         h.update(data)
         size += len(data)
         if progress:
@@ -78,16 +82,15 @@ AHEAD = 4
 
 
 def hash_stream_ahead(stream: BinaryIO, progress: Callable[[int], None] | None = None,
-                      stop: threading.Event | None = None, limit: int | None = None) -> tuple[str, int]:
-    """:func:`hash_stream` (of at most ``limit`` bytes) with a reader thread a few chunks ahead,
-    so waiting for cold media overlaps hashing (both release the GIL); raises
-    :class:`Cancelled` once ``stop`` is set."""
+                      stop: threading.Event | None = None) -> tuple[str, int]:
+    """:func:`hash_stream` with a reader thread a few chunks ahead, so waiting for cold media
+    overlaps hashing (both release the GIL); raises :class:`Cancelled` once ``stop`` is set."""
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
     quit_reading = threading.Event()
 
     def read() -> None:
         try:
-            for data in iter_chunks(stream, limit):
+            for data in iter_chunks(stream):
                 while not quit_reading.is_set():
                     try:
                         chunks.put(data, timeout=0.1)

@@ -41,7 +41,15 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.compress import open_tar_zstd_member
-from edgebundle.digest import PIECE_BYTES, Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
+from edgebundle.digest import (
+    PIECE_BYTES,
+    Cancelled,
+    DigestMismatchError,
+    check,
+    hash_stream,
+    hash_stream_ahead,
+    sha256_bytes,
+)
 from edgebundle.errors import VerificationError
 from edgebundle.ocinames import MAX_MANIFEST_BYTES
 from edgebundle.rebuild import prove_patches
@@ -230,14 +238,16 @@ class Verifier:
     def _check_content(self, source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
         """Step 6 and its decode check as independent tasks, largest first, on every core.
 
-        hashlib and zstd release the GIL, so threads hash blobs in parallel; each task reads
-        ahead a few chunks (bounded memory: :func:`edgebundle.digest.hash_stream_ahead`). A blob
-        whose root entry lists piece digests is proven piece by piece, the pieces as tasks of their
-        own, so one 4 GiB model file keeps every core busy (a source that cannot seek hashes it
-        whole instead: its ``digest`` pins the same bytes). A bad
-        blob stops the tasks after it in tar order, so of several bad blobs the first in tar
-        order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
-        digest error, if it has one, is the better message).
+        hashlib and zstd release the GIL, so threads hash blobs in parallel, 1 MiB at a time: one
+        task's reads overlap another's hashing. A blob whose root entry lists piece digests is
+        proven piece by piece, the pieces as tasks of their own, so one 4 GiB model file keeps
+        every core busy (a source that cannot seek hashes it whole instead: its ``digest`` pins the
+        same bytes). A carried ``tar+zstd`` file is also decoded, as a task of its own whose
+        decoded bytes are hashed on a thread of their own
+        (:func:`edgebundle.digest.hash_stream_ahead`). A bad blob stops the tasks after it in tar
+        order, so of several bad blobs the first in tar order is named, as a sequential pass
+        would; a failed decode stops nothing (the blob's own digest error, if it has one, is the
+        better message).
         """
         names = [n for n in (source.tar_order() or sorted(pins)) if n in pins]
         rank = {n: i for i, n in enumerate(names)}
@@ -290,7 +300,7 @@ def _check_member(source: BundleSource, name: str, pin: tuple[str, int],
     if stop.is_set():
         raise Cancelled()
     with source.open(name) as f:
-        got, got_size = hash_stream_ahead(f, progress, stop)
+        got, got_size = hash_stream(f, progress, stop)
     check(name, pin[0], pin[1], got, got_size)
 
 
@@ -301,7 +311,7 @@ def _check_piece(source: BundleSource, name: str, which: tuple[int, int], pin: s
         raise Cancelled()
     with source.open(name) as f:
         f.seek(at)
-        got, got_size = hash_stream_ahead(f, progress, stop, limit=length)
+        got, got_size = hash_stream(f, progress, stop, limit=length)
     if (got, got_size) != (pin, length):
         raise DigestMismatchError(
             f"{name}: bytes {at:,} to {at + got_size:,} (piece {which[0] + 1} of {which[1]}) hash to {got}, "
