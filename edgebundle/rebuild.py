@@ -262,7 +262,13 @@ class ReconstructedSource(BundleSource):
 
 @contextlib.contextmanager
 def open_member(delta: BundleSource, root: Root, name: str) -> Iterator[BinaryIO]:
-    """A member of the delta ``delta``: read as is, or out of its pack (``delta.files``), checked."""
+    """A member of the delta ``delta`` as is, or a document out of its pack (a ``delta.files``
+    file or a ``packed`` blob), hashed against its pin as it is read."""
+    digest = layout.digest_of_blob_path(name)
+    entry = (root.delta or {}).get("rebuild", {}).get(digest) if digest else None
+    if entry is not None and entry["method"] == "packed":
+        yield open_packed(delta, root, entry, digest, entry["size"], f"{name} (from the delta's pack)")  # type: ignore[arg-type]
+        return
     e = root.packed_files.get(name)
     if e is None:
         with delta.open(name) as f:

@@ -27,6 +27,7 @@ from edgebundle.verify import Verifier, VerifiedBundle
 from tests.fixtures import dsse
 from tests.fixtures.bundles import bundle_world  # noqa: F401  (a fixture, used by name)
 from tests.fixtures.digests import sha256_of
+from tests.hostile.signed import BILLION_LAUGHS
 from tests.test_delta_codecs import _delta_root_doc, _raw
 from tests.test_delta_scenarios import (  # noqa: F401  (fixtures)
     Release,
@@ -216,6 +217,17 @@ def test_a_pack_whose_decoded_size_lies_is_refused_at_verify(
         check(delta_dir)
 
 
+def test_a_packed_manifest_that_does_not_match_its_pin_is_refused_at_verify(
+        delta_dir: Path, key: Ed25519PrivateKey, check: Callable[[Path], VerifiedBundle]) -> None:
+    doc = root_doc(delta_dir)
+    decoded = bytearray(pack_bytes(delta_dir, doc))
+    mf = doc["manifests"]["files"][-1]
+    decoded[doc["delta"]["rebuild"][mf["digest"]]["offset"]] ^= 0x01
+    sign_root(delta_dir, replace_pack(delta_dir, doc, bytes(decoded)), key)
+    with pytest.raises(DigestMismatchError, match=mf["digest"].split(":")[1]):
+        check(delta_dir)
+
+
 @pytest.mark.parametrize("member", ["blob", "sbom"])
 def test_a_packed_document_that_does_not_match_its_pin_is_refused_as_it_is_read(
         delta_dir: Path, key: Ed25519PrivateKey, check: Callable[[Path], VerifiedBundle], member: str,
@@ -223,7 +235,8 @@ def test_a_packed_document_that_does_not_match_its_pin_is_refused_as_it_is_read(
     doc = root_doc(delta_dir)
     decoded = bytearray(pack_bytes(delta_dir, doc))
     if member == "blob":
-        digest, e = next((d, e) for d, e in sorted(doc["delta"]["rebuild"].items()) if e["method"] == "packed")
+        digest, e = next((d, e) for d, e in sorted(doc["delta"]["rebuild"].items())
+                         if e["method"] == "packed" and not e["what"].startswith("k8s manifest"))  # those: below
     else:
         e = doc["delta"]["files"]["edgebundle/sbom.cdx.json"]
     decoded[e["offset"]] ^= 0x01
@@ -238,6 +251,23 @@ def test_a_packed_document_that_does_not_match_its_pin_is_refused_as_it_is_read(
     r = bundle_cli("verify", delta_dir, "--pubkey", releases.pub, "--base", base_release.full)
     assert r.returncode == 4, r.stderr
     assert digest in r.stderr and "does not match" in r.stderr, r.stderr
+
+
+def test_a_signed_yaml_bomb_in_the_pack_is_refused_at_verify(
+        delta_dir: Path, key: Ed25519PrivateKey, check: Callable[[Path], VerifiedBundle]) -> None:
+    """Packed Kubernetes manifests are parsed within bounds at verify, as carried ones are."""
+    doc = root_doc(delta_dir)
+    decoded = bytearray(pack_bytes(delta_dir, doc))
+    mf = doc["manifests"]["files"][0]
+    e = doc["delta"]["rebuild"][mf["digest"]]
+    assert e["method"] == "packed" and len(BILLION_LAUGHS) < mf["size"]
+    bomb = BILLION_LAUGHS + b"#" * (mf["size"] - len(BILLION_LAUGHS) - 1) + b"\n"  # same size: same offsets
+    decoded[e["offset"]:e["offset"] + mf["size"]] = bomb
+    doc = json.loads(json.dumps(doc).replace(mf["digest"], sha256_of(bomb)))  # pinned everywhere, re-signed
+    doc = replace_pack(delta_dir, doc, bytes(decoded))
+    sign_root(delta_dir, doc, key)
+    with pytest.raises(VerificationError, match=f"manifest {mf['path']}.*not safe to parse"):
+        check(delta_dir)
 
 
 def test_an_altered_pack_member_is_refused_by_its_carried_pin(

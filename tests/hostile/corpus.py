@@ -40,7 +40,7 @@ from edgebundle.root import BlobPin, ModelFile, Root, canonical_json, parse_root
 from edgebundle.mediatypes import PAYLOAD_APPROVAL, PAYLOAD_PARTS, PAYLOAD_ROOT
 from edgebundle.signing import load_private_key, sign
 from edgebundle.sources import TarSource
-from tests.fixtures.dsse import pae
+from tests.fixtures.dsse import document, pae
 
 FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold",
             "signed-hostile", "dialect")  # the last two: tests/hostile/signed.py
@@ -182,8 +182,9 @@ class Tar:
         return read_range(self.path, m.data, m.size)
 
     def root_bytes(self) -> bytes:
-        """The root document: the payload of the root envelope (read here, not by the product)."""
-        return base64.b64decode(json.loads(self.read(layout.ROOT))["payload"])
+        """The root document: the payload of the root envelope, a delta's decompressed (read here,
+        not by the product)."""
+        return document(json.loads(self.read(layout.ROOT)))
 
     def splice(self, start: int, stop: int, new: bytes) -> Callable[[Path], Path]:
         """Replace bytes ``[start, stop)`` with ``new``."""
