@@ -266,8 +266,8 @@ def open_member(delta: BundleSource, root: Root, name: str) -> Iterator[BinaryIO
     file or a ``packed`` blob), hashed against its pin as it is read."""
     digest = layout.digest_of_blob_path(name)
     entry = (root.delta or {}).get("rebuild", {}).get(digest) if digest else None
-    if entry is not None and entry["method"] == "packed":
-        yield open_packed(delta, root, entry, digest, entry["size"], f"{name} (from the delta's pack)")  # type: ignore[arg-type]
+    if digest is not None and entry is not None and entry["method"] == "packed":
+        yield open_packed(delta, root, entry, digest, entry["size"], f"{name} (from the delta's pack)")
         return
     e = root.packed_files.get(name)
     if e is None:

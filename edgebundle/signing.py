@@ -178,8 +178,9 @@ def _b64(value: Any, what: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise MalformedEnvelopeError(f"{what} is not base64",
-                                     hint="the document was altered or damaged; copy it again from where it was made") from None
+        raise MalformedEnvelopeError(
+            f"{what} is not base64", hint="the document was altered or damaged; copy it again from where it was made"
+        ) from None
 
 
 def parse_envelope(data: bytes, what: str, payload_type: str | tuple[str, ...], limit: int) -> Envelope:
