@@ -465,8 +465,9 @@ def pack_small(plan: PlanResult, root: Root, blob_file: Callable[[str], Path], f
 
     Each document (at most ``PACK_ENTRY_MAX`` bytes) would otherwise be a tar member of its own:
     512 bytes of header and up to 511 of padding, uncompressed. The pack is one frame of the
-    documents concatenated (blobs by digest, then the files by name); each ``packed`` entry and
-    ``delta.files`` entry names its offset, and the root signs the decoded size.
+    documents concatenated (blobs by digest, then the files by name), compressed against the full
+    target's root document as a raw prefix (the digests the documents repeat are in it); each
+    ``packed`` entry and ``delta.files`` entry names its offset, and the root signs the decoded size.
     """
     items: list[tuple[Path, int, dict[str, Any]]] = []
     for d, e in sorted(plan.rebuild.items()):
@@ -495,7 +496,7 @@ def pack_small(plan: PlanResult, root: Root, blob_file: Callable[[str], Path], f
                 raise DeltaError(f"{path} changed while the delta was written ({len(data)} bytes, not {size})")
             yield data
 
-    digest, size = store(lambda w: write_document_frame(parts(), w))
+    digest, size = store(lambda w: write_document_frame(parts(), w, root.to_bytes()))
     plan.carried[digest] = {"size": size, "kind": "pack", "decoded": offset}
     for _, _, e in items:
         e["pack"] = digest

@@ -134,9 +134,10 @@ def compress_document(data: bytes) -> bytes:
     return zstd.compress(data, level=DOCUMENT_LEVEL)
 
 
-def write_document_frame(parts: Iterable[bytes], out: BinaryIO) -> None:
-    """One zstd frame of the concatenated ``parts`` (a delta's pack), written as it is compressed."""
-    c = zstd.ZstdCompressor(level=DOCUMENT_LEVEL)
+def write_document_frame(parts: Iterable[bytes], out: BinaryIO, prefix: bytes) -> None:
+    """One zstd frame of the concatenated ``parts`` (a delta's pack), written as it is compressed,
+    against ``prefix`` as a raw prefix (:func:`zstd_decode` with the same ``src`` decodes it)."""
+    c = zstd.ZstdCompressor(level=DOCUMENT_LEVEL, zstd_dict=zstd.ZstdDict(prefix, is_raw=True).as_prefix)
     for part in parts:
         out.write(c.compress(part))
     out.write(c.flush())

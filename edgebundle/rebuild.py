@@ -7,8 +7,9 @@ patches) and ``delta.rebuild`` says, for **every** target blob, how the site get
 only what a site keeps after installing the base: image blobs and manifests in its registry and
 model *files* on its NAS. The builder's side (planning and writing deltas) is bundler/delta.py.
 Small carried documents (image manifests and configs, Kubernetes manifests, ``index.json``, the
-SBOM) travel together in one zstd **pack** blob: ``packed`` entries and ``delta.files`` name an
-offset into the decoded pack, whose decoded size the root signs.
+SBOM) travel together in one zstd **pack** blob, compressed against the full target's root
+document (:func:`full_root_bytes`) as a raw prefix: ``packed`` entries and ``delta.files`` name
+an offset into the decoded pack, whose decoded size the root signs.
 
 Invariants:
 - :func:`full_root` of a delta root is byte-for-byte the root of the full bundle, so a site that
@@ -291,7 +292,7 @@ def _packed_chunks(delta: BundleSource, root: Root, pack: str, offset: int, size
     decoded = root.delta["carried"][pack]["decoded"]  # type: ignore[index]
     end, pos = offset + size, 0
     with delta.open(layout.blob_path(pack)) as f:
-        for chunk in zstd_decode(f, decoded, None, f"{what}: pack {pack[:19]}"):
+        for chunk in zstd_decode(f, decoded, full_root_bytes(root), f"{what}: pack {pack[:19]}"):
             if pos + len(chunk) > offset:
                 yield chunk[max(0, offset - pos):end - pos]
             pos += len(chunk)
@@ -305,7 +306,7 @@ def prove_packs(delta: BundleSource, root: Root) -> None:
     for digest, c in sorted((root.delta or {}).get("carried", {}).items()):
         if c["kind"] == "pack":
             with delta.open(layout.blob_path(digest)) as f:
-                for _ in zstd_decode(f, c["decoded"], None, f"delta pack {digest[:19]}"):
+                for _ in zstd_decode(f, c["decoded"], full_root_bytes(root), f"delta pack {digest[:19]}"):
                     pass
 
 

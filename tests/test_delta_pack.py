@@ -100,7 +100,7 @@ def replace_pack(d: Path, doc: dict[str, Any], decoded: bytes) -> dict[str, Any]
 
 
 def pack_bytes(d: Path, doc: dict[str, Any]) -> bytes:
-    return zstandard.ZstdDecompressor().decompressobj().decompress(blob(d, the_pack(doc)).read_bytes())
+    return dsse.delta_pack(blob(d, the_pack(doc)).read_bytes(), doc)
 
 
 @pytest.fixture

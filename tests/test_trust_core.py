@@ -37,7 +37,6 @@ from typing import Any
 
 import pytest
 import yaml
-import zstandard
 from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
@@ -716,8 +715,7 @@ def unpack_delta(bundle_dir: Path, root: dict[str, Any]) -> None:
     delta = root["delta"]
     packs = [d for d, c in delta["carried"].items() if c["kind"] == "pack"]
     blobs = bundle_dir / "blobs" / "sha256"
-    decoded = {p: zstandard.ZstdDecompressor().decompressobj().decompress((blobs / p.split(":")[1]).read_bytes())
-               for p in packs}
+    decoded = {p: dsse.delta_pack((blobs / p.split(":")[1]).read_bytes(), root) for p in packs}
     for digest, e in delta["rebuild"].items():
         if e["method"] == "packed":
             (blobs / digest.split(":")[1]).write_bytes(decoded[e["pack"]][e["offset"]:e["offset"] + e["size"]])
