@@ -496,7 +496,7 @@ def pack_small(plan: PlanResult, root: Root, blob_file: Callable[[str], Path], f
                 raise DeltaError(f"{path} changed while the delta was written ({len(data)} bytes, not {size})")
             yield data
 
-    digest, size = store(lambda w: write_document_frame(parts(), w, root.to_bytes()))
+    digest, size = store(lambda w: write_document_frame(parts(), offset, w, root.to_bytes()))
     plan.carried[digest] = {"size": size, "kind": "pack", "decoded": offset}
     for _, _, e in items:
         e["pack"] = digest
