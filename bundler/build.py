@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from bundler import charts
 from bundler.attached import fetch_document, listed_manifests, required_keys_check
@@ -37,7 +37,16 @@ from bundler.spec import BundleSpec, ChartSpec, ImageSpec, ModelSpec, manifest_f
 from edgebundle import compress, layout, tarfmt
 from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import load_all_bounded
-from edgebundle.digest import HashingWriter, fsync_dir, hash_file, iter_chunks, read_bounded, sha256_bytes
+from edgebundle.digest import (
+    BackgroundFeed,
+    HashingWriter,
+    PieceHasher,
+    fsync_dir,
+    hash_file,
+    iter_chunks,
+    read_bounded,
+    sha256_bytes,
+)
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.helmchart import MAX_CHART_BYTES, chart_ref_name
 from edgebundle.patch import compress_document
@@ -104,8 +113,8 @@ class BlobStore:
     def path(self, digest: str) -> Path:
         return self.external.get(digest) or self.dir.parent.parent / layout.blob_path(digest)
 
-    def _record(self, digest: str, size: int, media_type: str) -> BlobPin:
-        pin = self.pins.get(digest) or BlobPin(digest, size, media_type)
+    def _record(self, digest: str, size: int, media_type: str, pieces: tuple[str, ...] = ()) -> BlobPin:
+        pin = self.pins.get(digest) or BlobPin(digest, size, media_type, pieces)
         self.pins.setdefault(digest, pin)
         return pin
 
@@ -126,52 +135,62 @@ class BlobStore:
 
     def put_writer(self, media_type: str, write: Callable[[BinaryIO], None],
                    expect: tuple[str, int] | None = None,
-                   mismatch: Callable[[str, int], EdgebundleError] | None = None) -> BlobPin:
+                   mismatch: Callable[[str, int], EdgebundleError] | None = None,
+                   pieces: tuple[str, ...] = ()) -> BlobPin:
         """Store what ``write`` produces; with ``expect``, skip the work when already present and
-        refuse other content (``mismatch`` builds the error, given the digest and size written)."""
+        refuse other content (``mismatch`` builds the error, given the digest and size written).
+        ``pieces`` (with ``expect``: the lock's piece digests) are pinned too, and proven wherever
+        the bytes are written or hashed."""
         if expect and (self.elsewhere.get(expect[0]) == expect[1] or self.has(*expect)):
-            return self._record(expect[0], expect[1], media_type)
+            return self._record(expect[0], expect[1], media_type, pieces)
         if expect and self.defer and expect[1] >= DEFER_MIN:
             self.deferred[expect[0]] = (write, mismatch)
-            return self._record(expect[0], expect[1], media_type)
+            return self._record(expect[0], expect[1], media_type, pieces)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as raw:
-                w = HashingWriter(raw)
+            with os.fdopen(fd, "wb") as raw, _piece_check(pieces, expect) as tee:
+                w = HashingWriter(raw, tee)
                 write(w)  # type: ignore[arg-type]
-            if expect and (w.digest, w.size) != expect:
-                if mismatch is not None:
-                    raise mismatch(w.digest, w.size)
-                raise EdgebundleError(f"fetched content {w.digest} ({w.size} bytes) does not match "
-                                      f"the pinned {expect[0]} ({expect[1]} bytes)")
+                if expect and (w.digest, w.size) != expect:
+                    if mismatch is not None:
+                        raise mismatch(w.digest, w.size)
+                    raise EdgebundleError(f"fetched content {w.digest} ({w.size} bytes) does not match "
+                                          f"the pinned {expect[0]} ({expect[1]} bytes)")
             os.replace(tmp, self.path(w.digest))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        return self._record(w.digest, w.size, media_type)
+        return self._record(w.digest, w.size, media_type, pieces)
 
     def put_file(self, path: Path, media_type: str, expect: tuple[str, int],
-                 mismatch: Callable[[str, int], EdgebundleError]) -> BlobPin:
+                 mismatch: Callable[[str, int], EdgebundleError], pieces: tuple[str, ...] = ()) -> BlobPin:
         """Store the file at ``path``, which must hash to ``expect`` (copied, or with
         ``copy_files=False`` only hashed and remembered)."""
         if self.copy_files or self.defer or self.elsewhere.get(expect[0]) == expect[1]:
-            return self.put_writer(media_type, lambda out: _copy_file(path, out), expect=expect, mismatch=mismatch)
-        got = hash_file(path)
-        if got != expect:
-            raise mismatch(*got)
+            return self.put_writer(media_type, lambda out: _copy_file(path, out), expect=expect,
+                                   mismatch=mismatch, pieces=pieces)
+        with _piece_check(pieces, expect) as tee:
+            with open(path, "rb") as f:
+                w = HashingWriter(cast(BinaryIO, _Discard()), tee)
+                for data in iter_chunks(f):
+                    w.write(data)
+            if (w.digest, w.size) != expect:
+                raise mismatch(w.digest, w.size)
         self.external[expect[0]] = path
-        return self._record(expect[0], expect[1], media_type)
+        return self._record(expect[0], expect[1], media_type, pieces)
 
     def write_deferred(self, digest: str, out: BinaryIO) -> None:
         """Stream a deferred blob into ``out``: exactly its pinned size, and only its pinned bytes."""
         write, mismatch = self.deferred[digest]
-        size = self.pins[digest].size
-        w = _BoundedHashingWriter(out, size)
-        write(w)  # type: ignore[arg-type]
-        if (w.digest, w.size) != (digest, size) or w.over:
-            got = (w.digest, w.size + w.over)
-            raise mismatch(*got) if mismatch else EdgebundleError(
-                f"content {got[0]} ({got[1]} bytes) does not match the pinned {digest} ({size} bytes)")
+        pin = self.pins[digest]
+        size = pin.size
+        with _piece_check(pin.pieces, (digest, size)) as tee:
+            w = _BoundedHashingWriter(out, size, tee)
+            write(w)  # type: ignore[arg-type]
+            if (w.digest, w.size) != (digest, size) or w.over:
+                got = (w.digest, w.size + w.over)
+                raise mismatch(*got) if mismatch else EdgebundleError(
+                    f"content {got[0]} ({got[1]} bytes) does not match the pinned {digest} ({size} bytes)")
 
     def materialize(self) -> None:
         """Write every deferred blob into the store (a directory build)."""
@@ -188,6 +207,30 @@ class BlobStore:
         os.replace(tmp, self.path(digest))
 
 
+class _Discard:
+    """A sink for bytes that are only hashed."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+@contextlib.contextmanager
+def _piece_check(pieces: tuple[str, ...], expect: tuple[str, int] | None) -> Iterator[Callable[[bytes], None] | None]:
+    """A tee computing piece digests on a second core, checked against ``pieces`` when the block
+    ends without error; None (nothing to check) without ``pieces``."""
+    if not pieces:
+        yield None
+        return
+    hasher = PieceHasher()
+    with BackgroundFeed(hasher.update) as feed:
+        yield feed
+    if hasher.digests() != list(pieces):
+        raise LockMismatchError(
+            f"blob {expect[0] if expect else '?'}: its bytes match the lock's digest but not the piece digests "
+            "bundles.lock lists for them (the lock was edited by hand?)",
+            hint="run bundle lock SPEC again")
+
+
 #: Blobs at least this large are streamed straight into the tar when their digest is known.
 DEFER_MIN = 1024 * 1024
 
@@ -195,8 +238,8 @@ DEFER_MIN = 1024 * 1024
 class _BoundedHashingWriter(HashingWriter):
     """Passes on at most ``limit`` bytes (a tar member's declared size); counts the rest in ``over``."""
 
-    def __init__(self, out: BinaryIO, limit: int) -> None:
-        super().__init__(out)
+    def __init__(self, out: BinaryIO, limit: int, tee: Callable[[bytes], None] | None = None) -> None:
+        super().__init__(out, tee)
         self.limit, self.over = limit, 0
 
     def write(self, data: bytes) -> int:
@@ -335,6 +378,7 @@ class Builder:
 
         desc = describe_model(model.name, model.kind, model.version, model.path)
         pins = {f["path"]: (f["digest"], f["size"]) for f in locked["files"]}
+        pieces = {f["path"]: tuple(f.get("pieces", ())) for f in locked["files"]}
         files, layers, diff_ids = [], [], []
         for mf in desc.files:
             def changed(*_: Any, f: Any = mf) -> LockMismatchError:
@@ -365,7 +409,7 @@ class Builder:
             else:
                 media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
                     role, mt.MODEL_WEIGHT_CONFIG_RAW)
-                pin = store.put_file(mf.abs_path, media, (digest, size), changed)
+                pin = store.put_file(mf.abs_path, media, (digest, size), changed, pieces[mf.relpath])
                 diff_ids.append(digest)
                 encoding = "identity"
             files.append(ModelFile(mf.relpath, digest, size, pin.digest, encoding))

@@ -16,23 +16,31 @@ Invariants:
   replaces an earlier one, and a later non-regular entry (link, directory) at a database's path
   removes it.
 - A layer is read to its end, so the digest check of the stream that feeds it always runs.
+- :class:`ScanCache` keeps each layer's scan on the build host by layer digest (the scan is a
+  function of the layer's bytes and :data:`SCAN_VERSION`): a layer is scanned once per host, not
+  once per build. An entry that does not parse exactly is scanned again; the cache only ever
+  saves time.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import json
+import os
 import posixpath
 import re
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import HeaderParser
-from typing import BinaryIO
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import zstandard
 
-from edgebundle.digest import CHUNK
+from edgebundle.digest import CHUNK, is_digest, read_bounded
 from edgebundle.errors import EdgebundleError
 
 #: The largest dpkg status or apk database read (a big Ubuntu image's is about 3 MiB).
@@ -376,3 +384,92 @@ def merge_layers(scans: list[LayerScan], what: str) -> ImagePackages:
                              hint="leave the image out of the bundle or split it")
     os_release = next((releases[p] for p in OS_RELEASE if p in releases), {})
     return ImagePackages(merged, os_release)
+
+
+# --- the build host's cache of layer scans --------------------------------------------------------
+
+#: Bumped whenever :func:`scan_layer` may say something else about the same layer.
+SCAN_VERSION = 1
+#: ``EDGEBUNDLE_SCAN_CACHE``: the cache directory, or ``off``.
+SCAN_CACHE_ENV = "EDGEBUNDLE_SCAN_CACHE"
+_PACKAGE_FIELDS = ("kind", "name", "version", "arch", "license", "origin", "path")
+
+
+def default_scan_cache() -> Path | None:
+    """``$EDGEBUNDLE_SCAN_CACHE``, else ``$XDG_CACHE_HOME/edgebundle/layerscan`` (None: ``off``)."""
+    configured = os.environ.get(SCAN_CACHE_ENV, "")
+    if configured == "off":
+        return None
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgebundle" / "layerscan"
+
+
+def _scan_to_json(scan: LayerScan) -> dict[str, Any]:
+    return {"version": SCAN_VERSION, "opaque": scan.opaque, "removed": scan.removed, "osRelease": scan.os_release,
+            "packages": {db: [[getattr(p, f) for f in _PACKAGE_FIELDS] for p in ps]
+                         for db, ps in scan.packages.items()}}
+
+
+def _strings(value: Any, nullable: bool = False) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) or (nullable and v is None) for v in value)
+
+
+def _scan_from_json(doc: Any) -> LayerScan | None:
+    """The scan a cache entry holds, or None unless it has exactly the shape :func:`_scan_to_json` writes."""
+    if not isinstance(doc, dict) or set(doc) != {"version", "opaque", "removed", "osRelease", "packages"} \
+            or doc["version"] != SCAN_VERSION or not _strings(doc["opaque"]) or not _strings(doc["removed"]):
+        return None
+    osr, pkgs = doc["osRelease"], doc["packages"]
+    if not isinstance(osr, dict) or not all(isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+                                            for v in osr.values()):
+        return None
+    if not isinstance(pkgs, dict) or not all(isinstance(v, list) for v in pkgs.values()):
+        return None
+    packages: dict[str, list[Package]] = {}
+    for db, rows in pkgs.items():
+        if not all(_strings(r, nullable=True) and len(r) == len(_PACKAGE_FIELDS) and None not in r[:3]
+                   and r[6] is not None for r in rows):
+            return None
+        packages[db] = [Package(*r) for r in rows]
+    return LayerScan(packages=packages, os_release=osr, removed=doc["removed"], opaque=doc["opaque"])
+
+
+class ScanCache:
+    """Layer scans by layer digest in ``directory`` (None: no cache). Best effort both ways: an
+    entry that cannot be read or does not parse exactly is ignored (the layer is scanned again and
+    the entry rewritten); one that cannot be written is skipped."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+
+    def _path(self, digest: str) -> Path | None:
+        if self.directory is None or not is_digest(digest):
+            return None
+        return self.directory / f"v{SCAN_VERSION}" / digest.replace(":", "-")
+
+    def get(self, digest: str) -> LayerScan | None:
+        path = self._path(digest)
+        if path is None:
+            return None
+        try:
+            return _scan_from_json(json.loads(read_bounded(path, MAX_DATABASE_BYTES, "layer scan")))
+        except (OSError, EdgebundleError, ValueError, RecursionError):
+            return None
+
+    def put(self, digest: str, scan: LayerScan) -> None:
+        path = self._path(digest)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(_scan_to_json(scan), f)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        except OSError:
+            pass

@@ -22,7 +22,7 @@ from bundler import charts
 from bundler.attached import carried_subjects, discover, fetch_document, registry_blob_reader, required_keys_check
 from bundler.spec import BundleSpec, ImageSpec, manifest_files, model_files, normalize_platform
 from edgebundle import mediatypes
-from edgebundle.digest import hash_file, read_bounded, sha256_bytes
+from edgebundle.digest import hash_file, hash_file_pieces, read_bounded, sha256_bytes
 from edgebundle.diskspace import disk_full_error, is_disk_full
 from edgebundle.documents import Strict, validate_document
 from edgebundle.errors import EdgebundleError, UsageError
@@ -64,10 +64,16 @@ class LockedImageDoc(Strict):
     attached: list[LockedAttached] | None = None
 
 
+class LockedModelFile(LockedFile):
+    #: The digest of each 64 MiB piece of a file larger than one piece (edgebundle/digest.py): the
+    #: bundle's root pins them, so a site proves a big model file on every core at once.
+    pieces: list[str] = []
+
+
 class LockedModel(Strict):
     name: str
     version: str
-    files: list[LockedFile]
+    files: list[LockedModelFile]
 
 
 class LockedChartDependency(Strict):
@@ -187,11 +193,16 @@ def lock_image(image: ImageSpec, registries: Callable[[str], Any]) -> dict[str, 
     return locked
 
 
-def _file_pins(files: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+def _file_pins(files: list[tuple[str, Path]], pieces: bool = False) -> list[dict[str, Any]]:
+    """Path, digest and size of each file; with ``pieces``, the piece digests of a large one."""
     out = []
     for rel, f in files:
-        d, size = hash_file(f)
-        out.append({"path": rel, "digest": d, "size": size})
+        if pieces:
+            d, size, listed = hash_file_pieces(f)
+            out.append({"path": rel, "digest": d, "size": size, **({"pieces": listed} if listed else {})})
+        else:
+            d, size = hash_file(f)
+            out.append({"path": rel, "digest": d, "size": size})
     return out
 
 
@@ -207,7 +218,7 @@ def compute_lock(spec: BundleSpec, registries: Callable[[str], Any],
         "bundle": {"name": spec.name, "version": spec.version},
         "created": created,
         "images": [lock_image(i, registries) for i in spec.images],
-        "models": [{"name": m.name, "version": m.version, "files": _file_pins(model_files(m))}
+        "models": [{"name": m.name, "version": m.version, "files": _file_pins(model_files(m), pieces=True)}
                    for m in spec.models],
         "manifests": _file_pins(manifest_files(spec)),
         **({"charts": [charts.lock_entry(c, spec.path.parent, registries) for c in spec.charts]} if spec.charts else {}),
@@ -262,7 +273,8 @@ def check_sources(lock: dict[str, Any], spec: BundleSpec, registries: Callable[[
     locked_models = {(m["name"], m["version"]): m for m in lock["models"]}
     for m in spec.models:
         pins = locked_models.get((m.name, m.version), {}).get("files", [])
-        if _file_pins(model_files(m)) != pins:
+        # a lock written before piece digests has none: then they are not compared
+        if _file_pins(model_files(m), pieces=any("pieces" in p for p in pins)) != pins:
             problems.append(f"model {m.name} {m.version}: files under {m.path} changed since the lock")
     if _file_pins(manifest_files(spec)) != lock["manifests"]:
         problems.append("manifests changed since the lock")

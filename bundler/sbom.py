@@ -43,7 +43,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from packageurl import PackageURL
 
-from bundler.layerscan import LayerScan, Package, merge_layers, scan_layer
+from bundler.layerscan import LayerScan, Package, ScanCache, default_scan_cache, merge_layers, scan_layer
 from bundler.lockfile import platform_of
 from bundler.modelpack import ModelDescription, describe_model
 from bundler.spec import BundleSpec
@@ -124,16 +124,22 @@ def _is_tar_layer(desc: dict[str, Any]) -> bool:
 
 
 def scan_image(image: ImageEntry, plat: str, manifest: dict[str, Any], open_layer: OpenLayer,
-               cache: dict[str, LayerScan]) -> Any:
-    """The merged packages of one platform of ``image`` (layers shared by images are read once)."""
+               cache: dict[str, LayerScan], disk: ScanCache | None = None) -> Any:
+    """The merged packages of one platform of ``image`` (layers shared by images are read once, and
+    a layer this host scanned before is not read again: ``disk``)."""
     scans = []
     for desc in manifest.get("layers", []):
         if not _is_tar_layer(desc):
             continue
         digest, size = desc["digest"], int(desc["size"])
         if digest not in cache:
-            with open_layer(image, digest, size) as raw:
-                cache[digest] = scan_layer(raw, f"image {image.ref} ({plat}) layer {digest[:19]}")
+            found = disk.get(digest) if disk else None
+            if found is None:
+                with open_layer(image, digest, size) as raw:
+                    found = scan_layer(raw, f"image {image.ref} ({plat}) layer {digest[:19]}")
+                if disk:
+                    disk.put(digest, found)
+            cache[digest] = found
         scans.append(cache[digest])
     return merge_layers(scans, f"image {image.ref} ({plat})")
 
@@ -217,9 +223,10 @@ def sbom_document(spec: BundleSpec, created: str, images: list[ImageEntry], mode
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name="edgebundle",
                                                 version=_edgebundle_version(), bom_ref="tool:edgebundle"))
     cache: dict[str, LayerScan] = {}
+    disk = ScanCache(default_scan_cache())
     for image in images:
         for plat, digest, manifest in image_platforms(image, read_small):
-            found = scan_image(image, plat, manifest, open_layer, cache)
+            found = scan_image(image, plat, manifest, open_layer, cache, disk)
             container, packages = _image_components(image, plat, digest, found)
             log(f"sbom: {image.ref} {plat}: {len(packages)} packages")
             bom.components.add(container)

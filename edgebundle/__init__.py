@@ -13,3 +13,13 @@ Invariants (tests/test_architecture.py keeps them):
   (spec, lock, planners, encoders).
 - No import cycles among product modules, function-local imports included.
 """
+
+import sys as _sys
+
+# jsonschema imports ``rfc3987_syntax`` whenever it is installed (the CycloneDX validation extra
+# pulls it in), and that module compiles a Lark grammar at import: 1.4-1.7 s added to every
+# command that reaches jsonschema (the kubernetes client's ``dynamic`` module imports
+# kubernetes-validate, oras validates manifests, the SBOM and schema checks). It only checks the
+# "iri"/"iri-reference" formats, which no document we write or validate uses. Marking it absent
+# makes jsonschema skip those two format checkers instead.
+_sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[assignment]

@@ -1,7 +1,12 @@
 """Content digests (``sha256:<hex>``) computed while bytes stream past.
 
+Besides a blob's own digest, a large blob has a list of piece digests (:class:`PieceHasher`): the
+SHA-256 of each :data:`PIECE_BYTES` piece. The signed root pins both (edgebundle/root.py), so a
+verifier can hash the pieces of one big blob on several cores at once, where SHA-256 of the whole
+is one sequential stream.
+
 Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once (a read-ahead
-hasher: at most ``AHEAD + 2`` chunks).
+hasher: at most ``AHEAD + 2`` chunks; a background piece hasher: at most ``AHEAD`` queued).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import BinaryIO
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 
 CHUNK = 1024 * 1024
+#: The piece size of a large blob's piece digests. Part of the signed format: changing it changes
+#: every root that lists pieces (a blob has pieces only when it is larger than one piece).
+PIECE_BYTES = 64 * 1024 * 1024
 
 
 class DigestMismatchError(VerificationError):
@@ -70,15 +78,16 @@ AHEAD = 4
 
 
 def hash_stream_ahead(stream: BinaryIO, progress: Callable[[int], None] | None = None,
-                      stop: threading.Event | None = None) -> tuple[str, int]:
-    """:func:`hash_stream` with a reader thread a few chunks ahead, so waiting for cold media
-    overlaps hashing (both release the GIL); raises :class:`Cancelled` once ``stop`` is set."""
+                      stop: threading.Event | None = None, limit: int | None = None) -> tuple[str, int]:
+    """:func:`hash_stream` (of at most ``limit`` bytes) with a reader thread a few chunks ahead,
+    so waiting for cold media overlaps hashing (both release the GIL); raises
+    :class:`Cancelled` once ``stop`` is set."""
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
     quit_reading = threading.Event()
 
     def read() -> None:
         try:
-            for data in iter_chunks(stream):
+            for data in iter_chunks(stream, limit):
                 while not quit_reading.is_set():
                     try:
                         chunks.put(data, timeout=0.1)
@@ -116,16 +125,101 @@ def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tupl
         return hash_stream(f, progress)
 
 
-class HashingWriter:
-    """Wraps a writable file: hashes and counts every byte written through it."""
+def piece_count(size: int) -> int:
+    """How many piece digests a blob of ``size`` bytes has: none up to one piece."""
+    return 0 if size <= PIECE_BYTES else -(-size // PIECE_BYTES)
 
-    def __init__(self, out: BinaryIO) -> None:
+
+class PieceHasher:
+    """The SHA-256 of each :data:`PIECE_BYTES` piece of the bytes fed to it, however sliced."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._left = PIECE_BYTES
+        self._done: list[str] = []
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        view = memoryview(data)
+        self.size += len(view)
+        while len(view) >= self._left:
+            self._h.update(view[:self._left])
+            view = view[self._left:]
+            self._done.append("sha256:" + self._h.hexdigest())
+            self._h, self._left = hashlib.sha256(), PIECE_BYTES
+        if len(view):
+            self._h.update(view)
+            self._left -= len(view)
+
+    def digests(self) -> list[str]:
+        """The piece digests of everything fed so far (the last piece may be short); none when
+        it was at most one piece, as :func:`piece_count` says."""
+        tail = [] if self._left == PIECE_BYTES else ["sha256:" + self._h.copy().hexdigest()]
+        return self._done + tail if piece_count(self.size) else []
+
+
+def hash_file_pieces(path: Path) -> tuple[str, int, list[str]]:
+    """Digest, size and piece digests of a file on disk, in one read (two cores when free)."""
+    pieces = PieceHasher()
+    with open(path, "rb") as f, BackgroundFeed(pieces.update) as feed:
+        h, size = hashlib.sha256(), 0
+        for data in iter_chunks(f):
+            feed(data)
+            h.update(data)
+            size += len(data)
+    return "sha256:" + h.hexdigest(), size, pieces.digests()
+
+
+class BackgroundFeed:
+    """Calls ``consume`` on a thread of its own with each piece of data handed in, in order.
+
+    For a second hash over the same stream: hashlib releases the GIL on large updates, so the
+    two hashes run on two cores. At most ``AHEAD`` chunks wait in the queue (bounded memory). An
+    exception in ``consume`` is raised again when the feed is closed.
+    """
+
+    def __init__(self, consume: Callable[[bytes], None]) -> None:
+        self._queue: queue.Queue[bytes | None] = queue.Queue(AHEAD)
+        self._consume = consume
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="background-hash", daemon=True)
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._consume(data)
+                except BaseException as e:  # raised by close()
+                    self._error = e
+
+    def __call__(self, data: bytes) -> None:
+        self._queue.put(bytes(data))
+
+    def __enter__(self) -> "BackgroundFeed":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
+
+
+class HashingWriter:
+    """Wraps a writable file: hashes and counts every byte written through it (and hands each
+    write to ``tee`` too, e.g. a :class:`BackgroundFeed` of piece digests)."""
+
+    def __init__(self, out: BinaryIO, tee: Callable[[bytes], None] | None = None) -> None:
         self.out = out
         self._h = hashlib.sha256()
+        self._tee = tee
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self._h.update(data)
+        if self._tee is not None:
+            self._tee(data)
         self.size += len(data)
         self.out.write(data)
         return len(data)

@@ -37,7 +37,7 @@ MAX_LISTED = 8
 class Strict(BaseModel):
     """Base of every document schema: unknown keys refused, no type coercion, read-only."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 def key_lines(text: str) -> dict[tuple[str | int, ...], int]:

@@ -438,6 +438,10 @@ class _RequestDeadline(_Deadline):
                      "the operation is safe to run again")
 
 
+#: Bytes of a request body read and sent at once (see _TrackedHTTPConnection).
+SEND_BLOCK = 256 * 1024
+
+
 def _track_socket(sock: socket.socket | None) -> None:
     deadline = getattr(_IN_FLIGHT, "deadline", None)
     if deadline is not None and sock is not None:
@@ -445,6 +449,13 @@ def _track_socket(sock: socket.socket | None) -> None:
 
 
 class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # A request body is read and sent in ``blocksize`` pieces: urllib3's 16 KiB made a 256 MiB
+        # upload 16,000 reads, hashes and sends. Each piece's send must still finish within the
+        # read timeout at the slowest rate a peer may read at, hence not larger.
+        super().__init__(*args, **kwargs)
+        self.blocksize = SEND_BLOCK  # requests passes urllib3's default explicitly
+
     def connect(self) -> None:
         super().connect()
         _track_socket(self.sock)
@@ -455,6 +466,10 @@ class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
 
 
 class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.blocksize = SEND_BLOCK  # as _TrackedHTTPConnection
+
     def connect(self) -> None:
         super().connect()
         _track_socket(self.sock)

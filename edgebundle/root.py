@@ -25,7 +25,7 @@ from typing import Any
 
 from edgebundle.attached import KINDS as ATTACHED_KINDS
 from edgebundle.attached import is_attached_tag
-from edgebundle.digest import is_digest, sha256_bytes
+from edgebundle.digest import PIECE_BYTES, is_digest, piece_count, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
 from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME
 from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, SBOM, blob_path, member_order
@@ -52,11 +52,18 @@ class MalformedRootError(VerificationError):
 
 @dataclass(frozen=True)
 class BlobPin:
-    """A blob the bundle carries: its digest, size and media type."""
+    """A blob the bundle carries: its digest, size and media type.
+
+    ``pieces`` (optional, only for a blob over one piece): the digest of each
+    :data:`edgebundle.digest.PIECE_BYTES` piece, so that a verifier proves the blob's bytes on
+    several cores at once (edgebundle/verify.py); whoever streams the blob whole still checks
+    ``digest``.
+    """
 
     digest: str
     size: int
     mediaType: str
+    pieces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,11 @@ class Root:
         for im in d["images"]:  # a root without attached artifacts keeps its pre-attached bytes
             if not im["attached"]:
                 del im["attached"]
+        for b in d["blobs"].values():  # likewise a root whose blobs have no piece digests
+            if not b["pieces"]:
+                del b["pieces"]
+            else:
+                b["pieces"] = list(b["pieces"])
         d["_type"] = ROOT_TYPE
         d["specVersion"] = SPEC_VERSION
         d.update(self.extra)
@@ -481,7 +493,8 @@ def parse_root(data: bytes) -> Root:
             raise MalformedRootError(f"root: blobs key {str(k)[:80]!r} is not a sha256 digest")
         if _digest(b, "digest", f"blobs[{k}]") != k:
             raise MalformedRootError(f"root: blobs[{k}] pins a different digest")
-        blobs[k] = BlobPin(k, _size(b, f"blobs[{k}]"), _req(b, "mediaType", str, f"blobs[{k}]"))
+        size = _size(b, f"blobs[{k}]")
+        blobs[k] = BlobPin(k, size, _req(b, "mediaType", str, f"blobs[{k}]"), _pieces(b, size, f"blobs[{k}]"))
 
     def pinned(d: str, where: str) -> str:
         if d not in blobs:
@@ -632,6 +645,21 @@ def _check_from(src: Any, where: str) -> dict[str, Any]:
     else:
         raise MalformedRootError(f"root: {where}.from.at must be exactly one of registry, nas")
     return src
+
+
+def _pieces(b: dict[str, Any], size: int, where: str) -> tuple[str, ...]:
+    """A blob's optional piece digests: one per piece of its size, none for a one-piece blob."""
+    if "pieces" not in b:
+        return ()
+    pieces = b["pieces"]
+    want = piece_count(size)
+    if not isinstance(pieces, list) or not all(is_digest(p) for p in pieces):
+        raise MalformedRootError(f"root: {where}.pieces must be a list of sha256 digests")
+    if len(pieces) != want or not want:
+        raise MalformedRootError(f"root: {where}.pieces lists {len(pieces)} digest(s); a blob of {size} "
+                                 f"bytes has {want} pieces of {PIECE_BYTES} bytes"
+                                 + (" (and then lists none)" if not want else ""))
+    return tuple(pieces)
 
 
 def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[ModelEntry],

@@ -94,6 +94,9 @@ class BundleSource(Protocol):
     #: True for a source presenting a delta's full target (bundler/delta.py): the verifier holds
     #: it to the full target's pins rather than to the delta's carried ones.
     full_target: bool = False
+    #: True when ``open`` gives a seekable stream that reads only from where it was sought to
+    #: (the verifier then hashes a large blob's pieces in parallel).
+    random_access: bool = False
 
     def members(self) -> dict[str, int]:
         """Member name -> size, for every member present."""
@@ -131,6 +134,8 @@ def read_small(source: BundleSource, name: str, limit: int) -> bytes:
 
 class DirectorySource(BundleSource):
     """A bundle laid out as a directory tree."""
+
+    random_access = True
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -174,6 +179,8 @@ class DirectorySource(BundleSource):
 
 class TarSource(BundleSource):
     """A bundle stored as one tar, read in place through ``opener`` (a file or joined parts)."""
+
+    random_access = True
 
     def __init__(self, opener: Callable[[], BinaryIO], total: int, description: str) -> None:
         self._opener = opener

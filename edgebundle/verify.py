@@ -23,7 +23,8 @@ before it established:
    patch or pack bomb is refused here, not only by ``load``; signed Kubernetes
    manifests are parsed as YAML within bounds (edgebundle/boundedyaml.py), so an alias bomb or a
    5,000-deep document is refused before anything is written. Blobs are independent: they are
-   hashed in parallel, one thread per core, largest first.
+   hashed in parallel, one thread per core, largest first; a large blob whose root entry lists
+   piece digests is hashed as independent 64 MiB pieces.
 
 Every failure raises a subclass of :class:`edgebundle.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -42,7 +43,7 @@ from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.compress import open_tar_zstd_member
-from edgebundle.digest import Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
+from edgebundle.digest import PIECE_BYTES, Cancelled, DigestMismatchError, check, hash_stream_ahead, sha256_bytes
 from edgebundle.errors import VerificationError
 from edgebundle.ocinames import MAX_MANIFEST_BYTES
 from edgebundle.rebuild import open_member, prove_patches
@@ -246,7 +247,10 @@ class Verifier:
         """Step 6 and its decode check as independent tasks, largest first, on every core.
 
         hashlib and zstd release the GIL, so threads hash blobs in parallel; each task reads
-        ahead a few chunks (bounded memory: :func:`edgebundle.digest.hash_stream_ahead`). A bad
+        ahead a few chunks (bounded memory: :func:`edgebundle.digest.hash_stream_ahead`). A blob
+        whose root entry lists piece digests is proven piece by piece, the pieces as tasks of their
+        own, so one 4 GiB model file keeps every core busy (a source that cannot seek hashes it
+        whole instead: its ``digest`` pins the same bytes). A bad
         blob stops the tasks after it in tar order, so of several bad blobs the first in tar
         order is named, as a sequential pass would; a failed decode stops nothing (the blob's own
         digest error, if it has one, is the better message).
@@ -260,10 +264,20 @@ class Verifier:
             def progress(n: int) -> None:
                 with lock:
                     feed(n)
-        # (size, (decoded?, tar rank), task)
-        tasks: list[tuple[int, tuple[int, int], Callable[[threading.Event], None]]] = [
-            (pins[n][1], (0, rank[n]), lambda stop, n=n: _check_member(source, n, pins[n], progress, stop))
-            for n in names]
+        # (size, (decoded?, tar rank), task); a blob with signed pieces is one task per piece
+        tasks: list[tuple[int, tuple[int, int], Callable[[threading.Event], None]]] = []
+        pieced = {layout.blob_path(d): b for d, b in root.blobs.items() if b.pieces} if source.random_access else {}
+        for n in names:
+            blob = pieced.get(n)
+            if blob is not None and pins[n] == (blob.digest, blob.size):
+                for i, piece in enumerate(blob.pieces):
+                    at, length = i * PIECE_BYTES, min(PIECE_BYTES, blob.size - i * PIECE_BYTES)
+                    which = (i, len(blob.pieces))
+                    tasks.append((length, (0, rank[n]), lambda stop, n=n, which=which, piece=piece, at=at, length=length:
+                                  _check_piece(source, n, which, piece, at, length, progress, stop)))
+            else:
+                tasks.append((pins[n][1], (0, rank[n]),
+                              lambda stop, n=n: _check_member(source, n, pins[n], progress, stop)))
         for m in root.models:
             for f in m.files:
                 name = layout.blob_path(f.blob)
@@ -294,6 +308,21 @@ def _check_member(source: BundleSource, name: str, pin: tuple[str, int],
     with source.open(name) as f:
         got, got_size = hash_stream_ahead(f, progress, stop)
     check(name, pin[0], pin[1], got, got_size)
+
+
+def _check_piece(source: BundleSource, name: str, which: tuple[int, int], pin: str, at: int, length: int,
+                 progress: Callable[[int], None] | None, stop: threading.Event) -> None:
+    """One signed piece of a large blob: ``length`` bytes at offset ``at`` hash to ``pin``."""
+    if stop.is_set():
+        raise Cancelled()
+    with source.open(name) as f:
+        f.seek(at)
+        got, got_size = hash_stream_ahead(f, progress, stop, limit=length)
+    if (got, got_size) != (pin, length):
+        raise DigestMismatchError(
+            f"{name}: bytes {at:,} to {at + got_size:,} (piece {which[0] + 1} of {which[1]}) hash to {got}, "
+            f"the signed root pins {pin}" + (f" for {length:,} bytes" if got_size != length else ""),
+            hint="the bundle was altered or the media is corrupt; copy it again from the build host")
 
 
 def _check_encoded(source: BundleSource, m: ModelEntry, f: ModelFile, name: str, stop: threading.Event) -> None:

@@ -16,3 +16,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     control plane go last: with ``-x`` a mutant a fast test kills never pays for starting it."""
     if "MUTANT_UNDER_TEST" in os.environ:
         items.sort(key=lambda item: "control_plane" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_scan_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every run scans image layers afresh (the build host's layer-scan cache starts empty), so a
+    scanner change is never masked by what an earlier run cached; tests/test_sbom.py tests the cache."""
+    os.environ["EDGEBUNDLE_SCAN_CACHE"] = str(tmp_path_factory.mktemp("layerscan-cache"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from tests.test_trust_parsing import _del, _set
 from tests.test_trust_parsing import _doc, _file_rebuild, _rebuild
 
 D = "sha256:" + "ab" * 32  # a well-formed digest the sample roots do not pin
+PIECE = 64 * 1024 * 1024  # the format's piece size (docs/FORMAT.md), written out
 Edit = Callable[[dict[str, Any]], Any]
 
 
@@ -86,6 +88,21 @@ ROOT_REFUSALS: list[tuple[str, Edit, str]] = [
      "root: blobs[sha256:…].mediaType has the wrong type"),
     ("blob-size-over-2^50", lambda d: _blob0(d).update(size=(1 << 50) + 1),
      "root: blobs[sha256:…].size 1125899906842625 is out of range"),
+    ("blob-pieces-of-a-one-piece-blob", lambda d: _blob0(d).update(size=PIECE, pieces=[D]),
+     f"root: blobs[sha256:…].pieces lists 1 digest(s); a blob of {PIECE} bytes has 0 pieces of {PIECE} bytes "
+     "(and then lists none)"),
+    ("blob-pieces-empty", lambda d: _blob0(d).update(size=100, pieces=[]),
+     f"root: blobs[sha256:…].pieces lists 0 digest(s); a blob of 100 bytes has 0 pieces of {PIECE} bytes "
+     "(and then lists none)"),
+    ("blob-pieces-one-short", lambda d: _blob0(d).update(size=2 * PIECE + 1, pieces=[D, D]),
+     f"root: blobs[sha256:…].pieces lists 2 digest(s); a blob of {2 * PIECE + 1} bytes has 3 pieces of "
+     f"{PIECE} bytes"),
+    ("blob-pieces-one-too-many", lambda d: _blob0(d).update(size=2 * PIECE, pieces=[D, D, D]),
+     f"root: blobs[sha256:…].pieces lists 3 digest(s); a blob of {2 * PIECE} bytes has 2 pieces of {PIECE} bytes"),
+    ("blob-pieces-not-digests", lambda d: _blob0(d).update(size=PIECE + 1, pieces=[D, "x"]),
+     "root: blobs[sha256:…].pieces must be a list of sha256 digests"),
+    ("blob-pieces-not-a-list", lambda d: _blob0(d).update(size=PIECE + 1, pieces=D),
+     "root: blobs[sha256:…].pieces must be a list of sha256 digests"),
     ("images-missing", _pop("images"), "root: root lacks 'images'"),
     *((f"image-lacks-{k}", _pop(*IMG, k), f"root: images[0] lacks '{k}'")
       for k in ("platforms", "ref", "refName", "repository", "digest", "mediaType", "size")),
@@ -273,6 +290,8 @@ ROOT_ACCEPTED: list[tuple[str, Edit]] = [
     ("version-upper-case-and-build", _put("version", value="1.0.0-RC.1+Build.7")),
     ("blob-size-2^50", lambda d: _blob0(d).update(size=1 << 50)),
     ("blob-size-zero", lambda d: _blob0(d).update(size=0)),
+    ("blob-pieces-one-byte-past-a-piece", lambda d: _blob0(d).update(size=PIECE + 1, pieces=[D, D])),
+    ("blob-pieces-exactly-two-pieces", lambda d: _blob0(d).update(size=2 * PIECE, pieces=[D, D])),
     ("image-ref-name-by-digest", lambda d: d["images"][0].update(refName="rag/llm@" + d["images"][0]["digest"])),
     ("image-without-tag", lambda d: d["images"][0].update(tag=None, refName="rag/llm")),
     ("model-name-128-chars", _put(*MODEL, "name", value="M" * 128)),
@@ -356,6 +375,14 @@ def test_a_parsed_root_says_what_the_document_says() -> None:
         ("20-llm.yaml", doc["manifests"]["files"][0]["digest"], 107)]
     assert (root.base, root.delta, root.is_delta) == (None, None, False)
     assert root.total_size() == sum(100 + i for i in range(8))
+
+    # piece digests are read as listed, and written back only where a blob has them
+    blob = _blob0(doc)
+    blob.update(size=2 * PIECE + 1, pieces=[D, "sha256:" + "cd" * 32, "sha256:" + "ef" * 32])
+    pieced = parse_root(canonical(doc))
+    assert pieced.blobs[blob["digest"]].pieces == tuple(blob["pieces"])
+    assert [k for k, b in pieced.blobs.items() if b.pieces] == [blob["digest"]]
+    assert json.loads(pieced.to_bytes())["blobs"] == doc["blobs"]
 
     delta = _doc(delta=True)
     droot = parse_root(canonical(delta))

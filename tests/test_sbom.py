@@ -9,12 +9,14 @@ test put in the layers; the model card is checked against the GGUF as the ``gguf
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import tarfile
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,12 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from bundler.cli import main as bundle_main
-from bundler.layerscan import MAX_DATABASE_BYTES, LayerScanError, scan_layer
+from bundler.layerscan import MAX_DATABASE_BYTES, LayerScanError, ScanCache, scan_layer
+from bundler.sbom import scan_image
 from edgebundle import layout
 from edgebundle import mediatypes as mt
 from edgebundle.registry import Registry
+from edgebundle.root import ImageEntry
 from examples.images import Layout, canonical_json, push_layout
 from installer.cli import main as installer_main
 from tests.fixtures.bundles import BundleWorld, flip_byte, member_location
@@ -363,3 +367,40 @@ def test_a_large_layer_is_read_in_bounded_memory() -> None:
         tracemalloc.stop()
     assert [(p.name, p.version) for p in scan.packages["var/lib/dpkg/status"]] == [("late", "2")]
     assert peak < 16 << 20, f"peak {peak} bytes"
+
+
+def test_a_layer_this_host_scanned_is_not_read_again_and_a_bad_cache_entry_is_scanned_again(
+        tmp_path: Path) -> None:
+    """The build host's layer-scan cache: the second SBOM of the same layers reads no layer, and says
+    exactly what the first one said; an entry that does not parse exactly is ignored and rewritten."""
+    layers = [gzip.compress(tar_bytes({"var/lib/dpkg/status": DPKG_STATUS, "etc/os-release": OS_RELEASE}), mtime=0),
+              tar_bytes({"srv/.wh..wh..opq": b"", "usr/.wh.share": b"",
+                         f"{VENV}/attrs-23.1.0.dist-info/METADATA": metadata("attrs", "23.1.0", "License: MIT")})]
+    descs = [{"mediaType": mt.OCI_LAYER_GZIP if i == 0 else mt.OCI_LAYER_TAR, "size": len(b),
+              "digest": "sha256:" + hashlib.sha256(b).hexdigest()} for i, b in enumerate(layers)]
+    blobs = {d["digest"]: b for d, b in zip(descs, layers)}
+    image = ImageEntry("127.0.0.1:5000/sbom/app:1.0", "sbom/app:1.0", "sbom/app", "1.0", "sha256:" + "0" * 64,
+                       mt.OCI_MANIFEST, ["linux/amd64"], 0)
+    opened: list[str] = []
+
+    @contextlib.contextmanager
+    def open_layer(_image: Any, digest: str, _size: int) -> Iterator[io.BytesIO]:
+        opened.append(digest)
+        yield io.BytesIO(blobs[digest])
+
+    cache = ScanCache(tmp_path / "cache")
+
+    def scan() -> Any:
+        return scan_image(image, "linux/amd64", {"layers": descs}, open_layer, {}, cache)
+
+    first = scan()
+    assert opened == [d["digest"] for d in descs]
+    assert {p.name for p in first.packages} >= {"base-files", "attrs"} and first.os_release["ID"] == "debian"
+    assert scan() == first and len(opened) == 2  # from the cache: no layer read again
+    entry = next((tmp_path / "cache").rglob(descs[0]["digest"].replace(":", "-")))
+    for bad in (b"{", b"[]", json.dumps({**json.loads(entry.read_text()), "version": 0}).encode(),
+                entry.read_bytes().replace(b'"deb"', b'7', 1)):
+        entry.write_bytes(bad)
+        assert scan() == first  # scanned again, same answer
+        assert opened[-1] == descs[0]["digest"] and json.loads(entry.read_text())["version"] == 1  # rewritten
+    assert ScanCache(None).get(descs[0]["digest"]) is None  # off: nothing cached

@@ -1,0 +1,136 @@
+"""Piece digests: a large model file's 64 MiB pieces, pinned by the lock and the signed root, and
+proven piece by piece (in parallel) by the verifier.
+
+Expected digests come from ``hashlib`` over slices of the files the test reads itself, never from
+the product's own hashers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bundler.cli import main as bundle_main
+from edgebundle import layout
+from edgebundle import mediatypes as mt
+from edgebundle.digest import DigestMismatchError, PieceHasher, piece_count
+from edgebundle.parts import open_source
+from edgebundle.signing import TrustStore, load_private_key
+from edgebundle.verify import Verifier
+from tests.fixtures.bundles import BundleWorld, flip_byte, read_root_envelope
+from tests.fixtures.digests import sha256_file, sha256_of
+from tests.fixtures.dsse import dsse_verify, load_pub
+from tests.fixtures.models import write_gguf
+
+pytestmark = pytest.mark.timeout(300)
+
+PIECE = 64 * 1024 * 1024  # the format's piece size (docs/FORMAT.md), written out
+
+
+def expected_pieces(path: Path) -> list[str]:
+    out = []
+    with open(path, "rb") as f:
+        while piece := f.read(PIECE):
+            out.append(sha256_of(piece))
+    return out if len(out) > 1 else []
+
+
+def test_piece_digests_match_hashlib_however_the_bytes_are_sliced() -> None:
+    data = bytes(range(256)) * (PIECE // 256) + b"tail" * 3000
+    h = PieceHasher()
+    sizes, at = [1, 4095, 1 << 20, (3 << 20) + 7], 0
+    while at < len(data):
+        n = sizes[at % len(sizes)]
+        h.update(data[at:at + n])
+        at += n
+    assert h.digests() == [sha256_of(data[:PIECE]), sha256_of(data[PIECE:])]
+    assert h.digests() == [sha256_of(data[:PIECE]), sha256_of(data[PIECE:])]  # asking twice changes nothing
+    one = PieceHasher()
+    one.update(memoryview(data)[:PIECE])
+    assert one.digests() == []  # a blob of exactly one piece lists none
+    assert [piece_count(n) for n in (0, 1, PIECE, PIECE + 1, 2 * PIECE, 2 * PIECE + 1)] == [0, 0, 0, 2, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def big_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 74 MiB GGUF of incompressible tensors: carried as it is (identity), so two pieces."""
+    return write_gguf(tmp_path_factory.mktemp("big") / "big.gguf", rows=26000, metadata={"general.name": "big-llm"})
+
+
+@pytest.fixture(scope="module")
+def pieced(bundle_factory: Any, big_gguf: Path) -> Any:
+    """Two large models (each task must name its own blob), and a small one that has no pieces."""
+    other = write_gguf(big_gguf.with_name("other.gguf"), rows=26000, seed=5, metadata={"general.name": "other"})
+    return bundle_factory(version="3.0.0", images=(), manifests=False, models=(
+        {"name": "big-llm", "kind": "llm", "version": "1.0", "path": str(big_gguf)},
+        {"name": "other-llm", "kind": "llm", "version": "1.0", "path": str(other)}, "tiny-llm"))
+
+
+def test_lock_and_root_pin_the_pieces_of_a_large_model(pieced: Any, big_gguf: Path) -> None:
+    gguf = big_gguf
+    want = expected_pieces(gguf)
+    assert len(want) == 2
+    digest, size = sha256_file(gguf)
+    lock = json.loads((pieced.spec_path.parent / "bundles.lock").read_text())
+    [entry] = [f for m in lock["models"] for f in m["files"] if f["digest"] == digest]
+    assert entry["pieces"] == want
+    envelope = json.dumps(read_root_envelope(pieced.path)).encode()
+    root = dsse_verify(envelope, load_pub(pieced.pub), mt.PAYLOAD_ROOT)  # the signed JSON, read independently
+    assert root["blobs"][digest]["pieces"] == want and root["blobs"][digest]["size"] == size
+    other = sha256_file(big_gguf.with_name("other.gguf"))[0]
+    assert sorted(d for d, b in root["blobs"].items() if "pieces" in b) == sorted([digest, other])  # small: none
+
+
+def _trust(bundle_world: BundleWorld) -> TrustStore:
+    key, _ = bundle_world.key("release")
+    return TrustStore([load_private_key(Path(key)).public_key()])
+
+
+@pytest.mark.parametrize(("at", "piece"), [(100, 1), (PIECE + 1000, 2)], ids=["first", "second"])
+def test_a_changed_byte_is_named_by_its_piece(pieced: Any, bundle_world: BundleWorld, big_gguf: Path,
+                                              tmp_path: Path, at: int, piece: int) -> None:
+    b = pieced.copy(tmp_path / "b")
+    digest, _ = sha256_file(big_gguf)
+    Verifier(_trust(bundle_world)).verify(open_source(b.path))  # intact: passes
+    flip_byte(b.path, layout.blob_path(digest), at=at)
+    with pytest.raises(DigestMismatchError, match=rf"^{layout.blob_path(digest)}: bytes [0-9,]+ to [0-9,]+ "
+                                                  rf"\(piece {piece} of 2\) hash to sha256:[0-9a-f]{{64}}, "
+                                                  r"the signed root pins sha256:"):
+        Verifier(_trust(bundle_world)).verify(open_source(b.path))
+
+
+def test_a_source_that_cannot_seek_proves_the_blob_whole(pieced: Any, bundle_world: BundleWorld,
+                                                         big_gguf: Path, tmp_path: Path) -> None:
+    """Without random access the blob's own digest is checked (the same bytes the pieces pin)."""
+    b = pieced.copy(tmp_path / "b")
+    digest, _ = sha256_file(big_gguf)
+    source = open_source(b.path)
+    source.random_access = False  # type: ignore[misc]
+    flip_byte(b.path, layout.blob_path(digest), at=PIECE + 1000)
+    with pytest.raises(DigestMismatchError, match=rf"^{layout.blob_path(digest)}: content digest sha256:"):
+        Verifier(_trust(bundle_world)).verify(source)
+
+
+def test_a_lock_whose_piece_digests_are_not_the_files_is_refused(pieced: Any, bundle_world: BundleWorld,
+                                                                 tmp_path: Path) -> None:
+    """Caught on the build host: a bundle signed with wrong pieces would fail only at the site."""
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text(pieced.spec_path.read_text())
+    assert CliRunner().invoke(bundle_main, ["lock", str(spec)]).exit_code == 0
+    lock = json.loads((tmp_path / "bundles.lock").read_text())
+    for m in lock["models"]:
+        for f in m["files"]:
+            if "pieces" in f:
+                f["pieces"] = f["pieces"][::-1]
+    (tmp_path / "bundles.lock").write_text(json.dumps(lock, indent=2, sort_keys=True))
+    key, _ = bundle_world.key("release")
+    r = CliRunner().invoke(bundle_main, ["create", str(spec), "--key", str(key), "-o", str(tmp_path / "out.tar")])
+    assert r.exit_code == 1, r.output
+    assert "match the lock's digest but not the piece digests bundles.lock lists" in r.stderr
+    assert "run bundle lock" in r.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("out.tar")]  # no partial left
+
