@@ -210,7 +210,10 @@ class Tar:
 
     def replace(self, changes: Mapping[str, bytes | None], add: Sequence[tuple[str, bytes]] = ()
                 ) -> Callable[[Path], Path]:
-        """Members named in ``changes`` get new bytes (None: removed); ``add`` go before the blobs."""
+        """Members named in ``changes`` get new bytes (None: removed); ``add`` go before the blobs
+        (after ``index.json``, or after the root when a delta packs its index)."""
+        anchor = layout.INDEX if any(m.name == layout.INDEX for m in self.members) else layout.ROOT
+
         def build(d: Path) -> Path:
             pieces: list[Piece] = []
             for m in self.members:
@@ -218,7 +221,7 @@ class Tar:
                     pieces.append((m.header, m.end - m.header))
                 elif (new := changes[m.name]) is not None:
                     pieces.append(member_bytes(m.name, new))
-                if m.name == layout.INDEX:
+                if m.name == anchor:
                     pieces += [member_bytes(n, data) for n, data in add]
             return assemble(self.path, d / "bundle.tar", [*pieces, (self.end, self.total - self.end)])
         return build
