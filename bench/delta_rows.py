@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import os
 import random
 import shlex
 import shutil
@@ -200,7 +201,8 @@ def run_scenario(bench: Bench, make: Callable[[Bench, Path], Scenario]) -> RowRe
                      f"whole-artifact differential {_kib(sc.whole_bytes)}, full bundle {mib(base.stat().st_size)}")
     row.sizes = {"delta": out.stat().st_size, "patches": patch_bytes, "whole": sc.whole_bytes,
                  "full": base.stat().st_size}
-    shutil.rmtree(root, ignore_errors=True)  # S3/S4 each leave a model-sized file otherwise
+    if not os.environ.get("BENCH_KEEP_DELTA"):  # set it to inspect the scenario's delta afterwards
+        shutil.rmtree(root, ignore_errors=True)  # S3/S4 each leave a model-sized file otherwise
     return row
 
 

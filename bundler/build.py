@@ -49,6 +49,7 @@ from edgebundle.digest import (
 )
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.helmchart import MAX_CHART_BYTES, chart_ref_name
+from edgebundle.patch import compress_document
 from edgebundle.rebuild import CheckedStream
 from edgebundle.registry import MAX_MANIFEST_BYTES, parse_reference
 from edgebundle.root import (
@@ -560,7 +561,10 @@ class Builder:
         root_bytes = root.to_bytes()
         parse_root(root_bytes)  # the installer's checks (paths, names, sizes), caught here first
         (work / "edgebundle").mkdir(exist_ok=True)
-        _write_small(work / layout.ROOT, sign(root_bytes, mt.PAYLOAD_ROOT, keys))
+        if root.is_delta:  # docs/DELTA.md: a delta's root is signed compressed (its size is most of a small delta)
+            _write_small(work / layout.ROOT, sign(compress_document(root_bytes), mt.PAYLOAD_ROOT_ZSTD, keys))
+        else:
+            _write_small(work / layout.ROOT, sign(root_bytes, mt.PAYLOAD_ROOT, keys))
 
 
 def _write_small(path: Path, data: bytes) -> None:

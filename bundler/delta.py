@@ -10,6 +10,9 @@ writes the carried blobs and the delta root.
 Invariants:
 - The planner proves its own output before it signs: every patched blob is rebuilt from the base
   and hashed against the target digest (:func:`edgebundle.rebuild.check_reconstruction`).
+- Small documents a site does not keep (manifests, configs, ``index.json``, the SBOM; each at most
+  ``PACK_ENTRY_MAX``) travel in one zstd pack, not one tar member each (:func:`pack_small`):
+  a small delta's size is then mostly its compressed root.
 - Base inputs are only what a site keeps after installing the base (image blobs and manifests in
   its registry, model *files* on its NAS); model layers are patched at the file level and a
   ``tar+zstd`` layer is re-encoded with :func:`edgebundle.compress.write_tar_zstd`.
@@ -36,15 +39,17 @@ from edgebundle import compress, layout
 from edgebundle import mediatypes as mt
 from edgebundle.digest import DigestMismatchError, check, copy_verified, hash_stream, iter_chunks, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
-from edgebundle.patch import BSDIFF_MAX, MARGIN, ZPF_MAX
+from edgebundle.patch import BSDIFF_MAX, MARGIN, ZPF_MAX, write_document_frame
 from edgebundle.rebuild import (
     IMPLIED,
     IMPLIED_KEYS,
+    PACK_ENTRY_MAX,
     PATCH_METHODS,
     ZSTD_VERSION,
     CheckedStream,
     ReconstructedSource,
     check_reconstruction,
+    open_member,
     read_bounded,
 )
 from edgebundle.root import BaseRef, ModelEntry, ModelFile, Root, load_json_bounded
@@ -284,6 +289,7 @@ class PlanResult:
 
     rebuild: dict[str, dict[str, Any]] = field(default_factory=dict)
     carried: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # index.json, SBOM: in the pack
 
     def carry(self, digest: str, size: int, kind: str) -> None:
         self.carried[digest] = {"size": size, "kind": kind}
@@ -293,7 +299,10 @@ class PlanResult:
         (the builder's log has the reason; the bytes are 0 and ``size``), which keeps the root small."""
         rebuild = {d: {k: v for k, v in e.items() if e["method"] not in IMPLIED or k not in IMPLIED_KEYS}
                    for d, e in sorted(self.rebuild.items())}
-        return {"carried": dict(sorted(self.carried.items())), "rebuild": rebuild}
+        doc = {"carried": dict(sorted(self.carried.items())), "rebuild": rebuild}
+        if self.files:
+            doc["files"] = dict(sorted(self.files.items()))
+        return doc
 
 
 class DeltaPlanner:
@@ -450,6 +459,49 @@ class DeltaPlanner:
                 "patch": pdigest, "reason": reason, "pieces": pieces}
 
 
+def pack_small(plan: PlanResult, root: Root, blob_file: Callable[[str], Path], file_dir: Path,
+               store: Callable[[Callable[[BinaryIO], None]], tuple[str, int]]) -> None:
+    """Carry the small whole blobs and the small non-blob files in one zstd pack (docs/DELTA.md).
+
+    Each document (at most ``PACK_ENTRY_MAX`` bytes) would otherwise be a tar member of its own:
+    512 bytes of header and up to 511 of padding, uncompressed. The pack is one frame of the
+    documents concatenated (blobs by digest, then the files by name), compressed against the full
+    target's root document as a raw prefix (the digests the documents repeat are in it); each
+    ``packed`` entry and ``delta.files`` entry names its offset, and the root signs the decoded size.
+    """
+    items: list[tuple[Path, int, dict[str, Any]]] = []
+    for d, e in sorted(plan.rebuild.items()):
+        if e["method"] == "whole" and e["size"] <= PACK_ENTRY_MAX:
+            what = e["what"]
+            e.clear()
+            e.update(what=what, method="packed", size=root.blobs[d].size)
+            items.append((blob_file(d), root.blobs[d].size, e))
+            del plan.carried[d]
+    for name, pin in sorted(root.files.items()):
+        if name != layout.OCI_LAYOUT and pin.size <= PACK_ENTRY_MAX:
+            plan.files[name] = {}
+            items.append((file_dir / name, pin.size, plan.files[name]))
+    if not items:
+        return
+    offset = 0
+    for _, size, e in items:
+        e["offset"] = offset
+        offset += size
+
+    def parts() -> Iterator[bytes]:
+        for path, size, _ in items:
+            with open(path, "rb") as f:
+                data = read_bounded(f, size, str(path))
+            if len(data) != size:
+                raise DeltaError(f"{path} changed while the delta was written ({len(data)} bytes, not {size})")
+            yield data
+
+    digest, size = store(lambda w: write_document_frame(parts(), offset, w, root.to_bytes()))
+    plan.carried[digest] = {"size": size, "kind": "pack", "decoded": offset}
+    for _, _, e in items:
+        e["pack"] = digest
+
+
 # --- building -------------------------------------------------------------------------------------
 
 @dataclass
@@ -530,16 +582,22 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
         files = {(m.name, m.version, rel): p for m in builder.spec.models for rel, p in model_files(m)}
         store = BlobStore(delta_dir)
 
-        def put_patch(write: Callable[[BinaryIO], None]) -> tuple[str, int]:
-            pin = store.put_writer("application/vnd.edgebundle.patch.v1", write)
-            return pin.digest, pin.size
+        def put(media_type: str) -> Callable[[Callable[[BinaryIO], None]], tuple[str, int]]:
+            def put_blob(write: Callable[[BinaryIO], None]) -> tuple[str, int]:
+                pin = store.put_writer(media_type, write)
+                return pin.digest, pin.size
+            return put_blob
 
-        plan = DeltaPlanner(base, target, target_root, files, put_patch, scratch, log).plan()
+        plan = DeltaPlanner(base, target, target_root, files, put("application/vnd.edgebundle.patch.v1"),
+                            scratch, log).plan()
+        pack_small(plan, target_root, target_store.path, target_dir, put(mt.EDGEBUNDLE_DELTA_PACK))
         for d, c in plan.carried.items():
             if c["kind"] == "blob":
                 copy = shutil.copyfile if d in target_store.external else _link_or_copy  # never link a user's file
                 copy(target_store.path(d), delta_dir / layout.blob_path(d))
-        for name in target_root.files:  # oci-layout, index.json and the SBOM
+        for name in target_root.files:  # oci-layout, index.json and the SBOM (unless packed)
+            if name in plan.files:
+                continue
             (delta_dir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(target_dir / name, delta_dir / name)
         root = replace(target_root, base=BaseRef(base_vb.root.name, base_vb.root.version, base_vb.root_digest),
@@ -549,9 +607,12 @@ def build_delta(builder: Any, base_path: Path, out: Path, keys: list[Any], *, fo
         if self_check:
             log("checking: rebuilding every patched blob from base + delta")
             # Patched blobs only: a re-encoded unchanged layer was just encoded by this very code.
-            patched = sorted(d for d, e in plan.rebuild.items() if e["method"] in PATCH_METHODS)
+            patched = sorted(d for d, e in plan.rebuild.items() if e["method"] in (*PATCH_METHODS, "packed"))
             checked = check_reconstruction(ReconstructedSource(DirectorySource(delta_dir), root, base, scratch),
                                            patched)
+            for name in plan.files:  # index.json and the SBOM, read back out of the pack
+                with open_member(DirectorySource(delta_dir), root, name) as f:
+                    checked += sum(len(c) for c in iter_chunks(f))
         full_bytes = sum(size for _, size in target_root.member_pins(full=True).values()) + \
             len(target_root.to_bytes())
         delta_bytes = publish(delta_dir, root, out)

@@ -190,7 +190,7 @@ def bundle_items(bundle: Path) -> BundleOnMedia:
     """Read the bundle's signed root and plan its files: parts + signed index, or one tar."""
     source: BundleSource = open_source(bundle)
     envelope = root_envelope(source)
-    root, signers = parse_root(envelope.payload), envelope.signer_ids
+    root, signers = parse_root(envelope.document()), envelope.signer_ids
     if isinstance(source, PartsSource):
         idx = source.index
         items = [Item(p.file, p.size, _copy_path(source.directory / p.file, p.size), p.digest)

@@ -70,9 +70,9 @@ class Transfer:
 
 def unverified_root(source: BundleSource) -> Root:
     """The root a bundle carries, parsed strictly but not trusted (names, sizes, the tar order)."""
-    envelope = parse_envelope(read_root_envelope(source), layout.ROOT, mt.PAYLOAD_ROOT,
+    envelope = parse_envelope(read_root_envelope(source), layout.ROOT, mt.ROOT_PAYLOAD_TYPES,
                               layout.MAX_ROOT_ENVELOPE_BYTES)
-    return parse_root(envelope.payload)
+    return parse_root(envelope.document())
 
 
 def bundle_layers(source: BundleSource, root: Root) -> list[Layer]:

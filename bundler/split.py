@@ -168,7 +168,7 @@ def split_bundle(bundle: Path, out_dir: Path, part_size: int, keys: list[Any], *
     if not keys:
         raise UsageError("bundle split needs the bundle's signing key", hint="pass --key KEY")
     try:
-        root_bytes = verify(read_root_envelope(source), mt.PAYLOAD_ROOT,
+        root_bytes = verify(read_root_envelope(source), mt.ROOT_PAYLOAD_TYPES,
                             TrustStore([k.public_key() for k in keys], threshold=len(keys)), layout.ROOT,
                             layout.MAX_ROOT_ENVELOPE_BYTES).payload
     except VerificationError as e:

@@ -87,8 +87,9 @@ def normalise_member_name(raw: str) -> str | None:
     return name.rstrip("/")
 
 
-def member_order(carried: Iterable[str], files: Iterable[str] = ()) -> list[str]:
+def member_order(carried: Iterable[str], files: Iterable[str] = (), packed: Iterable[str] = ()) -> list[str]:
     """The order of a tar bundle's members: :data:`TAR_HEAD`, the index, the SBOM when ``files``
-    (the root's non-blob members) has one, then blobs by digest."""
+    (the root's non-blob members) has one, then blobs by digest; a delta leaves out the ``packed``
+    files (they travel inside its pack blob)."""
     sbom = [SBOM] if SBOM in files else []
-    return [*TAR_HEAD, INDEX, *sbom] + [blob_path(d) for d in sorted(carried)]
+    return [n for n in (*TAR_HEAD, INDEX, *sbom) if n not in packed] + [blob_path(d) for d in sorted(carried)]

@@ -40,6 +40,8 @@ HELM_CHART_CONTENT = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 EDGEBUNDLE_HELM_VALUES = "application/vnd.edgebundle.helm.values.v1+json"
 EDGEBUNDLE_MANIFESTS_ARTIFACT = "application/vnd.edgebundle.manifests.v1"
 EDGEBUNDLE_K8S_MANIFEST = "application/vnd.edgebundle.k8s-manifest.v1+yaml"
+#: A delta's small carried documents, concatenated in one zstd frame (docs/DELTA.md).
+EDGEBUNDLE_DELTA_PACK = "application/vnd.edgebundle.pack.v1+zstd"
 
 #: Documents that carry a list of per-platform manifests.
 INDEX_TYPES: frozenset[str] = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
@@ -59,7 +61,14 @@ def is_image_manifest(media_type: str) -> bool:
     return media_type in IMAGE_MANIFEST_TYPES
 
 # DSSE payload types: what each signed envelope carries (edgebundle/signing.py)
+#: A payload type ending in this carries its document zstd-compressed (edgebundle/signing.py).
+PAYLOAD_ZSTD_SUFFIX = "+zstd"
 PAYLOAD_ROOT = "application/vnd.edgebundle.root.v1+json"
+#: The same root document, zstd-compressed (a delta's root, docs/DELTA.md): the signatures cover
+#: the compressed bytes; the root digest is still that of the decompressed document.
+PAYLOAD_ROOT_ZSTD = PAYLOAD_ROOT + PAYLOAD_ZSTD_SUFFIX
+#: The payload types a root envelope may carry.
+ROOT_PAYLOAD_TYPES = (PAYLOAD_ROOT, PAYLOAD_ROOT_ZSTD)
 PAYLOAD_PARTS = "application/vnd.edgebundle.parts.v1+json"
 PAYLOAD_APPROVAL = "application/vnd.edgebundle.approval.v1+json"
 PAYLOAD_TRUST = "application/vnd.edgebundle.trust.v1+json"

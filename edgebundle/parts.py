@@ -382,8 +382,8 @@ class PartsSource(TarSource):
         self.check_present()
         if content:
             self.check_hashes(progress)
-        root_bytes = parse_envelope(read_root_envelope(self), layout.ROOT, mt.PAYLOAD_ROOT,
-                                    layout.MAX_ROOT_ENVELOPE_BYTES).payload
+        root_bytes = parse_envelope(read_root_envelope(self), layout.ROOT, mt.ROOT_PAYLOAD_TYPES,
+                                    layout.MAX_ROOT_ENVELOPE_BYTES).document()
         if sha256_bytes(root_bytes) != self.index.root:
             raise PartIndexError(
                 f"the bundle in these parts has root {sha256_bytes(root_bytes)}, but the part index "

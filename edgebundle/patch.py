@@ -30,7 +30,7 @@ import contextlib
 import contextvars
 import struct
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 import bsdiff4
@@ -123,6 +123,45 @@ def zstd_decode(patch: BinaryIO, out_size: int, src: bytes | None, what: str) ->
         raise PatchError(f"{what}: zstd patch yields {produced} bytes, expected {out_size}")
     if d.unused_data or patch.read(1):
         raise PatchError(f"{what}: data after the end of the zstd frame")
+
+
+#: zstd level of small signed documents compressed whole (a delta's root, its pack of small blobs).
+DOCUMENT_LEVEL = 19
+
+
+def compress_document(data: bytes) -> bytes:
+    """One zstd frame of ``data`` (content size in the header; deterministic for this libzstd)."""
+    return zstd.compress(data, level=DOCUMENT_LEVEL)
+
+
+def write_document_frame(parts: Iterable[bytes], size: int, out: BinaryIO, prefix: bytes) -> None:
+    """One zstd frame of the concatenated ``parts`` (``size`` bytes: a delta's pack), written as it
+    is compressed, against ``prefix`` as a raw prefix (:func:`zstd_decode` with the same ``src``
+    decodes it). The size is pledged: zstd then uses the prefix fully (without it the S2 pack is
+    27% larger), writes it in the frame header and refuses other input."""
+    c = zstd.ZstdCompressor(level=DOCUMENT_LEVEL, zstd_dict=zstd.ZstdDict(prefix, is_raw=True).as_prefix)
+    c.set_pledged_input_size(size)
+    for part in parts:
+        out.write(c.compress(part))
+    out.write(c.flush())
+
+
+def decompress_bounded(data: bytes, limit: int, what: str) -> bytes:
+    """The one zstd frame ``data`` holds, decoded whole: at most ``limit`` bytes (a bomb stops
+    there), nothing before or after the frame, a corrupt or truncated frame refused."""
+    try:
+        d = zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: WINDOW_LOG_MAX})
+        out = d.decompress(data, max_length=limit + 1)
+    except zstd.ZstdError as e:
+        raise VerificationError(f"{what}: corrupt zstd data ({e})") from None
+    if len(out) > limit:
+        raise VerificationError(f"{what} decompresses to more than its {limit}-byte limit",
+                                hint="it is a decompression bomb or not an edgebundle document; do not use it")
+    if not d.eof:
+        raise VerificationError(f"{what}: the zstd frame is truncated")
+    if d.unused_data:
+        raise VerificationError(f"{what}: data after the end of the zstd frame")
+    return out
 
 
 def _offtin(raw: bytes) -> int:

@@ -6,12 +6,19 @@ patches) and ``delta.rebuild`` says, for **every** target blob, how the site get
 ``base`` (the site has these bytes), or a patch method applied to a base input. Base inputs are
 only what a site keeps after installing the base: image blobs and manifests in its registry and
 model *files* on its NAS. The builder's side (planning and writing deltas) is bundler/delta.py.
+Small carried documents (image manifests and configs, Kubernetes manifests, ``index.json``, the
+SBOM) travel together in one zstd **pack** blob, compressed against the full target's root
+document (:func:`full_root_bytes`) as a raw prefix: ``packed`` entries and ``delta.files`` name
+an offset into the decoded pack, whose decoded size the root signs.
 
 Invariants:
 - :func:`full_root` of a delta root is byte-for-byte the root of the full bundle, so a site that
   installed a delta is in the state the full bundle would have left (same root digest too).
 - Every byte stream :class:`ReconstructedSource` hands out is hashed as it is read and fails at
   its end unless it matches the signed digest (the file digest first for re-encoded layers).
+- A pack is decoded as a stream and never past its signed decoded size (``prove_patches`` decodes
+  each one whole: a pack that yields more or fewer bytes is refused at verify); each packed
+  document is hashed against its own pin as it is read, like every rebuilt blob.
 - Reconstruction streams: patches are applied piece by piece (edgebundle/patch.py), so memory is
   bounded by the piece size (and by ``ZPF_MAX``/``BSDIFF_MAX`` for whole-blob patches),
   whatever the model size.
@@ -35,9 +42,11 @@ from edgebundle.patch import BSDIFF_MAX, ZPF_MAX, PatchError, apply_container, b
 from edgebundle.root import Root
 from edgebundle.sources import BundleSource
 
-METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
+METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows", "packed")
 #: Methods whose ``reason`` and ``carriedBytes`` follow from the method (left out of the root).
-IMPLIED = ("whole", "base")
+IMPLIED = ("whole", "base", "packed")
+#: Largest document the builder puts in a delta's pack (each is read whole when packed).
+PACK_ENTRY_MAX = 64 * 1024
 IMPLIED_KEYS = ("reason", "carriedBytes")
 
 
@@ -167,7 +176,7 @@ class ReconstructedSource(BundleSource):
     def open(self, name: str) -> Iterator[BinaryIO]:
         digest = layout.digest_of_blob_path(name)
         if digest is None or digest in self.root.delta["carried"]:  # type: ignore[index]
-            with self.delta.open(name) as f:
+            with open_member(self.delta, self.root, name) as f:
                 yield f
             return
         with self.open_blob(digest) as f:
@@ -185,6 +194,9 @@ class ReconstructedSource(BundleSource):
         if e["method"] == "whole":
             with self.delta.open(layout.blob_path(digest)) as f:
                 yield f
+            return
+        if e["method"] == "packed":
+            yield open_packed(self.delta, self.root, e, digest, pin.size, what)
             return
         file = e.get("file")
         with contextlib.ExitStack() as stack:
@@ -249,6 +261,55 @@ class ReconstructedSource(BundleSource):
         return path
 
 
+@contextlib.contextmanager
+def open_member(delta: BundleSource, root: Root, name: str) -> Iterator[BinaryIO]:
+    """A member of the delta ``delta`` as is, or a document out of its pack (a ``delta.files``
+    file or a ``packed`` blob), hashed against its pin as it is read."""
+    digest = layout.digest_of_blob_path(name)
+    entry = (root.delta or {}).get("rebuild", {}).get(digest) if digest else None
+    if digest is not None and entry is not None and entry["method"] == "packed":
+        yield open_packed(delta, root, entry, digest, entry["size"], f"{name} (from the delta's pack)")
+        return
+    e = root.packed_files.get(name)
+    if e is None:
+        with delta.open(name) as f:
+            yield f
+        return
+    pin = root.files[name]
+    yield open_packed(delta, root, e, pin.digest, pin.size, f"{name} (from the delta's pack)")
+
+
+def open_packed(delta: BundleSource, root: Root, e: dict[str, Any], digest: str, size: int,
+                what: str) -> BinaryIO:
+    """The ``size`` bytes at ``e["offset"]`` of the decoded pack ``e["pack"]``, hashed against
+    ``digest`` as they are read (the pack is decoded as a stream, at most its signed size)."""
+    return CheckedStream(_packed_chunks(delta, root, e["pack"], e["offset"], size, what),  # type: ignore[return-value]
+                         digest, size, what)
+
+
+def _packed_chunks(delta: BundleSource, root: Root, pack: str, offset: int, size: int,
+                   what: str) -> Iterator[bytes]:
+    decoded = root.delta["carried"][pack]["decoded"]  # type: ignore[index]
+    end, pos = offset + size, 0
+    with delta.open(layout.blob_path(pack)) as f:
+        for chunk in zstd_decode(f, decoded, full_root_bytes(root), f"{what}: pack {pack[:19]}"):
+            if pos + len(chunk) > offset:
+                yield chunk[max(0, offset - pos):end - pos]
+            pos += len(chunk)
+            if pos >= end:
+                return
+
+
+def prove_packs(delta: BundleSource, root: Root) -> None:
+    """Every carried pack decodes to exactly its signed decoded size (a pack bomb or a short
+    pack is refused at verify, before anything reads a document out of it)."""
+    for digest, c in sorted((root.delta or {}).get("carried", {}).items()):
+        if c["kind"] == "pack":
+            with delta.open(layout.blob_path(digest)) as f:
+                for _ in zstd_decode(f, c["decoded"], full_root_bytes(root), f"delta pack {digest[:19]}"):
+                    pass
+
+
 class _ZeroReader(io.RawIOBase):
     """``size`` zero bytes, seekable: a stand-in base for proving that patches decode."""
 
@@ -294,6 +355,7 @@ def prove_patches(delta: BundleSource, root: Root) -> None:
     """
     if root.delta is None:
         return
+    prove_packs(delta, root)
     rebuilt = ReconstructedSource(delta, root, _ZeroBase(), Path(tempfile.gettempdir()))
     for digest, e in sorted(root.delta["rebuild"].items()):
         if "patch" not in e:
@@ -347,7 +409,8 @@ def describe_delta(root: Root) -> dict[str, Any] | None:
     rows = []
     for digest, e in sorted(root.delta["rebuild"].items(), key=lambda kv: kv[1].get("what", "")):
         src = e.get("from") or {}
-        carried = int(e.get("carriedBytes", e["size"] if e["method"] == "whole" else 0))
+        # a packed document costs at most its size (the pack is compressed as one)
+        carried = int(e.get("carriedBytes", e["size"] if e["method"] in ("whole", "packed") else 0))
         rows.append({"digest": digest, "what": e.get("what"), "method": e["method"], "size": e["size"],
                      "carriedBytes": carried, "ratio": round(carried / e["size"], 4) if e["size"] else 0.0,
                      "base": src.get("digest"), "baseAt": src.get("at"), "patch": e.get("patch"),

@@ -229,7 +229,8 @@ class Root:
         ``full`` a delta's pins are those of the full target it stands for (what a
         reconstructing source presents, bundler/delta.py).
         """
-        pins = {name: (p.digest, p.size) for name, p in self.files.items()}
+        pins = {name: (p.digest, p.size) for name, p in self.files.items()
+                if full or name not in self.packed_files}
         if self.delta is None or full:
             pins.update((blob_path(d), (d, p.size)) for d, p in self.blobs.items())
         else:
@@ -243,7 +244,13 @@ class Root:
 
     def member_order(self) -> list[str]:
         """The members of this root's tar bundle in the order they are written (docs/FORMAT.md)."""
-        return member_order(self.blobs if self.delta is None else self.delta["carried"], self.files)
+        return member_order(self.blobs if self.delta is None else self.delta["carried"], self.files,
+                            self.packed_files)
+
+    @property
+    def packed_files(self) -> dict[str, Any]:
+        """A delta's non-blob members carried inside its pack (``delta.files``): name -> {pack, offset}."""
+        return (self.delta or {}).get("files", {})
 
     def total_size(self) -> int:
         return sum(p.size for p in self.blobs.values())
@@ -565,7 +572,7 @@ def parse_root(data: bytes) -> Root:
     if (base is None) != (delta is None):
         raise MalformedRootError("root: a delta needs both 'base' and 'delta'")
     if delta is not None:
-        _check_delta(delta, blobs, models)
+        _check_delta(delta, blobs, models, files)
 
     created, expires = _req(doc, "created", str, "root"), _req(doc, "expires", str, "root")
     if parse_time(expires, "root.expires") <= parse_time(created, "root.created"):
@@ -597,8 +604,11 @@ def _charts(doc: dict[str, Any], pinned: Any) -> list[ChartEntry]:
 
 # --- the delta section (docs/DELTA.md) ------------------------------------------------------
 
-DELTA_METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows")
-_ENTRY_KEYS = {"what", "method", "reason", "size", "carriedBytes", "from", "patch", "file", "zstd", "pieces"}
+DELTA_METHODS = ("whole", "base", "bsdiff4", "zstd-patch-from", "gguf-tensors", "windows", "packed")
+_ENTRY_KEYS = {"what", "method", "reason", "size", "carriedBytes", "from", "patch", "file", "zstd", "pieces",
+               "pack", "offset"}
+#: Largest decoded pack (a delta's small documents in one zstd frame, docs/DELTA.md).
+PACK_MAX = MAX_JSON_BYTES
 
 
 def _exact_keys(d: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -652,19 +662,23 @@ def _pieces(b: dict[str, Any], size: int, where: str) -> tuple[str, ...]:
     return tuple(pieces)
 
 
-def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[ModelEntry]) -> None:
-    """Every target blob is carried whole, present at the site, or rebuilt from carried patches
-    and base inputs; every carried blob is used; nothing else is allowed."""
-    _exact_keys(delta, {"carried", "rebuild"}, "delta")
+def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[ModelEntry],
+                 files: dict[str, FilePin]) -> None:
+    """Every target blob is carried whole, packed, present at the site, or rebuilt from carried
+    patches and base inputs; every carried blob is used; a pack's entries tile its signed decoded
+    size exactly; nothing else is allowed."""
+    _exact_keys(delta, {"carried", "rebuild", "files"}, "delta")
     carried = _req(delta, "carried", dict, "delta")
     for d, c in carried.items():
         if not is_digest(d) or not isinstance(c, dict):
             raise MalformedRootError(f"root: delta.carried key {str(d)[:80]!r} is not a digest")
-        _exact_keys(c, {"size", "kind"}, f"delta.carried[{d}]")
-        _size(c, f"delta.carried[{d}]")
         kind = _req(c, "kind", str, f"delta.carried[{d}]")
-        if kind not in ("blob", "patch"):
-            raise MalformedRootError(f"root: delta.carried[{d}].kind must be blob or patch")
+        if kind not in ("blob", "patch", "pack"):
+            raise MalformedRootError(f"root: delta.carried[{d}].kind must be blob, patch or pack")
+        _exact_keys(c, {"size", "kind", "decoded"} if kind == "pack" else {"size", "kind"}, f"delta.carried[{d}]")
+        _size(c, f"delta.carried[{d}]")
+        if kind == "pack" and not 0 < _req(c, "decoded", int, f"delta.carried[{d}]") <= PACK_MAX:
+            raise MalformedRootError(f"root: delta.carried[{d}].decoded must be 1 to {PACK_MAX} bytes")
         if kind == "blob" and (d not in blobs or blobs[d].size != c["size"]):
             raise MalformedRootError(f"root: delta.carried[{d}] is not a target blob of that size")
     rebuild = _req(delta, "rebuild", dict, "delta")
@@ -674,6 +688,24 @@ def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[
                                  + (f" (lacks {missing[0]})" if missing else " (lists extra blobs)"))
     files_by_blob = {f.blob: f for m in models for f in m.files}
     used: set[str] = set()
+    # pack digest -> [(offset, size, what)] of what it holds
+    in_pack: dict[str, list[tuple[int, int, str]]] = {}
+
+    def pack_entry(e: dict[str, Any], size: int, w: str) -> None:
+        pack = _digest(e, "pack", w)
+        if carried.get(pack, {}).get("kind") != "pack":
+            raise MalformedRootError(f"root: {w}.pack {pack} is not a carried pack")
+        offset = _req(e, "offset", int, w)
+        in_pack.setdefault(pack, []).append((offset, size, w))
+        used.add(pack)
+
+    packed_files = _opt(delta, "files", dict, "delta") or {}
+    for name, e in packed_files.items():
+        w = f"delta.files[{str(name)[:80]}]"
+        if name not in files or name == OCI_LAYOUT or not isinstance(e, dict):
+            raise MalformedRootError(f"root: {w} is not index.json or the SBOM of this root")
+        _exact_keys(e, {"pack", "offset"}, w)
+        pack_entry(e, files[name].size, w)
     for d, e in rebuild.items():
         w = f"delta.rebuild[{d}]"
         if not isinstance(e, dict):
@@ -698,6 +730,13 @@ def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[
             continue
         if d in carried:
             raise MalformedRootError(f"root: {w} is carried whole but says {method}")
+        if method == "packed":
+            if any(k in e for k in ("from", "patch", "file")):
+                raise MalformedRootError(f"root: {w} is 'packed' but names a base input or patch")
+            pack_entry(e, e["size"], w)
+            continue
+        if "pack" in e or "offset" in e:
+            raise MalformedRootError(f"root: {w} is {method} but names a pack")
         src = _check_from(e.get("from"), w)
         file = e.get("file")
         if file is not None:
@@ -724,6 +763,16 @@ def _check_delta(delta: dict[str, Any], blobs: dict[str, BlobPin], models: list[
         if carried.get(patch, {}).get("kind") != "patch":
             raise MalformedRootError(f"root: {w}.patch {patch} is not a carried patch")
         used.add(patch)
+    for pack, entries in in_pack.items():
+        at = 0
+        for offset, size, w in sorted(entries):
+            if offset != at:
+                raise MalformedRootError(f"root: {w}.offset {offset} leaves a gap or overlaps in pack "
+                                         f"{pack} (expected {at}): a pack's entries tile it exactly")
+            at += size
+        if at != carried[pack]["decoded"]:
+            raise MalformedRootError(f"root: pack {pack} entries add up to {at} bytes, its signed "
+                                     f"decoded size is {carried[pack]['decoded']}")
     unused = sorted(set(carried) - used)
     if unused:
         raise MalformedRootError(f"root: delta.carried lists {unused[0]} that nothing uses")

@@ -13,6 +13,11 @@ Invariants:
   has the same id whatever file it came from.
 - :meth:`TrustStore.check` counts only distinct trusted keys with a valid signature; signatures
   by unknown keys are ignored, not errors, but never count toward the threshold.
+- A payload type ending in ``+zstd`` (``mediatypes.PAYLOAD_ZSTD_SUFFIX``) carries its document zstd-compressed:
+  the signatures cover the compressed bytes exactly as carried, and the document is decompressed
+  (bounded, :meth:`Envelope.document`) only after :func:`verify` checked them, so a bomb in an
+  unsigned or untrusted envelope is never even decoded. A reader accepts it only where it names
+  that type among the ones it expects.
 - Envelopes are parsed bounded and strictly; a pre-DSSE document (a bare ``_type`` document with a
   detached or embedded signature) is refused as the old format, never guessed at.
 """
@@ -31,8 +36,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgebundle import mediatypes as mt
 from edgebundle.digest import read_bounded
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
+from edgebundle.layout import MAX_JSON_BYTES
+from edgebundle.patch import decompress_bounded
 from edgebundle.root import canonical_json, load_json_bounded
 
 PASSPHRASE_ENV = "EDGEBUNDLE_KEY_PASSPHRASE"
@@ -151,6 +159,13 @@ class Envelope:
     payload_type: str
     signatures: tuple[Signature, ...]
 
+    def document(self, limit: int = MAX_JSON_BYTES) -> bytes:
+        """The signed document: the payload, decompressed (at most ``limit`` bytes) when its type
+        ends in ``+zstd``. Not verified unless the envelope came through :func:`verify`."""
+        if not self.payload_type.endswith(mt.PAYLOAD_ZSTD_SUFFIX):
+            return self.payload
+        return decompress_bounded(self.payload, limit, f"the {self.payload_type} payload")
+
     @property
     def signer_ids(self) -> list[str]:
         """The key ids the envelope *claims* (unverified; for display only)."""
@@ -163,11 +178,15 @@ def _b64(value: Any, what: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise MalformedEnvelopeError(f"{what} is not base64") from None
+        raise MalformedEnvelopeError(
+            f"{what} is not base64", hint="the document was altered or damaged; copy it again from where it was made"
+        ) from None
 
 
-def parse_envelope(data: bytes, what: str, payload_type: str, limit: int) -> Envelope:
-    """Parse ``data`` as a DSSE envelope of ``payload_type`` (bounded, strict); nothing is verified."""
+def parse_envelope(data: bytes, what: str, payload_type: str | tuple[str, ...], limit: int) -> Envelope:
+    """Parse ``data`` as a DSSE envelope of ``payload_type`` (or one of several; bounded, strict);
+    nothing is verified or decompressed."""
+    accepted = (payload_type,) if isinstance(payload_type, str) else payload_type
     doc = load_json_bounded(data, what, limit)
     if isinstance(doc, dict) and "payloadType" not in doc and "_type" in doc:
         raise LegacyFormatError(
@@ -176,9 +195,10 @@ def parse_envelope(data: bytes, what: str, payload_type: str, limit: int) -> Env
             hint="make it again with this edgebundle (every signed document is now a DSSE envelope)")
     if not isinstance(doc, dict) or set(doc) != {"payload", "payloadType", "signatures"}:
         raise MalformedEnvelopeError(f"{what} is not a DSSE envelope (payload, payloadType, signatures)")
-    if doc["payloadType"] != payload_type:
+    if doc["payloadType"] not in accepted:
         raise MalformedEnvelopeError(
-            f"{what} carries payloadType {str(doc['payloadType'])[:80]!r}, expected {payload_type!r}",
+            f"{what} carries payloadType {str(doc['payloadType'])[:80]!r}, expected "
+            + " or ".join(map(repr, accepted)),
             hint="this is a different kind of signed document")
     payload = _b64(doc["payload"], f"{what}: payload")
     if not isinstance(doc["signatures"], list):
@@ -188,21 +208,24 @@ def parse_envelope(data: bytes, what: str, payload_type: str, limit: int) -> Env
         if not isinstance(s, dict) or set(s) != {"keyid", "sig"} or not isinstance(s["keyid"], str):
             raise MalformedEnvelopeError(f"{what}: signature {i} is not {{keyid, sig}}")
         sigs.append(Signature(s["keyid"], _b64(s["sig"], f"{what}: signature {i}")))
-    return Envelope(payload, payload_type, tuple(sigs))
+    return Envelope(payload, doc["payloadType"], tuple(sigs))
 
 
 @dataclass(frozen=True)
 class Verified:
     """A payload whose envelope met the trust threshold, and who signed it."""
 
-    payload: bytes
+    payload: bytes  # the document (decompressed when the payload type says so)
     signers: list[str]
 
 
-def verify(data: bytes, payload_type: str, trust: "TrustStore", what: str, limit: int) -> Verified:
-    """The payload of the envelope ``data``, once ``trust``'s threshold of its keys signed it."""
+def verify(data: bytes, payload_type: str | tuple[str, ...], trust: "TrustStore", what: str,
+           limit: int) -> Verified:
+    """The document of the envelope ``data``, once ``trust``'s threshold of its keys signed it
+    (the signatures first: a compressed payload is decoded only after they check)."""
     env = parse_envelope(data, what, payload_type, limit)
-    return Verified(env.payload, trust.check(env, what))
+    signers = trust.check(env, what)
+    return Verified(env.document(), signers)
 
 
 class TrustStore:

@@ -8,7 +8,8 @@ before it established:
    range that is wrong; see edgebundle/parts.py);
 1. structure: the container lists only safe, regular, non-duplicate members (the source checks);
 2. signatures: the root envelope ``edgebundle/root.dsse.json`` (bounded, DSSE) is signed by at
-   least ``threshold`` trusted keys; nothing in the root is looked at before this;
+   least ``threshold`` trusted keys; nothing in the root is looked at before this (a delta's
+   zstd-compressed root is decompressed only then, bounded by the root size limit);
 3. root: the signed bytes parse strictly (types, digests, every entry names a pinned blob);
 4. policy: not expired (unless the operator allowed it), ``compatible`` equals the site's, the
    version is not older than the installed one (unless a downgrade was allowed), a delta names
@@ -18,7 +19,8 @@ before it established:
    model file is also decoded (bounded by its signed size) and compared with its file pin, so a
    signed but hostile layer (a zstd bomb, an inner tar that lies) is refused here, not mid-stage;
    a delta's carried patches are decoded (against zeros of the base's sizes) within their
-   signed output sizes, so a patch bomb is refused here, not only by ``load``; signed Kubernetes
+   signed output sizes, and its pack of small documents to exactly its signed decoded size, so a
+   patch or pack bomb is refused here, not only by ``load``; signed Kubernetes
    manifests are parsed as YAML within bounds (edgebundle/boundedyaml.py), so an alias bomb or a
    5,000-deep document is refused before anything is written. Blobs are independent: they are
    hashed in parallel, one thread per core, largest first; a large blob whose root entry lists
@@ -52,7 +54,7 @@ from edgebundle.digest import (
 )
 from edgebundle.errors import VerificationError
 from edgebundle.ocinames import MAX_MANIFEST_BYTES
-from edgebundle.rebuild import prove_patches
+from edgebundle.rebuild import open_member, prove_patches
 from edgebundle.root import ModelEntry, ModelFile, Root, format_time, parse_root, version_key
 from edgebundle.signing import Envelope, LegacyFormatError, TrustStore, parse_envelope, verify
 from edgebundle.sources import BundleSource, read_small
@@ -88,7 +90,7 @@ class ExpiredError(VerificationError):
 
 def root_envelope(source: BundleSource) -> Envelope:
     """The bundle's root envelope, parsed but NOT verified (for display and early names only)."""
-    return parse_envelope(read_root_envelope(source), layout.ROOT, mt.PAYLOAD_ROOT,
+    return parse_envelope(read_root_envelope(source), layout.ROOT, mt.ROOT_PAYLOAD_TYPES,
                           layout.MAX_ROOT_ENVELOPE_BYTES)
 
 
@@ -112,7 +114,7 @@ class VerifiedBundle:
     """A bundle that passed every check, with its parsed root."""
 
     root: Root
-    root_bytes: bytes  # the envelope's payload: what the signatures cover and root_digest names
+    root_bytes: bytes  # the root document the signatures cover (decompressed): root_digest names it
     signers: list[str]
     source: BundleSource
     envelope: bytes = b""  # the exact root envelope that was checked (kept by the installer)
@@ -127,6 +129,9 @@ class VerifiedBundle:
         pin = self.root.files.get(layout.SBOM)
         if pin is None:
             return None
+        if layout.SBOM in self.root.packed_files and not self.source.full_target:
+            with open_member(self.source, self.root, layout.SBOM) as f:  # out of the delta's pack
+                return f.read()  # hashed against the pin as it is read
         data = read_small(self.source, layout.SBOM, layout.MAX_JSON_BYTES)
         check(layout.SBOM, pin.digest, pin.size, sha256_bytes(data), len(data))
         return data
@@ -172,7 +177,7 @@ class Verifier:
 
     def _check_signatures(self, source: BundleSource) -> tuple[bytes, bytes, list[str]]:
         data = read_root_envelope(source)
-        signed = verify(data, mt.PAYLOAD_ROOT, self.trust, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
+        signed = verify(data, mt.ROOT_PAYLOAD_TYPES, self.trust, layout.ROOT, layout.MAX_ROOT_ENVELOPE_BYTES)
         return data, signed.payload, signed.signers
 
     def _check_policy(self, root: Root) -> None:
@@ -223,13 +228,24 @@ class Verifier:
     @staticmethod
     def _check_manifests(source: BundleSource, root: Root, pins: dict[str, tuple[str, int]]) -> None:
         """Signed Kubernetes manifests match their pins and parse as YAML within bounds (aliases,
-        expansion, depth)."""
+        expansion, depth); a delta's packs are hashed first, so a damaged one is named as such."""
+        for name in sorted(n for n in pins if (root.delta or {}).get("carried", {}).get(
+                layout.digest_of_blob_path(n) or "", {}).get("kind") == "pack"):
+            _check_member(source, name, pins[name], None, threading.Event())
         for mf in root.manifests.files if root.manifests else []:
             name = layout.blob_path(mf.digest)
-            if name not in pins:  # a delta that does not carry it: checked when rebuilt
+            packed = (root.delta or {}).get("rebuild", {}).get(mf.digest, {}).get("method") == "packed"
+            if name in pins:
+                data = read_small(source, name, MAX_MANIFEST_BYTES)
+                check(name, pins[name][0], pins[name][1], sha256_bytes(data), len(data))
+            elif packed and mf.size <= MAX_MANIFEST_BYTES:  # in a delta's pack: read out of it, checked
+                with open_member(source, root, name) as f:
+                    data = f.read()
+            elif packed:
+                raise VerificationError(f"manifest {mf.path} is {mf.size} bytes, over the "
+                                        f"{MAX_MANIFEST_BYTES}-byte limit of a manifest")
+            else:  # a delta that does not carry it: checked when rebuilt
                 continue
-            data = read_small(source, name, MAX_MANIFEST_BYTES)
-            check(name, pins[name][0], pins[name][1], sha256_bytes(data), len(data))
             try:
                 load_all_bounded(data, f"manifest {mf.path}")
             except YamlBoundError as e:

@@ -574,6 +574,6 @@ def _claimed_root(bundle: Path) -> str | None:
     Only the root envelope is read (bounded); any failure leaves the field empty.
     """
     try:
-        return sha256_bytes(root_envelope(open_source(bundle)).payload)
+        return sha256_bytes(root_envelope(open_source(bundle)).document())
     except Exception:  # noqa: BLE001 (a hostile or broken bundle simply has no claimed root)
         return None

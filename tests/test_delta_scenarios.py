@@ -270,7 +270,8 @@ def test_s1_one_image_gets_one_new_layer(releases: Releases, base_release: Relea
     spec = releases.spec("s1", "1.1.0", images=(IMAGES[0], ref))
     _, delta = run_scenario("S1 new layer", releases, base_release, spec, make_site, via_cli=True)
     m = methods(delta)
-    new_layer = [w for w, how in m.items() if w.startswith("image") and "vector-db" in w and how == "whole"]
+    # the new layer is small (2.2 KB): it travels in the pack of small documents
+    new_layer = [w for w, how in m.items() if w.startswith("image") and "vector-db" in w and how == "packed"]
     assert new_layer == ["image rag/vector-db:1.0-s1 linux/amd64 layer 3"]
     assert m["image rag/vector-db:1.0-s1 linux/amd64 manifest"] in ("bsdiff4", "zstd-patch-from")
     assert m["image rag/vector-db:1.0-s1 linux/amd64 config"] in ("bsdiff4", "zstd-patch-from")
@@ -287,12 +288,18 @@ def test_s2_only_manifests_change(releases: Releases, base_release: Release, mak
     _, delta = run_scenario("S2 manifests", releases, base_release, spec, make_site)
     m = methods(delta)
     assert all(how == "base" for w, how in m.items() if w.startswith("image"))
-    assert m[f"k8s manifest {first.relative_to(manifests).as_posix()}"] == "whole"
-    # Only small documents travel: every image and model file comes from the site.
-    whole = delta.root.delta["carried"]  # type: ignore[index]
-    carried = {e["what"]: e.get("carriedBytes", whole.get(d, {}).get("size", 0))
-               for d, e in delta.root.delta["rebuild"].items()}  # type: ignore[index]
-    assert sum(carried.values()) < 64 * 1024
+    assert m[f"k8s manifest {first.relative_to(manifests).as_posix()}"] == "packed"
+    # Only small documents travel: every image and model file comes from the site, and the small
+    # documents (manifests, configs, index.json, the SBOM) in one zstd pack beside the root.
+    with tarfile.open(delta.output) as t:
+        names = t.getnames()
+        envelope = json.loads(t.extractfile("edgebundle/root.dsse.json").read())  # type: ignore[union-attr]
+    assert names[:2] == ["oci-layout", "edgebundle/root.dsse.json"] and len(names) == 3, names
+    [(pack, carried)] = delta.root.delta["carried"].items()  # type: ignore[index]
+    assert carried["kind"] == "pack" and names[2] == "blobs/sha256/" + pack.split(":")[1]
+    assert envelope["payloadType"] == "application/vnd.edgebundle.root.v1+json+zstd"
+    # issue 16's budget: 1.1 x a zstd patch (~50 B) + 16 KiB for the whole delta tar
+    assert delta.output.stat().st_size <= 16_437
 
 
 def edit_gguf_string(src: Path, dst: Path, key: str, value: str) -> None:
@@ -536,7 +543,7 @@ def test_cli_create_inspect_and_verify_a_delta(releases: Releases, base_release:
     r = bundle_cli("inspect", out)
     assert r.returncode == 0, r.stderr
     assert "DELTA against rag-edge 1.0.0" in r.stdout
-    for word in ("METHOD", "BASE", "RATIO", "base", "whole"):
+    for word in ("METHOD", "BASE", "RATIO", "base", "packed"):
         assert word in r.stdout
     doc = json.loads(bundle_cli("inspect", out, "--json").stdout)["delta"]
     row = next(b for b in doc["blobs"] if b["what"] == "model tiny-llm 1.0 tiny-llm.Q8_0.gguf")

@@ -194,7 +194,9 @@ def test_depot_to_site_and_an_upgrade_moves_only_new_blobs(
     print(f"v2 from the depot: {moved} bytes moved; v2's new blobs {new_bytes}; delta v1->v2 "
           f"{delta.stat().st_size}; full v2 {v2.path.stat().st_size}")
     assert new_bytes * 0.9 <= moved <= new_bytes + 1024 * 1024
-    assert moved <= 2 * delta.stat().st_size  # about what the delta would carry, not the full bundle
+    # about what the delta would carry, not the full bundle; the delta's root and small documents are
+    # zstd-compressed (docs/DELTA.md §1.1), the depot moves them as they are
+    assert moved <= 8 * delta.stat().st_size and moved < v2.path.stat().st_size / 50
     installed = json.loads(run_installer("status", "--site", site, "--json").stdout)["installed"]
     assert [b["version"] for b in installed] == ["1.0.0", "1.1.0"]
 

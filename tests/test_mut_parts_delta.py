@@ -24,7 +24,6 @@ releases, tests/fixtures/registry.py).
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import shutil
@@ -46,6 +45,7 @@ from installer.core import open_verified
 from installer.delta_source import BaseMissingError, find_base_record, site_registry
 from installer.site import load_site
 from installer.state import StateDir
+from tests.fixtures import dsse
 from tests.fixtures.bundles import bundle_world  # noqa: F401  (a fixture, used by name)
 from tests.fixtures.digests import sha256_file, sha256_of
 from tests.test_delta_scenarios import base_release, make_site, releases, s2_delta  # noqa: F401  (fixtures)
@@ -328,7 +328,7 @@ def root_payload(bundle_path: Path) -> bytes:
             member = t.extractfile(ROOT)
             assert member is not None
             envelope = member.read()
-    return base64.b64decode(json.loads(envelope)["payload"])
+    return dsse.document(json.loads(envelope))
 
 
 def root_digest(bundle_path: Path) -> str:

@@ -35,7 +35,7 @@ from installer.state import StateDir
 from tests.fixtures import dsse
 from tests.test_trust_core import (EXIT_VERIFY, ROOT, Bundles, DeltaCase, bad_layer, bundle, bundles,  # noqa: F401
                                    delta_case,
-                                   envelope_payload, install_and_plan, private_copy, resign)
+                                   envelope_payload, install_and_plan, private_copy, resign, unpack_delta)
 from tests.test_trust_core import installer as installer_cli
 
 TYPE = "application/vnd.example.test+json"
@@ -718,6 +718,7 @@ def test_signed_delta_with_a_carried_manifest_bomb_is_refused(bundles: Bundles, 
         built[version] = out
     delta = built["5.1.0"]
     root = envelope_payload(delta / ROOT)
+    unpack_delta(delta, root)  # every manifest carried whole, as a delta of the pre-pack form
     files = root["manifests"]["files"]
     assert [f["path"] for f in files] == ["a.yaml", "b.yaml"]
     carried = root["delta"]["carried"]

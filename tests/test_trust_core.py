@@ -209,8 +209,9 @@ def splice_signatures(dst: Path, src: Path) -> None:
 
 
 def envelope_payload(path: Path) -> dict[str, Any]:
-    """The JSON payload of a DSSE envelope, decoded here (not with the product's parser)."""
-    return json.loads(base64.b64decode(json.loads(path.read_text())["payload"]))  # type: ignore[no-any-return]
+    """The JSON document of a DSSE envelope (a delta root's decompressed), decoded here (not with the
+    product's parser)."""
+    return json.loads(dsse.document(json.loads(path.read_text())))  # type: ignore[no-any-return]
 
 
 # --- bundle roots: forged signatures and k-of-n ---------------------------------------------------
@@ -705,6 +706,26 @@ class DeltaCase:
 
 def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def unpack_delta(bundle_dir: Path, root: dict[str, Any]) -> None:
+    """Turn a delta directory (and its ``root``, in place) into the form without a pack: every
+    packed document carried whole as its own member (a form every reader still accepts). The
+    pack is decoded here with zstandard and sliced by the offsets the root names."""
+    delta = root["delta"]
+    packs = [d for d, c in delta["carried"].items() if c["kind"] == "pack"]
+    blobs = bundle_dir / "blobs" / "sha256"
+    decoded = {p: dsse.delta_pack((blobs / p.split(":")[1]).read_bytes(), root) for p in packs}
+    for digest, e in delta["rebuild"].items():
+        if e["method"] == "packed":
+            (blobs / digest.split(":")[1]).write_bytes(decoded[e["pack"]][e["offset"]:e["offset"] + e["size"]])
+            delta["rebuild"][digest] = {"what": e.get("what"), "method": "whole", "size": e["size"]}
+            delta["carried"][digest] = {"size": e["size"], "kind": "blob"}
+    for name, e in delta.pop("files", {}).items():
+        (bundle_dir / name).write_bytes(decoded[e["pack"]][e["offset"]:e["offset"] + root["files"][name]["size"]])
+    for p in packs:
+        del delta["carried"][p]
+        (blobs / p.split(":")[1]).unlink()
 
 
 def resign(bundle_dir: Path, root: dict[str, Any], key: Path) -> None:

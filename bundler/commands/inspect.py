@@ -40,7 +40,7 @@ def command(bundle: Path, sbom: bool, pubkeys: tuple[Path, ...], threshold: int,
         print_sbom(source, bundle, pubkeys, threshold)
         return
     envelope = root_envelope(source)
-    root, signers = parse_root(envelope.payload), envelope.signer_ids
+    root, signers = parse_root(envelope.document()), envelope.signer_ids
     doc = describe(root, signers, sum(source.members().values()))
     if as_json:
         emit_json(doc)

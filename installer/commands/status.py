@@ -186,7 +186,7 @@ def installed_sbom(site: Site, state: StateDir) -> bytes:
         raise UsageError(f"the state directory keeps no SBOM for {what}",
                          hint="bundles built before edgebundle wrote SBOMs have none; for a newer one, "
                               "run installer verify BUNDLE again to keep it")
-    payload = verify_envelope(envelope, mt.PAYLOAD_ROOT, site_trust(site, state), layout.ROOT,
+    payload = verify_envelope(envelope, mt.ROOT_PAYLOAD_TYPES, site_trust(site, state), layout.ROOT,
                               layout.MAX_ROOT_ENVELOPE_BYTES).payload
     root = parse_root(payload)
     if root_digest not in (sha256_bytes(payload), full_root_digest(root)) or layout.SBOM not in root.files:

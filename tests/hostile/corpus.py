@@ -40,7 +40,7 @@ from edgebundle.root import BlobPin, ModelFile, Root, canonical_json, parse_root
 from edgebundle.mediatypes import PAYLOAD_APPROVAL, PAYLOAD_PARTS, PAYLOAD_ROOT
 from edgebundle.signing import load_private_key, sign
 from edgebundle.sources import TarSource
-from tests.fixtures.dsse import pae
+from tests.fixtures.dsse import document, pae
 
 FAMILIES = ("flip", "truncate", "members", "tar-unsafe", "bombs", "trust", "threshold",
             "signed-hostile", "dialect")  # the last two: tests/hostile/signed.py
@@ -182,8 +182,9 @@ class Tar:
         return read_range(self.path, m.data, m.size)
 
     def root_bytes(self) -> bytes:
-        """The root document: the payload of the root envelope (read here, not by the product)."""
-        return base64.b64decode(json.loads(self.read(layout.ROOT))["payload"])
+        """The root document: the payload of the root envelope, a delta's decompressed (read here,
+        not by the product)."""
+        return document(json.loads(self.read(layout.ROOT)))
 
     def splice(self, start: int, stop: int, new: bytes) -> Callable[[Path], Path]:
         """Replace bytes ``[start, stop)`` with ``new``."""
@@ -209,7 +210,10 @@ class Tar:
 
     def replace(self, changes: Mapping[str, bytes | None], add: Sequence[tuple[str, bytes]] = ()
                 ) -> Callable[[Path], Path]:
-        """Members named in ``changes`` get new bytes (None: removed); ``add`` go before the blobs."""
+        """Members named in ``changes`` get new bytes (None: removed); ``add`` go before the blobs
+        (after ``index.json``, or after the root when a delta packs its index)."""
+        anchor = layout.INDEX if any(m.name == layout.INDEX for m in self.members) else layout.ROOT
+
         def build(d: Path) -> Path:
             pieces: list[Piece] = []
             for m in self.members:
@@ -217,7 +221,7 @@ class Tar:
                     pieces.append((m.header, m.end - m.header))
                 elif (new := changes[m.name]) is not None:
                     pieces.append(member_bytes(m.name, new))
-                if m.name == layout.INDEX:
+                if m.name == anchor:
                     pieces += [member_bytes(n, data) for n, data in add]
             return assemble(self.path, d / "bundle.tar", [*pieces, (self.end, self.total - self.end)])
         return build

@@ -190,16 +190,16 @@ def _bsdiff_bomb(out_size: int) -> bytes:
 
 
 def delta_bombs(g: Genuine) -> Iterator[Mutant]:
-    """A genuine delta, one carried-whole blob turned into a patch that is a decompression bomb."""
+    """A genuine delta, one blob the site has (``base``) turned into a patch that is a decompression
+    bomb (the delta's small documents are packed, so no whole blob is carried)."""
     t = Tar(g.delta)
     from edgebundle.root import parse_root
 
     root = parse_root(root_bytes_of(t))
     assert root.delta is not None
     rebuild = root.delta["rebuild"]
-    victim = next(d for d, e in sorted(rebuild.items()) if e["method"] == "whole" and "model" in e.get("what", "")
-                  and "config" in e.get("what", ""))
-    source = next(e["from"] for _, e in sorted(rebuild.items()) if e["method"] == "base" and "registry" in e["from"]["at"])
+    victim, source = next((d, e["from"]) for d, e in sorted(rebuild.items())
+                          if e["method"] == "base" and "registry" in e["from"]["at"])
     size = root.blobs[victim].size
     rs = Resigner(t, root, g.keys["release"][0])
     for method, bomb, expect in (
@@ -209,7 +209,6 @@ def delta_bombs(g: Genuine) -> Iterator[Mutant]:
             ("bsdiff4", _bsdiff_bomb(size), r"bsdiff4 diff block expands past \d+ bytes")):
         digest = sha256_bytes(bomb)
         delta = copy.deepcopy(root.delta)
-        del delta["carried"][victim]
         delta["carried"][digest] = {"kind": "patch", "size": len(bomb)}
         delta["rebuild"][victim] = {"what": rebuild[victim].get("what", "?"), "method": method, "size": size,
                                     "from": source, "patch": digest}
@@ -217,8 +216,7 @@ def delta_bombs(g: Genuine) -> Iterator[Mutant]:
         label = "endless frame" if bomb.startswith(b"\x28\xb5\x2f\xfd\x00") else (
             "32 MiB of zeros" if method != "bsdiff4" else "bzip2 bomb")
         yield Mutant("signed-hostile", f"delta patch {method} {label}, re-signed",
-                     rs.with_root_bytes(new_root.to_bytes(), {layout.blob_path(victim): None},
-                                        [(layout.blob_path(digest), bomb)]),
+                     rs.with_root_bytes(new_root.to_bytes(), {}, [(layout.blob_path(digest), bomb)]),
                      expect)
 
 
