@@ -45,7 +45,8 @@ def test_bench_harness_measures_every_row(tmp_path: Path) -> None:
         assert lo - 0.005 <= ratio <= hi + 0.005, name
         assert int(m["rss_a"].replace(",", "")) > 0 and int(m["rss_b"].replace(",", "")) >= 0, name
         assert float(m["cpu_a"]) > 0, f"{name}: a Python CLI cannot run in no CPU time"
-    assert re.search(r"delta [\d,]+ KiB, zstd patches [\d,]+ (B|KiB)", rows["delta S4"]["notes"])
+    assert re.search(r"delta [\d,]+ (B|KiB) \(target 1\.1 x zstd \+ 16 KiB = [\d,]+ (B|KiB)\), "
+                     r"zstd patches [\d,]+ (B|KiB)", rows["delta S4"]["notes"])
     text = out.read_text()
     assert "<!-- bench:main -->" in text and "**Machine:** cores" in text
     assert re.search(r"\*\*Versions:\*\* edgebundle \S+.*skopeo [\d.]+.*zstd v[\d.]+.*openssl OpenSSL", text)
