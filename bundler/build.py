@@ -221,7 +221,7 @@ def _piece_check(pieces: tuple[str, ...], expect: tuple[str, int] | None) -> Ite
     if not pieces:
         yield None
         return
-    hasher = PieceHasher()
+    hasher = PieceHasher(expect[1] if expect else 0)
     with BackgroundFeed(hasher.update) as feed:
         yield feed
     if hasher.digests() != list(pieces):

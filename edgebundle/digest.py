@@ -1,9 +1,9 @@
 """Content digests (``sha256:<hex>``) computed while bytes stream past.
 
 Besides a blob's own digest, a large blob has a list of piece digests (:class:`PieceHasher`): the
-SHA-256 of each :data:`PIECE_BYTES` piece. The signed root pins both (edgebundle/root.py), so a
-verifier can hash the pieces of one big blob on several cores at once, where SHA-256 of the whole
-is one sequential stream.
+SHA-256 of each piece (:func:`piece_bytes`: 64 MiB, doubled until at most :data:`MAX_PIECES`
+cover the blob). The signed root pins both (edgebundle/root.py), so a verifier can hash the pieces
+of one big blob on several cores at once, where SHA-256 of the whole is one sequential stream.
 
 Invariant: nothing here holds more than :data:`CHUNK` bytes of a blob at once (a read-ahead
 hasher: at most ``AHEAD + 2`` chunks; a background piece hasher: at most ``AHEAD`` queued).
@@ -24,9 +24,13 @@ from typing import BinaryIO
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 
 CHUNK = 1024 * 1024
-#: The piece size of a large blob's piece digests. Part of the signed format: changing it changes
-#: every root that lists pieces (a blob has pieces only when it is larger than one piece).
+#: The smallest piece of a large blob's piece digests (a blob has pieces only when it is larger).
+#: With :data:`MAX_PIECES`, part of the signed format: changing either changes every root that
+#: lists pieces.
 PIECE_BYTES = 64 * 1024 * 1024
+#: At most this many pieces per blob, whatever its size: a root (which every delta carries) grows by
+#: at most this many random digests per large blob, and 16 tasks keep 16 cores busy.
+MAX_PIECES = 16
 
 
 class DigestMismatchError(VerificationError):
@@ -128,17 +132,28 @@ def hash_file(path: Path, progress: Callable[[int], None] | None = None) -> tupl
         return hash_stream(f, progress)
 
 
+def piece_bytes(size: int) -> int:
+    """The piece size of a blob of ``size`` bytes: 64 MiB, doubled until :data:`MAX_PIECES` cover it."""
+    piece = PIECE_BYTES
+    while size > piece * MAX_PIECES:
+        piece *= 2
+    return piece
+
+
 def piece_count(size: int) -> int:
-    """How many piece digests a blob of ``size`` bytes has: none up to one piece."""
-    return 0 if size <= PIECE_BYTES else -(-size // PIECE_BYTES)
+    """How many piece digests a blob of ``size`` bytes has: none up to the smallest piece."""
+    return 0 if size <= PIECE_BYTES else -(-size // piece_bytes(size))
 
 
 class PieceHasher:
-    """The SHA-256 of each :data:`PIECE_BYTES` piece of the bytes fed to it, however sliced."""
+    """The SHA-256 of each piece (``piece_bytes(size)``) of a blob of ``size`` bytes, however the
+    bytes fed to it are sliced."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
+        self.expected = size
+        self.piece = piece_bytes(size)
         self._h = hashlib.sha256()
-        self._left = PIECE_BYTES
+        self._left = self.piece
         self._done: list[str] = []
         self.size = 0
 
@@ -149,27 +164,28 @@ class PieceHasher:
             self._h.update(view[:self._left])
             view = view[self._left:]
             self._done.append("sha256:" + self._h.hexdigest())
-            self._h, self._left = hashlib.sha256(), PIECE_BYTES
+            self._h, self._left = hashlib.sha256(), self.piece
         if len(view):
             self._h.update(view)
             self._left -= len(view)
 
     def digests(self) -> list[str]:
         """The piece digests of everything fed so far (the last piece may be short); none when
-        it was at most one piece, as :func:`piece_count` says."""
-        tail = [] if self._left == PIECE_BYTES else ["sha256:" + self._h.copy().hexdigest()]
-        return self._done + tail if piece_count(self.size) else []
+        it was at most one piece, as :func:`piece_count` says, or not the size announced."""
+        tail = [] if self._left == self.piece else ["sha256:" + self._h.copy().hexdigest()]
+        return self._done + tail if piece_count(self.size) and self.size == self.expected else []
 
 
 def hash_file_pieces(path: Path) -> tuple[str, int, list[str]]:
     """Digest, size and piece digests of a file on disk, in one read (two cores when free)."""
-    pieces = PieceHasher()
-    with open(path, "rb") as f, BackgroundFeed(pieces.update) as feed:
+    with open(path, "rb") as f:
+        pieces = PieceHasher(os.fstat(f.fileno()).st_size)
         h, size = hashlib.sha256(), 0
-        for data in iter_chunks(f):
-            feed(data)
-            h.update(data)
-            size += len(data)
+        with BackgroundFeed(pieces.update) as feed:
+            for data in iter_chunks(f):
+                feed(data)
+                h.update(data)
+                size += len(data)
     return "sha256:" + h.hexdigest(), size, pieces.digests()
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from edgebundle.attached import KINDS as ATTACHED_KINDS
 from edgebundle.attached import is_attached_tag
-from edgebundle.digest import PIECE_BYTES, is_digest, piece_count, sha256_bytes
+from edgebundle.digest import is_digest, piece_bytes, piece_count, sha256_bytes
 from edgebundle.errors import UsageError, VerificationError
 from edgebundle.helmchart import NAMESPACE_NAME, RELEASE_NAME
 from edgebundle.layout import INDEX, MAX_JSON_BYTES, OCI_LAYOUT, SBOM, blob_path, member_order
@@ -55,7 +55,7 @@ class BlobPin:
     """A blob the bundle carries: its digest, size and media type.
 
     ``pieces`` (optional, only for a blob over one piece): the digest of each
-    :data:`edgebundle.digest.PIECE_BYTES` piece, so that a verifier proves the blob's bytes on
+    piece (:func:`edgebundle.digest.piece_bytes`), so that a verifier proves the blob's bytes on
     several cores at once (edgebundle/verify.py); whoever streams the blob whole still checks
     ``digest``.
     """
@@ -657,7 +657,7 @@ def _pieces(b: dict[str, Any], size: int, where: str) -> tuple[str, ...]:
         raise MalformedRootError(f"root: {where}.pieces must be a list of sha256 digests")
     if len(pieces) != want or not want:
         raise MalformedRootError(f"root: {where}.pieces lists {len(pieces)} digest(s); a blob of {size} "
-                                 f"bytes has {want} pieces of {PIECE_BYTES} bytes"
+                                 f"bytes has {want} pieces of {piece_bytes(size)} bytes"
                                  + (" (and then lists none)" if not want else ""))
     return tuple(pieces)
 

@@ -24,7 +24,7 @@ before it established:
    manifests are parsed as YAML within bounds (edgebundle/boundedyaml.py), so an alias bomb or a
    5,000-deep document is refused before anything is written. Blobs are independent: they are
    hashed in parallel, one thread per core, largest first; a large blob whose root entry lists
-   piece digests is hashed as independent 64 MiB pieces.
+   piece digests is hashed as independent pieces (at most 16 per blob).
 
 Every failure raises a subclass of :class:`edgebundle.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -44,12 +44,12 @@ from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import YamlBoundError, load_all_bounded
 from edgebundle.compress import open_tar_zstd_member
 from edgebundle.digest import (
-    PIECE_BYTES,
     Cancelled,
     DigestMismatchError,
     check,
     hash_stream,
     hash_stream_ahead,
+    piece_bytes,
     sha256_bytes,
 )
 from edgebundle.errors import VerificationError
@@ -280,8 +280,9 @@ class Verifier:
         for n in names:
             blob = pieced.get(n)
             if blob is not None and pins[n] == (blob.digest, blob.size):
+                step = piece_bytes(blob.size)
                 for i, piece in enumerate(blob.pieces):
-                    at, length = i * PIECE_BYTES, min(PIECE_BYTES, blob.size - i * PIECE_BYTES)
+                    at, length = i * step, min(step, blob.size - i * step)
                     which = (i, len(blob.pieces))
                     tasks.append((length, (0, rank[n]), lambda stop, n=n, which=which, piece=piece, at=at, length=length:
                                   _check_piece(source, n, which, piece, at, length, progress, stop)))

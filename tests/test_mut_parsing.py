@@ -22,8 +22,7 @@ import pytest
 from edgebundle import layout
 from edgebundle.root import MalformedRootError, load_json_bounded, parse_root, version_key
 from tests.test_trust_core import canonical
-from tests.test_trust_parsing import _del, _set
-from tests.test_trust_parsing import _doc, _file_rebuild, _rebuild
+from tests.test_trust_parsing import _del, _doc, _file_rebuild, _rebuild, _set
 
 D = "sha256:" + "ab" * 32  # a well-formed digest the sample roots do not pin
 PIECE = 64 * 1024 * 1024  # the format's piece size (docs/FORMAT.md), written out
@@ -99,6 +98,9 @@ ROOT_REFUSALS: list[tuple[str, Edit, str]] = [
      f"{PIECE} bytes"),
     ("blob-pieces-one-too-many", lambda d: _blob0(d).update(size=2 * PIECE, pieces=[D, D, D]),
      f"root: blobs[sha256:…].pieces lists 3 digest(s); a blob of {2 * PIECE} bytes has 2 pieces of {PIECE} bytes"),
+    ("blob-pieces-of-64-mib-past-16", lambda d: _blob0(d).update(size=16 * PIECE + 1, pieces=[D] * 17),
+     f"root: blobs[sha256:…].pieces lists 17 digest(s); a blob of {16 * PIECE + 1} bytes has 9 pieces of "
+     f"{2 * PIECE} bytes"),
     ("blob-pieces-not-digests", lambda d: _blob0(d).update(size=PIECE + 1, pieces=[D, "x"]),
      "root: blobs[sha256:…].pieces must be a list of sha256 digests"),
     ("blob-pieces-not-a-list", lambda d: _blob0(d).update(size=PIECE + 1, pieces=D),
@@ -292,6 +294,8 @@ ROOT_ACCEPTED: list[tuple[str, Edit]] = [
     ("blob-size-zero", lambda d: _blob0(d).update(size=0)),
     ("blob-pieces-one-byte-past-a-piece", lambda d: _blob0(d).update(size=PIECE + 1, pieces=[D, D])),
     ("blob-pieces-exactly-two-pieces", lambda d: _blob0(d).update(size=2 * PIECE, pieces=[D, D])),
+    ("blob-pieces-sixteen-of-64-mib", lambda d: _blob0(d).update(size=16 * PIECE, pieces=[D] * 16)),
+    ("blob-pieces-nine-of-128-mib", lambda d: _blob0(d).update(size=16 * PIECE + 1, pieces=[D] * 9)),
     ("image-ref-name-by-digest", lambda d: d["images"][0].update(refName="rag/llm@" + d["images"][0]["digest"])),
     ("image-without-tag", lambda d: d["images"][0].update(tag=None, refName="rag/llm")),
     ("model-name-128-chars", _put(*MODEL, "name", value="M" * 128)),

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from bundler.cli import main as bundle_main
 from edgebundle import layout
 from edgebundle import mediatypes as mt
-from edgebundle.digest import DigestMismatchError, PieceHasher, piece_count
+from edgebundle.digest import DigestMismatchError, PieceHasher, piece_bytes, piece_count
 from edgebundle.parts import open_source
 from edgebundle.signing import TrustStore, load_private_key
 from edgebundle.verify import Verifier
@@ -41,7 +41,7 @@ def expected_pieces(path: Path) -> list[str]:
 
 def test_piece_digests_match_hashlib_however_the_bytes_are_sliced() -> None:
     data = bytes(range(256)) * (PIECE // 256) + b"tail" * 3000
-    h = PieceHasher()
+    h = PieceHasher(len(data))
     sizes, at = [1, 4095, 1 << 20, (3 << 20) + 7], 0
     while at < len(data):
         n = sizes[at % len(sizes)]
@@ -49,10 +49,16 @@ def test_piece_digests_match_hashlib_however_the_bytes_are_sliced() -> None:
         at += n
     assert h.digests() == [sha256_of(data[:PIECE]), sha256_of(data[PIECE:])]
     assert h.digests() == [sha256_of(data[:PIECE]), sha256_of(data[PIECE:])]  # asking twice changes nothing
-    one = PieceHasher()
+    one = PieceHasher(PIECE)
     one.update(memoryview(data)[:PIECE])
     assert one.digests() == []  # a blob of exactly one piece lists none
+    short = PieceHasher(len(data) + 1)
+    short.update(data)
+    assert short.digests() == []  # not the size it was told: no pieces rather than wrong ones
     assert [piece_count(n) for n in (0, 1, PIECE, PIECE + 1, 2 * PIECE, 2 * PIECE + 1)] == [0, 0, 0, 2, 2, 3]
+    # at most 16 pieces: past 16 x 64 MiB the piece doubles (a 4 GiB model has 16 of 256 MiB)
+    assert [piece_count(n) for n in (16 * PIECE, 16 * PIECE + 1, 64 * PIECE, 64 * PIECE + 1)] == [16, 9, 16, 9]
+    assert [piece_bytes(n) for n in (16 * PIECE, 16 * PIECE + 1, 4 << 30)] == [PIECE, 2 * PIECE, 4 * PIECE]
 
 
 @pytest.fixture(scope="module")
