@@ -48,6 +48,9 @@ GROUPS: dict[str, Group] = {
          *(f"tests/test_version_order.py::test_{t}" for t in (  # not the rollback test: it needs a registry
              "the_semver_specification_example_is_in_order", "pairs", "same_precedence",
              "any_strings_are_totally_ordered_and_never_crash")),
+         *(f"tests/test_delta_pack.py::test_{t}" for t in (  # the pack's rules, on sample roots (no build)
+             "a_pack_entry_that_does_not_tile_its_pack_exactly_is_refused",
+             "a_packed_root_parses_and_its_members_leave_out_what_the_pack_holds")),
          "-k", "not apply and not stage")),
     "signatures": Group(
         ("edgebundle/signing.py", "edgebundle/verify.py"),
