@@ -58,9 +58,9 @@ GROUPS: dict[str, Group] = {
          "edgebundle.signing.x_parse_envelope_*", "edgebundle.signing.x_verify_*", "edgebundle.signing.x__b64_*",
          "edgebundle.signing.xǁTrustStoreǁ*", "edgebundle.verify.*"),
         ("tests/test_trust_core.py", "tests/test_trust_rules.py", "tests/test_trust_parsing.py",
-         "tests/test_mut_signatures.py", "tests/test_pieces.py", "-k",
+         "tests/test_mut_signatures.py", "tests/test_pieces.py", "tests/test_delta_pack.py", "-k",
          "(bundle or signature or signed or two or threshold or damaged or platform or version or base or part "
-         "or piece) and not re_created")),
+         "or piece or pack) and not re_created")),
     "parts": Group(
         ("edgebundle/parts.py",),
         ("edgebundle.parts.x_parse_part_index_*", "edgebundle.parts.x__field_*", "edgebundle.parts.xǁPartsSourceǁ*"),

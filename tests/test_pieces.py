@@ -140,3 +140,27 @@ def test_a_lock_whose_piece_digests_are_not_the_files_is_refused(pieced: Any, bu
     assert "run bundle lock" in r.stderr
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("out.tar")]  # no partial left
 
+
+
+def test_progress_counts_every_byte_hashed_pieces_included(pieced: Any, bundle_world: BundleWorld) -> None:
+    source = open_source(pieced.path)
+    fed: list[int] = []
+    Verifier(_trust(bundle_world), progress=fed.append).verify(source)
+    assert sum(fed) == sum(size for name, size in source.members().items() if name != layout.ROOT)
+
+
+def test_a_bad_piece_and_a_later_bad_blob_name_the_piece(pieced: Any, bundle_world: BundleWorld, big_gguf: Path,
+                                                         tmp_path: Path) -> None:
+    """A bad piece counts as a bad blob at its place in the tar: the first bad member in tar order is named."""
+    b = pieced.copy(tmp_path / "b")
+    order = open_source(b.path).tar_order()
+    name = min((layout.blob_path(sha256_file(p)[0]) for p in (big_gguf, big_gguf.with_name("other.gguf"))),
+               key=order.index)  # the large model that comes first in the tar
+    later = [n for n in order[order.index(name) + 1:] if n.startswith("blobs/") and n != name
+             and open_source(b.path).members()[n] > 4096]
+    assert later, "the test needs a blob after the large model in tar order"
+    flip_byte(b.path, later[0])
+    flip_byte(b.path, name, at=PIECE + 1000)
+    for _ in range(3):
+        with pytest.raises(DigestMismatchError, match=rf"^{name}: bytes .* \(piece 2 of 2\)"):
+            Verifier(_trust(bundle_world)).verify(open_source(b.path))
