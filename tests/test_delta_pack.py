@@ -343,6 +343,20 @@ PACK_REFUSALS: list[tuple[Callable[[dict[str, Any]], Any], str]] = [
      "root: delta.carried[sha256:…] has unknown keys: decoded"),
     (lambda d: d["delta"]["carried"].__setitem__(sha256_of(b"other"), {"size": 9, "kind": "pack", "decoded": 1}),
      "root: delta.carried lists sha256:… that nothing uses"),
+    (_set([_entry, "patch"], sha256_of(b"patch")),
+     "root: delta.rebuild[sha256:…] is 'packed' but names a base input or patch"),
+    (_set([_entry, "file"], {"path": "x", "digest": sha256_of(b"x"), "size": 1, "encoding": "identity"}),
+     "root: delta.rebuild[sha256:…] is 'packed' but names a base input or patch"),
+    (lambda d: _entry(d).pop("pack"), "root: delta.rebuild[sha256:…] lacks 'pack'"),
+    (lambda d: _entry(d).pop("offset"), "root: delta.rebuild[sha256:…] lacks 'offset'"),
+    (_set([_entry, "pack"], sha256_of(b"nothing carried")),
+     "root: delta.rebuild[sha256:…].pack sha256:… is not a carried pack"),
+    (lambda d: _patch_entry(d).__setitem__("pack", the_pack(d)), "root: delta.rebuild[sha256:…] is bsdiff4 but names a pack"),
+    (_set(["delta", "files"], []), "root: delta.files has the wrong type"),
+    (lambda d: d["delta"]["files"].__setitem__("n" * 100, {"pack": the_pack(d), "offset": 3}),
+     f"root: delta.files[{'n' * 80}] is not index.json or the SBOM of this root"),
+    (_set([_pack, "decoded"], 16 << 20),  # the largest decoded size passes its own bound
+     "root: pack sha256:… entries add up to 3 bytes, its signed decoded size is 16777216"),
 ]
 
 
