@@ -101,6 +101,17 @@ def test_signature_of_one_payload_type_does_not_verify_as_another() -> None:
         verify(json.dumps(doc).encode(), store(1))
 
 
+def test_signature_of_a_type_that_is_part_of_the_expected_one_does_not_verify() -> None:
+    """The expected type is matched whole, never as a substring (one type, or one of several)."""
+    for part in ("application/vnd.example", "+json", "t"):
+        data = envelope(PAYLOAD, [(key(1), key(1))], ptype=part)
+        with pytest.raises(signing.MalformedEnvelopeError, match="payloadType"):
+            verify(data, store(1))
+        with pytest.raises(signing.MalformedEnvelopeError, match="payloadType"):
+            signing.verify(data, (TYPE, TYPE + "+zstd"), store(1), "the test document", 1 << 20)
+    assert verify(envelope(PAYLOAD, [(key(1), key(1))]), store(1)).payload == PAYLOAD
+
+
 def test_signature_with_no_key_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="no signing key"):
         signing.sign(PAYLOAD, TYPE, [])
