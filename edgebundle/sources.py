@@ -18,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import os
@@ -28,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from edgebundle import layout, tarfmt
+from edgebundle import headstart, layout, tarfmt
 from edgebundle.digest import open_regular_file
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
 
@@ -110,6 +111,11 @@ class BundleSource(Protocol):
         """Member names in the order they are cheapest to read (a tar's file order); None: any."""
         return None
 
+    def early_digests(self) -> dict[tuple[str, int, int], str]:
+        """(member, offset in it, length) -> sha256 of those bytes, hashed before the verifier
+        asked (edgebundle/headstart.py); compared with the pins like any other. None by default."""
+        return {}
+
     def precheck(self, trust: "TrustStore", progress: Callable[[int], None] | None = None, *,
                  content: bool = True) -> None:
         """Container checks the verifier runs before it reads the root (split parts: the signed
@@ -187,13 +193,16 @@ class TarSource(BundleSource):
         self.total = total
         self.description = description
         self._entries: dict[str, tarfmt.TarEntry] | None = None
+        self._head_start: headstart.HeadStart | None = None
 
     @classmethod
     def from_path(cls, path: Path) -> "TarSource":
         path = Path(path)
         with open_regular_file(path, "bundle file", SourceError):
             pass  # refuse a FIFO or device before anything blocks on it
-        return cls(lambda: open_regular_file(path, "bundle file", SourceError), path.stat().st_size, f"tar {path}")
+        source = cls(lambda: open_regular_file(path, "bundle file", SourceError), path.stat().st_size, f"tar {path}")
+        source._head_start = headstart.claim(path)
+        return source
 
     def entries(self) -> dict[str, tarfmt.TarEntry]:
         if self._entries is None:
@@ -210,6 +219,19 @@ class TarSource(BundleSource):
 
     def tar_order(self) -> list[str]:
         return list(self.entries())
+
+    def early_digests(self) -> dict[tuple[str, int, int], str]:
+        if self._head_start is None:
+            return {}
+        by_offset = sorted((e.offset, e) for e in self.entries().values())
+        starts = [at for at, _ in by_offset]
+        out = {}
+        for (offset, length), digest in self._head_start.take().items():
+            i = bisect.bisect_right(starts, offset) - 1
+            e = by_offset[i][1] if i >= 0 else None
+            if e is not None and offset + length <= e.offset + e.size:
+                out[(e.name, offset - e.offset, length)] = digest
+        return out
 
     def open_whole(self) -> BinaryIO:
         """The whole tar (a file, or parts joined) as one read-only stream."""

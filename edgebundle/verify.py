@@ -24,7 +24,9 @@ before it established:
    manifests are parsed as YAML within bounds (edgebundle/boundedyaml.py), so an alias bomb or a
    5,000-deep document is refused before anything is written. Blobs are independent: they are
    hashed in parallel, one thread per core, largest first; a large blob whose root entry lists
-   piece digests is hashed as independent pieces (at most 16 per blob).
+   piece digests is hashed as independent pieces (at most 16 per blob). A range the source's head
+   start already hashed (:meth:`BundleSource.early_digests`, edgebundle/headstart.py) is not read
+   again: its digest is compared with the pin like one computed here.
 
 Every failure raises a subclass of :class:`edgebundle.errors.VerificationError` whose message names
 the culprit. A :class:`VerifiedBundle` exists only after all six steps passed.
@@ -277,18 +279,20 @@ class Verifier:
         # (size, (decoded?, tar rank), task); a blob with signed pieces is one task per piece
         tasks: list[tuple[int, tuple[int, int], Callable[[threading.Event], None]]] = []
         pieced = {layout.blob_path(d): b for d, b in root.blobs.items() if b.pieces} if source.random_access else {}
+        early = source.early_digests()  # ranges a head start already hashed: compared, not re-read
         for n in names:
             blob = pieced.get(n)
             if blob is not None and pins[n] == (blob.digest, blob.size):
                 step = piece_bytes(blob.size)
                 for i, piece in enumerate(blob.pieces):
                     at, length = i * step, min(step, blob.size - i * step)
-                    which = (i, len(blob.pieces))
-                    tasks.append((length, (0, rank[n]), lambda stop, n=n, which=which, piece=piece, at=at, length=length:
-                                  _check_piece(source, n, which, piece, at, length, progress, stop)))
+                    which, got = (i, len(blob.pieces)), early.get((n, at, length))
+                    tasks.append((length, (0, rank[n]), lambda stop, n=n, which=which, piece=piece, at=at, length=length,
+                                  got=got: _check_piece(source, n, which, piece, at, length, progress, stop, got)))
             else:
+                got = early.get((n, 0, pins[n][1]))
                 tasks.append((pins[n][1], (0, rank[n]),
-                              lambda stop, n=n: _check_member(source, n, pins[n], progress, stop)))
+                              lambda stop, n=n, got=got: _check_member(source, n, pins[n], progress, stop, got)))
         for m in root.models:
             for f in m.files:
                 name = layout.blob_path(f.blob)
@@ -312,23 +316,33 @@ class Verifier:
             raise min(failures, key=lambda f: f[0])[1]
 
 
-def _check_member(source: BundleSource, name: str, pin: tuple[str, int],
-                  progress: Callable[[int], None] | None, stop: threading.Event) -> None:
+def _hash_range(source: BundleSource, name: str, at: int, length: int, progress: Callable[[int], None] | None,
+                stop: threading.Event, early: str | None, *, to_end: bool = False) -> tuple[str, int]:
+    """Digest and size of ``length`` bytes of member ``name`` from ``at`` (``to_end``: of all of it
+    from there, so a member longer than its pin shows): the head start's digest of exactly those
+    bytes when it has one (:meth:`BundleSource.early_digests`)."""
     if stop.is_set():
         raise Cancelled()
+    if early is not None:
+        if progress:
+            progress(length)
+        return early, length
     with source.open(name) as f:
-        got, got_size = hash_stream(f, progress, stop)
+        if at:
+            f.seek(at)
+        return hash_stream(f, progress, stop, limit=None if to_end else length)
+
+
+def _check_member(source: BundleSource, name: str, pin: tuple[str, int],
+                  progress: Callable[[int], None] | None, stop: threading.Event, early: str | None = None) -> None:
+    got, got_size = _hash_range(source, name, 0, pin[1], progress, stop, early, to_end=True)
     check(name, pin[0], pin[1], got, got_size)
 
 
 def _check_piece(source: BundleSource, name: str, which: tuple[int, int], pin: str, at: int, length: int,
-                 progress: Callable[[int], None] | None, stop: threading.Event) -> None:
+                 progress: Callable[[int], None] | None, stop: threading.Event, early: str | None = None) -> None:
     """One signed piece of a large blob: ``length`` bytes at offset ``at`` hash to ``pin``."""
-    if stop.is_set():
-        raise Cancelled()
-    with source.open(name) as f:
-        f.seek(at)
-        got, got_size = hash_stream(f, progress, stop, limit=length)
+    got, got_size = _hash_range(source, name, at, length, progress, stop, early)
     if (got, got_size) != (pin, length):
         raise DigestMismatchError(
             f"{name}: bytes {at:,} to {at + got_size:,} (piece {which[0] + 1} of {which[1]}) hash to {got}, "

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from bundler.cli import main as bundle_main
-from edgebundle import layout
+from edgebundle import headstart, layout
 from edgebundle import mediatypes as mt
 from edgebundle.digest import DigestMismatchError, PieceHasher, piece_bytes, piece_count
 from edgebundle.parts import open_source
 from edgebundle.signing import TrustStore, load_private_key
 from edgebundle.verify import Verifier
-from tests.fixtures.bundles import BundleWorld, flip_byte, read_root_envelope
+from tests.fixtures.bundles import BundleWorld, flip_byte, read_root_envelope, run_installer
 from tests.fixtures.digests import sha256_file, sha256_of
 from tests.fixtures.dsse import dsse_verify, load_pub
 from tests.fixtures.models import write_gguf
@@ -164,3 +164,68 @@ def test_a_bad_piece_and_a_later_bad_blob_name_the_piece(pieced: Any, bundle_wor
     for _ in range(3):
         with pytest.raises(DigestMismatchError, match=rf"^{name}: bytes .* \(piece 2 of 2\)"):
             Verifier(_trust(bundle_world)).verify(open_source(b.path))
+
+
+# -- the head start (edgebundle/headstart.py): digests hashed before the verifier asked ----------
+
+def test_early_digests_are_compared_with_the_pins_not_trusted(pieced: Any, bundle_world: BundleWorld,
+                                                              big_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong early digest of intact bytes is refused, naming its piece: it was used, and checked."""
+    source = open_source(pieced.path)
+    name = layout.blob_path(sha256_file(big_gguf)[0])
+    forged = {(name, PIECE, big_gguf.stat().st_size - PIECE): sha256_of(b"not these bytes")}
+    monkeypatch.setattr(source, "early_digests", lambda: forged)
+    with pytest.raises(DigestMismatchError, match=rf"^{name}: bytes [0-9,]+ to [0-9,]+ \(piece 2 of 2\)"):
+        Verifier(_trust(bundle_world)).verify(source)
+
+
+def test_pieces_hashed_early_are_not_read_again(pieced: Any, bundle_world: BundleWorld, big_gguf: Path,
+                                                tmp_path: Path) -> None:
+    b = pieced.copy(tmp_path / "b")
+    name = layout.blob_path(sha256_file(big_gguf)[0])
+    started = headstart.begin(b.path)
+    assert started is not None
+    started.take(wait=True)
+    source = open_source(b.path)
+    early = source.early_digests()
+    assert early[(name, 0, PIECE)] == expected_pieces(big_gguf)[0]
+    opened: list[str] = []
+    real_open = source.open
+
+    def counting_open(member: str) -> Any:
+        opened.append(member)
+        return real_open(member)
+
+    source.open = counting_open  # type: ignore[method-assign]
+    fed: list[int] = []
+    Verifier(_trust(bundle_world), progress=fed.append).verify(source)
+    assert name not in opened  # both pieces came from the head start
+    assert sum(fed) == sum(size for n, size in source.members().items() if n != layout.ROOT)  # and are counted
+
+
+def test_installer_verify_with_a_head_start_names_a_bad_piece_and_leaves_no_process(
+        pieced: Any, big_gguf: Path, tmp_path: Path) -> None:
+    """The console entry forks the head start; a changed byte is still named, and the child ends
+    with the command (intact, refused, and refused before the bundle is opened)."""
+    b = pieced.copy(tmp_path / "b")
+    site = b.site(tmp_path, "127.0.0.1:9")
+
+    def children_left() -> list[str]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and str(b.path).encode() in (proc / "cmdline").read_bytes():
+                    found.append(proc.name)
+            except OSError:
+                continue
+        return found
+
+    r = run_installer("verify", b.path, "--site", site, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True, r.stderr
+    name = layout.blob_path(sha256_file(big_gguf)[0])
+    flip_byte(b.path, name, at=PIECE + 1000)
+    r = run_installer("verify", b.path, "--site", site)
+    assert r.returncode == 4 and f"{name}: bytes" in r.stderr and "(piece 2 of 2)" in r.stderr, r.stderr
+    r = run_installer("verify", b.path, "--site", tmp_path / "no-such-site.yaml")
+    assert r.returncode == 2, r.stderr
+    assert children_left() == []

@@ -1,0 +1,19 @@
+"""The ``installer`` console entry: a head start for hashing, then the command line.
+
+Kept apart from :mod:`installer.cli` so that the head start (edgebundle/headstart.py) forks its
+child before the command line's modules are imported: forking a small process is cheap, and the
+imports then run on one core while the child hashes the bundle on another.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from edgebundle.headstart import begin_for_argv
+
+
+def main() -> None:
+    begin_for_argv(sys.argv[1:])
+    from installer.cli import main as command_line  # after the fork, on purpose: see the module docstring
+
+    command_line()
