@@ -94,7 +94,8 @@ class HeadStart:
             if kill:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
     def cancel(self) -> None:
         """Stop the child without reading its report (at exit)."""
@@ -152,7 +153,12 @@ def begin(path: Path) -> HeadStart | None:
     except OSError:
         return None
     parent = os.getpid()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: verify hashes everything itself, as without a head start
+        os.close(read_end)
+        os.close(write_end)
+        return None
     if pid == 0:  # the child: never returns
         os.close(read_end)
         _child(path, identity, write_end, parent)

@@ -134,3 +134,15 @@ def test_garbage_is_not_a_digest(tmp_path: Path) -> None:
     good = f"512 10 {sha(b'x')}\n"
     report = (good + "1 2 sha256:zz\n" + "x 2 " + sha(b"y") + "\n" + f"9 9 {sha(b'z')}").encode()
     assert headstart._parse_report(report) == {(512, 10): sha(b"x")}
+
+
+def test_no_process_to_spare_means_no_head_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tar = write_tar(tmp_path / "b.tar", {"index.json": b"{}"})
+    fds = sorted(os.listdir("/proc/self/fd"))
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert headstart.begin_for_argv(["verify", str(tar)]) is None
+    assert sorted(os.listdir("/proc/self/fd")) == fds  # the pipe it made is closed again
