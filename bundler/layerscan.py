@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from bundler import user_cache
 from edgebundle.digest import CHUNK, is_digest, read_bounded
 from edgebundle.errors import EdgebundleError
 
@@ -402,7 +403,7 @@ def default_scan_cache() -> Path | None:
         return None
     if configured:
         return Path(configured)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgebundle" / "layerscan"
+    return user_cache("layerscan")
 
 
 def _scan_to_json(scan: LayerScan) -> dict[str, Any]:

@@ -7,7 +7,6 @@ Built on the build host (which has an index or a wheel cache) so that the site i
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundler import user_cache
 from edgebundle.errors import EdgebundleError, UsageError
 
 
@@ -78,8 +78,7 @@ def parse_targets(platforms: tuple[str, ...] | list[str], pythons: tuple[str, ..
 
 
 def default_wheel_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "edgebundle" / "wheelhouse"
+    return user_cache("wheelhouse")
 
 
 def find_source_tree() -> Path | None:

@@ -28,7 +28,8 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from bundler.cli import main as bundle_main
-from bundler.layerscan import MAX_DATABASE_BYTES, LayerScanError, ScanCache, scan_layer
+from bundler.layerscan import MAX_DATABASE_BYTES, LayerScanError, ScanCache, default_scan_cache, scan_layer
+from bundler.wheelhouse import default_wheel_cache
 from bundler.sbom import scan_image
 from edgebundle import layout
 from edgebundle import mediatypes as mt
@@ -404,3 +405,16 @@ def test_a_layer_this_host_scanned_is_not_read_again_and_a_bad_cache_entry_is_sc
         assert scan() == first  # scanned again, same answer
         assert opened[-1] == descs[0]["digest"] and json.loads(entry.read_text())["version"] == 1  # rewritten
     assert ScanCache(None).get(descs[0]["digest"]) is None  # off: nothing cached
+
+
+def test_build_host_caches_live_under_one_xdg_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layer scans and downloaded wheels share the XDG cache base; the scan cache's switch wins."""
+    monkeypatch.delenv("EDGEBUNDLE_SCAN_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_scan_cache() == tmp_path / "xdg" / "edgebundle" / "layerscan"
+    assert default_wheel_cache() == tmp_path / "xdg" / "edgebundle" / "wheelhouse"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_wheel_cache() == tmp_path / "home" / ".cache" / "edgebundle" / "wheelhouse"
+    monkeypatch.setenv("EDGEBUNDLE_SCAN_CACHE", "off")
+    assert default_scan_cache() is None
