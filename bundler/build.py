@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from bundler import charts
 from bundler.attached import fetch_document, listed_manifests, required_keys_check
@@ -43,6 +43,7 @@ from edgebundle.digest import (
     PieceHasher,
     fsync_dir,
     hash_file,
+    hash_file_pieces,
     iter_chunks,
     read_bounded,
     sha256_bytes,
@@ -169,13 +170,11 @@ class BlobStore:
         if self.copy_files or self.defer or self.elsewhere.get(expect[0]) == expect[1]:
             return self.put_writer(media_type, lambda out: _copy_file(path, out), expect=expect,
                                    mismatch=mismatch, pieces=pieces)
-        with _piece_check(pieces, expect) as tee:
-            with open(path, "rb") as f:
-                w = HashingWriter(cast(BinaryIO, _Discard()), tee)
-                for data in iter_chunks(f):
-                    w.write(data)
-            if (w.digest, w.size) != expect:
-                raise mismatch(w.digest, w.size)
+        digest, size, got = hash_file_pieces(path) if pieces else (*hash_file(path), [])
+        if (digest, size) != expect:
+            raise mismatch(digest, size)
+        if got != list(pieces):
+            raise _wrong_pieces(digest)
         self.external[expect[0]] = path
         return self._record(expect[0], expect[1], media_type, pieces)
 
@@ -207,13 +206,6 @@ class BlobStore:
         os.replace(tmp, self.path(digest))
 
 
-class _Discard:
-    """A sink for bytes that are only hashed."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
 @contextlib.contextmanager
 def _piece_check(pieces: tuple[str, ...], expect: tuple[str, int] | None) -> Iterator[Callable[[bytes], None] | None]:
     """A tee computing piece digests on a second core, checked against ``pieces`` when the block
@@ -225,10 +217,14 @@ def _piece_check(pieces: tuple[str, ...], expect: tuple[str, int] | None) -> Ite
     with BackgroundFeed(hasher.update) as feed:
         yield feed
     if hasher.digests() != list(pieces):
-        raise LockMismatchError(
-            f"blob {expect[0] if expect else '?'}: its bytes match the lock's digest but not the piece digests "
-            "bundles.lock lists for them (the lock was edited by hand?)",
-            hint="run bundle lock SPEC again")
+        raise _wrong_pieces(expect[0] if expect else "?")
+
+
+def _wrong_pieces(digest: str) -> LockMismatchError:
+    return LockMismatchError(
+        f"blob {digest}: its bytes match the lock's digest but not the piece digests "
+        "bundles.lock lists for them (the lock was edited by hand?)",
+        hint="run bundle lock SPEC again")
 
 
 #: Blobs at least this large are streamed straight into the tar when their digest is known.

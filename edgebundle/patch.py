@@ -102,16 +102,16 @@ def zstd_decode(patch: BinaryIO, out_size: int, src: bytes | None, what: str) ->
             if d.needs_input:
                 data = patch.read(CHUNK)
                 if not data:
-                    raise PatchError(f"{what}: zstd patch ends before its frame does (truncated)")
+                    raise PatchError(f"{what}: zstd data ends before its frame does (truncated)")
             out = d.decompress(data, max_length=CHUNK)
             produced += len(out)
             if produced > out_size:
-                raise PatchError(f"{what}: zstd patch yields more than the {out_size} bytes expected")
+                raise PatchError(f"{what}: zstd data yields more than the {out_size} bytes expected")
             if out:
                 yield out
     except zstd.ZstdError as e:
         if not (_PROVING.get() and src is not None and "checksum" in str(e)):
-            raise PatchError(f"{what}: corrupt zstd patch ({e})") from None
+            raise PatchError(f"{what}: corrupt zstd data ({e})") from None
         # Proving against a stand-in source: the frame decoded within its bound; only the
         # checksum of the (stand-in) output differs. Skip its end; the real output is checked at load.
         while patch.read(CHUNK):
@@ -120,7 +120,7 @@ def zstd_decode(patch: BinaryIO, out_size: int, src: bytes | None, what: str) ->
             yield bytes(min(CHUNK, out_size - i))
         return
     if produced != out_size:
-        raise PatchError(f"{what}: zstd patch yields {produced} bytes, expected {out_size}")
+        raise PatchError(f"{what}: zstd data yields {produced} bytes, expected {out_size}")
     if d.unused_data or patch.read(1):
         raise PatchError(f"{what}: data after the end of the zstd frame")
 

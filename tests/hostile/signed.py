@@ -203,9 +203,9 @@ def delta_bombs(g: Genuine) -> Iterator[Mutant]:
     size = root.blobs[victim].size
     rs = Resigner(t, root, g.keys["release"][0])
     for method, bomb, expect in (
-            ("zstd-patch-from", endless_zstd(b"", None, 64), r"zstd patch yields more than the \d+ bytes expected"),
+            ("zstd-patch-from", endless_zstd(b"", None, 64), r"zstd data yields more than the \d+ bytes expected"),
             ("zstd-patch-from", zstandard.ZstdCompressor().compress(bytes(32 * 1024 * 1024)),
-             r"zstd patch yields more than the \d+ bytes expected"),
+             r"zstd data yields more than the \d+ bytes expected"),
             ("bsdiff4", _bsdiff_bomb(size), r"bsdiff4 diff block expands past \d+ bytes")):
         digest = sha256_bytes(bomb)
         delta = copy.deepcopy(root.delta)
