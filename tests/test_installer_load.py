@@ -187,6 +187,7 @@ def test_parallel_uploads_report_the_first_failure_in_push_order_and_start_nothi
             if i in (1, 2):
                 time.sleep(0.2 if i == 1 else 0.0)  # job 2 fails first in time, job 1 first in order
                 raise ValueError(f"job {i}")
+            time.sleep(0.005)  # an upload takes time: instant jobs could all start while job 2 yields
         return run
 
     with pytest.raises(ValueError, match="job 1"):

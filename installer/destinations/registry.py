@@ -8,8 +8,9 @@ Blobs go up ``UPLOADS`` at a time, largest first (the registry writes and hashes
 cores while we read and hash the next), and each distinct blob is sent once: its other
 repositories mount it as soon as it is in. An image's manifests and tag go up as soon as every
 blob that image names is in its repository, while other images' blobs may still be uploading
-(the registry's work on the largest blob is what a load waits for). Afterwards every manifest
-digest is confirmed from the registry.
+(the registry's work on the largest blob is what a load waits for). Every manifest digest and
+tag is then confirmed from the registry: an image's right after its manifests (during the other
+uploads), and whatever did not confirm there once more at the end, where a mismatch is reported.
 
 Invariants:
 - Exact bytes: manifests and indexes are pushed as the bundle's signed bytes (the client
@@ -85,6 +86,7 @@ class RegistryDestination:
         self._trusted = 0  # items skipped in this pass only because the journal says done
         self._lock = threading.Lock()  # journal, progress and result are shared by the uploads
         self._depot: str | None = None  # the bundle's repository when the bundle is in this registry
+        self._confirmed: set[str] = set()  # images whose manifests and tags the registry served right
 
     @classmethod
     def for_site(cls, site: Site) -> "RegistryDestination":
@@ -115,6 +117,7 @@ class RegistryDestination:
                   progress: ProgressFactory, *, trust_journal: bool) -> StepResult:
         result = StepResult(self.step, self.target)
         self._trusted = 0
+        self._confirmed.clear()
         sent_before = self.registry.stats.bytes_sent
         shared_bar = progress(f"load {self.target}", sum(p.size for p in plans))
 
@@ -169,6 +172,9 @@ class RegistryDestination:
             if not journal.item_done(self.step, item):
                 journal.mark_item(self.step, item, ref=plan.image.refName)
                 faultpoint("load.image.journaled")
+        if self._unconfirmed(plan) is None:  # a mismatch is left for confirm() to report
+            with self._lock:
+                self._confirmed.add(plan.image.refName)
 
     def _blob(self, vb: VerifiedBundle, journal: Journal, repo: str, ref: str, pin: BlobPin,
               known: dict[str, str], bar: Any, result: StepResult, trust_journal: bool) -> None:
@@ -231,21 +237,31 @@ class RegistryDestination:
 
     # -- confirming ------------------------------------------------------------------------
     def confirm(self, plans: list[ImagePlan]) -> None:
-        """Ask the registry for every manifest and tag: each must resolve to the bundle's digest."""
+        """Ask the registry for every manifest and tag (of images not confirmed during the pushes
+        of this pass): each must resolve to the bundle's digest."""
         for plan in plans:
-            repo = plan.image.repository
-            checks = [(plan.image.tag or plan.image.digest, plan.image.digest)]
-            checks += [(c.digest, c.digest) for c in plan.children] if plan.is_index else []
-            checks += [(a.entry.tag, a.entry.digest) for a in plan.attached]
-            for ref, want in checks:
-                got = self.registry.has_manifest(repo, ref)
-                if got != want:
-                    sep = "@" if ":" in ref else ":"
-                    raise DigestMismatchError(
-                        f"registry {self.target} serves {repo}{sep}{ref} as {got or 'nothing'}, "
-                        f"the bundle pins {want}",
-                        hint="something else writes to this repository, or the registry lost data; "
-                             "run load again")
+            if plan.image.refName in self._confirmed:
+                continue
+            mismatch = self._unconfirmed(plan)
+            if mismatch is not None:
+                raise mismatch
+
+    def _unconfirmed(self, plan: ImagePlan) -> DigestMismatchError | None:
+        """The first of the image's manifests and tags the registry does not serve as pinned."""
+        repo = plan.image.repository
+        checks = [(plan.image.tag or plan.image.digest, plan.image.digest)]
+        checks += [(c.digest, c.digest) for c in plan.children] if plan.is_index else []
+        checks += [(a.entry.tag, a.entry.digest) for a in plan.attached]
+        for ref, want in checks:
+            got = self.registry.has_manifest(repo, ref)
+            if got != want:
+                sep = "@" if ":" in ref else ":"
+                return DigestMismatchError(
+                    f"registry {self.target} serves {repo}{sep}{ref} as {got or 'nothing'}, "
+                    f"the bundle pins {want}",
+                    hint="something else writes to this repository, or the registry lost data; "
+                         "run load again")
+        return None
 
 
 def _run_all(jobs: list[Callable[[], None]], after: dict[int, set[int]] | None = None) -> None:
