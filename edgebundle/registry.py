@@ -377,11 +377,16 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
     return None
 
 
+#: Pending deadlines at which the cancelled ones are swept out of the watchdog's heap.
+_WATCHDOG_COMPACT = 1024
+
+
 class _Watchdog:
     """One daemon thread that fires every deadline of the process when it is due.
 
     A ``threading.Timer`` per request started a thread per request (~0.4 ms each on a busy host);
-    here a deadline is one heap entry. Cancelled entries are dropped when they reach the top.
+    here a deadline is one heap entry. Cancelled entries are dropped when they reach the top, or
+    all at once when they pile up (an upload's budget can be an hour; a pull makes thousands).
     """
 
     def __init__(self) -> None:
@@ -392,6 +397,9 @@ class _Watchdog:
 
     def add(self, deadline: _Deadline) -> None:
         with self._cond:
+            if len(self._heap) >= _WATCHDOG_COMPACT:
+                self._heap = [e for e in self._heap if not e[2].cancelled]
+                heapq.heapify(self._heap)
             entry = (time.monotonic() + deadline.seconds, next(self._order), deadline)
             heapq.heappush(self._heap, entry)
             if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
@@ -433,17 +441,19 @@ class _Deadline:
         _WATCHDOG.add(self)
 
     def _fire(self) -> None:
+        sock = self._sock  # cancel() may clear it meanwhile
         if self.cancelled:
             return
         self.expired = True
-        if self._sock is not None:
+        if sock is not None:
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
     def cancel(self) -> None:
         self.cancelled = True
+        self._sock = None  # the heap entry may outlive the request by its whole budget
 
     def __enter__(self) -> _Deadline:
         return self
