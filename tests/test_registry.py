@@ -115,6 +115,7 @@ class CountingFront:
     def __init__(self, upstream: RegistryProcess) -> None:
         self.upstream = upstream
         self.accepted = 0
+        self.sockets: list[socket.socket] = []
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -127,6 +128,7 @@ class CountingFront:
                 return
             self.accepted += 1
             server = socket.create_connection(("127.0.0.1", self.upstream.port))
+            self.sockets += [client, server]
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -139,7 +141,13 @@ class CountingFront:
             dst.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(): the port closes
         self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
 
 
 def test_default_upload_is_one_put_and_requests_share_one_connection(registry: RegistryProcess,
@@ -169,6 +177,28 @@ def test_default_upload_is_one_put_and_requests_share_one_connection(registry: R
     assert registry.count("PUT", "/v2/edge/one/blobs/uploads/") == 2  # the blob, the config
     assert requests == len(registry.requests()) > 10
     assert front.accepted == 1
+
+
+def test_proxy_from_the_environment_carries_every_request(registry: RegistryProcess,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment's proxy settings (looked up once per host) route every request, and
+    ``no_proxy`` still bypasses the proxy."""
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = CountingFront(registry)  # relays absolute-form requests; the registry answers them
+    monkeypatch.setenv("http_proxy", f"http://{proxy.host}")
+    try:
+        with Registry(registry.host) as r:
+            digest, size = push_small(r, "edge/proxied", b"through the proxy")
+            assert r.has_blob("edge/proxied", digest)
+        assert proxy.accepted >= 1
+    finally:
+        proxy.close()
+    with Registry(registry.host, retries=0) as r, pytest.raises(RegistryError, match="connection refused"):
+        r.has_blob("edge/proxied", digest)  # the proxy is gone: no request goes around it
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with Registry(registry.host, retries=0) as r:
+        assert b"".join(r.iter_blob("edge/proxied", digest, size)) == b"through the proxy"
 
 
 def test_second_push_is_a_head_only(registry: RegistryProcess, tmp_path: Path) -> None:
