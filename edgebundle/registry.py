@@ -4,8 +4,10 @@ The builder pulls from source registries with it; the installer pushes to the si
 
 Invariants:
 - No blob is held in memory. Downloads yield at most :data:`edgebundle.digest.CHUNK` bytes at a time;
-  uploads send from a reader in slices (``chunk_size``, default 8 MiB) that are themselves
-  streamed, never buffered.
+  an upload streams from a reader in :data:`SEND_BLOCK` pieces: by default the whole blob as the
+  body of one ``PUT`` (as Docker pushes, so every registry deployment takes it; one request costs
+  the registry less than many), or, when ``chunk_size`` is set (a proxy with a body limit), in
+  ``PATCH`` slices of that size and a final ``PUT``.
 - Exact bytes. A manifest is returned as the bytes the registry served and pushed as the bytes we
   were given; its digest is computed from those bytes and checked against the registry's
   ``Docker-Content-Digest`` and against the reference when that is a digest. Blob bytes are hashed
@@ -22,13 +24,19 @@ Invariants:
   other hosts get none).
 - Loopback registries (127.0.0.0/8, ``localhost``, ``::1``) speak plain HTTP, as in Docker; any
   other host uses HTTPS unless listed in ``insecure_hosts``.
+- Cheap requests. Connections are kept alive and reused (an answer without a body is read to its
+  end at once, so urllib3 returns its connection to the pool); the proxy and CA-bundle settings
+  of the environment are looked up once per host a :class:`Registry` talks to, not per request;
+  all deadlines share one watchdog thread.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import http.client
 import ipaddress
+import itertools
 import json
 import os
 import socket
@@ -72,7 +80,6 @@ __all__ = [
 #: Bound for small JSON answers (tag lists, catalog pages, error bodies).
 _MAX_SMALL_JSON = 4 * 1024 * 1024
 _MAX_ERROR_BODY = 64 * 1024
-DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
 #: Slowest transfer accepted (bytes/s) before a body's deadline passes (see ``Registry.deadline_for``).
 DEFAULT_MIN_RATE = 64 * 1024
 #: The host Docker Hub's API is really served from.
@@ -158,6 +165,7 @@ class RegistryStats:
     """Counters for one :class:`Registry`; tests and progress output read them."""
 
     requests: int = 0
+    connections: int = 0  # TCP connections opened (requests minus connections = reuses)
     retries: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
@@ -189,18 +197,33 @@ class _SourceMismatch(Exception):
 
 
 class _Session(requests.Session):
-    """A session whose requests always carry a timeout (oras-py's token requests too)."""
+    """A session whose requests always carry a timeout (oras-py's token requests too), and that
+    reads the environment's proxy and CA-bundle settings once per scheme and host."""
 
     def __init__(self, timeout: tuple[float, float]) -> None:
         super().__init__()
         self.default_timeout = timeout
         self.mount("http://", _TrackedAdapter())
         self.mount("https://", _TrackedAdapter())
+        self._environment: dict[tuple[str, str, bool | None], dict[str, Any]] = {}
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.default_timeout
         return super().request(method, url, *args, **kwargs)
+
+    def merge_environment_settings(self, url: str | None, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        """requests' own answer, kept per scheme, host and port: it depends on nothing else of the
+        URL (``no_proxy`` matches host and port), and asking costs ~0.15 ms a request."""
+        if proxies or verify is not None or cert is not None or not url:  # explicit settings: ask
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, stream)
+        settings = self._environment.get(key)
+        if settings is None:
+            settings = self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        return dict(settings)
 
 
 class _HashingReader:
@@ -354,6 +377,56 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
     return None
 
 
+#: Pending deadlines at which the cancelled ones are swept out of the watchdog's heap.
+_WATCHDOG_COMPACT = 1024
+
+
+class _Watchdog:
+    """One daemon thread that fires every deadline of the process when it is due.
+
+    A ``threading.Timer`` per request started a thread per request (~0.4 ms each on a busy host);
+    here a deadline is one heap entry. Cancelled entries are dropped when they reach the top, or
+    all at once when they pile up (an upload's budget can be an hour; a pull makes thousands).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            if len(self._heap) >= _WATCHDOG_COMPACT:
+                self._heap = [e for e in self._heap if not e[2].cancelled]
+                heapq.heapify(self._heap)
+            entry = (time.monotonic() + deadline.seconds, next(self._order), deadline)
+            heapq.heappush(self._heap, entry)
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(target=self._run, name="registry-deadlines", daemon=True)
+                self._thread.start()
+            elif self._heap[0] is entry:  # due before whatever the thread sleeps towards
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                due = heapq.heappop(self._heap)[2]
+            due._fire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class _Deadline:
     """A per-body deadline: when it passes, the response's socket is shut down.
 
@@ -363,22 +436,24 @@ class _Deadline:
     """
 
     def __init__(self, resp: requests.Response, seconds: float) -> None:
-        self.seconds, self.expired, self.started = seconds, False, time.monotonic()
+        self.seconds, self.expired, self.cancelled, self.started = seconds, False, False, time.monotonic()
         self._sock = _socket_of(resp)
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        _WATCHDOG.add(self)
 
     def _fire(self) -> None:
+        sock = self._sock  # cancel() may clear it meanwhile
+        if self.cancelled:
+            return
         self.expired = True
-        if self._sock is not None:
+        if sock is not None:
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        self.cancelled = True
+        self._sock = None  # the heap entry may outlive the request by its whole budget
 
     def __enter__(self) -> _Deadline:
         return self
@@ -408,19 +483,19 @@ class _RequestDeadline(_Deadline):
     """
 
     def __init__(self, seconds: float, sent: int) -> None:  # the socket is not known yet: see attach
-        self.seconds, self.sent, self.expired = seconds, sent, False
+        self.seconds, self.sent, self.expired, self.cancelled = seconds, sent, False, False
         self._sock: socket.socket | None = None
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+        self.connected = False  # the request opened a new connection (rather than reusing one)
 
-    def attach(self, sock: socket.socket) -> None:
+    def attach(self, sock: socket.socket, *, new: bool = False) -> None:
         self._sock = sock
+        self.connected = self.connected or new
         if self.expired:
             self._fire()
 
     def __enter__(self) -> _RequestDeadline:
         _IN_FLIGHT.deadline = self
-        self._timer.start()
+        _WATCHDOG.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -442,10 +517,10 @@ class _RequestDeadline(_Deadline):
 SEND_BLOCK = 256 * 1024
 
 
-def _track_socket(sock: socket.socket | None) -> None:
+def _track_socket(sock: socket.socket | None, *, new: bool = False) -> None:
     deadline = getattr(_IN_FLIGHT, "deadline", None)
     if deadline is not None and sock is not None:
-        deadline.attach(sock)
+        deadline.attach(sock, new=new)
 
 
 class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
@@ -458,7 +533,7 @@ class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
 
     def connect(self) -> None:
         super().connect()
-        _track_socket(self.sock)
+        _track_socket(self.sock, new=True)
 
     def request(self, *args: Any, **kwargs: Any) -> None:  # a reused connection is already connected
         _track_socket(self.sock)
@@ -472,7 +547,7 @@ class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
 
     def connect(self) -> None:
         super().connect()
-        _track_socket(self.sock)
+        _track_socket(self.sock, new=True)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _track_socket(self.sock)
@@ -505,8 +580,8 @@ class Registry:
 
     ``timeout`` bounds each read; connecting is bounded by ``min(timeout, 5)``. ``retries``,
     ``backoff``/``max_backoff`` (seconds, doubling) and ``retry_budget`` (seconds a failure
-    streak may last) bound retrying. ``chunk_size`` is the size of each ``PATCH`` of a chunked
-    upload; blobs no larger than it go in one ``PUT``.
+    streak may last) bound retrying. Without ``chunk_size`` every blob goes up as one ``PUT``;
+    with it, blobs larger than ``chunk_size`` go up in ``PATCH`` slices of that size.
     """
 
     #: Entries asked for per page of ``tags/list`` and ``_catalog`` (``Link`` headers do the rest).
@@ -524,12 +599,12 @@ class Registry:
         backoff: float = 0.5,
         max_backoff: float = 4.0,
         retry_budget: float = 15.0,
-        chunk_size: int = DEFAULT_UPLOAD_CHUNK,
+        chunk_size: int | None = None,
         min_rate: float = DEFAULT_MIN_RATE,
     ) -> None:
         if not host or "/" in host or not _DOMAIN_RE.fullmatch(host):
             raise UsageError(f"invalid registry address {host!r}", hint="write it as HOST or HOST:PORT")
-        if chunk_size <= 0:
+        if chunk_size is not None and chunk_size <= 0:
             raise UsageError(f"upload chunk size must be positive, got {chunk_size}")
         self.host = DOCKER_HUB if host == "index.docker.io" else host
         self.api_host = _DOCKER_HUB_API if self.host == DOCKER_HUB else self.host
@@ -685,9 +760,15 @@ class Registry:
                         method, url, headers=hdrs, params=params, data=data, stream=True,
                         allow_redirects=allow_redirects,
                     )  # fmt: skip
+                if request_deadline.connected:
+                    self.stats.add(connections=1)
                 if request_deadline.expired:  # a head cut short by the deadline may still parse
                     resp.close()
                     request_deadline.check(self, what)
+                if resp.raw is not None and getattr(resp.raw, "length_remaining", None) == 0:
+                    # No body (HEAD, 204, Content-Length: 0): reading its end now hands the
+                    # connection back to the pool; closing an unread answer would drop it.
+                    resp.raw.read()
                 if resp.status_code == 401:
                     resp.close()
                     if attempt == 0 and self._authorize(resp, repo):
@@ -1043,8 +1124,8 @@ class Registry:
 
         Returns False without reading ``source`` when the registry already has it. With
         ``mount_from`` (another repository on this registry) a cross-repository mount is tried
-        first. Otherwise the bytes go up in one ``PUT`` (blobs up to ``chunk_size``) or as
-        ``PATCH`` chunks followed by ``PUT ?digest=``. A failed attempt restarts the upload
+        first. Otherwise the bytes go up in one ``PUT`` (any blob without a ``chunk_size``,
+        else blobs up to it) or as ``PATCH`` chunks followed by ``PUT ?digest=``. A failed attempt restarts the upload
         session from the first byte, reopening ``source`` (see :data:`BlobSource`). The bytes
         are hashed as they are sent; a mismatch with ``digest`` or ``size`` cancels the upload
         and raises :class:`VerificationError`.
@@ -1058,7 +1139,7 @@ class Registry:
         if self.has_blob(repo, digest):
             self.stats.add(blobs_skipped=1)
             return False
-        chunk = chunk_size or self.chunk_size
+        chunk = chunk_size or self.chunk_size or max(size, 1)
         start = None
         if not callable(source):
             seekable = getattr(source, "seekable", None)

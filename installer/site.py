@@ -121,8 +121,8 @@ class Site:
     require_validation_keys: tuple[Path, ...] = ()
     #: This site's own signing key (a staging site signs validation records with it).
     site_key: Path | None = None
-    #: Size of each PATCH of a chunked blob upload (None: the client's default, 8 MiB). Lower it
-    #: when a proxy in front of the registry limits request bodies.
+    #: Size of each PATCH of a chunked blob upload. None (the default): each blob goes up as one
+    #: request, as Docker pushes; set it when a proxy in front of the registry limits request bodies.
     registry_chunk_size: int | None = None
     #: The trust version ``spec.trust`` stands for (stored trust updates above it apply on top).
     trust_version: int = 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,12 @@ from click.testing import CliRunner, Result
 from edgebundle import layout
 from edgebundle.registry import Registry
 from installer.cli import main
+from installer.core import open_verified
+from installer.destinations import QUIET
 from installer.destinations import registry as load_destination
+from installer.destinations.registry import RegistryDestination
+from installer.site import load_site
+from installer.state import StateDir
 from tests.fixtures.bundles import BuiltBundle, member_location, nas_snapshot, registry_snapshot
 
 pytestmark = pytest.mark.timeout(120)
@@ -33,6 +41,18 @@ def member_bytes(b: BuiltBundle, member: str) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
+
+
+def image_blobs(b: BuiltBundle, image: Any) -> set[str]:
+    """Configs and layers of an image and of what is attached to it, read from the bundle's own
+    manifest bytes."""
+    out: set[str] = set()
+    for top in [image.digest, *(a.digest for a in image.attached)]:
+        doc = json.loads(member_bytes(b, layout.blob_path(top)))
+        for m in [json.loads(member_bytes(b, layout.blob_path(c["digest"]))) for c in doc["manifests"]] \
+                if "manifests" in doc else [doc]:
+            out.update(d["digest"] for d in [m["config"], *m["layers"]])
+    return out
 
 
 def writes(registry: Any) -> int:
@@ -167,8 +187,103 @@ def test_parallel_uploads_report_the_first_failure_in_push_order_and_start_nothi
             if i in (1, 2):
                 time.sleep(0.2 if i == 1 else 0.0)  # job 2 fails first in time, job 1 first in order
                 raise ValueError(f"job {i}")
+            time.sleep(0.005)  # an upload takes time: instant jobs could all start while job 2 yields
         return run
 
     with pytest.raises(ValueError, match="job 1"):
         load_destination._run_all([job(i) for i in range(40)])
     assert {1, 2} <= set(ran) and len(ran) < 40, "jobs queued after a failure must not start"
+
+
+class _GatedSource:
+    """The bundle's source, except that reading blob ``gated`` stops at its first byte until
+    ``release`` is set (``reached`` tells the test it got there): a big upload that takes its time."""
+
+    def __init__(self, inner: Any, gated: str) -> None:
+        self._inner, self._gated = inner, layout.blob_path(gated)
+        self.reached, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[Any]:
+        with self._inner.open(name) as f:
+            if name == self._gated:
+                self.reached.set()
+                assert self.release.wait(60), "the test never released the gated blob"
+            yield f
+
+
+def _tags_visible(reg: Registry, images: list[Any]) -> set[str]:
+    return {im.refName for im in images if reg.has_manifest(im.repository, im.tag) is not None}
+
+
+@pytest.mark.parametrize("which", ["largest", "shared"])
+def test_an_image_is_tagged_as_soon_as_its_own_blobs_are_in(bundle_factory: Any, registry: Any,
+                                                           tmp_path: Path, which: str) -> None:
+    """While one blob is still uploading, every image that does not name it gets its manifests and
+    tag; no image that names it does (a shared blob is pushed once and mounted: all wait for it)."""
+    # The amd64 images share their base layer; the arm64-only llm-service shares nothing.
+    b = bundle_factory(images=(("rag/llm-service:1.0", ("linux/arm64/v8",)), "rag/vector-db:1.0", "rag/chat-ui:1.0"))
+    users: dict[str, set[str]] = {}  # blob digest -> refs of the images naming it
+    for im in b.root.images:
+        for digest in image_blobs(b, im):
+            users.setdefault(digest, set()).add(im.refName)
+    if which == "largest":
+        gated = max(users, key=lambda d: b.root.blobs[d].size)
+    else:
+        gated = max((d for d in users if len(users[d]) > 1), key=lambda d: len(users[d]))
+    waiting = users[gated]
+    free = [im for im in b.root.images if im.refName not in waiting]
+    assert free and waiting, "the bundle must have images on both sides of the gated blob"
+
+    site = load_site(b.site(tmp_path, registry.host))
+    state = StateDir(site.state_dir)
+    vb = open_verified(b.path, site, state=state, content=False)
+    source = _GatedSource(vb.source, gated)
+    vb = dataclasses.replace(vb, source=source)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            RegistryDestination.for_site(site).apply(vb, state.journal(vb.root_digest), QUIET)
+            outcome.append(None)
+        except BaseException as e:  # reported by the test thread
+            outcome.append(e)
+
+    loader = threading.Thread(target=run)
+    loader.start()
+    try:
+        assert source.reached.wait(30), "the gated blob was never read"
+        with Registry(registry.host) as reg:
+            deadline = time.monotonic() + 20
+            while _tags_visible(reg, free) != {im.refName for im in free} and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _tags_visible(reg, free) == {im.refName for im in free}, \
+                "images whose blobs are all in must be tagged while another image's blob uploads"
+            assert _tags_visible(reg, [im for im in b.root.images if im.refName in waiting]) == set(), \
+                "an image was tagged before every blob it names was in"
+    finally:
+        source.release.set()
+        loader.join(60)
+    assert outcome == [None]
+    with Registry(registry.host) as reg:
+        assert _tags_visible(reg, b.root.images) == {im.refName for im in b.root.images}
+
+
+def test_a_blob_goes_up_in_one_request_and_connections_are_reused(bundle_factory: Any, registry: Any,
+                                                                   tmp_path: Path) -> None:
+    """Without registry_chunk_size each blob is one PUT (no PATCH), as docker pushes; the
+    requests of a load share a handful of connections (one per upload in flight, not one each)."""
+    b = bundle_factory()
+    site = load_site(b.site(tmp_path, registry.host))
+    state = StateDir(site.state_dir)
+    vb = open_verified(b.path, site, state=state, content=False)
+    dest = RegistryDestination.for_site(site)
+    dest.apply(vb, state.journal(vb.root_digest), QUIET)
+    assert registry.count("PATCH") == 0
+    assert registry.count("PUT", "/blobs/uploads/") == len(set().union(*(image_blobs(b, im) for im in b.root.images)))
+    stats = dest.registry.stats
+    assert stats.requests == len(registry.requests()) > 30
+    assert 1 <= stats.connections <= load_destination.UPLOADS + 1, stats

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import http.server
 import io
 import json
 import math
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -105,6 +107,98 @@ def test_small_blob_goes_in_one_put(registry: RegistryProcess) -> None:
     assert registry.count("PUT", "/v2/edge/small/blobs/uploads/") == 1
     assert r.has_blob("edge/small", digest)
     assert b"".join(r.iter_blob("edge/small", digest, size)) == b"tiny config"
+
+
+class CountingFront:
+    """A TCP relay on 127.0.0.1 in front of the real registry that counts the connections made to it."""
+
+    def __init__(self, upstream: RegistryProcess) -> None:
+        self.upstream = upstream
+        self.accepted = 0
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            server = socket.create_connection(("127.0.0.1", self.upstream.port))
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(CHUNK):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(): the port closes
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_default_upload_is_one_put_and_requests_share_one_connection(registry: RegistryProcess,
+                                                                     tmp_path: Path) -> None:
+    """Without a chunk size a blob of any size is one PUT (as docker pushes); sequential requests
+    of one client reuse its connection (answers without a body included)."""
+    size = 9 * MiB + 5  # more than the 8 MiB slices uploads used to be cut into
+    src = tmp_path / "blob"
+    digest = make_blob(src, size)
+    front = CountingFront(registry)
+    try:
+        with Registry(front.host) as r:
+            assert r.push_blob("edge/one", digest, size, CountingOpener(src)) is True
+            for repo in ("edge/two", "edge/three"):
+                assert r.push_blob(repo, digest, size, CountingOpener(src), mount_from="edge/one") is True
+            assert r.has_blob("edge/three", digest) and not r.has_blob("edge/three", "sha256:" + "0" * 64)
+            config, _ = push_small(r, "edge/one", b"{}")
+            data = _odd_manifest((config, 2), (digest, size))
+            r.put_manifest("edge/one", "1.0", data, mt.OCI_MANIFEST)
+            assert r.get_manifest("edge/one", "1.0").data == data
+            assert r.list_tags("edge/one") == ["1.0"]
+            requests = r.stats.requests
+            assert r.stats.connections == 1, r.stats
+    finally:
+        front.close()
+    assert registry.count("PATCH") == 0
+    assert registry.count("PUT", "/v2/edge/one/blobs/uploads/") == 2  # the blob, the config
+    assert requests == len(registry.requests()) > 10
+    assert front.accepted == 1
+
+
+def test_proxy_from_the_environment_carries_every_request(registry: RegistryProcess,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment's proxy settings (looked up once per host) route every request, and
+    ``no_proxy`` still bypasses the proxy."""
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = CountingFront(registry)  # relays absolute-form requests; the registry answers them
+    monkeypatch.setenv("http_proxy", f"http://{proxy.host}")
+    try:
+        with Registry(registry.host) as r:
+            digest, size = push_small(r, "edge/proxied", b"through the proxy")
+            assert r.has_blob("edge/proxied", digest)
+        assert proxy.accepted >= 1
+    finally:
+        proxy.close()
+    with Registry(registry.host, retries=0) as r, pytest.raises(RegistryError, match="connection refused"):
+        r.has_blob("edge/proxied", digest)  # the proxy is gone: no request goes around it
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with Registry(registry.host, retries=0) as r:
+        assert b"".join(r.iter_blob("edge/proxied", digest, size)) == b"through the proxy"
 
 
 def test_second_push_is_a_head_only(registry: RegistryProcess, tmp_path: Path) -> None:

@@ -6,8 +6,11 @@ Every blob is pushed to the image's own repository (a blob another repository al
 mounted, not sent again); blobs the registry already holds are skipped after a ``HEAD``.
 Blobs go up ``UPLOADS`` at a time, largest first (the registry writes and hashes them on its own
 cores while we read and hash the next), and each distinct blob is sent once: its other
-repositories mount it afterwards. Manifests and tags follow only when every blob is in.
-Afterwards every manifest digest is confirmed from the registry.
+repositories mount it as soon as it is in. An image's manifests and tag go up as soon as every
+blob that image names is in its repository, while other images' blobs may still be uploading
+(the registry's work on the largest blob is what a load waits for). Every manifest digest and
+tag is then confirmed from the registry: an image's right after its manifests (during the other
+uploads), and whatever did not confirm there once more at the end, where a mismatch is reported.
 
 Invariants:
 - Exact bytes: manifests and indexes are pushed as the bundle's signed bytes (the client
@@ -15,7 +18,9 @@ Invariants:
   the bundle in 1 MiB pieces, hashed as they go (a mismatch cancels the upload), and the
   registry checks their digest again on the final ``PUT``. This is the only content check a
   blob gets before ``load`` (installer/core.py): a tag or manifest is pushed only after every
-  blob it names is in the registry under its digest.
+  blob its image names is in the image's repository under its digest (a blob shared with another
+  image is pushed once and mounted: both images wait for it). Within an image the order is
+  fixed: per-platform manifests, the index or manifest under its tag, then what is attached.
 - Every structural fact used here (children of an index, config and layers of a manifest) comes
   from a document whose digest the signed root pins, and every blob it names must be pinned too.
 - Resumable: each pushed blob, manifest and tag is journaled; a rerun skips journaled items and
@@ -28,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, BinaryIO
 
 from edgebundle import layout
@@ -82,6 +86,7 @@ class RegistryDestination:
         self._trusted = 0  # items skipped in this pass only because the journal says done
         self._lock = threading.Lock()  # journal, progress and result are shared by the uploads
         self._depot: str | None = None  # the bundle's repository when the bundle is in this registry
+        self._confirmed: set[str] = set()  # images whose manifests and tags the registry served right
 
     @classmethod
     def for_site(cls, site: Site) -> "RegistryDestination":
@@ -112,6 +117,7 @@ class RegistryDestination:
                   progress: ProgressFactory, *, trust_journal: bool) -> StepResult:
         result = StepResult(self.step, self.target)
         self._trusted = 0
+        self._confirmed.clear()
         sent_before = self.registry.stats.bytes_sent
         shared_bar = progress(f"load {self.target}", sum(p.size for p in plans))
 
@@ -132,27 +138,43 @@ class RegistryDestination:
                 (again if pin.digest in seen else first).append((plan.image.repository, plan.image.refName, pin))
                 seen.add(pin.digest)
         first.sort(key=lambda job: -job[2].size)
-        for jobs in (first, again):
-            _run_all([lambda job=job: self._blob(vb, journal, *job, known, bar, result, trust_journal)
-                      for job in jobs])
+        blob_jobs = first + again
+        jobs: list[Callable[[], None]] = [
+            lambda job=job: self._blob(vb, journal, *job, known, bar, result, trust_journal) for job in blob_jobs]
+        # A mount waits for the push it mounts; an image's manifests wait for every blob put into
+        # its repository (pushed there, or mounted once pushed elsewhere).
+        pushed_by = {pin.digest: i for i, (_, _, pin) in enumerate(first)}
+        after: dict[int, set[int]] = {len(first) + i: {pushed_by[pin.digest]} for i, (_, _, pin) in enumerate(again)}
         for plan in plans:
-            repo = plan.image.repository
-            if plan.is_index:
-                for child in plan.children:
-                    self._manifest(journal, repo, child.digest, child, result, trust_journal)
-            ref = plan.image.tag or plan.image.digest
-            self._manifest(journal, repo, ref, plan.top, result, trust_journal)
-            for a in plan.attached:  # after the image they name, each after every part it names
-                for child in a.children:
-                    self._manifest(journal, repo, child.digest, child, result, trust_journal)
-                self._manifest(journal, repo, a.entry.tag, a.top, result, trust_journal)
-            item = f"image {self.target}/{repo}@{plan.image.digest}"
-            if not journal.item_done(self.step, item):
-                journal.mark_item(self.step, item, ref=plan.image.refName)
-                faultpoint("load.image.journaled")
+            after[len(jobs)] = {i for i, (repo, ref, _) in enumerate(blob_jobs)
+                                if repo == plan.image.repository and ref == plan.image.refName}
+            jobs.append(lambda plan=plan: self._image(plan, journal, result, trust_journal))
+        _run_all(jobs, after)
         shared_bar.done()
         result.bytes = self.registry.stats.bytes_sent - sent_before
         return result
+
+    def _image(self, plan: ImagePlan, journal: Journal, result: StepResult, trust_journal: bool) -> None:
+        """An image's manifests in their order (children, the image under its tag, then what is
+        attached to it, each after every part it names), then the image's journal record."""
+        repo = plan.image.repository
+        if plan.is_index:
+            for child in plan.children:
+                self._manifest(journal, repo, child.digest, child, result, trust_journal)
+        ref = plan.image.tag or plan.image.digest
+        self._manifest(journal, repo, ref, plan.top, result, trust_journal)
+        for a in plan.attached:
+            for child in a.children:
+                self._manifest(journal, repo, child.digest, child, result, trust_journal)
+            self._manifest(journal, repo, a.entry.tag, a.top, result, trust_journal)
+        item = f"image {self.target}/{repo}@{plan.image.digest}"
+        with self._lock:
+            if not journal.item_done(self.step, item):
+                journal.mark_item(self.step, item, ref=plan.image.refName)
+                faultpoint("load.image.journaled")
+        if self._unconfirmed(plan) is None:  # a mismatch is left for confirm() to report
+            with self._lock:
+                self._confirmed.add(plan.image.refName)
 
     def _blob(self, vb: VerifiedBundle, journal: Journal, repo: str, ref: str, pin: BlobPin,
               known: dict[str, str], bar: Any, result: StepResult, trust_journal: bool) -> None:
@@ -195,64 +217,97 @@ class RegistryDestination:
                   trust_journal: bool) -> None:
         sep = "@" if ":" in ref else ":"
         item = f"manifest {self.target}/{repo}{sep}{ref}"
-        if trust_journal and journal.item_done(self.step, item):
-            result.skipped += 1
-            self._trusted += 1
-            return
+        with self._lock:
+            if trust_journal and journal.item_done(self.step, item):
+                result.skipped += 1
+                self._trusted += 1
+                return
         present = self.registry.has_manifest(repo, ref)
-        if present == doc.digest:
-            result.skipped += 1
-        else:
+        if present != doc.digest:
             self.registry.put_manifest(repo, ref, doc.data, doc.media_type)
             faultpoint("load.manifest.pushed" if sep == "@" else "load.tag.pushed")
-            result.done += 1
-            if present is not None:
-                result.details.append({"retagged": f"{repo}:{ref}", "from": present, "to": doc.digest})
-        journal.mark_item(self.step, item, digest=doc.digest)
+        with self._lock:
+            if present == doc.digest:
+                result.skipped += 1
+            else:
+                result.done += 1
+                if present is not None:
+                    result.details.append({"retagged": f"{repo}:{ref}", "from": present, "to": doc.digest})
+            journal.mark_item(self.step, item, digest=doc.digest)
 
     # -- confirming ------------------------------------------------------------------------
     def confirm(self, plans: list[ImagePlan]) -> None:
-        """Ask the registry for every manifest and tag: each must resolve to the bundle's digest."""
+        """Ask the registry for every manifest and tag (of images not confirmed during the pushes
+        of this pass): each must resolve to the bundle's digest."""
         for plan in plans:
-            repo = plan.image.repository
-            checks = [(plan.image.tag or plan.image.digest, plan.image.digest)]
-            checks += [(c.digest, c.digest) for c in plan.children] if plan.is_index else []
-            checks += [(a.entry.tag, a.entry.digest) for a in plan.attached]
-            for ref, want in checks:
-                got = self.registry.has_manifest(repo, ref)
-                if got != want:
-                    sep = "@" if ":" in ref else ":"
-                    raise DigestMismatchError(
-                        f"registry {self.target} serves {repo}{sep}{ref} as {got or 'nothing'}, "
-                        f"the bundle pins {want}",
-                        hint="something else writes to this repository, or the registry lost data; "
-                             "run load again")
+            if plan.image.refName in self._confirmed:
+                continue
+            mismatch = self._unconfirmed(plan)
+            if mismatch is not None:
+                raise mismatch
+
+    def _unconfirmed(self, plan: ImagePlan) -> DigestMismatchError | None:
+        """The first of the image's manifests and tags the registry does not serve as pinned."""
+        repo = plan.image.repository
+        checks = [(plan.image.tag or plan.image.digest, plan.image.digest)]
+        checks += [(c.digest, c.digest) for c in plan.children] if plan.is_index else []
+        checks += [(a.entry.tag, a.entry.digest) for a in plan.attached]
+        for ref, want in checks:
+            got = self.registry.has_manifest(repo, ref)
+            if got != want:
+                sep = "@" if ":" in ref else ":"
+                return DigestMismatchError(
+                    f"registry {self.target} serves {repo}{sep}{ref} as {got or 'nothing'}, "
+                    f"the bundle pins {want}",
+                    hint="something else writes to this repository, or the registry lost data; "
+                         "run load again")
+        return None
 
 
-def _run_all(jobs: list[Callable[[], None]]) -> None:
-    """Run ``jobs`` ``UPLOADS`` at a time; after a failure start no more, let the running ones
-    end, then raise the failure of the earliest job (the one a sequential run would report)."""
-    if len(jobs) <= 1:
-        for job in jobs:
-            job()
-        return
-    failed = threading.Event()
+def _run_all(jobs: list[Callable[[], None]], after: dict[int, set[int]] | None = None) -> None:
+    """Run ``jobs`` ``UPLOADS`` at a time, each once the jobs it waits for (``after[i]``: indices
+    of earlier jobs) have finished; of the jobs ready, the first in the list goes next. After a
+    failure start no more, let the running ones end, then raise the failure of the earliest job
+    (the one a sequential run would report)."""
+    waits = {i: set((after or {}).get(i, ())) for i in range(len(jobs))}
+    assert all(j < i for i, deps in waits.items() for j in deps), "a job may wait only for earlier jobs"
+    pending = list(range(len(jobs)))  # not started yet, in list order
+    finished: set[int] = set()
+    failures: dict[int, BaseException] = {}
+    changed = threading.Condition()
 
-    def guarded(job: Callable[[], None]) -> None:
-        if failed.is_set():
-            return
-        try:
-            job()
-        except BaseException:
-            failed.set()
-            raise
+    def next_job() -> int | None:
+        """The first pending job whose waits are over (None: stop); blocks while jobs it needs run.
+        The earliest pending job only waits for earlier ones, which are running: one will end."""
+        with changed:
+            while pending and not failures:
+                ready = next((i for i in pending if waits[i] <= finished), None)
+                if ready is not None:
+                    pending.remove(ready)
+                    return ready
+                changed.wait()
+            return None
 
-    with ThreadPoolExecutor(max_workers=UPLOADS, thread_name_prefix="load") as pool:
-        futures = [pool.submit(guarded, job) for job in jobs]
-        wait(futures)
-    for f in futures:
-        if f.exception() is not None:
-            raise f.exception()  # type: ignore[misc]
+    def worker() -> None:
+        while (i := next_job()) is not None:
+            try:
+                jobs[i]()
+            except BaseException as e:  # re-raised below, in the caller's thread
+                with changed:
+                    failures[i] = e
+                    changed.notify_all()
+            else:
+                with changed:
+                    finished.add(i)
+                    changed.notify_all()
+
+    workers = [threading.Thread(target=worker, name=f"load-{n}") for n in range(min(UPLOADS, len(jobs)))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if failures:
+        raise failures[min(failures)]
 
 
 def list_images(registry: Registry) -> list[dict[str, Any]]:
