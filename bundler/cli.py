@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from bundler import commands
-from edgebundle.clikit import VerbGroup, register_verbs
+from edgebundle.clikit import VerbGroup, register_verbs, run_and_exit
 
 
 @click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,3 +36,8 @@ def main() -> None:
 
 
 register_verbs(main, commands)
+
+
+def run() -> None:
+    """The ``bundle`` console entry: the command line, ended without interpreter teardown."""
+    run_and_exit(main)

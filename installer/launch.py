@@ -1,8 +1,10 @@
-"""The ``installer`` console entry: a head start for hashing, then the command line.
+"""The ``installer`` console entry: a head start for hashing, then the command line, then a
+quick exit.
 
 Kept apart from :mod:`installer.cli` so that the head start (edgebundle/headstart.py) forks its
 child before the command line's modules are imported: forking a small process is cheap, and the
-imports then run on one core while the child hashes the bundle on another.
+imports then run on one core while the child hashes the bundle on another. The command line
+ends through :func:`edgebundle.clikit.run_and_exit` (no interpreter teardown).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from edgebundle.headstart import begin_for_argv
 
 def main() -> None:
     begin_for_argv(sys.argv[1:])
-    from installer.cli import main as command_line  # after the fork, on purpose: see the module docstring
+    # Imported after the fork, on purpose (see the module docstring).
+    from edgebundle.clikit import run_and_exit
+    from installer.cli import main as command_line
 
-    command_line()
+    run_and_exit(command_line)
