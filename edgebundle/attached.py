@@ -34,3 +34,15 @@ def tag_for(subject: str, kind: str) -> str:
 def is_attached_tag(tag: str, subject: str, kind: str) -> bool:
     """True when ``tag`` is exactly where an artifact of ``kind`` attached to ``subject`` belongs."""
     return is_digest(subject) and kind in KINDS and tag == tag_for(subject, kind)
+
+
+def attached_by_tag(tag: str) -> tuple[str, str] | None:
+    """(subject, kind) when ``tag`` is where an attached artifact lives (the inverse of
+    :func:`tag_for`), else None: an image's own tag."""
+    rest = tag.removeprefix("sha256-")
+    if rest == tag:
+        return None
+    hex_part, dot, suffix = rest.partition(".")
+    kinds = [k for k, s in COSIGN_SUFFIXES.items() if s == dot + suffix] if dot else [REFERRERS]
+    subject = "sha256:" + hex_part
+    return (subject, kinds[0]) if kinds and is_digest(subject) else None

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from bundler.cli import main as bundle_main
 from bundler.spec import load_spec
+from edgebundle.attached import attached_by_tag, tag_for
 from edgebundle.registry import Registry
 from edgebundle.mediatypes import PAYLOAD_ROOT
 from edgebundle.signing import generate_keypair, load_private_key, sign
@@ -227,6 +228,18 @@ def test_signature_and_referrer_reach_the_site_registry_with_upstream_digests(
     r = CliRunner().invoke(installer_main, ["load", str(out), "--site", str(site)])
     assert r.exit_code == 0, output(r)
     assert sum(1 for e in site_registry.requests() if e.method in ("PUT", "POST", "PATCH")) == writes
+
+    # status shows the signature and the referrers index with their image, not as images of their own
+    r = CliRunner().invoke(installer_main, ["status", "--site", str(site), "--json"])
+    assert r.exit_code == 0, output(r)
+    listed = {(im["tag"], im.get("attachedTo"), im.get("kind")) for im in json.loads(r.stdout)["registry"]["images"]}
+    assert listed == {("1.0", None, None), ("sha256-" + image[7:] + ".sig", image, "signature"),
+                      ("sha256-" + image[7:], image, "referrers")}
+    r = CliRunner().invoke(installer_main, ["status", "--site", str(site)])
+    lines = r.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"  {REPO}:1.0 "))
+    assert sorted(line.split()[:2] for line in lines[at + 1:at + 3]) == [
+        ["referrers", "sha256-" + image[7:]], ["signature", "sha256-" + image[7:] + ".sig"]], r.stdout
 
 
 def test_locked_create_refuses_a_signature_added_after_the_lock(
@@ -459,3 +472,12 @@ def test_load_refuses_a_signed_root_attaching_to_what_is_not_the_image(
     assert r.exit_code == 4, output(r)
     assert f"attached sha256-{config[7:]}.sig names {config}, not one of the image's manifests" in output(r)
     assert not [e for e in site_registry.requests() if e.method in ("PUT", "POST", "PATCH")]
+
+
+def test_an_attached_tag_names_its_subject_and_kind() -> None:
+    subject = "sha256:" + "ab" * 32
+    for kind in ("signature", "attestation", "sbom", "referrers"):
+        assert attached_by_tag(tag_for(subject, kind)) == (subject, kind)
+    for tag in ("1.0", "latest", "sha256-" + "ab" * 31, "sha256-" + "ab" * 32 + ".foo",
+                "sha256-" + "ab" * 32 + ".sig.sig", "sha256-" + "AB" * 32 + ".sig", "sha256-"):
+        assert attached_by_tag(tag) is None, tag

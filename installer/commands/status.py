@@ -8,6 +8,7 @@ import click
 
 from edgebundle import layout
 from edgebundle import mediatypes as mt
+from edgebundle.attached import attached_by_tag
 from edgebundle.clikit import emit_json, handle_errors, json_option
 from edgebundle.digest import check, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError, VerificationError
@@ -156,6 +157,10 @@ def collect(site: Site, verify: bool = False) -> dict[str, Any]:
             for repo, digest in sorted(by_digest - listed):
                 if reg.has_manifest(repo, digest):  # pushed by digest only: no tag lists it
                     images.append({"repository": repo, "tag": None, "digest": digest})
+            for im in images:  # a signature, attestation or SBOM is shown with its image, not as one
+                attached = attached_by_tag(im["tag"] or "")
+                if attached:
+                    im["attachedTo"], im["kind"] = attached
             doc["registry"] = {"address": site.registry_address, "images": images}
     except EdgebundleError as e:
         doc["registry"] = {"address": site.registry_address, "error": e.message}
@@ -222,9 +227,21 @@ def _print(doc: dict[str, Any]) -> None:
     if "error" in reg:
         click.echo(f"  unreachable: {reg['error']}")
     else:
-        for im in reg["images"] or []:
+        images = [im for im in reg["images"] or [] if "attachedTo" not in im]
+        attached = [im for im in reg["images"] or [] if "attachedTo" in im]
+        shown: set[tuple[str, str]] = set()
+        for im in images:
             name = im["repository"] + (":" + im["tag"] if im["tag"] else "  (by digest only)")
             click.echo(f"  {name:<44} {im['digest']}")
+            if (im["repository"], im["digest"]) not in shown:  # under its first tag only
+                shown.add((im["repository"], im["digest"]))
+                for a in attached:
+                    if (a["repository"], a["attachedTo"]) == (im["repository"], im["digest"]):
+                        click.echo(f"    {a['kind']:<12} {a['tag']:<29} {a['digest']}")
+        for a in attached:  # its image is not in the registry (pruned, or never pushed)
+            if (a["repository"], a["attachedTo"]) not in shown:
+                click.echo(f"  {a['repository']}:{a['tag']}  ({a['kind']} of {a['attachedTo'][:19]}..., "
+                           f"an image not in the registry)  {a['digest']}")
         if not reg["images"]:
             click.echo("  (no images)")
     models = doc["models"]
