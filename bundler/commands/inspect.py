@@ -22,8 +22,9 @@ from edgebundle.verify import Policy, Verifier, root_envelope
 @click.command("inspect")
 @click.argument("bundle", type=BundleLocation())
 @click.option("--sbom", is_flag=True,
-              help="Print the bundle's CycloneDX 1.6 SBOM (JSON, on stdout; component counts on stderr), "
-                   "after checking the signature with --pubkey and the SBOM against its signed digest.")
+              help="Print the bundle's CycloneDX 1.6 SBOM (JSON, on stdout, with or without --json, which then "
+                   "only makes errors JSON too; component counts on stderr), after checking the signature with "
+                   "--pubkey and the SBOM against its signed digest.")
 @click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With --sbom: a trusted public key (repeatable).")
 @threshold_option
