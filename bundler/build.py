@@ -38,6 +38,7 @@ from edgebundle import compress, layout, tarfmt
 from edgebundle import mediatypes as mt
 from edgebundle.boundedyaml import load_all_bounded
 from edgebundle.digest import (
+    PIECE_BYTES,
     BackgroundFeed,
     HashingWriter,
     PieceHasher,
@@ -405,6 +406,10 @@ class Builder:
             else:
                 media = {"weight": mt.MODEL_WEIGHT_RAW, "doc": mt.MODEL_DOC_RAW}.get(
                     role, mt.MODEL_WEIGHT_CONFIG_RAW)
+                if size > PIECE_BYTES and not pieces[mf.relpath]:
+                    self.log(f"note: bundles.lock has no piece digests for {mf.relpath} (written by an older "
+                             f"edgebundle): sites will hash it on one core; run bundle lock {self.spec.path} "
+                             "to add them")
                 pin = store.put_file(mf.abs_path, media, (digest, size), changed, pieces[mf.relpath])
                 diff_ids.append(digest)
                 encoding = "identity"

@@ -229,3 +229,26 @@ def test_installer_verify_with_a_head_start_names_a_bad_piece_and_leaves_no_proc
     r = run_installer("verify", b.path, "--site", tmp_path / "no-such-site.yaml")
     assert r.returncode == 2, r.stderr
     assert children_left() == []
+
+
+def test_a_lock_from_before_piece_digests_still_builds_and_says_so(pieced: Any, bundle_world: BundleWorld,
+                                                                   tmp_path: Path) -> None:
+    """An older lock (no piece digests) builds a bundle whose large model is proven whole; the
+    builder says how to get the pieces back."""
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text(pieced.spec_path.read_text())
+    assert CliRunner().invoke(bundle_main, ["lock", str(spec)]).exit_code == 0
+    lock = json.loads((tmp_path / "bundles.lock").read_text())
+    for m in lock["models"]:
+        for f in m["files"]:
+            f.pop("pieces", None)
+    (tmp_path / "bundles.lock").write_text(json.dumps(lock, indent=2, sort_keys=True))
+    key, _ = bundle_world.key("release")
+    out = tmp_path / "out.tar"
+    r = CliRunner().invoke(bundle_main, ["create", str(spec), "--key", str(key), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("bundles.lock has no piece digests for") == 2 and f"run bundle lock {spec}" in r.stderr
+    envelope = json.dumps(read_root_envelope(out)).encode()
+    root = dsse_verify(envelope, load_pub(bundle_world.key("release")[1]), mt.PAYLOAD_ROOT)
+    assert not [d for d, b in root["blobs"].items() if "pieces" in b]
+    Verifier(_trust(bundle_world)).verify(open_source(out))  # proven whole, as before pieces
