@@ -29,14 +29,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import hashlib
 import os
 import signal
 import stat
 from pathlib import Path
 
 from edgebundle import layout, tarfmt
-from edgebundle.digest import CHUNK, PIECE_BYTES, is_digest, piece_bytes
+from edgebundle.digest import PIECE_BYTES, hash_stream, is_digest, piece_bytes
 
 #: Environment switch: ``off`` (or ``0``, ``no``) never starts a child.
 ENV = "EDGEBUNDLE_HEAD_START"
@@ -198,14 +197,10 @@ def _child(path: Path, identity: _Identity, pipe: int, parent: int) -> None:
             entries = tarfmt.read_index(read_at, identity[2], layout.normalise_member_name)
             for offset, length in units(entries):
                 f.seek(offset)
-                h, left = hashlib.sha256(), length
-                while left > 0:
-                    data = f.read(min(CHUNK, left))
-                    if not data:
-                        return
-                    h.update(data)
-                    left -= len(data)
-                os.write(pipe, f"{offset} {length} sha256:{h.hexdigest()}\n".encode())
+                digest, size = hash_stream(f, limit=length)
+                if size != length:
+                    return
+                os.write(pipe, f"{offset} {length} {digest}\n".encode())
     except BaseException:  # noqa: BLE001 - the child only ever helps; any failure just ends it
         pass
     finally:

@@ -8,6 +8,7 @@ the product's own hashers.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +122,22 @@ def test_a_source_that_cannot_seek_proves_the_blob_whole(pieced: Any, bundle_wor
         Verifier(_trust(bundle_world)).verify(source)
 
 
-def test_a_lock_whose_piece_digests_are_not_the_files_is_refused(pieced: Any, bundle_world: BundleWorld,
-                                                                 tmp_path: Path) -> None:
-    """Caught on the build host: a bundle signed with wrong pieces would fail only at the site."""
+def _spec_with_edited_lock(pieced: Any, tmp_path: Path, edit: Callable[[dict[str, Any]], Any]) -> Path:
+    """The pieced bundle's spec in ``tmp_path``, locked, with ``edit`` applied to each lock entry with pieces."""
     spec = tmp_path / "bundle.yaml"
     spec.write_text(pieced.spec_path.read_text())
     assert CliRunner().invoke(bundle_main, ["lock", str(spec)]).exit_code == 0
     lock = json.loads((tmp_path / "bundles.lock").read_text())
-    for m in lock["models"]:
-        for f in m["files"]:
-            if "pieces" in f:
-                f["pieces"] = f["pieces"][::-1]
+    for f in (f for m in lock["models"] for f in m["files"] if "pieces" in f):
+        edit(f)
     (tmp_path / "bundles.lock").write_text(json.dumps(lock, indent=2, sort_keys=True))
+    return spec
+
+
+def test_a_lock_whose_piece_digests_are_not_the_files_is_refused(pieced: Any, bundle_world: BundleWorld,
+                                                                 tmp_path: Path) -> None:
+    """Caught on the build host: a bundle signed with wrong pieces would fail only at the site."""
+    spec = _spec_with_edited_lock(pieced, tmp_path, lambda f: f.update(pieces=f["pieces"][::-1]))
     key, _ = bundle_world.key("release")
     r = CliRunner().invoke(bundle_main, ["create", str(spec), "--key", str(key), "-o", str(tmp_path / "out.tar")])
     assert r.exit_code == 1, r.output
@@ -235,14 +240,7 @@ def test_a_lock_from_before_piece_digests_still_builds_and_says_so(pieced: Any, 
                                                                    tmp_path: Path) -> None:
     """An older lock (no piece digests) builds a bundle whose large model is proven whole; the
     builder says how to get the pieces back."""
-    spec = tmp_path / "bundle.yaml"
-    spec.write_text(pieced.spec_path.read_text())
-    assert CliRunner().invoke(bundle_main, ["lock", str(spec)]).exit_code == 0
-    lock = json.loads((tmp_path / "bundles.lock").read_text())
-    for m in lock["models"]:
-        for f in m["files"]:
-            f.pop("pieces", None)
-    (tmp_path / "bundles.lock").write_text(json.dumps(lock, indent=2, sort_keys=True))
+    spec = _spec_with_edited_lock(pieced, tmp_path, lambda f: f.pop("pieces"))
     key, _ = bundle_world.key("release")
     out = tmp_path / "out.tar"
     r = CliRunner().invoke(bundle_main, ["create", str(spec), "--key", str(key), "-o", str(out)])
