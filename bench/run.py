@@ -2,7 +2,7 @@
 
 Usage (every option also reads an environment variable, shown in brackets)::
 
-    python bench/run.py                          # default sizes, 3 interleaved runs per row
+    python bench/run.py                          # default sizes, 5 interleaved runs per row
     BENCH_MODEL_GB=4 python bench/run.py         # a bigger GGUF
     BENCH_ONLY=create,verify BENCH_RUNS=1 python bench/run.py
     BENCH_ONLY=delta BENCH_DELTA=S3,S4 python bench/run.py  # some of the delta scenarios
@@ -54,8 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="bulk image layer in MiB [BENCH_IMAGE_MB, default 256]")
     p.add_argument("--embed-mb", type=int, default=int(_env("EMBED_MB", "192")),
                    help="embedding safetensors in MiB [BENCH_EMBED_MB, default 192]")
-    p.add_argument("--runs", type=int, default=int(_env("RUNS", "3")),
-                   help="interleaved runs per side [BENCH_RUNS, default 3]")
+    p.add_argument("--runs", type=int, default=int(_env("RUNS", "5")),
+                   help="interleaved runs per side [BENCH_RUNS, default 5]")
     p.add_argument("--only", default=_env("ONLY", ",".join(ROWS)),
                    help=f"rows to run, comma-separated from {','.join(ROWS)} [BENCH_ONLY]")
     p.add_argument("--delta", default=_env("DELTA", ",".join(DELTA_SCENARIOS)),
