@@ -81,25 +81,30 @@ class HeadStart:
         """Stop the child (``wait``: let it finish first); the digest of every range it finished
         (none if the file changed since it started)."""
         if self._done is None:
-            self._stop(kill=not wait)
+            if not wait:
+                self._kill()
             with os.fdopen(self._pipe, "rb") as pipe:
-                report = pipe.read()
+                report = pipe.read()  # to its end, which the child's exit closes: it never blocks on a full pipe
+            self._reap()
             self._done = _parse_report(report) if self.is_for(self.path) else {}
         return self._done
 
-    def _stop(self, *, kill: bool = True) -> None:
+    def _kill(self) -> None:
+        if self._pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+
+    def _reap(self) -> None:
         if self._pid:
             pid, self._pid = self._pid, 0
-            if kill:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
 
     def cancel(self) -> None:
         """Stop the child without reading its report (at exit)."""
         if self._done is None:
-            self._stop()
+            self._kill()
+            self._reap()
             os.close(self._pipe)
             self._done = {}
 

@@ -16,8 +16,11 @@ from edgebundle.headstart import begin_for_argv
 
 def main() -> None:
     begin_for_argv(sys.argv[1:])
-    # Imported after the fork, on purpose (see the module docstring).
-    from edgebundle.clikit import run_and_exit
-    from installer.cli import main as command_line
+    try:  # imported after the fork, on purpose (see the module docstring)
+        from edgebundle.clikit import run_and_exit
+        from installer.cli import main as command_line
+    except KeyboardInterrupt:  # Ctrl-C while starting: no verb ran yet (exit code as clikit.Interrupted)
+        sys.stderr.write("error: interrupted; nothing was changed\n")
+        sys.exit(130)
 
     run_and_exit(command_line)
