@@ -113,7 +113,7 @@ class BundleSource(Protocol):
 
     def early_digests(self) -> dict[tuple[str, int, int], str]:
         """(member, offset in it, length) -> sha256 of those bytes, hashed before the verifier
-        asked (edgebundle/headstart.py); compared with the pins like any other. None by default."""
+        asked (edgebundle/headstart.py); compared with the pins like any other. None by default ({})."""
         return {}
 
     def precheck(self, trust: "TrustStore", progress: Callable[[int], None] | None = None, *,
@@ -223,12 +223,12 @@ class TarSource(BundleSource):
     def early_digests(self) -> dict[tuple[str, int, int], str]:
         if self._head_start is None:
             return {}
-        by_offset = sorted((e.offset, e) for e in self.entries().values())
-        starts = [at for at, _ in by_offset]
+        by_offset = sorted(self.entries().values(), key=lambda e: e.offset)
+        starts = [e.offset for e in by_offset]
         out = {}
         for (offset, length), digest in self._head_start.take().items():
             i = bisect.bisect_right(starts, offset) - 1
-            e = by_offset[i][1] if i >= 0 else None
+            e = by_offset[i] if i >= 0 else None
             if e is not None and offset + length <= e.offset + e.size:
                 out[(e.name, offset - e.offset, length)] = digest
         return out
