@@ -7,12 +7,3 @@ field media (media, runbook, wheelhouse) and proves manifests before they ship (
 lint runs the installer's own renderer and policy so that the site re-checks, never discovers).
 The format and its trust are the shared core, :mod:`edgebundle`.
 """
-
-import os as _os
-from pathlib import Path as _Path
-
-
-def user_cache(name: str) -> _Path:
-    """``$XDG_CACHE_HOME/edgebundle/<name>`` (else ``~/.cache/...``): what a build host keeps between
-    runs (downloaded wheels, layer scans); one rule for every such cache."""
-    return _Path(_os.environ.get("XDG_CACHE_HOME") or _Path.home() / ".cache") / "edgebundle" / name

@@ -40,9 +40,9 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from bundler import user_cache
 from edgebundle.digest import CHUNK, is_digest, read_bounded
 from edgebundle.errors import EdgebundleError
+from edgebundle.usercache import user_cache
 
 #: The largest dpkg status or apk database read (a big Ubuntu image's is about 3 MiB).
 MAX_DATABASE_BYTES = 32 * 1024 * 1024
@@ -403,7 +403,7 @@ def default_scan_cache() -> Path | None:
         return None
     if configured:
         return Path(configured)
-    return user_cache("layerscan")
+    return Path(user_cache("layerscan"))
 
 
 def _scan_to_json(scan: LayerScan) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundler import user_cache
 from edgebundle.errors import EdgebundleError, UsageError
+from edgebundle.usercache import user_cache
 
 
 class WheelhouseError(EdgebundleError):
@@ -78,7 +78,7 @@ def parse_targets(platforms: tuple[str, ...] | list[str], pythons: tuple[str, ..
 
 
 def default_wheel_cache() -> Path:
-    return user_cache("wheelhouse")
+    return Path(user_cache("wheelhouse"))
 
 
 def find_source_tree() -> Path | None:
