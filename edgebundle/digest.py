@@ -212,6 +212,8 @@ class BackgroundFeed:
                     self._error = e
 
     def __call__(self, data: bytes) -> None:
+        if self._error is not None:  # stop feeding a consumer that failed (a full disk, say)
+            raise self._error
         self._queue.put(bytes(data))
 
     def __enter__(self) -> "BackgroundFeed":
@@ -272,14 +274,50 @@ def copy_verified(
 ) -> None:
     """Copy ``src`` to ``dst`` in chunks and fail unless the bytes match the signed pin.
 
+    The writes run on a thread of their own (:class:`BackgroundFeed`) while this one hashes, so
+    a copy takes as long as the slower of the two, not their sum (a write error is raised here).
     Reads at most ``expected_size + 1`` bytes so an endless source cannot run on.
     """
-    w = HashingWriter(dst)
-    for data in iter_chunks(src, expected_size + 1):
-        w.write(data)
-        if progress:
-            progress(len(data))
-    check(what, expected_digest, expected_size, w.digest, w.size)
+    h, size = hashlib.sha256(), 0
+    with BackgroundFeed(dst.write) as write:
+        for data in iter_chunks(src, expected_size + 1):
+            write(data)
+            h.update(data)
+            size += len(data)
+            if progress:
+                progress(len(data))
+    check(what, expected_digest, expected_size, "sha256:" + h.hexdigest(), size)
+
+
+def check_file_pieces(fd: int, what: str, size: int, pieces: list[str], workers: int) -> None:
+    """The open file ``fd`` is ``size`` bytes whose pieces (:func:`piece_bytes`) hash to the
+    signed ``pieces``, hashed on ``workers`` threads at once (``os.pread``: no shared position)."""
+    step = piece_bytes(size)
+    if os.fstat(fd).st_size != size or len(pieces) != piece_count(size):
+        got = os.fstat(fd).st_size
+        raise DigestMismatchError(f"{what}: {got:,} bytes, the signed root pins {size:,} in {len(pieces)} pieces",
+                                  hint="the destination changed the file; check the storage, then run again")
+
+    def piece(i: int) -> tuple[int, str, int]:
+        at, length, h, done = i * step, min(step, size - i * step), hashlib.sha256(), 0
+        while done < length:
+            data = os.pread(fd, min(CHUNK, length - done), at + done)
+            if not data:
+                break
+            h.update(data)
+            done += len(data)
+        return i, "sha256:" + h.hexdigest(), done
+
+    from concurrent.futures import ThreadPoolExecutor  # only a large file's check needs it
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, got, done in pool.map(piece, range(len(pieces))):
+            if got != pieces[i]:  # a short read (a file cut meanwhile) hashes differently too
+                at = i * step
+                raise DigestMismatchError(
+                    f"{what}: bytes {at:,} to {at + done:,} (piece {i + 1} of {len(pieces)}) hash to {got}, "
+                    f"the signed root pins {pieces[i]}",
+                    hint="the destination changed the file; check the storage, then run again")
 
 
 def fsync_dir(path: Path) -> None:

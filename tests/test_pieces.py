@@ -7,7 +7,11 @@ the product's own hashers.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,15 @@ from click.testing import CliRunner
 from bundler.cli import main as bundle_main
 from edgebundle import headstart, layout
 from edgebundle import mediatypes as mt
-from edgebundle.digest import DigestMismatchError, PieceHasher, piece_bytes, piece_count
+from edgebundle.digest import (
+    CHUNK,
+    DigestMismatchError,
+    PieceHasher,
+    check_file_pieces,
+    copy_verified,
+    piece_bytes,
+    piece_count,
+)
 from edgebundle.parts import open_source
 from edgebundle.signing import TrustStore, load_private_key
 from edgebundle.verify import Verifier
@@ -250,3 +262,83 @@ def test_a_lock_from_before_piece_digests_still_builds_and_says_so(pieced: Any, 
     root = dsse_verify(envelope, load_pub(bundle_world.key("release")[1]), mt.PAYLOAD_ROOT)
     assert not [d for d, b in root["blobs"].items() if "pieces" in b]
     Verifier(_trust(bundle_world)).verify(open_source(out))  # proven whole, as before pieces
+
+
+def test_stage_checks_what_landed_by_its_signed_pieces(pieced: Any, big_gguf: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large file is proven after it is flushed to the NAS by its signed pieces, on every core:
+    a byte the storage changed under the written file is named by its piece, and the version
+    never becomes visible; unchanged, the staged file is the GGUF byte for byte."""
+    from installer.cli import main as installer_main
+
+    b = pieced.copy(tmp_path / "b")
+    site = b.site(tmp_path, "127.0.0.1:9")
+    nas = tmp_path / "nas"
+    size = big_gguf.stat().st_size
+    real_fsync, changed = os.fsync, []
+
+    def storage_that_changes_a_byte(fd: int) -> None:
+        real_fsync(fd)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size == size and not changed:
+            os.pwrite(fd, bytes([os.pread(fd, 1, PIECE + 7)[0] ^ 0xFF]), PIECE + 7)
+            changed.append(fd)
+
+    monkeypatch.setattr(os, "fsync", storage_that_changes_a_byte)
+    r = CliRunner().invoke(installer_main, ["stage", str(b.path), "--site", str(site)])
+    assert r.exit_code == 4 and changed, r.output
+    assert "as written to" in r.output and f"bytes {PIECE:,} to {size:,} (piece 2 of 2)" in r.output, r.output
+    assert not (nas / "llm" / "big-llm" / "1.0").exists()
+    assert not [p for p in nas.rglob("*") if p.is_file() and p.stat().st_size == size]  # no temp file left
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    r = CliRunner().invoke(installer_main, ["stage", str(b.path), "--site", str(site)])
+    assert r.exit_code == 0, r.output
+    staged = [p for p in (nas / "llm" / "big-llm" / "1.0").iterdir() if p.suffix == ".gguf"]
+    assert [sha256_file(p) for p in staged] == [sha256_file(big_gguf)]
+
+
+def test_check_file_pieces_names_the_piece_and_a_wrong_size(tmp_path: Path) -> None:
+    data = bytearray(os.urandom(2 * PIECE + 1000))  # three pieces: 64 MiB, 64 MiB, 1000 bytes
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    pins = [sha256_of(bytes(data[i:i + PIECE])) for i in range(0, len(data), PIECE)]
+    with open(path, "rb") as f:
+        check_file_pieces(f.fileno(), "f", len(data), pins, workers=2)
+        with pytest.raises(DigestMismatchError, match=r"f: 134,218,728 bytes, the signed root pins 134,218,727"):
+            check_file_pieces(f.fileno(), "f", len(data) - 1, pins, workers=2)
+    data[2 * PIECE + 10] ^= 1
+    path.write_bytes(data)
+    with open(path, "rb") as f, pytest.raises(DigestMismatchError) as e:
+        check_file_pieces(f.fileno(), "f", len(data), pins, workers=2)
+    assert f"bytes {2 * PIECE:,} to {len(data):,} (piece 3 of 3)" in e.value.message
+
+
+def test_a_copy_stops_reading_at_the_first_failed_write() -> None:
+    """The writes run on their own thread; a full disk there ends the copy at once, as OSError."""
+    read = [0]
+
+    class Source(io.RawIOBase):
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            read[0] += len(b)
+            b[:] = b"\0" * len(b)
+            return len(b)
+
+    class FullDisk(io.RawIOBase):
+        written = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            if self.written >= 3 * CHUNK:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(b)
+            return len(b)
+
+    with pytest.raises(OSError) as e:
+        copy_verified(Source(), FullDisk(), "f", "sha256:" + "0" * 64, 1024 * CHUNK)  # type: ignore[arg-type]
+    assert e.value.errno == errno.ENOSPC
+    assert read[0] < 64 * CHUNK  # not the whole 1 GiB source

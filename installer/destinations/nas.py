@@ -17,8 +17,9 @@ How a bundle's versions appear together or not at all:
 1. *Prove*: every version to stage is assembled in a hidden sibling
    ``.<version>.partial-<random>`` (its name journaled, so a rerun resumes it). Each file is
    written to a random temporary name, hashed as it is written against the signed digest (the
-   media may have changed since verification), fsynced, re-read from the same descriptor and
-   renamed only on a match. Files a killed run left there are hashed again before reuse.
+   media may have changed since verification; the writes run on a thread of their own),
+   fsynced, re-read from the same descriptor (a large file by its signed pieces, on every core)
+   and renamed only on a match. Files a killed run left there are hashed again before reuse.
 2. *Commit*: only when every version of the bundle is complete does stage write the commit
    record ``STATE_DIR/stage-commit.json`` (:data:`COMMIT_RECORD`: the bundle's root digest and,
    per version, its hidden and final names; temp name, fsync, rename, fsync) and then rename each
@@ -58,11 +59,11 @@ from typing import Any, BinaryIO
 
 from edgebundle import layout
 from edgebundle.compress import open_tar_zstd_member
-from edgebundle.digest import CHUNK, check, copy_verified, hash_stream, sha256_bytes
+from edgebundle.digest import CHUNK, check, check_file_pieces, copy_verified, hash_stream, sha256_bytes
 from edgebundle.errors import EdgebundleError, UsageError
 from edgebundle.faults import faultpoint
 from edgebundle.root import KIND_DIRS, ModelEntry, ModelFile, canonical_json, load_json_bounded, parse_root
-from edgebundle.verify import VerifiedBundle
+from edgebundle.verify import WORKERS, VerifiedBundle
 from installer.destinations import ProgressFactory, StepResult
 from installer.records import CommitVersion, StageCommitDocument
 from installer.safefs import (
@@ -540,8 +541,7 @@ def _write_file(vb: VerifiedBundle, m: ModelEntry, f: ModelFile, dir_fd: int, na
                 copy_verified(_Tap(stream, bar), out, what, f.digest, f.size)  # type: ignore[arg-type]
                 out.flush()
                 os.fsync(out.fileno())
-                out.seek(0)
-                check(f"{what} as written to {where.parent}", f.digest, f.size, *hash_stream(out))
+                _check_landed(vb, f, out, f"{what} as written to {where.parent}")
             faultpoint("stage.file.written")
             st = lstat_at(dir_fd, name)
             if st is not None and stat.S_ISDIR(st.st_mode):
@@ -555,6 +555,17 @@ def _write_file(vb: VerifiedBundle, m: ModelEntry, f: ModelFile, dir_fd: int, na
                 pass
             raise
     os.fsync(dir_fd)
+
+
+def _check_landed(vb: VerifiedBundle, f: ModelFile, out: BinaryIO, what: str) -> None:
+    """The file as written hashes to its signed pin: a large file carried as itself by its signed
+    pieces, on every core at once; any other whole."""
+    blob = vb.root.blobs.get(f.blob)
+    if f.encoding == "identity" and blob is not None and blob.pieces and blob.size == f.size:
+        check_file_pieces(out.fileno(), what, f.size, list(blob.pieces), WORKERS)
+    else:
+        out.seek(0)
+        check(what, f.digest, f.size, *hash_stream(out))
 
 
 def _write_new(dir_fd: int, name: str, data: bytes) -> None:
