@@ -160,21 +160,29 @@ class Verifier:
         self.progress = progress
 
     def verify(self, source: BundleSource, *, content: bool = True) -> VerifiedBundle:
-        """Run the six steps; with ``content=False`` stop after completeness (cheap re-check)."""
-        source.precheck(self.trust, self.progress, content=content)  # 0. container pre-check (split parts)
-        members = source.members()  # 1. structure
-        envelope, root_bytes, signers = self._check_signatures(source)  # 2.
-        root = parse_root(root_bytes)  # 3.
-        self._check_policy(root)  # 4.
+        """Run the six steps; with ``content=False`` stop after the manifests (cheap re-check)."""
+        vb = self.signed_root(source, content=content)
+        root = vb.root
         pins = root.member_pins(full=source.full_target)
-        self._check_completeness(source, members, pins)  # 5.
         # Signed manifests are small and every step's later parse depends on them: proven and
-        # parsed within bounds on every pass, so no step writes anything before a bomb is refused.
+        # parsed within bounds on every full pass, so no step writes anything before a bomb is refused.
         self._check_manifests(source, root, pins)
         if content:
             self._check_content(source, root, pins)  # 6.
             if root.is_delta and not source.full_target:
                 prove_patches(source, root)  # carried patches decode within their signed sizes
+        return vb
+
+    def signed_root(self, source: BundleSource, *, content: bool = False) -> VerifiedBundle:
+        """Steps 0-5: the root's signatures, its strict parse, the policy, every pinned member
+        present. What a caller learns before it picks the full pass's policy (the bundle's name,
+        for the rollback check); ``content`` tells a split bundle's pre-check what follows."""
+        source.precheck(self.trust, self.progress, content=content)  # 0. container pre-check (split parts)
+        members = source.members()  # 1. structure
+        envelope, root_bytes, signers = self._check_signatures(source)  # 2.
+        root = parse_root(root_bytes)  # 3.
+        self._check_policy(root)  # 4.
+        self._check_completeness(source, members, root.member_pins(full=source.full_target))  # 5.
         return VerifiedBundle(root, root_bytes, signers, source, envelope)
 
     def _check_signatures(self, source: BundleSource) -> tuple[bytes, bytes, list[str]]:

@@ -71,8 +71,7 @@ def open_verified(bundle_path: Path | str, site: Site, *, state: StateDir | None
     source = open_source(bundle_path)
     trust = site_trust(site, state)
     expired_ok = bool(allow_expired and allow_expired.strip())
-    signed = Verifier(trust, Policy(compatible=site.compatible, allow_expired=expired_ok)).verify(
-        source, content=False)
+    signed = Verifier(trust, Policy(compatible=site.compatible, allow_expired=expired_ok)).signed_root(source)
     current = state.current(signed.root.name)
     running = deployed_bundle(site, state, signed.root.name)  # what rollback protection compares with
     policy = Policy(
