@@ -91,23 +91,15 @@ class ColdStart:
         if self.verb_module not in sys.modules:  # a typo, --help, or a failure before the verb
             return
         known = set(self.listed)
-        new = [f for f in imported_files() if f not in known]
-        if not new:
+        entries = (self.listed + [f for f in imported_files() if f not in known])[:MAX_FILES]
+        if len(entries) == len(self.listed):  # nothing new, or no room for it: no write
             return
-        entries = (self.listed + new)[:MAX_FILES]
-        import tempfile  # at exit only: importing it first thing would cost every start 10 ms
+        from pathlib import Path  # at exit only: the start imports as little as it can
 
-        folder = os.path.dirname(self.path)
+        from edgebundle.digest import atomic_write
+
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", dir=folder)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write("\n".join([_header(), *entries]) + "\n")
-                os.replace(tmp, self.path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            atomic_write(Path(self.path), ("\n".join([_header(), *entries]) + "\n").encode())
         except (OSError, ValueError):
             pass
 

@@ -292,9 +292,8 @@ def copy_verified(
 def check_file_pieces(fd: int, what: str, size: int, pieces: list[str], workers: int) -> None:
     """The open file ``fd`` is ``size`` bytes whose pieces (:func:`piece_bytes`) hash to the
     signed ``pieces``, hashed on ``workers`` threads at once (``os.pread``: no shared position)."""
-    step = piece_bytes(size)
-    if os.fstat(fd).st_size != size or len(pieces) != piece_count(size):
-        got = os.fstat(fd).st_size
+    step, got = piece_bytes(size), os.fstat(fd).st_size
+    if got != size or len(pieces) != piece_count(size):
         raise DigestMismatchError(f"{what}: {got:,} bytes, the signed root pins {size:,} in {len(pieces)} pieces",
                                   hint="the destination changed the file; check the storage, then run again")
 
@@ -313,11 +312,17 @@ def check_file_pieces(fd: int, what: str, size: int, pieces: list[str], workers:
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, got, done in pool.map(piece, range(len(pieces))):
             if got != pieces[i]:  # a short read (a file cut meanwhile) hashes differently too
-                at = i * step
-                raise DigestMismatchError(
-                    f"{what}: bytes {at:,} to {at + done:,} (piece {i + 1} of {len(pieces)}) hash to {got}, "
-                    f"the signed root pins {pieces[i]}",
-                    hint="the destination changed the file; check the storage, then run again")
+                raise piece_mismatch(what, (i, len(pieces)), i * step, min(step, size - i * step), pieces[i],
+                                     got, done, hint="the destination changed the file; check the storage, "
+                                                     "then run again")
+
+
+def piece_mismatch(what: str, which: tuple[int, int], at: int, length: int, pin: str, got: str, got_size: int,
+                   hint: str) -> DigestMismatchError:
+    """The error for piece ``which`` (index, count) of ``what``: its byte range, both digests."""
+    return DigestMismatchError(
+        f"{what}: bytes {at:,} to {at + got_size:,} (piece {which[0] + 1} of {which[1]}) hash to {got}, "
+        f"the signed root pins {pin}" + (f" for {length:,} bytes" if got_size != length else ""), hint=hint)
 
 
 def fsync_dir(path: Path) -> None:

@@ -52,6 +52,7 @@ from edgebundle.digest import (
     hash_stream,
     hash_stream_ahead,
     piece_bytes,
+    piece_mismatch,
     sha256_bytes,
 )
 from edgebundle.errors import VerificationError
@@ -352,10 +353,8 @@ def _check_piece(source: BundleSource, name: str, which: tuple[int, int], pin: s
     """One signed piece of a large blob: ``length`` bytes at offset ``at`` hash to ``pin``."""
     got, got_size = _hash_range(source, name, at, length, progress, stop, early)
     if (got, got_size) != (pin, length):
-        raise DigestMismatchError(
-            f"{name}: bytes {at:,} to {at + got_size:,} (piece {which[0] + 1} of {which[1]}) hash to {got}, "
-            f"the signed root pins {pin}" + (f" for {length:,} bytes" if got_size != length else ""),
-            hint="the bundle was altered or the media is corrupt; copy it again from the build host")
+        raise piece_mismatch(name, which, at, length, pin, got, got_size,
+                             hint="the bundle was altered or the media is corrupt; copy it again from the build host")
 
 
 def _check_encoded(source: BundleSource, m: ModelEntry, f: ModelFile, name: str, stop: threading.Event) -> None:

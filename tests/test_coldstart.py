@@ -212,6 +212,9 @@ def test_record_keeps_the_list_and_adds_what_is_new_within_bounds(tmp_path: Path
     coldstart.ColdStart.for_verb("prog", ["test-coldstart"], "tests").record()  # type: ignore[union-attr]
     lines = path.read_text().splitlines()
     assert lines[0] == coldstart._header() and len(lines) == 1 + 5 and not set(old) & set(lines)
+    before = path.stat()
+    coldstart.ColdStart.for_verb("prog", ["test-coldstart"], "tests").record()  # type: ignore[union-attr]
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # full: no rewrite
 
     other = list_path(tmp_path / "xdg", "prog", "never-imported")
     coldstart.ColdStart.for_verb("prog", ["never-imported"], "tests").record()  # type: ignore[union-attr]
